@@ -1,0 +1,1 @@
+//! Criterion benchmarks of BitNet-Rust; see `benches/` and README.md.

@@ -1,0 +1,352 @@
+//! Dense GEMV kernels decode needs around the ternary ones, above all for the tied output embedding
+//! (`logits = E h`, 128256 x 2560 in 2B-4T):
+//!
+//! * [`f32_gemv`]: `y[n] = sum_k W[n,k] x[k]`, W stored as f32;
+//! * [`bf16_gemv`]: the same with W stored as bf16 (widened to f32 in registers, half the bytes);
+//! * [`Int8Matrix`] + [`int8_gemv`]: W quantized per row to int8 (`W[n,k] ≈ Wq[n,k] * r_n`,
+//!   `r_n = max|W[n,:]| / 127`, codes in [-127, 127]) against per-token int8 activations:
+//!   `y[n] = (sum_k Wq[n,k] q[k]) * r_n / s` (a quarter of the f32 bytes).
+//!
+//! Each dot product keeps a fixed set of independent accumulator lanes and reduces them in a fixed order,
+//! written so the compiler vectorizes it; the ISA variants are the same code compiled with more target
+//! features, so they give identical results (no FMA contraction happens without fast-math).
+
+use crate::aligned::AlignedBytes;
+use crate::dispatch::Kernel;
+use crate::error::{checked_elems, ensure_eq, ensure_len, Result};
+use crate::gemv::OutPtr;
+use crate::pool::{split_range, ThreadPool};
+use crate::quant::{round_half_even, QuantizedActivations, ACT_PAD};
+
+const F32_LANES: usize = 64;
+const I8_LANES: usize = 64;
+
+/// Pairwise reduction of the lane array, in a fixed order.
+#[inline(always)]
+fn reduce_f32<const N: usize>(mut acc: [f32; N]) -> f32 {
+    let mut width = N;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0]
+}
+
+#[inline(always)]
+fn dot_f32_body(w: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; F32_LANES];
+    let (wc, xc) = (w.chunks_exact(F32_LANES), x.chunks_exact(F32_LANES));
+    let (wr, xr) = (wc.remainder(), xc.remainder());
+    for (a, b) in wc.zip(xc) {
+        for l in 0..F32_LANES {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    for (l, (a, b)) in wr.iter().zip(xr).enumerate() {
+        acc[l] += a * b;
+    }
+    reduce_f32(acc)
+}
+
+#[inline(always)]
+fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+#[inline(always)]
+fn dot_bf16_body(w: &[u16], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; F32_LANES];
+    let (wc, xc) = (w.chunks_exact(F32_LANES), x.chunks_exact(F32_LANES));
+    let (wr, xr) = (wc.remainder(), xc.remainder());
+    for (a, b) in wc.zip(xc) {
+        for l in 0..F32_LANES {
+            acc[l] += bf16_to_f32(a[l]) * b[l];
+        }
+    }
+    for (l, (a, b)) in wr.iter().zip(xr).enumerate() {
+        acc[l] += bf16_to_f32(*a) * b;
+    }
+    reduce_f32(acc)
+}
+
+#[inline(always)]
+fn dot_i8_body(w: &[i8], x: &[i8]) -> i32 {
+    let mut acc = [0i32; I8_LANES];
+    for (a, b) in w.chunks_exact(I8_LANES).zip(x.chunks_exact(I8_LANES)) {
+        for l in 0..I8_LANES {
+            acc[l] += a[l] as i32 * b[l] as i32;
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Generates the per-ISA copies of a dot body and a dispatcher over [`Kernel`].
+macro_rules! multiversion {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        mod $name {
+            use super::*;
+            pub(super) fn generic($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn avx2($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+            pub(super) unsafe fn avx512($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon,dotprod")]
+            pub(super) unsafe fn dotprod($($arg: $ty),*) -> $ret { $body($($arg),*) }
+
+            /// Calls the copy for `kernel`, which the caller has checked is available.
+            #[inline(always)]
+            pub(super) fn call(kernel: Kernel, $($arg: $ty),*) -> $ret {
+                // SAFETY: `kernel.is_available()` was checked by the public entry point, so the CPU has
+                // the features each copy is compiled for.
+                match kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => unsafe { avx2($($arg),*) },
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx512Vnni => unsafe { avx512($($arg),*) },
+                    #[cfg(target_arch = "aarch64")]
+                    Kernel::NeonDotprod => unsafe { dotprod($($arg),*) },
+                    _ => generic($($arg),*),
+                }
+            }
+        }
+    };
+}
+
+multiversion!(dot_f32, dot_f32_body, (w: &[f32], x: &[f32]) -> f32);
+multiversion!(dot_bf16, dot_bf16_body, (w: &[u16], x: &[f32]) -> f32);
+multiversion!(dot_i8, dot_i8_body, (w: &[i8], x: &[i8]) -> i32);
+
+/// The kernel a dense GEMV runs: `kernel` if available, checked.
+fn checked(kernel: Kernel) -> Result<Kernel> {
+    if kernel.is_available() {
+        Ok(kernel)
+    } else {
+        Err(crate::error::KernelError::KernelUnavailable(kernel.name()))
+    }
+}
+
+/// Runs `row(n) -> y[n]` over `rows` rows on the pool, each thread a contiguous range.
+fn for_rows(rows: usize, y: &mut [f32], pool: &ThreadPool, row: impl Fn(usize) -> f32 + Sync) {
+    let out = OutPtr(y.as_mut_ptr());
+    let threads = pool.threads().min(rows.div_ceil(16)).max(1);
+    pool.run(&|t| {
+        if t >= threads {
+            return;
+        }
+        for n in split_range(rows, threads, t, 16) {
+            // SAFETY: `n < rows <= y.len()` (checked by callers) and ranges are disjoint per thread.
+            unsafe { out.write(n, row(n)) };
+        }
+    });
+}
+
+/// `y = W x` with `W` f32 `[rows, cols]` row-major.
+pub fn f32_gemv(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    f32_gemv_with(Kernel::selected(), w, rows, cols, x, y, pool)
+}
+
+/// [`f32_gemv`] with an explicit kernel.
+pub fn f32_gemv_with(
+    kernel: Kernel,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let kernel = checked(kernel)?;
+    ensure_eq(
+        "weight element count",
+        checked_elems("f32 weights", rows, cols)?,
+        w.len(),
+    )?;
+    ensure_eq("input width", cols, x.len())?;
+    ensure_len("output", rows, y.len())?;
+    for_rows(rows, y, pool, |n| {
+        dot_f32::call(kernel, &w[n * cols..(n + 1) * cols], x)
+    });
+    Ok(())
+}
+
+/// `y = W x` with `W` stored as bf16 bits (`u16`), `[rows, cols]` row-major.
+pub fn bf16_gemv(
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    bf16_gemv_with(Kernel::selected(), w, rows, cols, x, y, pool)
+}
+
+/// [`bf16_gemv`] with an explicit kernel.
+pub fn bf16_gemv_with(
+    kernel: Kernel,
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let kernel = checked(kernel)?;
+    ensure_eq(
+        "weight element count",
+        checked_elems("bf16 weights", rows, cols)?,
+        w.len(),
+    )?;
+    ensure_eq("input width", cols, x.len())?;
+    ensure_len("output", rows, y.len())?;
+    for_rows(rows, y, pool, |n| {
+        dot_bf16::call(kernel, &w[n * cols..(n + 1) * cols], x)
+    });
+    Ok(())
+}
+
+/// A dense matrix quantized per row to int8: `W[n,k] ≈ codes[n,k] * row_scales[n]`, codes in [-127, 127],
+/// rows zero-padded to a multiple of 256 to match [`QuantizedActivations`].
+#[derive(Debug, Clone)]
+pub struct Int8Matrix {
+    rows: usize,
+    cols: usize,
+    cols_padded: usize,
+    codes: AlignedBytes,
+    row_scales: Vec<f32>,
+}
+
+impl Int8Matrix {
+    /// Quantizes f32 `[rows, cols]` row-major: `r_n = max(max|W[n,:]|, 1e-5) / 127`,
+    /// `codes = clamp(round(W / r_n), -127, 127)` (round half to even).
+    pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        Self::quantize_rows(rows, cols, w.len(), |n| {
+            w[n * cols..(n + 1) * cols].to_vec()
+        })
+    }
+
+    /// Quantizes bf16-stored `[rows, cols]` weights.
+    pub fn quantize_bf16(w: &[u16], rows: usize, cols: usize) -> Result<Self> {
+        Self::quantize_rows(rows, cols, w.len(), |n| {
+            w[n * cols..(n + 1) * cols]
+                .iter()
+                .map(|&b| bf16_to_f32(b))
+                .collect()
+        })
+    }
+
+    fn quantize_rows(
+        rows: usize,
+        cols: usize,
+        len: usize,
+        row: impl Fn(usize) -> Vec<f32>,
+    ) -> Result<Self> {
+        ensure_eq(
+            "weight element count",
+            checked_elems("int8 weights", rows, cols)?,
+            len,
+        )?;
+        let cols_padded = cols.div_ceil(ACT_PAD) * ACT_PAD;
+        let mut codes = AlignedBytes::zeroed(checked_elems("int8 weights", rows, cols_padded)?);
+        let mut row_scales = Vec::with_capacity(rows);
+        let dst_all = codes.as_i8_mut();
+        for n in 0..rows {
+            let src = row(n);
+            let absmax = src.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let scale = absmax.max(crate::quant::SCALE_EPS) / 127.0;
+            let inv = 1.0 / scale;
+            let dst = &mut dst_all[n * cols_padded..n * cols_padded + cols];
+            for (d, &v) in dst.iter_mut().zip(&src) {
+                *d = round_half_even(v * inv).clamp(-127.0, 127.0) as i8;
+            }
+            row_scales.push(scale);
+        }
+        Ok(Self {
+            rows,
+            cols,
+            cols_padded,
+            codes,
+            row_scales,
+        })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Codes of row `n`, padded.
+    pub fn row(&self, n: usize) -> &[i8] {
+        &self.codes.as_i8()[n * self.cols_padded..(n + 1) * self.cols_padded]
+    }
+    /// Per-row scales `r_n`.
+    pub fn row_scales(&self) -> &[f32] {
+        &self.row_scales
+    }
+    /// Bytes of weight codes (what a GEMV reads).
+    pub fn packed_bytes(&self) -> usize {
+        self.codes.len()
+    }
+}
+
+/// Raw `acc[n] = sum_k Wq[n,k] q[k]` of an int8 GEMV (the integer core the ISA copies must agree on).
+pub fn int8_accumulators(
+    kernel: Kernel,
+    w: &Int8Matrix,
+    x: &QuantizedActivations,
+    acc: &mut [i32],
+) -> Result<()> {
+    let kernel = checked(kernel)?;
+    ensure_eq("activation width (K)", w.cols, x.cols())?;
+    ensure_eq("GEMV token count", 1, x.rows())?;
+    ensure_len("accumulators", w.rows, acc.len())?;
+    for (n, a) in acc.iter_mut().enumerate().take(w.rows) {
+        *a = dot_i8::call(kernel, w.row(n), x.row(0));
+    }
+    Ok(())
+}
+
+/// `y[n] = (sum_k Wq[n,k] q[k]) * r_n / s` for the single token of `x`.
+pub fn int8_gemv(
+    w: &Int8Matrix,
+    x: &QuantizedActivations,
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    int8_gemv_with(Kernel::selected(), w, x, y, pool)
+}
+
+/// [`int8_gemv`] with an explicit kernel.
+pub fn int8_gemv_with(
+    kernel: Kernel,
+    w: &Int8Matrix,
+    x: &QuantizedActivations,
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let kernel = checked(kernel)?;
+    ensure_eq("activation width (K)", w.cols, x.cols())?;
+    ensure_eq("GEMV token count", 1, x.rows())?;
+    ensure_len("output", w.rows, y.len())?;
+    let inv_s = 1.0 / x.scales()[0];
+    let act = x.row(0);
+    for_rows(w.rows, y, pool, |n| {
+        dot_i8::call(kernel, w.row(n), act) as f32 * (w.row_scales[n] * inv_s)
+    });
+    Ok(())
+}

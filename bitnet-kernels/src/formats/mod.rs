@@ -1,0 +1,136 @@
+//! Ternary weight layouts: the on-disk formats of DESIGN.md section 3 and the kernel-native layout.
+//!
+//! Every format stores the 2-bit code `c = w + 1` (`w` in {-1, 0, +1}); they differ in how codes are
+//! ordered inside bytes and where scales live. All of them convert to and from [`TernaryCodes`], the
+//! unpacked row-major `[rows, cols]` code matrix, and repack into the kernel-native [`TernaryMatrix`].
+//!
+//! | format | module | bytes | scale |
+//! |---|---|---|---|
+//! | HF packed (2B-4T safetensors) | [`hf_packed`] | `rows/4 * cols` | separate `weight_scale` tensor |
+//! | GGUF I2_S (bitnet.cpp) | [`i2s`] | `rows*cols/4 + 32` | one f32 per tensor, in the tail |
+//! | GGUF TQ2_0 (llama.cpp) | [`tq2_0`] | 66 per 256 weights | f16 per block |
+//! | GGUF TQ1_0 (llama.cpp) | [`tq1_0`] | 54 per 256 weights | f16 per block |
+//! | native (ours) | [`native`] | `rows * ceil(cols/256) * 64` | f32 per row |
+
+pub mod hf_packed;
+pub mod i2s;
+pub mod native;
+pub mod tq1_0;
+pub mod tq2_0;
+
+use crate::error::{checked_elems, ensure_eq, KernelError, Result};
+
+pub use native::TernaryMatrix;
+
+/// An unpacked ternary matrix: row-major `[rows, cols]` codes in {0, 1, 2} (`w = c - 1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TernaryCodes {
+    rows: usize,
+    cols: usize,
+    codes: Vec<u8>,
+}
+
+impl TernaryCodes {
+    /// Wraps `codes` after checking the length and that every code is 0, 1 or 2.
+    pub fn new(rows: usize, cols: usize, codes: Vec<u8>) -> Result<Self> {
+        ensure_eq(
+            "ternary code count",
+            checked_elems("ternary codes", rows, cols)?,
+            codes.len(),
+        )?;
+        if let Some(index) = codes.iter().position(|&c| c > 2) {
+            return Err(KernelError::InvalidCode {
+                code: codes[index],
+                index,
+            });
+        }
+        Ok(Self { rows, cols, codes })
+    }
+
+    /// Codes from ternary values in {-1, 0, +1}.
+    pub fn from_ternary(rows: usize, cols: usize, values: &[i8]) -> Result<Self> {
+        let codes = values
+            .iter()
+            .map(|&v| (v as i16 + 1).clamp(0, 3) as u8)
+            .collect::<Vec<_>>();
+        if let Some(index) = values.iter().position(|&v| !(-1..=1).contains(&v)) {
+            return Err(KernelError::InvalidCode {
+                code: codes[index],
+                index,
+            });
+        }
+        Self::new(rows, cols, codes)
+    }
+
+    /// Number of rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Number of columns (input features, `K`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// The codes, row-major.
+    pub fn codes(&self) -> &[u8] {
+        &self.codes
+    }
+    /// The codes of row `r`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.codes[r * self.cols..(r + 1) * self.cols]
+    }
+    /// Consumes self and returns the code vector.
+    pub fn into_codes(self) -> Vec<u8> {
+        self.codes
+    }
+}
+
+/// Rejects a scale that is NaN or infinite.
+pub(crate) fn ensure_finite(what: &'static str, value: f32) -> Result<()> {
+    if !value.is_finite() {
+        return Err(KernelError::NonFiniteScale { what, value });
+    }
+    Ok(())
+}
+
+/// Decodes the 2-bit code of `byte` at bit offset `shift` and rejects code 3.
+#[inline]
+pub(crate) fn code_at(byte: u8, shift: u32, index: usize) -> Result<u8> {
+    let code = (byte >> shift) & 3;
+    if code == 3 {
+        return Err(KernelError::InvalidCode { code, index });
+    }
+    Ok(code)
+}
+
+/// Collapses per-block scales (`blocks_per_row` per row) into one scale per row, failing when a row's
+/// blocks disagree (the native layout has one scale per row).
+pub(crate) fn row_scales_from_blocks(
+    format: &'static str,
+    block_scales: &[f32],
+    rows: usize,
+    blocks_per_row: usize,
+) -> Result<Vec<f32>> {
+    ensure_eq(
+        "block scale count",
+        rows * blocks_per_row,
+        block_scales.len(),
+    )?;
+    let mut out = Vec::with_capacity(rows);
+    for (row, blocks) in block_scales
+        .chunks(blocks_per_row.max(1))
+        .enumerate()
+        .take(rows)
+    {
+        let first = blocks[0];
+        if let Some(&other) = blocks.iter().find(|&&s| s != first) {
+            return Err(KernelError::NonUniformRowScale {
+                format,
+                row,
+                first,
+                other,
+            });
+        }
+        out.push(first);
+    }
+    Ok(out)
+}

@@ -1,0 +1,203 @@
+//! The kernel-native ternary layout, shared by every CPU kernel (scalar, AVX2, AVX-512, NEON).
+//!
+//! Row-major; each row is zero-padded to a multiple of 256 weights and cut into blocks of 256 weights
+//! stored in 64 bytes (one cache line, 64-byte aligned). Inside a block, weight `e` lives in byte
+//! `e % 64` at bits `2 * (e / 64)`:
+//!
+//! ```text
+//! byte j (0..64):  bits 1-0 = w[j]   bits 3-2 = w[64 + j]   bits 5-4 = w[128 + j]   bits 7-6 = w[192 + j]
+//! ```
+//!
+//! so one vector load of `L` bytes followed by `(v >> 2p) & 3` yields the codes of `L` consecutive
+//! weights `64p + j` for every ISA width (`L` = 64 on AVX-512, 32 on AVX2, 16 on NEON), ready for an
+//! unsigned-by-signed byte dot product against `L` consecutive activations. Padding weights hold code 1
+//! (w = 0) and the matching activation padding is 0, so padding adds nothing.
+//! Each row has its own f32 scale `g_n`: `W[n, k] = (c - 1) * g_n`.
+
+use super::{hf_packed, i2s, row_scales_from_blocks, tq1_0, tq2_0, TernaryCodes};
+use crate::aligned::AlignedBytes;
+use crate::error::{checked_elems, ensure_eq, Result};
+use crate::quant::{quantize_weights_absmean, ACT_PAD};
+
+/// Weights per native block.
+pub const NATIVE_BLOCK: usize = ACT_PAD;
+/// Bytes per native block.
+pub const NATIVE_BLOCK_BYTES: usize = NATIVE_BLOCK / 4;
+
+/// A ternary weight matrix `[rows, cols]` in the kernel-native layout, with one scale per row.
+#[derive(Debug, Clone)]
+pub struct TernaryMatrix {
+    rows: usize,
+    cols: usize,
+    cols_padded: usize,
+    data: AlignedBytes,
+    row_scales: Vec<f32>,
+}
+
+impl TernaryMatrix {
+    /// Packs unpacked codes with one scale per row.
+    pub fn from_codes(codes: &TernaryCodes, row_scales: Vec<f32>) -> Result<Self> {
+        let (rows, cols) = (codes.rows(), codes.cols());
+        ensure_eq("row scale count", rows, row_scales.len())?;
+        for &s in &row_scales {
+            super::ensure_finite("row scale", s)?;
+        }
+        let cols_padded = cols.div_ceil(NATIVE_BLOCK) * NATIVE_BLOCK;
+        let row_bytes = cols_padded / 4;
+        let mut data =
+            AlignedBytes::zeroed(checked_elems("native ternary matrix", rows, row_bytes)?);
+        for (r, dst) in data
+            .as_mut_slice()
+            .chunks_mut(row_bytes.max(1))
+            .enumerate()
+            .take(rows)
+        {
+            let src = codes.row(r);
+            for (block, out) in dst.chunks_mut(NATIVE_BLOCK_BYTES).enumerate() {
+                for e in 0..NATIVE_BLOCK {
+                    let k = block * NATIVE_BLOCK + e;
+                    let code = if k < cols { src[k] } else { 1 };
+                    out[e % 64] |= code << (2 * (e / 64));
+                }
+            }
+        }
+        Ok(Self {
+            rows,
+            cols,
+            cols_padded,
+            data,
+            row_scales,
+        })
+    }
+
+    /// Packs unpacked codes with one scale `g` for the whole tensor.
+    pub fn from_codes_with_scale(codes: &TernaryCodes, scale: f32) -> Result<Self> {
+        Self::from_codes(codes, vec![scale; codes.rows()])
+    }
+
+    /// Quantizes f32 latent weights `[rows, cols]` per tensor with absmean (DESIGN.md section 1).
+    pub fn quantize_absmean(weights: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        ensure_eq(
+            "weight count",
+            checked_elems("weights", rows, cols)?,
+            weights.len(),
+        )?;
+        let (codes, g) = quantize_weights_absmean(weights);
+        Self::from_codes_with_scale(&TernaryCodes::new(rows, cols, codes)?, g)
+    }
+
+    /// Repacks HF packed bytes (`[rows/4, cols]`) with the weight multiplier `g` (already converted from
+    /// the checkpoint's `weight_scale` according to its `linear_class`).
+    pub fn from_hf_packed(bytes: &[u8], rows: usize, cols: usize, scale: f32) -> Result<Self> {
+        Self::from_codes_with_scale(&hf_packed::unpack_hf_packed(bytes, rows, cols)?, scale)
+    }
+
+    /// Repacks a GGUF I2_S tensor (scale from its tail).
+    pub fn from_i2s(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        let (codes, scale) = i2s::unpack_i2s(bytes, rows, cols)?;
+        Self::from_codes_with_scale(&codes, scale)
+    }
+
+    /// Repacks a GGUF TQ2_0 tensor; every block of a row must carry the same scale.
+    pub fn from_tq2_0(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        let (codes, blocks) = tq2_0::unpack_tq2_0(bytes, rows, cols)?;
+        let scales = row_scales_from_blocks("TQ2_0", &blocks, rows, cols / tq2_0::TQ2_0_BLOCK)?;
+        Self::from_codes(&codes, scales)
+    }
+
+    /// Repacks a GGUF TQ1_0 tensor; every block of a row must carry the same scale.
+    pub fn from_tq1_0(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        let (codes, blocks) = tq1_0::unpack_tq1_0(bytes, rows, cols)?;
+        let scales = row_scales_from_blocks("TQ1_0", &blocks, rows, cols / tq1_0::TQ1_0_BLOCK)?;
+        Self::from_codes(&codes, scales)
+    }
+
+    /// Unpacks back to row-major codes (padding dropped).
+    pub fn to_codes(&self) -> TernaryCodes {
+        let mut codes = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            let row = self.row_bytes(r);
+            codes.extend((0..self.cols).map(|k| native_code(row, k)));
+        }
+        TernaryCodes::new(self.rows, self.cols, codes).expect("native layout holds valid codes")
+    }
+
+    /// Number of rows (output features `N`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Number of columns (input features `K`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// `K` rounded up to a multiple of 256.
+    pub fn cols_padded(&self) -> usize {
+        self.cols_padded
+    }
+    /// Packed bytes of one row (`cols_padded / 4`).
+    pub fn bytes_per_row(&self) -> usize {
+        self.cols_padded / 4
+    }
+    /// The packed bytes of row `r`.
+    pub fn row_bytes(&self, r: usize) -> &[u8] {
+        let n = self.bytes_per_row();
+        &self.data.as_slice()[r * n..(r + 1) * n]
+    }
+    /// All packed bytes.
+    pub fn data(&self) -> &[u8] {
+        self.data.as_slice()
+    }
+    /// Per-row weight scales `g_n`.
+    pub fn row_scales(&self) -> &[f32] {
+        &self.row_scales
+    }
+}
+
+/// The code of weight `k` in one native-layout row.
+#[inline]
+pub fn native_code(row: &[u8], k: usize) -> u8 {
+    let (block, e) = (k / NATIVE_BLOCK, k % NATIVE_BLOCK);
+    (row[block * NATIVE_BLOCK_BYTES + e % 64] >> (2 * (e / 64))) & 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_places_weights_as_documented() {
+        let mut codes = vec![1u8; 300];
+        codes[0] = 2;
+        codes[64] = 0;
+        codes[255] = 2;
+        codes[256] = 0;
+        let m = TernaryMatrix::from_codes_with_scale(
+            &TernaryCodes::new(1, 300, codes.clone()).unwrap(),
+            1.0,
+        )
+        .unwrap();
+        assert_eq!(m.cols_padded(), 512);
+        let row = m.row_bytes(0);
+        assert_eq!(row[0], 0b01_01_00_10);
+        assert_eq!(row[63], 0b10_01_01_01);
+        assert_eq!(row[64], 0b01_01_01_00);
+        // padding is code 1
+        assert_eq!(row[127], 0b01_01_01_01);
+        assert_eq!(m.to_codes().codes(), &codes[..]);
+        assert_eq!(m.data().as_ptr() as usize % 64, 0);
+    }
+
+    #[test]
+    fn non_uniform_tq2_0_scales_are_rejected() {
+        let codes = TernaryCodes::new(1, 512, vec![1; 512]).unwrap();
+        let bytes = tq2_0::pack_tq2_0(&codes, &[1.0, 2.0]).unwrap();
+        assert!(TernaryMatrix::from_tq2_0(&bytes, 1, 512).is_err());
+        let bytes = tq2_0::pack_tq2_0(&codes, &[2.0, 2.0]).unwrap();
+        assert_eq!(
+            TernaryMatrix::from_tq2_0(&bytes, 1, 512)
+                .unwrap()
+                .row_scales(),
+            &[2.0]
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! AArch64 NEON ternary dot products on the native layout: `sdot` (dot-product extension) and plain NEON
+//! (`smlal` into i16, `sadalp` into i32).
+//!
+//! A native block is 64 bytes; each 16-byte quarter `i` gives, after `(v >> 2p) & 3`, the codes of weights
+//! `64p + 16i .. 64p + 16i + 16`. Codes (<= 2) are valid signed bytes, so the signed `sdot` applies.
+//! Plain NEON sums eight products (|.| <= 256 each) per i16 lane before widening: exact.
+
+use core::arch::aarch64::*;
+
+/// Codes of the four sub-blocks of one 16-byte load, as signed bytes.
+#[inline(always)]
+unsafe fn codes4(v: uint8x16_t) -> [int8x16_t; 4] {
+    unsafe {
+        let mask = vdupq_n_u8(3);
+        [
+            vreinterpretq_s8_u8(vandq_u8(v, mask)),
+            vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8::<2>(v), mask)),
+            vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8::<4>(v), mask)),
+            vreinterpretq_s8_u8(vshrq_n_u8::<6>(v)),
+        ]
+    }
+}
+
+/// Activations of quarter `i` of a block: offsets `64p + 16i`.
+#[inline(always)]
+unsafe fn act_quarter(a: *const i8, i: usize) -> [int8x16_t; 4] {
+    unsafe { [0, 64, 128, 192].map(|o| vld1q_s8(a.add(o + 16 * i))) }
+}
+
+/// `acc += sum_4 (a[i] * b[i])` per i32 lane, with the `sdot` instruction.
+#[inline(always)]
+unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only instruction; the caller's target_feature guarantees dotprod.
+    unsafe {
+        core::arch::asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Dotprod: sums for four rows `stride` bytes apart.
+///
+/// # Safety
+/// The CPU has neon + dotprod; `w` is valid for `3 * stride + blocks * 64` bytes, `act` for `blocks * 256`.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn dot4_dotprod(
+    w: *const u8,
+    stride: usize,
+    act: *const i8,
+    blocks: usize,
+) -> [i32; 4] {
+    unsafe {
+        let mut acc = [vdupq_n_s32(0); 4];
+        for b in 0..blocks {
+            let a = act.add(b * 256);
+            for i in 0..4 {
+                let x = act_quarter(a, i);
+                for r in 0..4 {
+                    let c = codes4(vld1q_u8(w.add(r * stride + b * 64 + 16 * i)));
+                    for p in 0..4 {
+                        acc[r] = sdot(acc[r], c[p], x[p]);
+                    }
+                }
+            }
+        }
+        acc.map(|v| vaddvq_s32(v))
+    }
+}
+
+/// Dotprod: sum for one row.
+///
+/// # Safety
+/// As [`dot4_dotprod`] with one row.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn dot1_dotprod(w: *const u8, act: *const i8, blocks: usize) -> i32 {
+    unsafe {
+        let mut acc = vdupq_n_s32(0);
+        for b in 0..blocks {
+            let a = act.add(b * 256);
+            for i in 0..4 {
+                let x = act_quarter(a, i);
+                let c = codes4(vld1q_u8(w.add(b * 64 + 16 * i)));
+                for p in 0..4 {
+                    acc = sdot(acc, c[p], x[p]);
+                }
+            }
+        }
+        vaddvq_s32(acc)
+    }
+}
+
+/// Plain NEON: i32 lanes of one 16-byte load's products (eight per i16 lane, then pairwise widened).
+#[inline(always)]
+unsafe fn mul_quarter(acc: int32x4_t, c: [int8x16_t; 4], x: [int8x16_t; 4]) -> int32x4_t {
+    unsafe {
+        let mut s = vmull_s8(vget_low_s8(c[0]), vget_low_s8(x[0]));
+        s = vmlal_high_s8(s, c[0], x[0]);
+        for p in 1..4 {
+            s = vmlal_s8(s, vget_low_s8(c[p]), vget_low_s8(x[p]));
+            s = vmlal_high_s8(s, c[p], x[p]);
+        }
+        vpadalq_s16(acc, s)
+    }
+}
+
+/// Plain NEON: sums for four rows `stride` bytes apart.
+///
+/// # Safety
+/// The CPU has neon; pointers as in [`dot4_dotprod`].
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dot4_plain(
+    w: *const u8,
+    stride: usize,
+    act: *const i8,
+    blocks: usize,
+) -> [i32; 4] {
+    unsafe {
+        let mut acc = [vdupq_n_s32(0); 4];
+        for b in 0..blocks {
+            let a = act.add(b * 256);
+            for i in 0..4 {
+                let x = act_quarter(a, i);
+                for r in 0..4 {
+                    acc[r] = mul_quarter(
+                        acc[r],
+                        codes4(vld1q_u8(w.add(r * stride + b * 64 + 16 * i))),
+                        x,
+                    );
+                }
+            }
+        }
+        acc.map(|v| vaddvq_s32(v))
+    }
+}
+
+/// Plain NEON: sum for one row.
+///
+/// # Safety
+/// As [`dot4_plain`] with one row.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dot1_plain(w: *const u8, act: *const i8, blocks: usize) -> i32 {
+    unsafe {
+        let mut acc = vdupq_n_s32(0);
+        for b in 0..blocks {
+            let a = act.add(b * 256);
+            for i in 0..4 {
+                acc = mul_quarter(
+                    acc,
+                    codes4(vld1q_u8(w.add(b * 64 + 16 * i))),
+                    act_quarter(a, i),
+                );
+            }
+        }
+        vaddvq_s32(acc)
+    }
+}

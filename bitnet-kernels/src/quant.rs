@@ -1,0 +1,226 @@
+//! The two quantizers of BitLinear (DESIGN.md section 1), bit-compatible with the Hugging Face reference.
+//!
+//! * Weights, per tensor (absmean): `g = max(mean|W|, 1e-5)`, `Wq = clamp(round(W * (1/g)), -1, 1)`,
+//!   stored as 2-bit codes `c = Wq + 1` in {0, 1, 2}. Dequantized weight: `Wq * g`.
+//! * Activations, per token (absmax): `s = 127 / max(max|x|, 1e-5)`, `q = clamp(round(x * s), -128, 127)`.
+//!
+//! `round` is round-half-to-even, and the reciprocal is formed first and multiplied, exactly as
+//! transformers' `BitLinear` does in f32, so the codes match the reference bit for bit.
+
+use crate::aligned::AlignedBytes;
+use crate::error::{ensure_eq, ensure_len, Result};
+
+/// Smallest scale denominator of both quantizers (the `1e-5` clamp of the reference).
+pub const SCALE_EPS: f32 = 1e-5;
+
+/// Activation rows are padded with zero codes to a multiple of this many elements, the block size of the
+/// native ternary layout, so kernels never need a scalar tail.
+pub const ACT_PAD: usize = 256;
+
+/// `round(x)` with ties to even, as `torch.round`.
+#[inline]
+pub fn round_half_even(x: f32) -> f32 {
+    x.round_ties_even()
+}
+
+/// The absmean weight scale `g = max(mean|W|, 1e-5)`; the mean is accumulated in f64.
+pub fn absmean_scale(weights: &[f32]) -> f32 {
+    if weights.is_empty() {
+        return SCALE_EPS;
+    }
+    let sum: f64 = weights.iter().map(|w| w.abs() as f64).sum();
+    ((sum / weights.len() as f64) as f32).max(SCALE_EPS)
+}
+
+/// Quantizes `weights` per tensor to ternary codes `c = clamp(round(w / g), -1, 1) + 1` and returns `(codes, g)`.
+pub fn quantize_weights_absmean(weights: &[f32]) -> (Vec<u8>, f32) {
+    let g = absmean_scale(weights);
+    (quantize_weights_with_scale(weights, g), g)
+}
+
+/// Ternary codes of `weights` for a given scale `g` (`c = clamp(round(w * (1/g)), -1, 1) + 1`).
+pub fn quantize_weights_with_scale(weights: &[f32], g: f32) -> Vec<u8> {
+    let inv = 1.0 / g;
+    weights
+        .iter()
+        .map(|&w| (round_half_even(w * inv).clamp(-1.0, 1.0) as i8 + 1) as u8)
+        .collect()
+}
+
+/// Per-token int8 activations: `m` rows of `k` codes, each row zero-padded to `k_padded` (a multiple of
+/// [`ACT_PAD`]), with the row's scale `s` and code sum `sum q` (the term the ternary kernels subtract).
+#[derive(Debug, Clone)]
+pub struct QuantizedActivations {
+    rows: usize,
+    cols: usize,
+    cols_padded: usize,
+    codes: AlignedBytes,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+}
+
+impl QuantizedActivations {
+    /// An all-zero buffer for `rows` tokens of width `cols`; reuse it with [`Self::quantize_from`] so that
+    /// decode allocates nothing per token.
+    pub fn zeros(rows: usize, cols: usize) -> Result<Self> {
+        let cols_padded = cols.div_ceil(ACT_PAD) * ACT_PAD;
+        let len = crate::error::checked_elems("activations", rows, cols_padded)?;
+        Ok(Self {
+            rows,
+            cols,
+            cols_padded,
+            codes: AlignedBytes::zeroed(len),
+            scales: vec![1.0; rows],
+            sums: vec![0; rows],
+        })
+    }
+
+    /// Quantizes `x` (`rows * cols` f32, row-major) into a new buffer.
+    pub fn quantize(x: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        let mut q = Self::zeros(rows, cols)?;
+        q.quantize_from(x)?;
+        Ok(q)
+    }
+
+    /// Re-quantizes `x` (same shape as this buffer) in place.
+    pub fn quantize_from(&mut self, x: &[f32]) -> Result<()> {
+        ensure_eq("activation length", self.rows * self.cols, x.len())?;
+        let (cols, stride) = (self.cols, self.cols_padded);
+        let codes = self.codes.as_i8_mut();
+        for r in 0..self.rows {
+            let src = &x[r * cols..(r + 1) * cols];
+            let dst = &mut codes[r * stride..r * stride + cols];
+            let (scale, sum) = quantize_row_absmax(src, dst);
+            self.scales[r] = scale;
+            self.sums[r] = sum;
+        }
+        Ok(())
+    }
+
+    /// Builds activations from codes the caller already has (`rows * cols` i8) and per-row scales.
+    pub fn from_codes(codes: &[i8], scales: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        ensure_eq("activation code count", rows * cols, codes.len())?;
+        ensure_eq("activation scale count", rows, scales.len())?;
+        let mut q = Self::zeros(rows, cols)?;
+        let stride = q.cols_padded;
+        let dst = q.codes.as_i8_mut();
+        for r in 0..rows {
+            let row = &codes[r * cols..(r + 1) * cols];
+            dst[r * stride..r * stride + cols].copy_from_slice(row);
+            q.sums[r] = row.iter().map(|&c| c as i32).sum();
+        }
+        q.scales.copy_from_slice(scales);
+        Ok(q)
+    }
+
+    /// Number of tokens.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Logical width `k`.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Padded row stride (a multiple of [`ACT_PAD`]); codes past `cols` are zero.
+    pub fn cols_padded(&self) -> usize {
+        self.cols_padded
+    }
+    /// Codes of row `r`, padded.
+    pub fn row(&self, r: usize) -> &[i8] {
+        &self.codes.as_i8()[r * self.cols_padded..(r + 1) * self.cols_padded]
+    }
+    /// All codes, padded rows.
+    pub fn codes(&self) -> &[i8] {
+        self.codes.as_i8()
+    }
+    /// Per-row scales `s` (`x ≈ q / s`).
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+    /// Per-row code sums `sum q`.
+    pub fn sums(&self) -> &[i32] {
+        &self.sums
+    }
+}
+
+/// Quantizes one row: writes `q = clamp(round(x * s), -128, 127)` into `dst` and returns `(s, sum q)`.
+pub fn quantize_row_absmax(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    debug_assert_eq!(x.len(), dst.len());
+    let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = 127.0 / absmax.max(SCALE_EPS);
+    let mut sum = 0i32;
+    for (d, &v) in dst.iter_mut().zip(x) {
+        let q = round_half_even(v * scale).clamp(-128.0, 127.0) as i8;
+        *d = q;
+        sum += q as i32;
+    }
+    (scale, sum)
+}
+
+/// Dequantized ternary weights `(c - 1) * g` (for references and fallbacks).
+pub fn dequantize_codes(codes: &[u8], g: f32, out: &mut [f32]) -> Result<()> {
+    ensure_len("dequantized output", codes.len(), out.len())?;
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = (c as f32 - 1.0) * g;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_is_half_to_even() {
+        assert_eq!(round_half_even(0.5), 0.0);
+        assert_eq!(round_half_even(1.5), 2.0);
+        assert_eq!(round_half_even(2.5), 2.0);
+        assert_eq!(round_half_even(-0.5), 0.0);
+        assert_eq!(round_half_even(-1.5), -2.0);
+    }
+
+    #[test]
+    fn absmean_codes() {
+        let w = [0.3f32, -0.3, 0.0, 0.05, -1.0, 2.0];
+        let (codes, g) = quantize_weights_absmean(&w);
+        let expected_g = (0.3 + 0.3 + 0.0 + 0.05 + 1.0 + 2.0) / 6.0;
+        assert!((g - expected_g).abs() < 1e-6);
+        // 0.3/0.608 = 0.49 -> 0; 0.05 -> 0; -1/0.608 -> -1.6 -> clamp -1; 2 -> +1
+        assert_eq!(codes, vec![1, 1, 1, 1, 0, 2]);
+    }
+
+    #[test]
+    fn zero_weights_use_floor() {
+        let (codes, g) = quantize_weights_absmean(&[0.0; 8]);
+        assert_eq!(g, SCALE_EPS);
+        assert!(codes.iter().all(|&c| c == 1));
+    }
+
+    #[test]
+    fn activations_absmax_and_padding() {
+        let x = [1.0f32, -2.0, 0.5, 0.0, 4.0, -4.0];
+        let q = QuantizedActivations::quantize(&x, 2, 3).unwrap();
+        assert_eq!(q.cols_padded(), 256);
+        // row 0: s = 127/2; 1*63.5 = 63.5 -> 64 (even), -2 -> -127, 0.5*63.5 = 31.75 -> 32
+        assert_eq!(&q.row(0)[..3], &[64, -127, 32]);
+        assert!(q.row(0)[3..].iter().all(|&c| c == 0));
+        assert_eq!(q.sums()[0], 64 - 127 + 32);
+        assert_eq!(q.scales()[0], 63.5);
+        // row 1: s = 127/4; 4 -> 127, -4 -> -127
+        assert_eq!(&q.row(1)[..3], &[0, 127, -127]);
+        assert_eq!(q.sums()[1], 0);
+    }
+
+    #[test]
+    fn zero_row_uses_floor_scale() {
+        let q = QuantizedActivations::quantize(&[0.0; 4], 1, 4).unwrap();
+        assert_eq!(q.scales()[0], 127.0 / SCALE_EPS);
+        assert!(q.row(0).iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn wrong_length_is_an_error() {
+        let mut q = QuantizedActivations::zeros(2, 4).unwrap();
+        assert!(q.quantize_from(&[0.0; 7]).is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! Every SIMD kernel equals the scalar reference bit for bit on the integer accumulators, and the f32
+//! outputs equal a naive dequantized reference.
+
+use bitnet_kernels::dense::{int8_accumulators, Int8Matrix};
+use bitnet_kernels::{
+    ternary_accumulators, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes,
+    TernaryMatrix, ThreadPool,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn random_codes(rng: &mut StdRng, rows: usize, cols: usize) -> TernaryCodes {
+    TernaryCodes::new(
+        rows,
+        cols,
+        (0..rows * cols).map(|_| rng.random_range(0..3u8)).collect(),
+    )
+    .unwrap()
+}
+
+fn random_acts(rng: &mut StdRng, rows: usize, cols: usize) -> QuantizedActivations {
+    let codes: Vec<i8> = (0..rows * cols)
+        .map(|_| rng.random_range(-128..=127i8))
+        .collect();
+    let scales: Vec<f32> = (0..rows).map(|_| rng.random_range(1.0..200.0f32)).collect();
+    QuantizedActivations::from_codes(&codes, &scales, rows, cols).unwrap()
+}
+
+/// `sum_k c[n,k] * q[k]` computed from the unpacked codes, independent of any kernel or layout.
+fn naive_accumulators(codes: &TernaryCodes, act: &[i8]) -> Vec<i32> {
+    (0..codes.rows())
+        .map(|n| {
+            codes
+                .row(n)
+                .iter()
+                .zip(act)
+                .map(|(&c, &q)| c as i32 * q as i32)
+                .sum()
+        })
+        .collect()
+}
+
+fn check_all_kernels(codes: &TernaryCodes, x: &QuantizedActivations, label: &str) {
+    let w = TernaryMatrix::from_codes_with_scale(codes, 1.0).unwrap();
+    for token in 0..x.rows() {
+        let expected = naive_accumulators(codes, x.row(token));
+        for kernel in Kernel::available() {
+            let mut acc = vec![0i32; w.rows()];
+            ternary_accumulators(kernel, &w, x, token, &mut acc).unwrap();
+            assert_eq!(
+                acc,
+                expected,
+                "{label}: kernel {kernel}, token {token}, shape {}x{}",
+                w.rows(),
+                w.cols()
+            );
+        }
+    }
+}
+
+#[test]
+fn kernels_list_includes_the_expected_simd_paths() {
+    let available = Kernel::available();
+    assert!(available.contains(&Kernel::Scalar));
+    #[cfg(target_arch = "aarch64")]
+    assert!(
+        available.contains(&Kernel::Neon),
+        "NEON must run on every aarch64 host"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        assert!(available.contains(&Kernel::Avx2));
+    }
+    eprintln!("testing kernels: {available:?}");
+}
+
+#[test]
+fn random_shapes_match_exactly() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let shapes = [
+        (1, 1),
+        (3, 5),
+        (4, 256),
+        (5, 255),
+        (7, 257),
+        (8, 300),
+        (9, 512),
+        (13, 1000),
+        (16, 2560),
+        (6, 6912 + 3),
+        (33, 129),
+    ];
+    for &(rows, cols) in &shapes {
+        let codes = random_codes(&mut rng, rows, cols);
+        let x = random_acts(&mut rng, 2, cols);
+        check_all_kernels(&codes, &x, "random");
+    }
+}
+
+#[test]
+fn adversarial_inputs_match_exactly() {
+    let (rows, cols) = (12, 4096 + 77);
+    let extremes: [(&str, u8, i8); 6] = [
+        ("codes 2, acts -128", 2, -128),
+        ("codes 2, acts 127", 2, 127),
+        ("codes 0, acts -128", 0, -128),
+        ("codes 0, acts 127", 0, 127),
+        ("zero weights", 1, -128),
+        ("zero acts", 2, 0),
+    ];
+    for (label, code, act) in extremes {
+        let codes = TernaryCodes::new(rows, cols, vec![code; rows * cols]).unwrap();
+        let x = QuantizedActivations::from_codes(&vec![act; cols], &[1.0], 1, cols).unwrap();
+        check_all_kernels(&codes, &x, label);
+    }
+    // Mixed: alternating extreme rows, one all-zero row in the middle of a 4-row tile.
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut raw: Vec<u8> = (0..rows * cols)
+        .map(|i| {
+            if (i / cols) % 2 == 0 {
+                2
+            } else {
+                rng.random_range(0..3)
+            }
+        })
+        .collect();
+    raw[5 * cols..6 * cols].fill(1);
+    let codes = TernaryCodes::new(rows, cols, raw).unwrap();
+    let acts: Vec<i8> = (0..cols)
+        .map(|i| if i % 3 == 0 { -128 } else { 127 })
+        .collect();
+    let x = QuantizedActivations::from_codes(&acts, &[1.0], 1, cols).unwrap();
+    check_all_kernels(&codes, &x, "mixed");
+}
+
+#[test]
+fn f32_output_matches_dequantized_reference_for_every_kernel_and_thread_count() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (rows, cols, tokens) = (37, 700, 3);
+    let codes = random_codes(&mut rng, rows, cols);
+    let scales: Vec<f32> = (0..rows).map(|_| rng.random_range(0.01..2.0f32)).collect();
+    let w = TernaryMatrix::from_codes(&codes, scales.clone()).unwrap();
+    let xf: Vec<f32> = (0..tokens * cols)
+        .map(|_| rng.random_range(-3.0..3.0f32))
+        .collect();
+    let x = QuantizedActivations::quantize(&xf, tokens, cols).unwrap();
+    // Reference: dequantized weights times dequantized activations, in f64.
+    let mut reference = vec![0f64; tokens * rows];
+    for m in 0..tokens {
+        for n in 0..rows {
+            let mut s = 0f64;
+            for k in 0..cols {
+                let wv = (codes.row(n)[k] as f64 - 1.0) * scales[n] as f64;
+                s += wv * x.row(m)[k] as f64 / x.scales()[m] as f64;
+            }
+            reference[m * rows + n] = s;
+        }
+    }
+    let mut first: Option<Vec<f32>> = None;
+    for threads in 1..=3 {
+        let pool = ThreadPool::new(threads).unwrap();
+        for kernel in Kernel::available() {
+            let mut y = vec![0f32; tokens * rows];
+            ternary_matmul_with(kernel, &w, &x, &mut y, &pool).unwrap();
+            for (i, (&got, &want)) in y.iter().zip(&reference).enumerate() {
+                let tol = 1e-5 * want.abs().max(1.0);
+                assert!(
+                    (got as f64 - want).abs() <= tol,
+                    "{kernel}/{threads}t at {i}: {got} vs {want}"
+                );
+            }
+            match &first {
+                None => first = Some(y),
+                Some(f) => assert_eq!(
+                    &y, f,
+                    "output differs for kernel {kernel} with {threads} threads"
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_dense_kernels_match_scalar_exactly() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for &(rows, cols) in &[(1, 1), (5, 300), (17, 2560), (3, 1000)] {
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-1.0..1.0f32))
+            .collect();
+        let m = Int8Matrix::quantize(&w, rows, cols).unwrap();
+        let xf: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+        let x = QuantizedActivations::quantize(&xf, 1, cols).unwrap();
+        let mut expected = vec![0i32; rows];
+        int8_accumulators(Kernel::Scalar, &m, &x, &mut expected).unwrap();
+        let naive: Vec<i32> = (0..rows)
+            .map(|n| {
+                m.row(n)
+                    .iter()
+                    .zip(x.row(0))
+                    .map(|(&a, &b)| a as i32 * b as i32)
+                    .sum()
+            })
+            .collect();
+        assert_eq!(expected, naive);
+        for kernel in Kernel::available() {
+            let mut acc = vec![0i32; rows];
+            int8_accumulators(kernel, &m, &x, &mut acc).unwrap();
+            assert_eq!(acc, expected, "int8 kernel {kernel}");
+        }
+    }
+}
