@@ -1,1 +1,168 @@
-fn main() {}
+//! Criterion benchmarks of the compute core on the BitNet b1.58 2B-4T shapes.
+//!
+//! Every weight benchmark reports throughput as bytes of weights read per second (criterion's
+//! `Throughput::Bytes`), so its ratio to `bandwidth/read` is the fraction of the memory roofline reached.
+//!
+//! Run: `cargo bench -p bitnet-benches --bench kernels` (filter with e.g. `-- ternary_gemv/6912x2560`).
+
+use bitnet_benches::{read_bandwidth, Rotation, WORKING_SET_BYTES};
+use bitnet_kernels::dense::{bf16_gemv_with, f32_gemv_with, int8_gemv_with, Int8Matrix};
+use bitnet_kernels::{ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix, ThreadPool};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// (rows, cols) of the 2B-4T BitLinear layers: q/o, k/v, gate/up, down.
+const SHAPES: [(usize, usize); 4] = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)];
+/// The tied output embedding of 2B-4T.
+const LM_HEAD: (usize, usize) = (128_256, 2560);
+
+/// Deterministic pseudo-random values (splitmix64), so runs are comparable without a rand dependency.
+fn pseudo_random(n: usize, seed: u64) -> impl Iterator<Item = u64> {
+    let mut state = seed;
+    (0..n).map(move |_| {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+fn random_f32(n: usize, seed: u64) -> Vec<f32> {
+    pseudo_random(n, seed).map(|v| (v >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect()
+}
+
+fn pools() -> Vec<ThreadPool> {
+    let max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    (1..=max).map(|t| ThreadPool::new(t).expect("thread pool")).collect()
+}
+
+fn bench_bandwidth(c: &mut Criterion) {
+    let buf: Vec<u64> = pseudo_random(WORKING_SET_BYTES * 2 / 8, 1).collect();
+    let mut group = c.benchmark_group("bandwidth");
+    group.throughput(Throughput::Bytes((buf.len() * 8) as u64));
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    for pool in pools() {
+        group.bench_function(BenchmarkId::new("read", format!("{}t", pool.threads())), |b| {
+            b.iter(|| black_box(read_bandwidth(&buf, &pool)))
+        });
+    }
+    group.finish();
+}
+
+fn bench_ternary_gemv(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ternary_gemv");
+    group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    let pools = pools();
+    for (rows, cols) in SHAPES {
+        let codes: Vec<u8> = pseudo_random(rows * cols, 2).map(|v| (v % 3) as u8).collect();
+        let codes = TernaryCodes::new(rows, cols, codes).expect("codes");
+        let w = TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix");
+        let bytes = w.data().len();
+        let mut weights = Rotation::new(w, bytes);
+        let x = QuantizedActivations::quantize(&random_f32(cols, 3), 1, cols).expect("activations");
+        let mut y = vec![0f32; rows];
+        group.throughput(Throughput::Bytes(bytes as u64));
+        for kernel in Kernel::available() {
+            for pool in &pools {
+                let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("{kernel}/{}t", pool.threads()));
+                group.bench_function(id, |b| {
+                    b.iter(|| ternary_matmul_with(kernel, weights.next_item(), &x, &mut y, pool).expect("gemv"))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+/// The same kernels on weights that stay in cache (one copy, no rotation): the compute ceiling of each
+/// path, and how the pool scales when memory bandwidth is not the limit.
+fn bench_ternary_gemv_cached(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ternary_gemv_cached");
+    group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_secs(1));
+    let pools = pools();
+    for (rows, cols) in [(640, 2560), (2560, 2560)] {
+        let codes: Vec<u8> = pseudo_random(rows * cols, 2).map(|v| (v % 3) as u8).collect();
+        let w = TernaryMatrix::from_codes_with_scale(&TernaryCodes::new(rows, cols, codes).expect("codes"), 0.7)
+            .expect("matrix");
+        let x = QuantizedActivations::quantize(&random_f32(cols, 3), 1, cols).expect("activations");
+        let mut y = vec![0f32; rows];
+        group.throughput(Throughput::Bytes(w.data().len() as u64));
+        for kernel in Kernel::available().into_iter().filter(|&k| k != Kernel::Scalar) {
+            for pool in &pools {
+                let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("{kernel}/{}t", pool.threads()));
+                group.bench_function(id, |b| {
+                    b.iter(|| ternary_matmul_with(kernel, &w, &x, &mut y, pool).expect("gemv"))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+fn bench_f32_gemv(c: &mut Criterion) {
+    let mut group = c.benchmark_group("f32_gemv");
+    group.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    let kernel = Kernel::selected();
+    for (rows, cols) in SHAPES {
+        let w = random_f32(rows * cols, 4);
+        let bytes = w.len() * 4;
+        let mut weights = Rotation::new(w, bytes);
+        let x = random_f32(cols, 5);
+        let mut y = vec![0f32; rows];
+        group.throughput(Throughput::Bytes(bytes as u64));
+        for pool in &pools() {
+            let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("{kernel}/{}t", pool.threads()));
+            group.bench_function(id, |b| {
+                b.iter(|| f32_gemv_with(kernel, weights.next_item(), rows, cols, &x, &mut y, pool).expect("gemv"))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_lm_head(c: &mut Criterion) {
+    let (rows, cols) = LM_HEAD;
+    let mut group = c.benchmark_group("lm_head");
+    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    let kernel = Kernel::selected();
+    let wf = random_f32(rows * cols, 6);
+    let x = random_f32(cols, 7);
+    let mut y = vec![0f32; rows];
+    let pools = pools();
+    group.throughput(Throughput::Bytes((rows * cols * 4) as u64));
+    for pool in &pools {
+        group.bench_function(BenchmarkId::new("f32", format!("{kernel}/{}t", pool.threads())), |b| {
+            b.iter(|| f32_gemv_with(kernel, &wf, rows, cols, &x, &mut y, pool).expect("gemv"))
+        });
+    }
+    let wb: Vec<u16> = wf.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+    let wi = Int8Matrix::quantize(&wf, rows, cols).expect("int8");
+    drop(wf);
+    group.throughput(Throughput::Bytes((rows * cols * 2) as u64));
+    for pool in &pools {
+        group.bench_function(BenchmarkId::new("bf16", format!("{kernel}/{}t", pool.threads())), |b| {
+            b.iter(|| bf16_gemv_with(kernel, &wb, rows, cols, &x, &mut y, pool).expect("gemv"))
+        });
+    }
+    drop(wb);
+    let xq = QuantizedActivations::quantize(&x, 1, cols).expect("activations");
+    group.throughput(Throughput::Bytes(wi.packed_bytes() as u64));
+    for pool in &pools {
+        group.bench_function(BenchmarkId::new("int8", format!("{kernel}/{}t", pool.threads())), |b| {
+            b.iter(|| int8_gemv_with(kernel, &wi, &xq, &mut y, pool).expect("gemv"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_bandwidth,
+    bench_ternary_gemv,
+    bench_ternary_gemv_cached,
+    bench_f32_gemv,
+    bench_lm_head
+);
+criterion_main!(benches);

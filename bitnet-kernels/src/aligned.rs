@@ -15,10 +15,7 @@ pub struct AlignedBytes {
 impl AlignedBytes {
     /// `len` zero bytes.
     pub fn zeroed(len: usize) -> Self {
-        Self {
-            lines: vec![CacheLine([0; 64]); len.div_ceil(64)],
-            len,
-        }
+        Self { lines: vec![CacheLine([0; 64]); len.div_ceil(64)], len }
     }
 
     /// Number of bytes.
@@ -53,17 +50,13 @@ impl AlignedBytes {
     pub fn as_i8_mut(&mut self) -> &mut [i8] {
         let len = self.len;
         // SAFETY: u8 and i8 have the same size, alignment and validity.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.as_mut_slice().as_mut_ptr().cast::<i8>(), len)
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.as_mut_slice().as_mut_ptr().cast::<i8>(), len) }
     }
 }
 
 impl std::fmt::Debug for AlignedBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBytes")
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("AlignedBytes").field("len", &self.len).finish()
     }
 }
 

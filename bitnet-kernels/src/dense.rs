@@ -92,8 +92,11 @@ macro_rules! multiversion {
             #[target_feature(enable = "avx2,fma")]
             pub(super) unsafe fn avx2($($arg: $ty),*) -> $ret { $body($($arg),*) }
             #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw")]
+            pub(super) unsafe fn avx512bw($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-            pub(super) unsafe fn avx512($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            pub(super) unsafe fn avx512vnni($($arg: $ty),*) -> $ret { $body($($arg),*) }
             #[cfg(target_arch = "aarch64")]
             #[target_feature(enable = "neon,dotprod")]
             pub(super) unsafe fn dotprod($($arg: $ty),*) -> $ret { $body($($arg),*) }
@@ -107,7 +110,9 @@ macro_rules! multiversion {
                     #[cfg(target_arch = "x86_64")]
                     Kernel::Avx2 => unsafe { avx2($($arg),*) },
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx512Vnni => unsafe { avx512($($arg),*) },
+                    Kernel::Avx512Bw => unsafe { avx512bw($($arg),*) },
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx512Vnni => unsafe { avx512vnni($($arg),*) },
                     #[cfg(target_arch = "aarch64")]
                     Kernel::NeonDotprod => unsafe { dotprod($($arg),*) },
                     _ => generic($($arg),*),
@@ -146,14 +151,7 @@ fn for_rows(rows: usize, y: &mut [f32], pool: &ThreadPool, row: impl Fn(usize) -
 }
 
 /// `y = W x` with `W` f32 `[rows, cols]` row-major.
-pub fn f32_gemv(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    y: &mut [f32],
-    pool: &ThreadPool,
-) -> Result<()> {
+pub fn f32_gemv(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32], pool: &ThreadPool) -> Result<()> {
     f32_gemv_with(Kernel::selected(), w, rows, cols, x, y, pool)
 }
 
@@ -168,28 +166,15 @@ pub fn f32_gemv_with(
     pool: &ThreadPool,
 ) -> Result<()> {
     let kernel = checked(kernel)?;
-    ensure_eq(
-        "weight element count",
-        checked_elems("f32 weights", rows, cols)?,
-        w.len(),
-    )?;
+    ensure_eq("weight element count", checked_elems("f32 weights", rows, cols)?, w.len())?;
     ensure_eq("input width", cols, x.len())?;
     ensure_len("output", rows, y.len())?;
-    for_rows(rows, y, pool, |n| {
-        dot_f32::call(kernel, &w[n * cols..(n + 1) * cols], x)
-    });
+    for_rows(rows, y, pool, |n| dot_f32::call(kernel, &w[n * cols..(n + 1) * cols], x));
     Ok(())
 }
 
 /// `y = W x` with `W` stored as bf16 bits (`u16`), `[rows, cols]` row-major.
-pub fn bf16_gemv(
-    w: &[u16],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    y: &mut [f32],
-    pool: &ThreadPool,
-) -> Result<()> {
+pub fn bf16_gemv(w: &[u16], rows: usize, cols: usize, x: &[f32], y: &mut [f32], pool: &ThreadPool) -> Result<()> {
     bf16_gemv_with(Kernel::selected(), w, rows, cols, x, y, pool)
 }
 
@@ -204,16 +189,10 @@ pub fn bf16_gemv_with(
     pool: &ThreadPool,
 ) -> Result<()> {
     let kernel = checked(kernel)?;
-    ensure_eq(
-        "weight element count",
-        checked_elems("bf16 weights", rows, cols)?,
-        w.len(),
-    )?;
+    ensure_eq("weight element count", checked_elems("bf16 weights", rows, cols)?, w.len())?;
     ensure_eq("input width", cols, x.len())?;
     ensure_len("output", rows, y.len())?;
-    for_rows(rows, y, pool, |n| {
-        dot_bf16::call(kernel, &w[n * cols..(n + 1) * cols], x)
-    });
+    for_rows(rows, y, pool, |n| dot_bf16::call(kernel, &w[n * cols..(n + 1) * cols], x));
     Ok(())
 }
 
@@ -232,32 +211,18 @@ impl Int8Matrix {
     /// Quantizes f32 `[rows, cols]` row-major: `r_n = max(max|W[n,:]|, 1e-5) / 127`,
     /// `codes = clamp(round(W / r_n), -127, 127)` (round half to even).
     pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        Self::quantize_rows(rows, cols, w.len(), |n| {
-            w[n * cols..(n + 1) * cols].to_vec()
-        })
+        Self::quantize_rows(rows, cols, w.len(), |n| w[n * cols..(n + 1) * cols].to_vec())
     }
 
     /// Quantizes bf16-stored `[rows, cols]` weights.
     pub fn quantize_bf16(w: &[u16], rows: usize, cols: usize) -> Result<Self> {
         Self::quantize_rows(rows, cols, w.len(), |n| {
-            w[n * cols..(n + 1) * cols]
-                .iter()
-                .map(|&b| bf16_to_f32(b))
-                .collect()
+            w[n * cols..(n + 1) * cols].iter().map(|&b| bf16_to_f32(b)).collect()
         })
     }
 
-    fn quantize_rows(
-        rows: usize,
-        cols: usize,
-        len: usize,
-        row: impl Fn(usize) -> Vec<f32>,
-    ) -> Result<Self> {
-        ensure_eq(
-            "weight element count",
-            checked_elems("int8 weights", rows, cols)?,
-            len,
-        )?;
+    fn quantize_rows(rows: usize, cols: usize, len: usize, row: impl Fn(usize) -> Vec<f32>) -> Result<Self> {
+        ensure_eq("weight element count", checked_elems("int8 weights", rows, cols)?, len)?;
         let cols_padded = cols.div_ceil(ACT_PAD) * ACT_PAD;
         let mut codes = AlignedBytes::zeroed(checked_elems("int8 weights", rows, cols_padded)?);
         let mut row_scales = Vec::with_capacity(rows);
@@ -273,13 +238,7 @@ impl Int8Matrix {
             }
             row_scales.push(scale);
         }
-        Ok(Self {
-            rows,
-            cols,
-            cols_padded,
-            codes,
-            row_scales,
-        })
+        Ok(Self { rows, cols, cols_padded, codes, row_scales })
     }
 
     /// Number of rows.
@@ -305,12 +264,7 @@ impl Int8Matrix {
 }
 
 /// Raw `acc[n] = sum_k Wq[n,k] q[k]` of an int8 GEMV (the integer core the ISA copies must agree on).
-pub fn int8_accumulators(
-    kernel: Kernel,
-    w: &Int8Matrix,
-    x: &QuantizedActivations,
-    acc: &mut [i32],
-) -> Result<()> {
+pub fn int8_accumulators(kernel: Kernel, w: &Int8Matrix, x: &QuantizedActivations, acc: &mut [i32]) -> Result<()> {
     let kernel = checked(kernel)?;
     ensure_eq("activation width (K)", w.cols, x.cols())?;
     ensure_eq("GEMV token count", 1, x.rows())?;
@@ -322,12 +276,7 @@ pub fn int8_accumulators(
 }
 
 /// `y[n] = (sum_k Wq[n,k] q[k]) * r_n / s` for the single token of `x`.
-pub fn int8_gemv(
-    w: &Int8Matrix,
-    x: &QuantizedActivations,
-    y: &mut [f32],
-    pool: &ThreadPool,
-) -> Result<()> {
+pub fn int8_gemv(w: &Int8Matrix, x: &QuantizedActivations, y: &mut [f32], pool: &ThreadPool) -> Result<()> {
     int8_gemv_with(Kernel::selected(), w, x, y, pool)
 }
 
@@ -345,8 +294,6 @@ pub fn int8_gemv_with(
     ensure_len("output", w.rows, y.len())?;
     let inv_s = 1.0 / x.scales()[0];
     let act = x.row(0);
-    for_rows(w.rows, y, pool, |n| {
-        dot_i8::call(kernel, w.row(n), act) as f32 * (w.row_scales[n] * inv_s)
-    });
+    for_rows(w.rows, y, pool, |n| dot_i8::call(kernel, w.row(n), act) as f32 * (w.row_scales[n] * inv_s));
     Ok(())
 }

@@ -28,14 +28,8 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, fastest first within each architecture.
-    pub const ALL: [Kernel; 6] = [
-        Kernel::Avx512Vnni,
-        Kernel::Avx512Bw,
-        Kernel::Avx2,
-        Kernel::NeonDotprod,
-        Kernel::Neon,
-        Kernel::Scalar,
-    ];
+    pub const ALL: [Kernel; 6] =
+        [Kernel::Avx512Vnni, Kernel::Avx512Bw, Kernel::Avx2, Kernel::NeonDotprod, Kernel::Neon, Kernel::Scalar];
 
     /// The name `BITNET_KERNEL` uses for it.
     pub fn name(self) -> &'static str {
@@ -56,10 +50,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => std::is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Bw => {
-                std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512bw")
-            }
+            Kernel::Avx512Bw => std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => {
                 std::is_x86_feature_detected!("avx512f")
@@ -70,8 +61,7 @@ impl Kernel {
             Kernel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[cfg(target_arch = "aarch64")]
             Kernel::NeonDotprod => {
-                std::arch::is_aarch64_feature_detected!("neon")
-                    && std::arch::is_aarch64_feature_detected!("dotprod")
+                std::arch::is_aarch64_feature_detected!("neon") && std::arch::is_aarch64_feature_detected!("dotprod")
             }
             #[allow(unreachable_patterns)]
             _ => false,
@@ -85,20 +75,13 @@ impl Kernel {
 
     /// The fastest kernel this CPU can run.
     pub fn best() -> Kernel {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.is_available())
-            .unwrap_or(Kernel::Scalar)
+        Self::ALL.into_iter().find(|k| k.is_available()).unwrap_or(Kernel::Scalar)
     }
 
     /// Parses a `BITNET_KERNEL` name and checks that this CPU can run it.
     pub fn parse(name: &str) -> Result<Kernel> {
         let first_available = |candidates: &[Kernel], label: &'static str| {
-            candidates
-                .iter()
-                .copied()
-                .find(|k| k.is_available())
-                .ok_or(KernelError::KernelUnavailable(label))
+            candidates.iter().copied().find(|k| k.is_available()).ok_or(KernelError::KernelUnavailable(label))
         };
         let kernel = match name.trim().to_ascii_lowercase().as_str() {
             "scalar" => Kernel::Scalar,
@@ -134,10 +117,7 @@ impl Kernel {
             Ok(Some(k)) => k,
             Ok(None) => Kernel::best(),
             Err(e) => {
-                eprintln!(
-                    "warning: ignoring {KERNEL_ENV}: {e}; using {}",
-                    Kernel::best().name()
-                );
+                eprintln!("warning: ignoring {KERNEL_ENV}: {e}; using {}", Kernel::best().name());
                 Kernel::best()
             }
         })
@@ -160,10 +140,7 @@ mod tests {
         for k in Kernel::available() {
             assert_eq!(Kernel::parse(k.name()).unwrap(), k);
         }
-        assert!(matches!(
-            Kernel::parse("sse9"),
-            Err(KernelError::UnknownKernel(_))
-        ));
+        assert!(matches!(Kernel::parse("sse9"), Err(KernelError::UnknownKernel(_))));
     }
 
     #[test]

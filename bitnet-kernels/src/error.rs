@@ -68,6 +68,16 @@ pub enum KernelError {
         /// A different block scale in the same row.
         other: f32,
     },
+    /// A dimension beyond what the kernels accumulate exactly.
+    #[error("{what} = {got} exceeds the supported maximum {max}")]
+    TooLarge {
+        /// Which dimension.
+        what: &'static str,
+        /// The size that was given.
+        got: usize,
+        /// The largest supported size.
+        max: usize,
+    },
     /// A kernel was requested that this CPU (or this build) cannot run.
     #[error("kernel '{0}' is not available on this CPU")]
     KernelUnavailable(&'static str),
@@ -93,38 +103,20 @@ pub(crate) fn ensure_len(what: &'static str, needed: usize, got: usize) -> Resul
 /// Checks that `got == expected`, naming the dimension in the error.
 pub(crate) fn ensure_eq(what: &'static str, expected: usize, got: usize) -> Result<()> {
     if got != expected {
-        return Err(KernelError::ShapeMismatch {
-            what,
-            expected,
-            got,
-        });
+        return Err(KernelError::ShapeMismatch { what, expected, got });
     }
     Ok(())
 }
 
 /// Checks that `got` is a multiple of `multiple`.
-pub(crate) fn ensure_multiple(
-    format: &'static str,
-    what: &'static str,
-    got: usize,
-    multiple: usize,
-) -> Result<()> {
-    if got % multiple != 0 {
-        return Err(KernelError::NotAMultiple {
-            format,
-            what,
-            got,
-            multiple,
-        });
+pub(crate) fn ensure_multiple(format: &'static str, what: &'static str, got: usize, multiple: usize) -> Result<()> {
+    if !got.is_multiple_of(multiple) {
+        return Err(KernelError::NotAMultiple { format, what, got, multiple });
     }
     Ok(())
 }
 
 /// `rows * cols` without overflow.
 pub(crate) fn checked_elems(what: &'static str, rows: usize, cols: usize) -> Result<usize> {
-    rows.checked_mul(cols).ok_or(KernelError::BufferTooShort {
-        what,
-        needed: usize::MAX,
-        got: 0,
-    })
+    rows.checked_mul(cols).ok_or(KernelError::BufferTooShort { what, needed: usize::MAX, got: 0 })
 }

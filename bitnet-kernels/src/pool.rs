@@ -53,16 +53,10 @@ impl ThreadPool {
     /// A pool that runs jobs on `threads` threads (the caller included). `threads` must be at least 1.
     pub fn new(threads: usize) -> Result<Self> {
         if threads == 0 {
-            return Err(KernelError::ThreadPool(
-                "thread count must be at least 1".into(),
-            ));
+            return Err(KernelError::ThreadPool("thread count must be at least 1".into()));
         }
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                generation: 0,
-                job: None,
-                shutdown: false,
-            }),
+            state: Mutex::new(State { generation: 0, job: None, shutdown: false }),
             wake: Condvar::new(),
             generation: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
@@ -77,12 +71,7 @@ impl ThreadPool {
                 .map_err(|e| KernelError::ThreadPool(format!("cannot spawn worker: {e}")))?;
             workers.push(handle);
         }
-        Ok(Self {
-            threads,
-            shared,
-            workers,
-            run_lock: Mutex::new(()),
-        })
+        Ok(Self { threads, shared, workers, run_lock: Mutex::new(()) })
     }
 
     /// Number of threads a job runs on.
@@ -100,18 +89,13 @@ impl ThreadPool {
         let _serial = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: erases the borrow's lifetime; we do not return before every worker has finished with
         // the job (the `pending` wait below), and the slot is cleared before returning.
-        let job_ref =
-            JobRef(unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(job) });
-        self.shared
-            .pending
-            .store(self.threads - 1, Ordering::SeqCst);
+        let job_ref = JobRef(unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(job) });
+        self.shared.pending.store(self.threads - 1, Ordering::SeqCst);
         {
             let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.job = Some(job_ref);
             state.generation += 1;
-            self.shared
-                .generation
-                .store(state.generation, Ordering::SeqCst);
+            self.shared.generation.store(state.generation, Ordering::SeqCst);
         }
         self.shared.wake.notify_all();
         let own = catch_unwind(AssertUnwindSafe(|| job(0)));
@@ -124,11 +108,7 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .job = None;
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).job = None;
         if let Err(payload) = own {
             resume_unwind(payload);
         }
@@ -183,9 +163,7 @@ impl Drop for ThreadPool {
 
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadPool")
-            .field("threads", &self.threads)
-            .finish()
+        f.debug_struct("ThreadPool").field("threads", &self.threads).finish()
     }
 }
 
@@ -197,24 +175,14 @@ pub fn global_pool() -> &'static ThreadPool {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|&n| n > 0)
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
-        ThreadPool::new(threads)
-            .unwrap_or_else(|_| ThreadPool::new(1).expect("a one-thread pool spawns nothing"))
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        ThreadPool::new(threads).unwrap_or_else(|_| ThreadPool::new(1).expect("a one-thread pool spawns nothing"))
     })
 }
 
 /// The range of `total` items that part `index` of `parts` takes, each part a multiple of `align` items
 /// (the last part takes the remainder). Ranges are contiguous, disjoint and cover `0..total`.
-pub fn split_range(
-    total: usize,
-    parts: usize,
-    index: usize,
-    align: usize,
-) -> std::ops::Range<usize> {
+pub fn split_range(total: usize, parts: usize, index: usize, align: usize) -> std::ops::Range<usize> {
     let parts = parts.max(1);
     let align = align.max(1);
     let chunk = total.div_ceil(parts).div_ceil(align) * align;

@@ -41,10 +41,7 @@ pub fn quantize_weights_absmean(weights: &[f32]) -> (Vec<u8>, f32) {
 /// Ternary codes of `weights` for a given scale `g` (`c = clamp(round(w * (1/g)), -1, 1) + 1`).
 pub fn quantize_weights_with_scale(weights: &[f32], g: f32) -> Vec<u8> {
     let inv = 1.0 / g;
-    weights
-        .iter()
-        .map(|&w| (round_half_even(w * inv).clamp(-1.0, 1.0) as i8 + 1) as u8)
-        .collect()
+    weights.iter().map(|&w| (round_half_even(w * inv).clamp(-1.0, 1.0) as i8 + 1) as u8).collect()
 }
 
 /// Per-token int8 activations: `m` rows of `k` codes, each row zero-padded to `k_padded` (a multiple of

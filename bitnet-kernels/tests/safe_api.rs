@@ -2,16 +2,12 @@
 
 use bitnet_kernels::dense::{f32_gemv, int8_gemv, Int8Matrix};
 use bitnet_kernels::{
-    bf16_gemv, ternary_accumulators, ternary_gemv, ternary_matmul, Kernel, KernelError,
-    QuantizedActivations, TernaryCodes, TernaryMatrix, ThreadPool,
+    bf16_gemv, ternary_accumulators, ternary_gemv, ternary_matmul, Kernel, KernelError, QuantizedActivations,
+    TernaryCodes, TernaryMatrix, ThreadPool,
 };
 
 fn layer(rows: usize, cols: usize) -> TernaryMatrix {
-    TernaryMatrix::from_codes_with_scale(
-        &TernaryCodes::new(rows, cols, vec![2; rows * cols]).unwrap(),
-        1.0,
-    )
-    .unwrap()
+    TernaryMatrix::from_codes_with_scale(&TernaryCodes::new(rows, cols, vec![2; rows * cols]).unwrap(), 1.0).unwrap()
 }
 
 #[test]
@@ -21,14 +17,7 @@ fn wrong_activation_width_is_a_shape_error() {
     let x = QuantizedActivations::quantize(&[1.0; 299], 1, 299).unwrap();
     let mut y = vec![0.0; 8];
     let err = ternary_gemv(&w, &x, &mut y, &pool).unwrap_err();
-    assert_eq!(
-        err,
-        KernelError::ShapeMismatch {
-            what: "activation width (K)",
-            expected: 300,
-            got: 299
-        }
-    );
+    assert_eq!(err, KernelError::ShapeMismatch { what: "activation width (K)", expected: 300, got: 299 });
 }
 
 #[test]
@@ -37,10 +26,7 @@ fn short_output_is_rejected() {
     let w = layer(8, 64);
     let x = QuantizedActivations::quantize(&[1.0; 128], 2, 64).unwrap();
     let mut y = vec![0.0; 15];
-    assert!(matches!(
-        ternary_matmul(&w, &x, &mut y, &pool),
-        Err(KernelError::BufferTooShort { needed: 16, .. })
-    ));
+    assert!(matches!(ternary_matmul(&w, &x, &mut y, &pool), Err(KernelError::BufferTooShort { needed: 16, .. })));
     let mut acc = vec![0; 7];
     assert!(ternary_accumulators(Kernel::Scalar, &w, &x, 0, &mut acc).is_err());
     let mut acc = vec![0; 8];
@@ -84,10 +70,7 @@ fn dense_gemv_shape_errors() {
 
 #[test]
 fn invalid_codes_and_scales_are_rejected() {
-    assert!(matches!(
-        TernaryCodes::new(1, 2, vec![1, 3]),
-        Err(KernelError::InvalidCode { code: 3, index: 1 })
-    ));
+    assert!(matches!(TernaryCodes::new(1, 2, vec![1, 3]), Err(KernelError::InvalidCode { code: 3, index: 1 })));
     assert!(TernaryCodes::new(2, 2, vec![1; 3]).is_err());
     assert!(TernaryCodes::from_ternary(1, 2, &[1, 2]).is_err());
     let codes = TernaryCodes::new(1, 2, vec![1, 1]).unwrap();
@@ -101,4 +84,11 @@ fn absurd_sizes_do_not_overflow_or_allocate() {
     assert!(TernaryMatrix::from_hf_packed(&[0; 4], usize::MAX / 2, 8, 1.0).is_err());
     assert!(bitnet_kernels::formats::i2s::unpack_i2s(&[0; 64], usize::MAX / 64, 128).is_err());
     assert!(bitnet_kernels::formats::tq2_0::unpack_tq2_0(&[0; 66], usize::MAX / 256, 256).is_err());
+}
+
+#[test]
+fn too_wide_matrix_is_rejected() {
+    let cols = bitnet_kernels::formats::native::MAX_COLS + 1;
+    let codes = TernaryCodes::new(1, cols, vec![1; cols]).unwrap();
+    assert!(matches!(TernaryMatrix::from_codes_with_scale(&codes, 1.0), Err(KernelError::TooLarge { .. })));
 }

@@ -33,10 +33,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Kernels => {
             let forced = Kernel::from_env()?;
-            println!(
-                "available kernels (fastest first): {}",
-                names(&Kernel::available())
-            );
+            println!("available kernels (fastest first): {}", names(&Kernel::available()));
             println!("selected kernel: {}", forced.unwrap_or_else(Kernel::best));
             if forced.is_some() {
                 println!("  (forced by {KERNEL_ENV})");
@@ -44,9 +41,7 @@ fn run(cli: Cli) -> Result<()> {
             let threads = std::env::var(THREADS_ENV).ok();
             println!(
                 "threads: {}",
-                threads.unwrap_or_else(|| std::thread::available_parallelism()
-                    .map_or(1, |n| n.get())
-                    .to_string())
+                threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).to_string())
             );
             Ok(())
         }
@@ -54,9 +49,5 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn names(kernels: &[Kernel]) -> String {
-    kernels
-        .iter()
-        .map(|k| k.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    kernels.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
 }

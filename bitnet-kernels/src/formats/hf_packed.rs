@@ -30,11 +30,7 @@ pub fn pack_hf_packed(codes: &TernaryCodes) -> Result<Vec<u8>> {
 pub fn unpack_hf_packed(bytes: &[u8], rows: usize, cols: usize) -> Result<TernaryCodes> {
     ensure_multiple(FORMAT, "rows", rows, 4)?;
     let quarter = rows / 4;
-    ensure_eq(
-        "HF packed byte count",
-        checked_elems(FORMAT, quarter, cols)?,
-        bytes.len(),
-    )?;
+    ensure_eq("HF packed byte count", checked_elems(FORMAT, quarter, cols)?, bytes.len())?;
     let mut codes = vec![0u8; rows * cols];
     for r in 0..quarter {
         for part in 0..4 {

@@ -41,23 +41,14 @@ pub fn unpack_i2s(bytes: &[u8], rows: usize, cols: usize) -> Result<(TernaryCode
     ensure_multiple(FORMAT, "element count", n, I2S_GROUP)?;
     ensure_eq("I2_S byte count", i2s_byte_len(n), bytes.len())?;
     let mut codes = vec![0u8; n];
-    for (g, (src, dst)) in bytes[..n / 4]
-        .chunks(32)
-        .zip(codes.chunks_mut(I2S_GROUP))
-        .enumerate()
-    {
+    for (g, (src, dst)) in bytes[..n / 4].chunks(32).zip(codes.chunks_mut(I2S_GROUP)).enumerate() {
         for (j, &b) in src.iter().enumerate() {
             for (part, shift) in [6u32, 4, 2, 0].into_iter().enumerate() {
                 dst[32 * part + j] = code_at(b, shift, g * I2S_GROUP + 32 * part + j)?;
             }
         }
     }
-    let scale = f32::from_le_bytes([
-        bytes[n / 4],
-        bytes[n / 4 + 1],
-        bytes[n / 4 + 2],
-        bytes[n / 4 + 3],
-    ]);
+    let scale = f32::from_le_bytes([bytes[n / 4], bytes[n / 4 + 1], bytes[n / 4 + 2], bytes[n / 4 + 3]]);
     ensure_finite("I2_S scale", scale)?;
     Ok((TernaryCodes::new(rows, cols, codes)?, scale))
 }

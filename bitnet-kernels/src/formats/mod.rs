@@ -33,31 +33,18 @@ pub struct TernaryCodes {
 impl TernaryCodes {
     /// Wraps `codes` after checking the length and that every code is 0, 1 or 2.
     pub fn new(rows: usize, cols: usize, codes: Vec<u8>) -> Result<Self> {
-        ensure_eq(
-            "ternary code count",
-            checked_elems("ternary codes", rows, cols)?,
-            codes.len(),
-        )?;
+        ensure_eq("ternary code count", checked_elems("ternary codes", rows, cols)?, codes.len())?;
         if let Some(index) = codes.iter().position(|&c| c > 2) {
-            return Err(KernelError::InvalidCode {
-                code: codes[index],
-                index,
-            });
+            return Err(KernelError::InvalidCode { code: codes[index], index });
         }
         Ok(Self { rows, cols, codes })
     }
 
     /// Codes from ternary values in {-1, 0, +1}.
     pub fn from_ternary(rows: usize, cols: usize, values: &[i8]) -> Result<Self> {
-        let codes = values
-            .iter()
-            .map(|&v| (v as i16 + 1).clamp(0, 3) as u8)
-            .collect::<Vec<_>>();
+        let codes = values.iter().map(|&v| (v as i16 + 1).clamp(0, 3) as u8).collect::<Vec<_>>();
         if let Some(index) = values.iter().position(|&v| !(-1..=1).contains(&v)) {
-            return Err(KernelError::InvalidCode {
-                code: codes[index],
-                index,
-            });
+            return Err(KernelError::InvalidCode { code: codes[index], index });
         }
         Self::new(rows, cols, codes)
     }
@@ -110,25 +97,12 @@ pub(crate) fn row_scales_from_blocks(
     rows: usize,
     blocks_per_row: usize,
 ) -> Result<Vec<f32>> {
-    ensure_eq(
-        "block scale count",
-        rows * blocks_per_row,
-        block_scales.len(),
-    )?;
+    ensure_eq("block scale count", rows * blocks_per_row, block_scales.len())?;
     let mut out = Vec::with_capacity(rows);
-    for (row, blocks) in block_scales
-        .chunks(blocks_per_row.max(1))
-        .enumerate()
-        .take(rows)
-    {
+    for (row, blocks) in block_scales.chunks(blocks_per_row.max(1)).enumerate().take(rows) {
         let first = blocks[0];
         if let Some(&other) = blocks.iter().find(|&&s| s != first) {
-            return Err(KernelError::NonUniformRowScale {
-                format,
-                row,
-                first,
-                other,
-            });
+            return Err(KernelError::NonUniformRowScale { format, row, first, other });
         }
         out.push(first);
     }

@@ -1,8 +1,8 @@
 //! The kernel-native ternary layout, shared by every CPU kernel (scalar, AVX2, AVX-512, NEON).
 //!
-//! Row-major; each row is zero-padded to a multiple of 256 weights and cut into blocks of 256 weights
-//! stored in 64 bytes (one cache line, 64-byte aligned). Inside a block, weight `e` lives in byte
-//! `e % 64` at bits `2 * (e / 64)`:
+//! Each row is padded to a multiple of 256 weights and cut into blocks of 256 weights stored in 64 bytes
+//! (one cache line, 64-byte aligned). Inside a block, weight `e` lives in byte `e % 64` at bits
+//! `2 * (e / 64)`:
 //!
 //! ```text
 //! byte j (0..64):  bits 1-0 = w[j]   bits 3-2 = w[64 + j]   bits 5-4 = w[128 + j]   bits 7-6 = w[192 + j]
@@ -10,24 +10,38 @@
 //!
 //! so one vector load of `L` bytes followed by `(v >> 2p) & 3` yields the codes of `L` consecutive
 //! weights `64p + j` for every ISA width (`L` = 64 on AVX-512, 32 on AVX2, 16 on NEON), ready for an
-//! unsigned-by-signed byte dot product against `L` consecutive activations. Padding weights hold code 1
-//! (w = 0) and the matching activation padding is 0, so padding adds nothing.
+//! unsigned-by-signed byte dot product against `L` consecutive activations.
+//!
+//! Rows are grouped in tiles of [`ROW_TILE`] = 4 (the row count is padded to a multiple of 4 with zero
+//! rows) and the blocks of a tile are interleaved, block-major: tile `t` holds
+//! `[b0 r0][b0 r1][b0 r2][b0 r3][b1 r0]...`. The 4-row kernels, which share each activation load between
+//! four rows, therefore read ONE sequential stream of memory: the hardware prefetcher follows it from
+//! the first cache line to the last (four separate row streams of a few hundred bytes each would not be
+//! prefetched, and made an early version of the kernel 5x slower than the memory bandwidth allows).
+//!
+//! Padding weights hold code 1 (w = 0) and the matching activation padding is 0, so padding adds nothing.
 //! Each row has its own f32 scale `g_n`: `W[n, k] = (c - 1) * g_n`.
 
 use super::{hf_packed, i2s, row_scales_from_blocks, tq1_0, tq2_0, TernaryCodes};
 use crate::aligned::AlignedBytes;
-use crate::error::{checked_elems, ensure_eq, Result};
+use crate::error::{checked_elems, ensure_eq, KernelError, Result};
 use crate::quant::{quantize_weights_absmean, ACT_PAD};
 
 /// Weights per native block.
 pub const NATIVE_BLOCK: usize = ACT_PAD;
 /// Bytes per native block.
 pub const NATIVE_BLOCK_BYTES: usize = NATIVE_BLOCK / 4;
+/// Largest supported `K`: every kernel's i32 lanes stay exact up to `2^23` (see the VNNI kernel's
+/// accumulator bound); `2^22` leaves a factor two of margin and exceeds every known model by far.
+pub const MAX_COLS: usize = 1 << 22;
+/// Rows per interleaved tile.
+pub const ROW_TILE: usize = 4;
 
 /// A ternary weight matrix `[rows, cols]` in the kernel-native layout, with one scale per row.
 #[derive(Debug, Clone)]
 pub struct TernaryMatrix {
     rows: usize,
+    rows_padded: usize,
     cols: usize,
     cols_padded: usize,
     data: AlignedBytes,
@@ -38,36 +52,31 @@ impl TernaryMatrix {
     /// Packs unpacked codes with one scale per row.
     pub fn from_codes(codes: &TernaryCodes, row_scales: Vec<f32>) -> Result<Self> {
         let (rows, cols) = (codes.rows(), codes.cols());
+        if cols > MAX_COLS {
+            return Err(KernelError::TooLarge { what: "ternary matrix width (K)", got: cols, max: MAX_COLS });
+        }
         ensure_eq("row scale count", rows, row_scales.len())?;
         for &s in &row_scales {
             super::ensure_finite("row scale", s)?;
         }
         let cols_padded = cols.div_ceil(NATIVE_BLOCK) * NATIVE_BLOCK;
-        let row_bytes = cols_padded / 4;
-        let mut data =
-            AlignedBytes::zeroed(checked_elems("native ternary matrix", rows, row_bytes)?);
-        for (r, dst) in data
-            .as_mut_slice()
-            .chunks_mut(row_bytes.max(1))
-            .enumerate()
-            .take(rows)
-        {
-            let src = codes.row(r);
-            for (block, out) in dst.chunks_mut(NATIVE_BLOCK_BYTES).enumerate() {
+        let rows_padded = rows.div_ceil(ROW_TILE) * ROW_TILE;
+        let blocks = cols_padded / NATIVE_BLOCK;
+        // Every row (padding rows included) takes cols_padded / 4 bytes.
+        let mut data = AlignedBytes::zeroed(checked_elems("native ternary matrix", rows_padded, cols_padded / 4)?);
+        let bytes = data.as_mut_slice();
+        for r in 0..rows_padded {
+            let src = if r < rows { codes.row(r) } else { &[] };
+            for block in 0..blocks {
+                let at = block_offset(cols_padded, r, block);
+                let out = &mut bytes[at..at + NATIVE_BLOCK_BYTES];
                 for e in 0..NATIVE_BLOCK {
-                    let k = block * NATIVE_BLOCK + e;
-                    let code = if k < cols { src[k] } else { 1 };
+                    let code = src.get(block * NATIVE_BLOCK + e).copied().unwrap_or(1);
                     out[e % 64] |= code << (2 * (e / 64));
                 }
             }
         }
-        Ok(Self {
-            rows,
-            cols,
-            cols_padded,
-            data,
-            row_scales,
-        })
+        Ok(Self { rows, rows_padded, cols, cols_padded, data, row_scales })
     }
 
     /// Packs unpacked codes with one scale `g` for the whole tensor.
@@ -77,11 +86,7 @@ impl TernaryMatrix {
 
     /// Quantizes f32 latent weights `[rows, cols]` per tensor with absmean (DESIGN.md section 1).
     pub fn quantize_absmean(weights: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        ensure_eq(
-            "weight count",
-            checked_elems("weights", rows, cols)?,
-            weights.len(),
-        )?;
+        ensure_eq("weight count", checked_elems("weights", rows, cols)?, weights.len())?;
         let (codes, g) = quantize_weights_absmean(weights);
         Self::from_codes_with_scale(&TernaryCodes::new(rows, cols, codes)?, g)
     }
@@ -116,8 +121,7 @@ impl TernaryMatrix {
     pub fn to_codes(&self) -> TernaryCodes {
         let mut codes = Vec::with_capacity(self.rows * self.cols);
         for r in 0..self.rows {
-            let row = self.row_bytes(r);
-            codes.extend((0..self.cols).map(|k| native_code(row, k)));
+            codes.extend((0..self.cols).map(|k| self.code(r, k)));
         }
         TernaryCodes::new(self.rows, self.cols, codes).expect("native layout holds valid codes")
     }
@@ -134,14 +138,26 @@ impl TernaryMatrix {
     pub fn cols_padded(&self) -> usize {
         self.cols_padded
     }
-    /// Packed bytes of one row (`cols_padded / 4`).
-    pub fn bytes_per_row(&self) -> usize {
-        self.cols_padded / 4
+    /// Rows rounded up to a multiple of [`ROW_TILE`] (the extra rows are zero).
+    pub fn rows_padded(&self) -> usize {
+        self.rows_padded
     }
-    /// The packed bytes of row `r`.
-    pub fn row_bytes(&self, r: usize) -> &[u8] {
-        let n = self.bytes_per_row();
-        &self.data.as_slice()[r * n..(r + 1) * n]
+    /// Number of [`ROW_TILE`]-row tiles.
+    pub fn tiles(&self) -> usize {
+        self.rows_padded / ROW_TILE
+    }
+    /// Number of 256-weight blocks per row.
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols_padded / NATIVE_BLOCK
+    }
+    /// The interleaved bytes of tile `t` (rows `4t..4t+4`), `cols_padded` bytes.
+    pub fn tile_bytes(&self, t: usize) -> &[u8] {
+        &self.data.as_slice()[t * self.cols_padded..(t + 1) * self.cols_padded]
+    }
+    /// The code of weight `[r, k]`.
+    pub fn code(&self, r: usize, k: usize) -> u8 {
+        let (block, e) = (k / NATIVE_BLOCK, k % NATIVE_BLOCK);
+        (self.data.as_slice()[block_offset(self.cols_padded, r, block) + e % 64] >> (2 * (e / 64))) & 3
     }
     /// All packed bytes.
     pub fn data(&self) -> &[u8] {
@@ -153,11 +169,10 @@ impl TernaryMatrix {
     }
 }
 
-/// The code of weight `k` in one native-layout row.
+/// Byte offset of block `block` of row `r` in a matrix whose rows hold `cols_padded` weights.
 #[inline]
-pub fn native_code(row: &[u8], k: usize) -> u8 {
-    let (block, e) = (k / NATIVE_BLOCK, k % NATIVE_BLOCK);
-    (row[block * NATIVE_BLOCK_BYTES + e % 64] >> (2 * (e / 64))) & 3
+fn block_offset(cols_padded: usize, r: usize, block: usize) -> usize {
+    (r / ROW_TILE) * cols_padded + (block * ROW_TILE + r % ROW_TILE) * NATIVE_BLOCK_BYTES
 }
 
 #[cfg(test)]
@@ -171,18 +186,18 @@ mod tests {
         codes[64] = 0;
         codes[255] = 2;
         codes[256] = 0;
-        let m = TernaryMatrix::from_codes_with_scale(
-            &TernaryCodes::new(1, 300, codes.clone()).unwrap(),
-            1.0,
-        )
-        .unwrap();
+        let m = TernaryMatrix::from_codes_with_scale(&TernaryCodes::new(1, 300, codes.clone()).unwrap(), 1.0).unwrap();
         assert_eq!(m.cols_padded(), 512);
-        let row = m.row_bytes(0);
+        assert_eq!(m.rows_padded(), 4);
+        let tile = m.tile_bytes(0);
+        // Block 0 of rows 0..4, then block 1 of rows 0..4.
+        let row: Vec<u8> = tile[..64].iter().chain(&tile[256..320]).copied().collect();
         assert_eq!(row[0], 0b01_01_00_10);
         assert_eq!(row[63], 0b10_01_01_01);
         assert_eq!(row[64], 0b01_01_01_00);
-        // padding is code 1
+        // padding is code 1, padding rows are all zero weights
         assert_eq!(row[127], 0b01_01_01_01);
+        assert!(tile[64..256].iter().all(|&b| b == 0b01_01_01_01));
         assert_eq!(m.to_codes().codes(), &codes[..]);
         assert_eq!(m.data().as_ptr() as usize % 64, 0);
     }
@@ -193,11 +208,6 @@ mod tests {
         let bytes = tq2_0::pack_tq2_0(&codes, &[1.0, 2.0]).unwrap();
         assert!(TernaryMatrix::from_tq2_0(&bytes, 1, 512).is_err());
         let bytes = tq2_0::pack_tq2_0(&codes, &[2.0, 2.0]).unwrap();
-        assert_eq!(
-            TernaryMatrix::from_tq2_0(&bytes, 1, 512)
-                .unwrap()
-                .row_scales(),
-            &[2.0]
-        );
+        assert_eq!(TernaryMatrix::from_tq2_0(&bytes, 1, 512).unwrap().row_scales(), &[2.0]);
     }
 }

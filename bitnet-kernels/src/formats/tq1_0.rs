@@ -37,7 +37,7 @@ fn encode_trits(trits: impl Iterator<Item = u8>, count: usize) -> u8 {
     for _ in count..5 {
         v *= 3;
     }
-    ((v * 256 + 242) / 243) as u8
+    (v * 256).div_ceil(243) as u8
 }
 
 /// Trit `n` (0 = most significant) of an encoded byte.
@@ -54,12 +54,7 @@ pub fn pack_tq1_0(codes: &TernaryCodes, block_scales: &[f32]) -> Result<Vec<u8>>
     let blocks = codes.codes().len() / TQ1_0_BLOCK;
     ensure_eq("TQ1_0 block scale count", blocks, block_scales.len())?;
     let mut out = vec![0u8; blocks * TQ1_0_BLOCK_BYTES];
-    for ((src, dst), &d) in codes
-        .codes()
-        .chunks(TQ1_0_BLOCK)
-        .zip(out.chunks_mut(TQ1_0_BLOCK_BYTES))
-        .zip(block_scales)
-    {
+    for ((src, dst), &d) in codes.codes().chunks(TQ1_0_BLOCK).zip(out.chunks_mut(TQ1_0_BLOCK_BYTES)).zip(block_scales) {
         ensure_finite("TQ1_0 block scale", d)?;
         for (first_byte, count, first_elem, stride) in GROUPS {
             let trits = if first_byte == 48 { 4 } else { 5 };
@@ -78,17 +73,10 @@ pub fn unpack_tq1_0(bytes: &[u8], rows: usize, cols: usize) -> Result<(TernaryCo
     ensure_multiple(FORMAT, "cols", cols, TQ1_0_BLOCK)?;
     let n = checked_elems(FORMAT, rows, cols)?;
     let blocks = n / TQ1_0_BLOCK;
-    ensure_eq(
-        "TQ1_0 byte count",
-        checked_elems(FORMAT, blocks, TQ1_0_BLOCK_BYTES)?,
-        bytes.len(),
-    )?;
+    ensure_eq("TQ1_0 byte count", checked_elems(FORMAT, blocks, TQ1_0_BLOCK_BYTES)?, bytes.len())?;
     let mut codes = vec![0u8; n];
     let mut scales = Vec::with_capacity(blocks);
-    for (src, dst) in bytes
-        .chunks(TQ1_0_BLOCK_BYTES)
-        .zip(codes.chunks_mut(TQ1_0_BLOCK))
-    {
+    for (src, dst) in bytes.chunks(TQ1_0_BLOCK_BYTES).zip(codes.chunks_mut(TQ1_0_BLOCK)) {
         for (first_byte, count, first_elem, stride) in GROUPS {
             let trits = if first_byte == 48 { 4 } else { 5 };
             for m in 0..count {
@@ -111,10 +99,7 @@ mod tests {
     #[test]
     fn every_five_trit_value_round_trips() {
         for v in 0u16..243 {
-            let trits: Vec<u8> = (0..5)
-                .rev()
-                .map(|i| ((v / 3u16.pow(i)) % 3) as u8)
-                .collect();
+            let trits: Vec<u8> = (0..5).rev().map(|i| ((v / 3u16.pow(i)) % 3) as u8).collect();
             let byte = encode_trits(trits.iter().copied(), 5);
             let back: Vec<u8> = (0..5).map(|n| decode_trit(byte, n)).collect();
             assert_eq!(back, trits, "v = {v}");

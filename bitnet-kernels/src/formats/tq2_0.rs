@@ -22,12 +22,7 @@ pub fn pack_tq2_0(codes: &TernaryCodes, block_scales: &[f32]) -> Result<Vec<u8>>
     let blocks = codes.codes().len() / TQ2_0_BLOCK;
     ensure_eq("TQ2_0 block scale count", blocks, block_scales.len())?;
     let mut out = vec![0u8; blocks * TQ2_0_BLOCK_BYTES];
-    for ((src, dst), &d) in codes
-        .codes()
-        .chunks(TQ2_0_BLOCK)
-        .zip(out.chunks_mut(TQ2_0_BLOCK_BYTES))
-        .zip(block_scales)
-    {
+    for ((src, dst), &d) in codes.codes().chunks(TQ2_0_BLOCK).zip(out.chunks_mut(TQ2_0_BLOCK_BYTES)).zip(block_scales) {
         ensure_finite("TQ2_0 block scale", d)?;
         for half in 0..2 {
             for m in 0..32 {
@@ -45,18 +40,10 @@ pub fn unpack_tq2_0(bytes: &[u8], rows: usize, cols: usize) -> Result<(TernaryCo
     ensure_multiple(FORMAT, "cols", cols, TQ2_0_BLOCK)?;
     let n = checked_elems(FORMAT, rows, cols)?;
     let blocks = n / TQ2_0_BLOCK;
-    ensure_eq(
-        "TQ2_0 byte count",
-        checked_elems(FORMAT, blocks, TQ2_0_BLOCK_BYTES)?,
-        bytes.len(),
-    )?;
+    ensure_eq("TQ2_0 byte count", checked_elems(FORMAT, blocks, TQ2_0_BLOCK_BYTES)?, bytes.len())?;
     let mut codes = vec![0u8; n];
     let mut scales = Vec::with_capacity(blocks);
-    for (b, (src, dst)) in bytes
-        .chunks(TQ2_0_BLOCK_BYTES)
-        .zip(codes.chunks_mut(TQ2_0_BLOCK))
-        .enumerate()
-    {
+    for (b, (src, dst)) in bytes.chunks(TQ2_0_BLOCK_BYTES).zip(codes.chunks_mut(TQ2_0_BLOCK)).enumerate() {
         for half in 0..2 {
             for m in 0..32 {
                 let byte = src[32 * half + m];

@@ -36,15 +36,23 @@ unsafe fn reduce(v: __m256i) -> i32 {
 /// Activation vectors of half `h` of a block: offsets `64p + 32h`.
 #[inline(always)]
 unsafe fn act_half(a: *const i8, h: usize) -> [__m256i; 4] {
-    unsafe { [0, 64, 128, 192].map(|o| _mm256_loadu_si256(a.add(o + 32 * h).cast())) }
+    // Closures would not inherit the target features and are not inlined here: no `map`/`from_fn`.
+    unsafe {
+        [
+            _mm256_loadu_si256(a.add(32 * h).cast()),
+            _mm256_loadu_si256(a.add(64 + 32 * h).cast()),
+            _mm256_loadu_si256(a.add(128 + 32 * h).cast()),
+            _mm256_loadu_si256(a.add(192 + 32 * h).cast()),
+        ]
+    }
 }
 
-/// Sums for four rows `stride` bytes apart.
+/// Sums for the four rows of one interleaved tile (block `b` of row `r` at byte `(4b + r) * 64`).
 ///
 /// # Safety
-/// The CPU has avx2; `w` is valid for `3 * stride + blocks * 64` bytes, `act` for `blocks * 256`.
+/// The CPU has avx2; `w` and `act` are valid for `blocks * 256` bytes.
 #[target_feature(enable = "avx2")]
-pub(crate) unsafe fn dot4(w: *const u8, stride: usize, act: *const i8, blocks: usize) -> [i32; 4] {
+pub(crate) unsafe fn dot4(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
     unsafe {
         let mask = _mm256_set1_epi8(3);
         let ones = _mm256_set1_epi16(1);
@@ -54,38 +62,11 @@ pub(crate) unsafe fn dot4(w: *const u8, stride: usize, act: *const i8, blocks: u
             for h in 0..2 {
                 let x = act_half(a, h);
                 for r in 0..4 {
-                    let v = _mm256_loadu_si256(w.add(r * stride + b * 64 + 32 * h).cast());
-                    acc[r] = _mm256_add_epi32(
-                        acc[r],
-                        _mm256_madd_epi16(maddubs_half(v, mask, &x), ones),
-                    );
+                    let v = _mm256_loadu_si256(w.add((4 * b + r) * 64 + 32 * h).cast());
+                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(maddubs_half(v, mask, &x), ones));
                 }
             }
         }
-        std::array::from_fn(|r| reduce(acc[r]))
-    }
-}
-
-/// Sum for one row.
-///
-/// # Safety
-/// As [`dot4`] with one row.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn dot1(w: *const u8, act: *const i8, blocks: usize) -> i32 {
-    unsafe {
-        let mask = _mm256_set1_epi8(3);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_si256();
-        for b in 0..blocks {
-            let a = act.add(b * 256);
-            for h in 0..2 {
-                let v = _mm256_loadu_si256(w.add(b * 64 + 32 * h).cast());
-                acc = _mm256_add_epi32(
-                    acc,
-                    _mm256_madd_epi16(maddubs_half(v, mask, &act_half(a, h)), ones),
-                );
-            }
-        }
-        reduce(acc)
+        [reduce(acc[0]), reduce(acc[1]), reduce(acc[2]), reduce(acc[3])]
     }
 }

@@ -14,69 +14,55 @@ unsafe fn codes<const SHIFT: u32>(v: __m512i, mask: __m512i) -> __m512i {
     unsafe { _mm512_and_si512(_mm512_srli_epi16::<SHIFT>(v), mask) }
 }
 
-/// VNNI: sums for four rows `stride` bytes apart.
-///
-/// # Safety
-/// The CPU has avx512f/bw/vnni; `w` is valid for `3 * stride + blocks * 64` bytes, `act` for `blocks * 256`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(crate) unsafe fn dot4_vnni(
-    w: *const u8,
-    stride: usize,
-    act: *const i8,
-    blocks: usize,
-) -> [i32; 4] {
+/// The 256 activations of one block as four vectors.
+#[inline(always)]
+unsafe fn load_act(a: *const i8) -> [__m512i; 4] {
     unsafe {
-        let mask = _mm512_set1_epi8(3);
-        let mut lo = [_mm512_setzero_si512(); 4];
-        let mut hi = [_mm512_setzero_si512(); 4];
-        for b in 0..blocks {
-            let a = act.add(b * 256);
-            let x0 = _mm512_loadu_si512(a.cast());
-            let x1 = _mm512_loadu_si512(a.add(64).cast());
-            let x2 = _mm512_loadu_si512(a.add(128).cast());
-            let x3 = _mm512_loadu_si512(a.add(192).cast());
-            for r in 0..4 {
-                let v = _mm512_loadu_si512(w.add(r * stride + b * 64).cast());
-                lo[r] = _mm512_dpbusd_epi32(lo[r], _mm512_and_si512(v, mask), x0);
-                hi[r] = _mm512_dpbusd_epi32(hi[r], codes::<2>(v, mask), x1);
-                lo[r] = _mm512_dpbusd_epi32(lo[r], codes::<4>(v, mask), x2);
-                hi[r] = _mm512_dpbusd_epi32(hi[r], codes::<6>(v, mask), x3);
-            }
-        }
-        std::array::from_fn(|r| _mm512_reduce_add_epi32(_mm512_add_epi32(lo[r], hi[r])))
+        [
+            _mm512_loadu_si512(a.cast()),
+            _mm512_loadu_si512(a.add(64).cast()),
+            _mm512_loadu_si512(a.add(128).cast()),
+            _mm512_loadu_si512(a.add(192).cast()),
+        ]
     }
 }
 
-/// VNNI: sum for one row.
+/// VNNI: sums for the four rows of one interleaved tile (block `b` of row `r` at byte `(4b + r) * 64`).
+///
+/// Shift-free: sub-block `p` is selected in place with the mask `3 << 2p`, so its codes arrive multiplied
+/// by `4^p` (at most `2 << 6 = 128`, still a valid unsigned byte). Each `p` has its own accumulator, and
+/// an exact arithmetic shift right by `2p` per lane undoes the factor at the end (every product in that
+/// accumulator is a multiple of `4^p`). A lane of the `p = 3` accumulator sums `K / 64` products of at
+/// most `128 * 128`, so it cannot overflow i32 for `K < 2^23`.
 ///
 /// # Safety
-/// As [`dot4_vnni`] with one row.
+/// The CPU has avx512f/bw/vnni; `w` and `act` are valid for `blocks * 256` bytes; `blocks * 256 < 2^23`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(crate) unsafe fn dot1_vnni(w: *const u8, act: *const i8, blocks: usize) -> i32 {
+pub(crate) unsafe fn dot4_vnni(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
     unsafe {
-        let mask = _mm512_set1_epi8(3);
-        let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        // Closures would not inherit the target features and are not inlined here: no `map`/`from_fn`.
+        let masks =
+            [_mm512_set1_epi8(0x03), _mm512_set1_epi8(0x0c), _mm512_set1_epi8(0x30), _mm512_set1_epi8(0xc0u8 as i8)];
+        let mut acc = [[_mm512_setzero_si512(); 4]; 4];
         for b in 0..blocks {
             let a = act.add(b * 256);
-            let v = _mm512_loadu_si512(w.add(b * 64).cast());
-            lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(v, mask), _mm512_loadu_si512(a.cast()));
-            hi = _mm512_dpbusd_epi32(
-                hi,
-                codes::<2>(v, mask),
-                _mm512_loadu_si512(a.add(64).cast()),
-            );
-            lo = _mm512_dpbusd_epi32(
-                lo,
-                codes::<4>(v, mask),
-                _mm512_loadu_si512(a.add(128).cast()),
-            );
-            hi = _mm512_dpbusd_epi32(
-                hi,
-                codes::<6>(v, mask),
-                _mm512_loadu_si512(a.add(192).cast()),
-            );
+            let x = load_act(a);
+            let tile = w.add(b * 256);
+            for r in 0..4 {
+                let v = _mm512_loadu_si512(tile.add(r * 64).cast());
+                for p in 0..4 {
+                    acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], _mm512_and_si512(v, masks[p]), x[p]);
+                }
+            }
         }
-        _mm512_reduce_add_epi32(_mm512_add_epi32(lo, hi))
+        let mut out = [0i32; 4];
+        for r in 0..4 {
+            let [a0, a1, a2, a3] = acc[r];
+            let s = _mm512_add_epi32(a0, _mm512_srai_epi32::<2>(a1));
+            let s = _mm512_add_epi32(s, _mm512_srai_epi32::<4>(a2));
+            out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(s, _mm512_srai_epi32::<6>(a3)));
+        }
+        out
     }
 }
 
@@ -92,50 +78,30 @@ unsafe fn maddubs_block(v: __m512i, mask: __m512i, x: &[__m512i; 4]) -> __m512i 
     }
 }
 
-/// AVX-512BW: sums for four rows `stride` bytes apart.
+/// AVX-512BW: sums for the four rows of one interleaved tile.
 ///
 /// # Safety
 /// The CPU has avx512f/bw; pointers as in [`dot4_vnni`].
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn dot4_bw(
-    w: *const u8,
-    stride: usize,
-    act: *const i8,
-    blocks: usize,
-) -> [i32; 4] {
+pub(crate) unsafe fn dot4_bw(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
     unsafe {
         let mask = _mm512_set1_epi8(3);
         let ones = _mm512_set1_epi16(1);
         let mut acc = [_mm512_setzero_si512(); 4];
         for b in 0..blocks {
             let a = act.add(b * 256);
-            let x = [0, 64, 128, 192].map(|o| _mm512_loadu_si512(a.add(o).cast()));
+            let x = load_act(a);
             for r in 0..4 {
-                let v = _mm512_loadu_si512(w.add(r * stride + b * 64).cast());
+                let v = _mm512_loadu_si512(w.add((4 * b + r) * 64).cast());
                 let s = maddubs_block(v, mask, &x);
                 acc[r] = _mm512_add_epi32(acc[r], _mm512_madd_epi16(s, ones));
             }
         }
-        std::array::from_fn(|r| _mm512_reduce_add_epi32(acc[r]))
-    }
-}
-
-/// AVX-512BW: sum for one row.
-///
-/// # Safety
-/// As [`dot4_bw`] with one row.
-#[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn dot1_bw(w: *const u8, act: *const i8, blocks: usize) -> i32 {
-    unsafe {
-        let mask = _mm512_set1_epi8(3);
-        let ones = _mm512_set1_epi16(1);
-        let mut acc = _mm512_setzero_si512();
-        for b in 0..blocks {
-            let a = act.add(b * 256);
-            let x = [0, 64, 128, 192].map(|o| _mm512_loadu_si512(a.add(o).cast()));
-            let v = _mm512_loadu_si512(w.add(b * 64).cast());
-            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(maddubs_block(v, mask, &x), ones));
-        }
-        _mm512_reduce_add_epi32(acc)
+        [
+            _mm512_reduce_add_epi32(acc[0]),
+            _mm512_reduce_add_epi32(acc[1]),
+            _mm512_reduce_add_epi32(acc[2]),
+            _mm512_reduce_add_epi32(acc[3]),
+        ]
     }
 }

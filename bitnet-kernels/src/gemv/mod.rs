@@ -12,69 +12,46 @@
 
 mod scalar;
 
+// The SIMD kernels index small arrays of registers by row and sub-block on purpose.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
 mod avx512;
 #[cfg(target_arch = "aarch64")]
+#[allow(clippy::needless_range_loop)]
 mod neon;
 
 use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, KernelError, Result};
-use crate::formats::native::NATIVE_BLOCK;
 use crate::formats::TernaryMatrix;
 use crate::pool::{split_range, ThreadPool};
 use crate::quant::QuantizedActivations;
 
-/// Rows one kernel call handles together (they share every activation load).
-pub const ROW_TILE: usize = 4;
+pub use crate::formats::native::ROW_TILE;
 
-type Dot4 = unsafe fn(*const u8, usize, *const i8, usize) -> [i32; 4];
-type Dot1 = unsafe fn(*const u8, *const i8, usize) -> i32;
+/// A kernel's entry point: the four sums of one interleaved tile.
+type Dot4 = unsafe fn(*const u8, *const i8, usize) -> [i32; 4];
 
-/// The two entry points of one kernel.
-#[derive(Clone, Copy)]
-struct DotFns {
-    dot4: Dot4,
-    dot1: Dot1,
-}
-
-/// The functions of `kernel`, or an error if this CPU cannot run it. Checking availability here is what
-/// makes calling the `unsafe` target-feature functions sound.
-fn dot_fns(kernel: Kernel) -> Result<DotFns> {
+/// The tile function of `kernel`, or an error if this CPU cannot run it. Checking availability here is
+/// what makes calling the `unsafe` target-feature functions sound.
+fn dot4_fn(kernel: Kernel) -> Result<Dot4> {
     if !kernel.is_available() {
         return Err(KernelError::KernelUnavailable(kernel.name()));
     }
     Ok(match kernel {
-        Kernel::Scalar => DotFns {
-            dot4: scalar::dot4,
-            dot1: scalar::dot1,
-        },
+        Kernel::Scalar => scalar::dot4,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => DotFns {
-            dot4: avx2::dot4,
-            dot1: avx2::dot1,
-        },
+        Kernel::Avx2 => avx2::dot4,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Bw => DotFns {
-            dot4: avx512::dot4_bw,
-            dot1: avx512::dot1_bw,
-        },
+        Kernel::Avx512Bw => avx512::dot4_bw,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vnni => DotFns {
-            dot4: avx512::dot4_vnni,
-            dot1: avx512::dot1_vnni,
-        },
+        Kernel::Avx512Vnni => avx512::dot4_vnni,
         #[cfg(target_arch = "aarch64")]
-        Kernel::Neon => DotFns {
-            dot4: neon::dot4_plain,
-            dot1: neon::dot1_plain,
-        },
+        Kernel::Neon => neon::dot4_plain,
         #[cfg(target_arch = "aarch64")]
-        Kernel::NeonDotprod => DotFns {
-            dot4: neon::dot4_dotprod,
-            dot1: neon::dot1_dotprod,
-        },
+        Kernel::NeonDotprod => neon::dot4_dotprod,
         #[allow(unreachable_patterns)]
         _ => return Err(KernelError::KernelUnavailable(kernel.name())),
     })
@@ -85,6 +62,18 @@ fn check_shapes(w: &TernaryMatrix, x: &QuantizedActivations, y_len: usize) -> Re
     ensure_eq("activation width (K)", w.cols(), x.cols())?;
     ensure_eq("activation padded width", w.cols_padded(), x.cols_padded())?;
     ensure_len("output", x.rows() * w.rows(), y_len)
+}
+
+/// Runs `dot4` on tile `t` of `w` against activation row `act` (both checked by the caller).
+///
+/// # Safety
+/// `dot4` comes from [`dot4_fn`], `t < w.tiles()`, and `act.len() == w.cols_padded()`.
+#[inline(always)]
+unsafe fn tile_sums(dot4: Dot4, w: &TernaryMatrix, t: usize, act: &[i8]) -> [i32; 4] {
+    let tile = w.tile_bytes(t);
+    debug_assert_eq!(act.len(), tile.len());
+    // SAFETY: a tile and an activation row both hold `blocks * 256` bytes; CPU features checked.
+    unsafe { dot4(tile.as_ptr(), act.as_ptr(), w.blocks_per_row()) }
 }
 
 /// Raw accumulators `acc[n] = sum_k c[n,k] * q[token,k]` of every weight row for one token, with an
@@ -99,66 +88,36 @@ pub fn ternary_accumulators(
     check_shapes(w, x, x.rows() * w.rows())?;
     ensure_len("accumulators", w.rows(), acc.len())?;
     if token >= x.rows() {
-        return Err(KernelError::ShapeMismatch {
-            what: "token index",
-            expected: x.rows(),
-            got: token,
-        });
+        return Err(KernelError::ShapeMismatch { what: "token index", expected: x.rows(), got: token });
     }
-    let fns = dot_fns(kernel)?;
-    let act = x.row(token);
-    let blocks = w.cols_padded() / NATIVE_BLOCK;
-    let stride = w.bytes_per_row();
-    let mut n = 0;
-    while n < w.rows() {
-        // SAFETY: shapes checked above: rows n..n+4 (or n) lie inside `w.data()`, `act` holds
-        // `blocks * 256` codes, and `dot_fns` verified the CPU features.
-        unsafe {
-            if n + ROW_TILE <= w.rows() {
-                let tile = (fns.dot4)(
-                    w.data().as_ptr().add(n * stride),
-                    stride,
-                    act.as_ptr(),
-                    blocks,
-                );
-                acc[n..n + ROW_TILE].copy_from_slice(&tile);
-                n += ROW_TILE;
-            } else {
-                acc[n] = (fns.dot1)(w.data().as_ptr().add(n * stride), act.as_ptr(), blocks);
-                n += 1;
-            }
-        }
+    let dot4 = dot4_fn(kernel)?;
+    for t in 0..w.tiles() {
+        // SAFETY: shapes checked above, `t < tiles`, kernel checked by `dot4_fn`.
+        let sums = unsafe { tile_sums(dot4, w, t, x.row(token)) };
+        let n = t * ROW_TILE;
+        let width = ROW_TILE.min(w.rows() - n);
+        acc[n..n + width].copy_from_slice(&sums[..width]);
     }
     Ok(())
 }
 
 /// `y[m, n]` for every token `m` of `x` and every weight row `n`, row-major `[x.rows(), w.rows()]`,
 /// with the process-wide kernel ([`Kernel::selected`]). Decode is the case `x.rows() == 1`.
-pub fn ternary_matmul(
-    w: &TernaryMatrix,
-    x: &QuantizedActivations,
-    y: &mut [f32],
-    pool: &ThreadPool,
-) -> Result<()> {
+pub fn ternary_matmul(w: &TernaryMatrix, x: &QuantizedActivations, y: &mut [f32], pool: &ThreadPool) -> Result<()> {
     ternary_matmul_with(Kernel::selected(), w, x, y, pool)
 }
 
 /// GEMV: `y[n]` for the single token of `x` (which must have one row).
-pub fn ternary_gemv(
-    w: &TernaryMatrix,
-    x: &QuantizedActivations,
-    y: &mut [f32],
-    pool: &ThreadPool,
-) -> Result<()> {
+pub fn ternary_gemv(w: &TernaryMatrix, x: &QuantizedActivations, y: &mut [f32], pool: &ThreadPool) -> Result<()> {
     ensure_eq("GEMV token count", 1, x.rows())?;
     ternary_matmul(w, x, y, pool)
 }
 
 /// [`ternary_matmul`] with an explicit kernel.
 ///
-/// Work split: the weight rows are cut into one contiguous, tile-aligned range per pool thread; each
-/// thread runs all tokens over its rows, so a 4-row weight tile is read from memory once and reused from L1
-/// for every token (GEMM), and each output is written by exactly one thread.
+/// Work split: the 4-row tiles are cut into one contiguous range per pool thread; each thread runs all
+/// tokens over its tiles, so a tile is read from memory once and reused from L1 for every token (GEMM),
+/// and each output is written by exactly one thread, in the same order for any thread count.
 pub fn ternary_matmul_with(
     kernel: Kernel,
     w: &TernaryMatrix,
@@ -167,45 +126,30 @@ pub fn ternary_matmul_with(
     pool: &ThreadPool,
 ) -> Result<()> {
     check_shapes(w, x, y.len())?;
-    let fns = dot_fns(kernel)?;
-    let (rows, tokens) = (w.rows(), x.rows());
-    let blocks = w.cols_padded() / NATIVE_BLOCK;
-    let stride = w.bytes_per_row();
+    let dot4 = dot4_fn(kernel)?;
+    let (rows, tokens, tiles) = (w.rows(), x.rows(), w.tiles());
     let out = OutPtr(y.as_mut_ptr());
-    let threads = pool.threads().min(rows.div_ceil(ROW_TILE)).max(1);
-    let work = |t: usize| {
-        if t >= threads {
+    let threads = pool.threads().min(tiles).max(1);
+    let work = |thread: usize| {
+        if thread >= threads {
             return;
         }
-        let range = split_range(rows, threads, t, ROW_TILE);
-        let mut n = range.start;
-        while n < range.end {
-            let width = if n + ROW_TILE <= range.end {
-                ROW_TILE
-            } else {
-                1
-            };
-            let wp = w.data()[n * stride..].as_ptr();
+        for t in split_range(tiles, threads, thread, 1) {
+            let n = t * ROW_TILE;
+            let width = ROW_TILE.min(rows - n);
+            let scales = &w.row_scales()[n..n + width];
             for m in 0..tokens {
-                let act = x.row(m);
-                // SAFETY: shapes were checked by `check_shapes`; `dot_fns` verified the CPU features.
-                let sums = unsafe {
-                    if width == ROW_TILE {
-                        (fns.dot4)(wp, stride, act.as_ptr(), blocks)
-                    } else {
-                        [(fns.dot1)(wp, act.as_ptr(), blocks), 0, 0, 0]
-                    }
-                };
+                // SAFETY: shapes checked by `check_shapes`, `t < tiles`, kernel checked by `dot4_fn`.
+                let sums = unsafe { tile_sums(dot4, w, t, x.row(m)) };
                 let inv_s = 1.0 / x.scales()[m];
                 let qsum = x.sums()[m];
-                for (i, &acc) in sums.iter().enumerate().take(width) {
-                    let value = (acc - qsum) as f32 * (w.row_scales()[n + i] * inv_s);
-                    // SAFETY: `m * rows + n + i < tokens * rows <= y.len()`; rows `n..n+width` belong to
-                    // this thread alone, so no two threads write the same element.
+                for (i, (&acc, &g)) in sums.iter().zip(scales).enumerate() {
+                    let value = (acc - qsum) as f32 * (g * inv_s);
+                    // SAFETY: `m * rows + n + i < tokens * rows <= y.len()`; tile `t` belongs to this
+                    // thread alone, so no two threads write the same element.
                     unsafe { out.write(m * rows + n + i, value) };
                 }
             }
-            n += width;
         }
     };
     pool.run(&work);

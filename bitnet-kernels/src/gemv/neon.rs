@@ -24,7 +24,15 @@ unsafe fn codes4(v: uint8x16_t) -> [int8x16_t; 4] {
 /// Activations of quarter `i` of a block: offsets `64p + 16i`.
 #[inline(always)]
 unsafe fn act_quarter(a: *const i8, i: usize) -> [int8x16_t; 4] {
-    unsafe { [0, 64, 128, 192].map(|o| vld1q_s8(a.add(o + 16 * i))) }
+    // Closures would not inherit the target features and are not inlined here: no `map`.
+    unsafe {
+        [
+            vld1q_s8(a.add(16 * i)),
+            vld1q_s8(a.add(64 + 16 * i)),
+            vld1q_s8(a.add(128 + 16 * i)),
+            vld1q_s8(a.add(192 + 16 * i)),
+        ]
+    }
 }
 
 /// `acc += sum_4 (a[i] * b[i])` per i32 lane, with the `sdot` instruction.
@@ -44,17 +52,12 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
-/// Dotprod: sums for four rows `stride` bytes apart.
+/// Dotprod: sums for the four rows of one interleaved tile (block `b` of row `r` at byte `(4b + r) * 64`).
 ///
 /// # Safety
-/// The CPU has neon + dotprod; `w` is valid for `3 * stride + blocks * 64` bytes, `act` for `blocks * 256`.
+/// The CPU has neon + dotprod; `w` and `act` are valid for `blocks * 256` bytes.
 #[target_feature(enable = "neon,dotprod")]
-pub(crate) unsafe fn dot4_dotprod(
-    w: *const u8,
-    stride: usize,
-    act: *const i8,
-    blocks: usize,
-) -> [i32; 4] {
+pub(crate) unsafe fn dot4_dotprod(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
     unsafe {
         let mut acc = [vdupq_n_s32(0); 4];
         for b in 0..blocks {
@@ -62,36 +65,14 @@ pub(crate) unsafe fn dot4_dotprod(
             for i in 0..4 {
                 let x = act_quarter(a, i);
                 for r in 0..4 {
-                    let c = codes4(vld1q_u8(w.add(r * stride + b * 64 + 16 * i)));
+                    let c = codes4(vld1q_u8(w.add((4 * b + r) * 64 + 16 * i)));
                     for p in 0..4 {
                         acc[r] = sdot(acc[r], c[p], x[p]);
                     }
                 }
             }
         }
-        acc.map(|v| vaddvq_s32(v))
-    }
-}
-
-/// Dotprod: sum for one row.
-///
-/// # Safety
-/// As [`dot4_dotprod`] with one row.
-#[target_feature(enable = "neon,dotprod")]
-pub(crate) unsafe fn dot1_dotprod(w: *const u8, act: *const i8, blocks: usize) -> i32 {
-    unsafe {
-        let mut acc = vdupq_n_s32(0);
-        for b in 0..blocks {
-            let a = act.add(b * 256);
-            for i in 0..4 {
-                let x = act_quarter(a, i);
-                let c = codes4(vld1q_u8(w.add(b * 64 + 16 * i)));
-                for p in 0..4 {
-                    acc = sdot(acc, c[p], x[p]);
-                }
-            }
-        }
-        vaddvq_s32(acc)
+        [vaddvq_s32(acc[0]), vaddvq_s32(acc[1]), vaddvq_s32(acc[2]), vaddvq_s32(acc[3])]
     }
 }
 
@@ -109,17 +90,12 @@ unsafe fn mul_quarter(acc: int32x4_t, c: [int8x16_t; 4], x: [int8x16_t; 4]) -> i
     }
 }
 
-/// Plain NEON: sums for four rows `stride` bytes apart.
+/// Plain NEON: sums for the four rows of one interleaved tile.
 ///
 /// # Safety
 /// The CPU has neon; pointers as in [`dot4_dotprod`].
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn dot4_plain(
-    w: *const u8,
-    stride: usize,
-    act: *const i8,
-    blocks: usize,
-) -> [i32; 4] {
+pub(crate) unsafe fn dot4_plain(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
     unsafe {
         let mut acc = [vdupq_n_s32(0); 4];
         for b in 0..blocks {
@@ -127,36 +103,10 @@ pub(crate) unsafe fn dot4_plain(
             for i in 0..4 {
                 let x = act_quarter(a, i);
                 for r in 0..4 {
-                    acc[r] = mul_quarter(
-                        acc[r],
-                        codes4(vld1q_u8(w.add(r * stride + b * 64 + 16 * i))),
-                        x,
-                    );
+                    acc[r] = mul_quarter(acc[r], codes4(vld1q_u8(w.add((4 * b + r) * 64 + 16 * i))), x);
                 }
             }
         }
-        acc.map(|v| vaddvq_s32(v))
-    }
-}
-
-/// Plain NEON: sum for one row.
-///
-/// # Safety
-/// As [`dot4_plain`] with one row.
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn dot1_plain(w: *const u8, act: *const i8, blocks: usize) -> i32 {
-    unsafe {
-        let mut acc = vdupq_n_s32(0);
-        for b in 0..blocks {
-            let a = act.add(b * 256);
-            for i in 0..4 {
-                acc = mul_quarter(
-                    acc,
-                    codes4(vld1q_u8(w.add(b * 64 + 16 * i))),
-                    act_quarter(a, i),
-                );
-            }
-        }
-        vaddvq_s32(acc)
+        [vaddvq_s32(acc[0]), vaddvq_s32(acc[1]), vaddvq_s32(acc[2]), vaddvq_s32(acc[3])]
     }
 }
