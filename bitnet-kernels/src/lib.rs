@@ -42,6 +42,7 @@ pub mod quant;
 pub use dense::{bf16_gemv, f32_gemv, int8_gemv, Int8Matrix};
 pub use dispatch::Kernel;
 pub use error::{KernelError, Result};
+pub use formats::native::TernaryView;
 pub use formats::{TernaryCodes, TernaryMatrix};
 pub use gemv::{ternary_accumulators, ternary_gemv, ternary_matmul, ternary_matmul_with};
 pub use pool::{global_pool, ThreadPool};

@@ -119,11 +119,7 @@ impl TernaryMatrix {
 
     /// Unpacks back to row-major codes (padding dropped).
     pub fn to_codes(&self) -> TernaryCodes {
-        let mut codes = Vec::with_capacity(self.rows * self.cols);
-        for r in 0..self.rows {
-            codes.extend((0..self.cols).map(|k| self.code(r, k)));
-        }
-        TernaryCodes::new(self.rows, self.cols, codes).expect("native layout holds valid codes")
+        self.view().to_codes().expect("a TernaryMatrix is built from validated codes")
     }
 
     /// Number of rows (output features `N`).
@@ -154,10 +150,9 @@ impl TernaryMatrix {
     pub fn tile_bytes(&self, t: usize) -> &[u8] {
         &self.data.as_slice()[t * self.cols_padded..(t + 1) * self.cols_padded]
     }
-    /// The code of weight `[r, k]`.
-    pub fn code(&self, r: usize, k: usize) -> u8 {
-        let (block, e) = (k / NATIVE_BLOCK, k % NATIVE_BLOCK);
-        (self.data.as_slice()[block_offset(self.cols_padded, r, block) + e % 64] >> (2 * (e / 64))) & 3
+    /// The borrowed view the kernels take.
+    pub fn view(&self) -> TernaryView<'_> {
+        self.into()
     }
     /// All packed bytes.
     pub fn data(&self) -> &[u8] {
@@ -166,6 +161,90 @@ impl TernaryMatrix {
     /// Per-row weight scales `g_n`.
     pub fn row_scales(&self) -> &[f32] {
         &self.row_scales
+    }
+}
+
+/// A borrowed ternary matrix in the native layout: what the kernels read. It lets callers that own the
+/// bytes elsewhere (a burn tensor, a memory map) run the kernels without copying.
+#[derive(Debug, Clone, Copy)]
+pub struct TernaryView<'a> {
+    rows: usize,
+    cols: usize,
+    cols_padded: usize,
+    data: &'a [u8],
+    row_scales: &'a [f32],
+}
+
+impl<'a> TernaryView<'a> {
+    /// Wraps native-layout bytes (as produced by [`TernaryMatrix::data`]) of a `[rows, cols]` matrix after
+    /// checking every length.
+    pub fn new(rows: usize, cols: usize, data: &'a [u8], row_scales: &'a [f32]) -> Result<Self> {
+        if cols > MAX_COLS {
+            return Err(KernelError::TooLarge { what: "ternary matrix width (K)", got: cols, max: MAX_COLS });
+        }
+        let cols_padded = cols.div_ceil(NATIVE_BLOCK) * NATIVE_BLOCK;
+        let rows_padded = rows.div_ceil(ROW_TILE) * ROW_TILE;
+        ensure_eq(
+            "native ternary byte count",
+            checked_elems("native ternary matrix", rows_padded, cols_padded / 4)?,
+            data.len(),
+        )?;
+        ensure_eq("row scale count", rows, row_scales.len())?;
+        Ok(Self { rows, cols, cols_padded, data, row_scales })
+    }
+
+    /// Number of rows (output features `N`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Number of columns (input features `K`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// `K` rounded up to a multiple of 256.
+    pub fn cols_padded(&self) -> usize {
+        self.cols_padded
+    }
+    /// Number of [`ROW_TILE`]-row tiles.
+    pub fn tiles(&self) -> usize {
+        self.rows.div_ceil(ROW_TILE)
+    }
+    /// Number of 256-weight blocks per row.
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols_padded / NATIVE_BLOCK
+    }
+    /// The interleaved bytes of tile `t` (rows `4t..4t+4`), `cols_padded` bytes.
+    pub fn tile_bytes(&self, t: usize) -> &'a [u8] {
+        &self.data[t * self.cols_padded..(t + 1) * self.cols_padded]
+    }
+    /// Per-row weight scales.
+    pub fn row_scales(&self) -> &'a [f32] {
+        self.row_scales
+    }
+    /// The code of weight `[r, k]`.
+    pub fn code(&self, r: usize, k: usize) -> u8 {
+        let (block, e) = (k / NATIVE_BLOCK, k % NATIVE_BLOCK);
+        (self.data[block_offset(self.cols_padded, r, block) + e % 64] >> (2 * (e / 64))) & 3
+    }
+    /// Unpacks to row-major codes (padding dropped); fails on code 3, which foreign bytes may hold.
+    pub fn to_codes(&self) -> Result<TernaryCodes> {
+        let mut codes = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            codes.extend((0..self.cols).map(|k| self.code(r, k)));
+        }
+        TernaryCodes::new(self.rows, self.cols, codes)
+    }
+}
+
+impl<'a> From<&'a TernaryMatrix> for TernaryView<'a> {
+    fn from(m: &'a TernaryMatrix) -> Self {
+        Self {
+            rows: m.rows,
+            cols: m.cols,
+            cols_padded: m.cols_padded,
+            data: m.data.as_slice(),
+            row_scales: &m.row_scales,
+        }
     }
 }
 

@@ -25,7 +25,7 @@ mod neon;
 
 use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, KernelError, Result};
-use crate::formats::TernaryMatrix;
+use crate::formats::native::TernaryView;
 use crate::pool::{split_range, ThreadPool};
 use crate::quant::QuantizedActivations;
 
@@ -58,7 +58,7 @@ fn dot4_fn(kernel: Kernel) -> Result<Dot4> {
 }
 
 /// Checks that `x` can multiply `w` (same `K`, same padding) and that `y` holds `rows(x) * rows(w)`.
-fn check_shapes(w: &TernaryMatrix, x: &QuantizedActivations, y_len: usize) -> Result<()> {
+fn check_shapes(w: &TernaryView<'_>, x: &QuantizedActivations, y_len: usize) -> Result<()> {
     ensure_eq("activation width (K)", w.cols(), x.cols())?;
     ensure_eq("activation padded width", w.cols_padded(), x.cols_padded())?;
     ensure_len("output", x.rows() * w.rows(), y_len)
@@ -69,7 +69,7 @@ fn check_shapes(w: &TernaryMatrix, x: &QuantizedActivations, y_len: usize) -> Re
 /// # Safety
 /// `dot4` comes from [`dot4_fn`], `t < w.tiles()`, and `act.len() == w.cols_padded()`.
 #[inline(always)]
-unsafe fn tile_sums(dot4: Dot4, w: &TernaryMatrix, t: usize, act: &[i8]) -> [i32; 4] {
+unsafe fn tile_sums(dot4: Dot4, w: &TernaryView<'_>, t: usize, act: &[i8]) -> [i32; 4] {
     let tile = w.tile_bytes(t);
     debug_assert_eq!(act.len(), tile.len());
     // SAFETY: a tile and an activation row both hold `blocks * 256` bytes; CPU features checked.
@@ -78,13 +78,14 @@ unsafe fn tile_sums(dot4: Dot4, w: &TernaryMatrix, t: usize, act: &[i8]) -> [i32
 
 /// Raw accumulators `acc[n] = sum_k c[n,k] * q[token,k]` of every weight row for one token, with an
 /// explicit kernel. This is the integer core that every kernel must compute bit for bit identically.
-pub fn ternary_accumulators(
+pub fn ternary_accumulators<'a>(
     kernel: Kernel,
-    w: &TernaryMatrix,
+    w: impl Into<TernaryView<'a>>,
     x: &QuantizedActivations,
     token: usize,
     acc: &mut [i32],
 ) -> Result<()> {
+    let w = &w.into();
     check_shapes(w, x, x.rows() * w.rows())?;
     ensure_len("accumulators", w.rows(), acc.len())?;
     if token >= x.rows() {
@@ -103,12 +104,22 @@ pub fn ternary_accumulators(
 
 /// `y[m, n]` for every token `m` of `x` and every weight row `n`, row-major `[x.rows(), w.rows()]`,
 /// with the process-wide kernel ([`Kernel::selected`]). Decode is the case `x.rows() == 1`.
-pub fn ternary_matmul(w: &TernaryMatrix, x: &QuantizedActivations, y: &mut [f32], pool: &ThreadPool) -> Result<()> {
+pub fn ternary_matmul<'a>(
+    w: impl Into<TernaryView<'a>>,
+    x: &QuantizedActivations,
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
     ternary_matmul_with(Kernel::selected(), w, x, y, pool)
 }
 
 /// GEMV: `y[n]` for the single token of `x` (which must have one row).
-pub fn ternary_gemv(w: &TernaryMatrix, x: &QuantizedActivations, y: &mut [f32], pool: &ThreadPool) -> Result<()> {
+pub fn ternary_gemv<'a>(
+    w: impl Into<TernaryView<'a>>,
+    x: &QuantizedActivations,
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
     ensure_eq("GEMV token count", 1, x.rows())?;
     ternary_matmul(w, x, y, pool)
 }
@@ -118,13 +129,14 @@ pub fn ternary_gemv(w: &TernaryMatrix, x: &QuantizedActivations, y: &mut [f32], 
 /// Work split: the 4-row tiles are cut into one contiguous range per pool thread; each thread runs all
 /// tokens over its tiles, so a tile is read from memory once and reused from L1 for every token (GEMM),
 /// and each output is written by exactly one thread, in the same order for any thread count.
-pub fn ternary_matmul_with(
+pub fn ternary_matmul_with<'a>(
     kernel: Kernel,
-    w: &TernaryMatrix,
+    w: impl Into<TernaryView<'a>>,
     x: &QuantizedActivations,
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
+    let w = &w.into();
     check_shapes(w, x, y.len())?;
     let dot4 = dot4_fn(kernel)?;
     let (rows, tokens, tiles) = (w.rows(), x.rows(), w.tiles());

@@ -1,0 +1,83 @@
+//! [`TernaryBackend`] for burn's CPU backend, Flex: the `bitnet-kernels` SIMD kernels run directly on the
+//! tensors' buffers (zero-copy slices of the activations, the packed words and the scales).
+
+use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
+use bitnet_kernels::{global_pool, ternary_matmul, QuantizedActivations, TernaryView};
+use burn::backend::flex::{Flex, FlexTensor, Layout};
+use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
+
+/// A contiguous view of `t`, checked to hold `dtype` (the message names the op and both dtypes).
+fn contiguous(t: FlexTensor, dtype: DType, what: &str) -> FlexTensor {
+    assert!(t.dtype() == dtype, "{what}: expected a {dtype:?} tensor, got {:?}", t.dtype());
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn dims2(t: &FlexTensor, what: &str) -> [usize; 2] {
+    let shape = t.shape();
+    assert!(shape.num_dims() == 2, "{what}: expected a 2-D tensor, got shape {:?}", shape.dims::<1>());
+    shape.dims::<2>()
+}
+
+fn f32_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
+}
+
+/// Runs `f` on the kernel view of a packed weight held in Flex tensors.
+fn with_view<R>(w: &TernaryWeightPrimitive<Flex>, f: impl FnOnce(TernaryView<'_>) -> R) -> R {
+    let words = contiguous(w.words.clone(), DType::I32, "ternary weight words");
+    let scales = contiguous(w.scales.clone(), DType::F32, "ternary row scales");
+    let words = words.as_slice::<i32>().expect("contiguous i32 tensor");
+    let scales = scales.as_slice::<f32>().expect("contiguous f32 tensor");
+    let view = TernaryView::new(w.rows, w.cols, bytemuck::cast_slice(words), scales)
+        .unwrap_or_else(|e| panic!("ternary weight [{}, {}]: {e}", w.rows, w.cols));
+    f(view)
+}
+
+impl TernaryBackend for Flex {
+    fn ternary_linear(x: FlexTensor, weight: TernaryWeightPrimitive<Self>) -> FlexTensor {
+        let [m, k] = dims2(&x, "ternary_linear input");
+        assert!(
+            k == weight.cols,
+            "ternary_linear: input of shape [{m}, {k}] does not match a ternary weight of shape [{}, {}]",
+            weight.rows,
+            weight.cols
+        );
+        let x = contiguous(x, DType::F32, "ternary_linear input");
+        let xs = x.as_slice::<f32>().expect("contiguous f32 tensor");
+        let q = QuantizedActivations::quantize(xs, m, k).unwrap_or_else(|e| panic!("ternary_linear: {e}"));
+        let n = weight.rows;
+        let mut y = vec![0f32; m * n];
+        with_view(&weight, |view| ternary_matmul(view, &q, &mut y, global_pool()))
+            .unwrap_or_else(|e| panic!("ternary_linear: {e}"));
+        f32_tensor(y, Shape::new([m, n]))
+    }
+
+    fn quantize_activations(x: FlexTensor) -> QuantizedActivationsPrimitive<Self> {
+        let [m, k] = dims2(&x, "quantize_activations input");
+        let x = contiguous(x, DType::F32, "quantize_activations input");
+        let q = QuantizedActivations::quantize(x.as_slice::<f32>().expect("contiguous f32 tensor"), m, k)
+            .unwrap_or_else(|e| panic!("quantize_activations: {e}"));
+        let codes: Vec<i32> = (0..m).flat_map(|r| q.row(r)[..k].iter().map(|&c| c as i32)).collect();
+        QuantizedActivationsPrimitive {
+            codes: FlexTensor::new(Bytes::from_elems(codes), Layout::contiguous(Shape::new([m, k])), DType::I32),
+            scales: f32_tensor(q.scales().to_vec(), Shape::new([m])),
+        }
+    }
+
+    fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> FlexTensor {
+        let (rows, cols) = (weight.rows, weight.cols);
+        let values = with_view(&weight, |view| {
+            let mut out = Vec::with_capacity(rows * cols);
+            for r in 0..rows {
+                let g = view.row_scales()[r];
+                out.extend((0..cols).map(|k| (view.code(r, k) as f32 - 1.0) * g));
+            }
+            out
+        });
+        f32_tensor(values, Shape::new([rows, cols]))
+    }
+}

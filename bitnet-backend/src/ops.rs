@@ -1,0 +1,174 @@
+//! The backend extension trait: the ternary ops BitNet needs, on any burn backend.
+//!
+//! Packed weights travel as [`TernaryWeight`]: the kernel-native layout of `bitnet_kernels`
+//! (`bitnet_kernels::formats::native`) as little-endian `i32` words, shape `[rows_padded, cols_padded / 16]`,
+//! plus one f32 scale per output row. CPU backends run the `bitnet-kernels` SIMD kernels on those bytes in place;
+//! CubeCL backends unpack the same 2-bit codes in registers.
+//!
+//! Numerics (DESIGN.md section 1): activations are quantized per token (row of `x`), `s = 127 / max(max|x|, 1e-5)`,
+//! `q = clamp(round_half_even(x * s), -128, 127)`; then `y[m, n] = (sum_k c[n,k] q[m,k] - sum_k q[m,k]) * g_n / s_m`
+//! with codes `c = w + 1`, accumulated exactly in i32.
+
+use crate::error::{BackendError, Result};
+use bitnet_kernels::{TernaryCodes, TernaryMatrix};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+
+/// Packed ternary weights at the primitive level (what the backend ops take).
+#[derive(Debug, Clone)]
+pub struct TernaryWeightPrimitive<B: Backend> {
+    /// Native-layout bytes as i32 words, `[rows_padded, cols_padded / 16]`.
+    pub words: IntTensor<B>,
+    /// Per-row weight scales `g_n`, `[rows]`.
+    pub scales: FloatTensor<B>,
+    /// Output features `N`.
+    pub rows: usize,
+    /// Input features `K`.
+    pub cols: usize,
+}
+
+/// Per-token int8 activations at the primitive level.
+#[derive(Debug, Clone)]
+pub struct QuantizedActivationsPrimitive<B: Backend> {
+    /// Codes `q` in [-128, 127] stored as the backend's int dtype, `[M, K]`.
+    pub codes: IntTensor<B>,
+    /// Per-token scales `s` (`x ≈ q / s`), `[M]`.
+    pub scales: FloatTensor<B>,
+}
+
+/// A burn backend that runs BitNet's ternary ops.
+pub trait TernaryBackend: Backend {
+    /// `y = ternary_linear(x, W)`: per-token int8 quantization of `x` (`[M, K]`) and the ternary x int8 product
+    /// with the packed weights; returns `[M, N]` in f32.
+    fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self>;
+
+    /// Per-token absmax int8 quantization of `x` (`[M, K]`), bit-identical to `bitnet_kernels::quant`.
+    fn quantize_activations(x: FloatTensor<Self>) -> QuantizedActivationsPrimitive<Self>;
+
+    /// The dequantized weights `(c - 1) * g_n` as `[N, K]` f32 (for straight-through backward passes and
+    /// reference checks).
+    fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self>;
+}
+
+/// Packed ternary weights on a backend's device (the tensor-level handle of [`TernaryWeightPrimitive`]).
+#[derive(Debug, Clone)]
+pub struct TernaryWeight<B: Backend> {
+    /// Native-layout bytes as i32 words, `[rows_padded, cols_padded / 16]`.
+    pub words: Tensor<B, 2, Int>,
+    /// Per-row scales `[rows]`.
+    pub scales: Tensor<B, 1>,
+    rows: usize,
+    cols: usize,
+}
+
+impl<B: Backend> TernaryWeight<B> {
+    /// Uploads a packed matrix to `device`.
+    pub fn from_matrix(matrix: &TernaryMatrix, device: &B::Device) -> Self {
+        let words: Vec<i32> =
+            matrix.data().chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let shape = [matrix.rows_padded(), matrix.cols_padded() / 16];
+        let words = Tensor::from_data(TensorData::new(words, shape), (device, DType::I32));
+        let scales = Tensor::from_data(TensorData::new(matrix.row_scales().to_vec(), [matrix.rows()]), device);
+        Self { words, scales, rows: matrix.rows(), cols: matrix.cols() }
+    }
+
+    /// Packs ternary codes (`[rows, cols]`, values 0, 1, 2 for -1, 0, +1) with per-row scales.
+    pub fn from_codes(codes: &TernaryCodes, row_scales: Vec<f32>, device: &B::Device) -> Result<Self> {
+        Ok(Self::from_matrix(&TernaryMatrix::from_codes(codes, row_scales)?, device))
+    }
+
+    /// Quantizes f32 latent weights `[rows, cols]` (row = output feature) per tensor with absmean.
+    pub fn quantize_absmean(weights: &[f32], rows: usize, cols: usize, device: &B::Device) -> Result<Self> {
+        Ok(Self::from_matrix(&TernaryMatrix::quantize_absmean(weights, rows, cols)?, device))
+    }
+
+    /// Rebuilds from the two tensors (e.g. after loading a record), checking their shapes and dtype.
+    pub fn from_tensors(words: Tensor<B, 2, Int>, scales: Tensor<B, 1>, rows: usize, cols: usize) -> Result<Self> {
+        let expected = [rows.div_ceil(4) * 4, cols.div_ceil(256) * 16];
+        if words.dims() != expected {
+            return Err(BackendError::Shape {
+                what: "ternary weight words",
+                expected: expected.to_vec(),
+                got: words.dims().to_vec(),
+            });
+        }
+        if scales.dims() != [rows] {
+            return Err(BackendError::Shape {
+                what: "ternary row scales",
+                expected: vec![rows],
+                got: scales.dims().to_vec(),
+            });
+        }
+        if words.dtype() != DType::I32 {
+            return Err(BackendError::DType {
+                what: "ternary weight words",
+                expected: format!("{:?}", DType::I32),
+                got: format!("{:?}", words.dtype()),
+            });
+        }
+        Ok(Self { words, scales, rows, cols })
+    }
+
+    /// Downloads the packed matrix (to serialize it or run it on the host).
+    pub fn to_matrix(&self) -> Result<TernaryMatrix> {
+        let read = |what, e: burn::tensor::DataError| BackendError::Read { what, message: format!("{e:?}") };
+        let words = self.words.to_data().convert::<i32>();
+        let words = words.as_slice::<i32>().map_err(|e| read("ternary weight words", e))?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let scales = self.scales.to_data().convert::<f32>();
+        let scales = scales.as_slice::<f32>().map_err(|e| read("ternary row scales", e))?;
+        let view = bitnet_kernels::TernaryView::new(self.rows, self.cols, &bytes, scales)?;
+        Ok(TernaryMatrix::from_codes(&view.to_codes()?, scales.to_vec())?)
+    }
+
+    /// Output features `N`.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Input features `K`.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The primitive handle the backend ops take.
+    pub fn primitive(&self) -> TernaryWeightPrimitive<B> {
+        TernaryWeightPrimitive {
+            words: self.words.clone().into_primitive(),
+            scales: self.scales.clone().into_primitive().tensor(),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
+fn float_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// `y = x W^T` for ternary `W` with per-token int8 activations: `x` is `[M, K]`, `y` is `[M, N]`.
+///
+/// # Panics
+/// If `x` is not `K` wide, with a message naming both shapes (burn's convention for `forward`).
+pub fn ternary_linear<B: TernaryBackend>(x: Tensor<B, 2>, weight: &TernaryWeight<B>) -> Tensor<B, 2> {
+    let [m, k] = x.dims();
+    assert!(
+        k == weight.cols(),
+        "ternary_linear: input of shape [{m}, {k}] does not match a ternary weight of shape [{}, {}] (needs {} input features)",
+        weight.rows(),
+        weight.cols(),
+        weight.cols()
+    );
+    float_tensor(B::ternary_linear(x.into_primitive().tensor(), weight.primitive()))
+}
+
+/// Per-token int8 codes and scales of `x` (`[M, K]`): `x ≈ codes / scales[:, None]`.
+pub fn quantize_activations<B: TernaryBackend>(x: Tensor<B, 2>) -> (Tensor<B, 2, Int>, Tensor<B, 1>) {
+    let q = B::quantize_activations(x.into_primitive().tensor());
+    (Tensor::from_primitive(q.codes), float_tensor(q.scales))
+}
+
+/// The dequantized weights `[N, K]`.
+pub fn ternary_dequantize<B: TernaryBackend>(weight: &TernaryWeight<B>) -> Tensor<B, 2> {
+    float_tensor(B::ternary_dequantize(weight.primitive()))
+}

@@ -1,0 +1,200 @@
+//! Backend-generic checks shared by the per-backend test files: every backend's ops must equal the CPU
+//! reference of `bitnet-kernels` (integer accumulators exact, f32 within 1e-6 relative).
+#![allow(dead_code)]
+
+use bitnet_backend::{
+    quantize_activations, ternary_dequantize, ternary_linear, BitLinear, BitLinearConfig, TernaryBackend, TernaryWeight,
+};
+use bitnet_kernels::{ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix, ThreadPool};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub fn random_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+pub fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> TernaryMatrix {
+    let codes = TernaryCodes::new(rows, cols, (0..rows * cols).map(|_| rng.random_range(0..3u8)).collect()).unwrap();
+    let scales = (0..rows).map(|_| rng.random_range(0.05..1.5f32)).collect();
+    TernaryMatrix::from_codes(&codes, scales).unwrap()
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+/// Asserts `|got - want| <= 1e-6 * max(|want|, 1)` elementwise.
+pub fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+/// `ternary_linear`, `quantize_activations` and `ternary_dequantize` against the host kernels, over shapes
+/// that cover decode (M = 1), prefill (M > 1), K not a multiple of 256 and N not a multiple of 4.
+pub fn ops_match_cpu_reference<B: TernaryBackend>(device: &B::Device) {
+    let mut rng = StdRng::seed_from_u64(42);
+    let pool = ThreadPool::new(1).unwrap();
+    for &(m, n, k) in &[(1, 8, 256), (1, 37, 300), (5, 64, 1000), (3, 5, 17), (2, 640, 2560)] {
+        let w = random_matrix(&mut rng, n, k);
+        let xs = random_vec(&mut rng, m * k, 2.0);
+        let q = QuantizedActivations::quantize(&xs, m, k).unwrap();
+        let mut want = vec![0f32; m * n];
+        ternary_matmul_with(Kernel::Scalar, &w, &q, &mut want, &pool).unwrap();
+
+        let weight = TernaryWeight::<B>::from_matrix(&w, device);
+        let x = Tensor::<B, 2>::from_data(TensorData::new(xs.clone(), [m, k]), device);
+        let got = to_vec(ternary_linear(x.clone(), &weight));
+        assert_close(&got, &want, &format!("ternary_linear {m}x{n}x{k}"));
+
+        let (codes, scales) = quantize_activations(x);
+        let codes = codes.into_data().convert::<i32>().to_vec::<i32>().unwrap();
+        let want_codes: Vec<i32> =
+            (0..m).flat_map(|r| q.row(r)[..k].iter().map(|&c| c as i32).collect::<Vec<_>>()).collect();
+        assert_eq!(codes, want_codes, "activation codes {m}x{k}");
+        assert_close(&to_vec(scales), q.scales(), "activation scales");
+
+        let deq = to_vec(ternary_dequantize(&weight));
+        let codes = w.to_codes();
+        let want_deq: Vec<f32> = (0..n * k).map(|i| (codes.codes()[i] as f32 - 1.0) * w.row_scales()[i / k]).collect();
+        assert_close(&deq, &want_deq, "dequantized weights");
+        assert_eq!(weight.to_matrix().unwrap().to_codes(), codes, "weights round-trip through the device");
+    }
+}
+
+/// The latent (fake-quantized) and packed forward passes of BitLinear compute the same function.
+pub fn bitlinear_latent_matches_packed<B: TernaryBackend>(device: &B::Device) {
+    for bias in [false, true] {
+        let layer: BitLinear<B> = BitLinearConfig::new(300, 70).with_bias(bias).init(device);
+        let x = Tensor::<B, 3>::random([2, 3, 300], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+        let latent = to_vec(layer.forward(x.clone()));
+        let packed = layer.pack().unwrap();
+        assert!(packed.is_packed() && packed.weight.is_none());
+        let fast = to_vec(packed.forward(x));
+        for (i, (a, b)) in latent.iter().zip(&fast).enumerate() {
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "bias={bias} [{i}]: latent {a} vs packed {b}");
+        }
+        assert!(packed.pack().is_err(), "packing twice is an error");
+    }
+}
+
+/// Straight-through backward of the packed op: `dL/dx = dL/dy · W_deq`.
+pub fn packed_op_gradient_is_ste<B: AutodiffBackend + TernaryBackend>(device: &B::Device)
+where
+    B::InnerBackend: TernaryBackend,
+{
+    let mut rng = StdRng::seed_from_u64(3);
+    let (m, n, k) = (3, 9, 270);
+    let w = random_matrix(&mut rng, n, k);
+    let weight = TernaryWeight::<B>::from_matrix(&w, device);
+    let x = Tensor::<B, 2>::from_data(TensorData::new(random_vec(&mut rng, m * k, 1.0), [m, k]), device).require_grad();
+    let r = random_vec(&mut rng, m * n, 1.0);
+    let rt = Tensor::<B, 2>::from_data(TensorData::new(r.clone(), [m, n]), device);
+    let loss = (ternary_linear(x.clone(), &weight) * rt).sum();
+    let grads = loss.backward();
+    let gx = to_vec(x.grad(&grads).expect("x has a gradient"));
+    let codes = w.to_codes();
+    let mut want = vec![0f32; m * k];
+    for i in 0..m {
+        for kk in 0..k {
+            let mut s = 0f64;
+            for j in 0..n {
+                s += r[i * n + j] as f64 * (codes.row(j)[kk] as f64 - 1.0) * w.row_scales()[j] as f64;
+            }
+            want[i * k + kk] = s as f32;
+        }
+    }
+    for (i, (g, w)) in gx.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "grad[{i}]: {g} vs {w}");
+    }
+}
+
+/// Gradients of the latent BitLinear follow the fake-quant function's definition: identity through both
+/// quantizers, so `dL/dW = x_q^T r` and `dL/dx = r W_q^T` with the fake-quantized `x_q`, `W_q`.
+pub fn latent_bitlinear_gradients_are_ste<B: AutodiffBackend + TernaryBackend>(device: &B::Device) {
+    use bitnet_backend::quant::{activation_quant_dequant, weight_quant_dequant};
+    let layer: BitLinear<B> = BitLinearConfig::new(40, 12).with_bias(false).init(device);
+    let x = Tensor::<B, 2>::random([4, 40], burn::tensor::Distribution::Normal(0.0, 1.0), device).require_grad();
+    let r = Tensor::<B, 2>::random([4, 12], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let loss = (layer.forward(x.clone()) * r.clone()).sum();
+    let grads = loss.backward();
+    let w = layer.weight.as_ref().unwrap();
+    let gw = to_vec(w.grad(&grads).expect("latent weight has a gradient"));
+    let gx = to_vec(x.grad(&grads).expect("input has a gradient"));
+    let xq = activation_quant_dequant(x.clone().inner());
+    let wq = weight_quant_dequant(w.val().inner());
+    let r = r.inner();
+    let want_gw = to_vec(xq.transpose().matmul(r.clone()));
+    let want_gx = to_vec(r.matmul(wq.transpose()));
+    for (what, got, want) in [("dW", gw, want_gw), ("dx", gx, want_gx)] {
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}");
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct TwoLayer<B: Backend> {
+    pub l1: BitLinear<B>,
+    pub l2: BitLinear<B>,
+}
+
+impl<B: TernaryBackend> TwoLayer<B> {
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.l2.forward(burn::tensor::activation::relu(self.l1.forward(x)))
+    }
+}
+
+/// A two-layer BitLinear network learns a toy regression (targets from a fixed random teacher): the loss
+/// after `steps` Adam steps is well below the initial loss, and the packed model keeps it.
+pub fn two_layer_model_trains<B: AutodiffBackend + TernaryBackend>(device: &B::Device, steps: usize) -> (f32, f32)
+where
+    B::InnerBackend: TernaryBackend,
+{
+    let mut rng = StdRng::seed_from_u64(17);
+    let (n, d_in, d_hidden, d_out) = (64, 16, 32, 4);
+    let xs = random_vec(&mut rng, n * d_in, 1.0);
+    let teacher = random_vec(&mut rng, d_in * d_out, 1.0);
+    let ys: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            (0..d_out)
+                .map(|o| (0..d_in).map(|j| xs[i * d_in + j] * teacher[j * d_out + o]).sum::<f32>())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let x = Tensor::<B, 2>::from_data(TensorData::new(xs, [n, d_in]), device);
+    let y = Tensor::<B, 2>::from_data(TensorData::new(ys, [n, d_out]), device);
+    let mut model = TwoLayer::<B> {
+        l1: BitLinearConfig::new(d_in, d_hidden).init(device),
+        l2: BitLinearConfig::new(d_hidden, d_out).init(device),
+    };
+    let mut optim = AdamConfig::new().init();
+    let mse = |model: &TwoLayer<B>| (model.forward(x.clone()) - y.clone()).powi_scalar(2).mean();
+    let first = mse(&model).into_scalar().elem_f32();
+    for _ in 0..steps {
+        let loss = mse(&model);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(5e-3, model, grads);
+    }
+    let last = mse(&model).into_scalar().elem_f32();
+    // The packed inference model computes the same loss.
+    let packed =
+        TwoLayer::<B::InnerBackend> { l1: model.l1.valid().pack().unwrap(), l2: model.l2.valid().pack().unwrap() };
+    let packed_loss = (packed.forward(x.inner()) - y.inner()).powi_scalar(2).mean().into_scalar().elem_f32();
+    assert!((packed_loss - last).abs() <= 1e-3 * last.max(1.0), "packed loss {packed_loss} vs trained {last}");
+    (first, last)
+}
+
+trait ElemF32 {
+    fn elem_f32(self) -> f32;
+}
+impl<E: burn::tensor::ElementConversion> ElemF32 for E {
+    fn elem_f32(self) -> f32 {
+        self.elem::<f32>()
+    }
+}
