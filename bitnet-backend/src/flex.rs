@@ -28,7 +28,13 @@ fn f32_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
 
 /// Runs `f` on the kernel view of a packed weight held in Flex tensors.
 fn with_view<R>(w: &TernaryWeightPrimitive<Flex>, f: impl FnOnce(TernaryView<'_>) -> R) -> R {
-    let words = contiguous(w.words.clone(), DType::I32, "ternary weight words");
+    // Words live in the default int dtype; Flex's is I32 (an I64 default is narrowed on the fly).
+    let words = if w.words.dtype() == DType::I64 {
+        <Flex as burn::tensor::ops::IntTensorOps<Flex>>::int_cast(w.words.clone(), burn::tensor::IntDType::I32)
+    } else {
+        w.words.clone()
+    };
+    let words = contiguous(words, DType::I32, "ternary weight words");
     let scales = contiguous(w.scales.clone(), DType::F32, "ternary row scales");
     let words = words.as_slice::<i32>().expect("contiguous i32 tensor");
     let scales = scales.as_slice::<f32>().expect("contiguous f32 tensor");

@@ -35,9 +35,16 @@
 
 pub mod autodiff;
 pub mod bitlinear;
+#[cfg(feature = "candle")]
+pub mod candle;
+#[cfg(feature = "cube")]
+pub mod cube;
 pub mod error;
 #[cfg(feature = "cpu")]
 pub mod flex;
+#[cfg(feature = "cube")]
+pub mod fusion;
+pub mod host;
 pub mod ops;
 pub mod quant;
 

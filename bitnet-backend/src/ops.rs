@@ -13,7 +13,7 @@ use crate::error::{BackendError, Result};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 
 /// Packed ternary weights at the primitive level (what the backend ops take).
 #[derive(Debug, Clone)]
@@ -68,7 +68,8 @@ impl<B: Backend> TernaryWeight<B> {
         let words: Vec<i32> =
             matrix.data().chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let shape = [matrix.rows_padded(), matrix.cols_padded() / 16];
-        let words = Tensor::from_data(TensorData::new(words, shape), (device, DType::I32));
+        // The device's default int dtype (I32 on Flex and CubeCL, I64 on candle) holds the i32 words by value.
+        let words = Tensor::from_data(TensorData::new(words, shape), device);
         let scales = Tensor::from_data(TensorData::new(matrix.row_scales().to_vec(), [matrix.rows()]), device);
         Self { words, scales, rows: matrix.rows(), cols: matrix.cols() }
     }
@@ -100,10 +101,10 @@ impl<B: Backend> TernaryWeight<B> {
                 got: scales.dims().to_vec(),
             });
         }
-        if words.dtype() != DType::I32 {
+        if !crate::host::words_dtype_ok(words.dtype()) {
             return Err(BackendError::DType {
                 what: "ternary weight words",
-                expected: format!("{:?}", DType::I32),
+                expected: "I32 or I64".to_string(),
                 got: format!("{:?}", words.dtype()),
             });
         }

@@ -1,0 +1,144 @@
+//! CubeCL kernels of the ternary ops (wgpu: WGSL/SPIR-V/Metal, cuda). This module imports only the cubecl
+//! prelude, whose `Tensor`/`Int`/`Float` differ from burn's.
+//!
+//! Weights arrive in the kernel-native layout of `bitnet-kernels` as i32 words: for output row `n`
+//! (tile `n / 4`, slot `r = n % 4`) and 256-weight block `b`, the 16 words at
+//! `(n / 4) * 4 * W + (4b + r) * 16` (`W` = words per row) hold 64 bytes; byte `j` holds weights
+//! `256b + 64p + j` at bits `2p` (p = 0..4). Codes are unpacked in registers with an arithmetic shift and a
+//! mask, which is exact for negative words too, and multiplied with the int8 activation codes in i32.
+
+// The `#[cube(launch)]` macro generates undocumented launch modules and structs.
+#![allow(missing_docs)]
+
+use cubecl::prelude::*;
+
+/// Units per cube of the activation-quantization kernel (one cube per token).
+pub const QUANT_CUBE_DIM: u32 = 64;
+/// Units per cube of the matmul and dequantization kernels (one unit per output).
+pub const TILE_CUBE_DIM: u32 = 16;
+
+/// `round(v)` with ties to even, written out so every backend agrees (WGSL, SPIR-V and CUDA differ on
+/// `round`). Exact for |v| < 2^22.
+#[cube]
+fn round_half_even<F: Float>(v: F) -> F {
+    let r = F::floor(v + F::new(0.5));
+    let halfway = r - v == F::new(0.5);
+    let odd = F::floor(r * F::new(0.5)) * F::new(2.0) != r;
+    select(halfway && odd, r - F::new(1.0), r)
+}
+
+/// Per-token absmax int8 quantization: cube `m` handles row `m` of `x` (`[M, K]`).
+/// `s = 127 / max(max|x|, 1e-5)`, `codes = clamp(round(x * s), -128, 127)`.
+#[cube(launch)]
+pub fn quantize_activations_kernel<F: Float, I: Int>(
+    x: &Tensor<F>,
+    codes: &mut Tensor<I>,
+    scales: &mut Tensor<F>,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let m = CUBE_POS_X as usize;
+    let lane = UNIT_POS_X as usize;
+    let width = CUBE_DIM_X as usize;
+    let k = x.shape(1);
+    let steps = (k + width - 1) / width;
+
+    let mut local = F::new(0.0);
+    for t in 0..steps {
+        let i = t * width + lane;
+        if i < k {
+            local = F::max(local, F::abs(x[m * k + i]));
+        }
+    }
+    let mut shared = SharedMemory::<F>::new(QUANT_CUBE_DIM as usize);
+    shared[lane] = local;
+    sync_cube();
+    let mut stride = width / 2;
+    while stride > 0 {
+        if lane < stride {
+            shared[lane] = F::max(shared[lane], shared[lane + stride]);
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    let s = F::new(127.0) / F::max(shared[0], F::new(1e-5));
+    for t in 0..steps {
+        let i = t * width + lane;
+        if i < k {
+            let q = F::clamp(round_half_even::<F>(x[m * k + i] * s), F::new(-128.0), F::new(127.0));
+            codes[m * k + i] = I::cast_from(q);
+        }
+    }
+    if lane == 0 {
+        scales[m] = s;
+    }
+}
+
+/// `out[m, n] = (sum_k c[n,k] q[m,k] - sum_k q[m,k]) * g_n * (1 / s_m)`: one unit per output element.
+#[cube(launch)]
+pub fn ternary_matmul_kernel<F: Float, I: Int>(
+    codes: &Tensor<I>,
+    act_scales: &Tensor<F>,
+    words: &Tensor<I>,
+    weight_scales: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let n = ABSOLUTE_POS_X as usize;
+    let m = ABSOLUTE_POS_Y as usize;
+    let rows = out.shape(1);
+    let tokens = out.shape(0);
+    if n >= rows || m >= tokens {
+        terminate!();
+    }
+    let k = codes.shape(1);
+    let words_per_row = words.shape(1);
+    let blocks = words_per_row / 16;
+    let tile_base = (n / 4) * 4 * words_per_row;
+    let slot = n % 4;
+    let mut acc = 0i32;
+    let mut qsum = 0i32;
+    for b in 0..blocks {
+        let base = tile_base + (b * 4 + slot) * 16;
+        for jw in 0..16usize {
+            let word = i32::cast_from(words[base + jw]);
+            for i in 0..4usize {
+                for p in 0..4usize {
+                    let kk = b * 256 + p * 64 + jw * 4 + i;
+                    if kk < k {
+                        let shift = i32::cast_from(8 * i + 2 * p);
+                        let c = (word >> shift) & 3i32;
+                        let q = i32::cast_from(codes[m * k + kk]);
+                        acc += c * q;
+                        qsum += q;
+                    }
+                }
+            }
+        }
+    }
+    let inv_s = F::new(1.0) / act_scales[m];
+    out[m * rows + n] = F::cast_from(acc - qsum) * (weight_scales[n] * inv_s);
+}
+
+/// `out[n, k] = (c[n,k] - 1) * g_n`: one unit per weight.
+#[cube(launch)]
+pub fn ternary_dequantize_kernel<F: Float, I: Int>(
+    words: &Tensor<I>,
+    weight_scales: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let kk = ABSOLUTE_POS_X as usize;
+    let n = ABSOLUTE_POS_Y as usize;
+    let rows = out.shape(0);
+    let k = out.shape(1);
+    if n >= rows || kk >= k {
+        terminate!();
+    }
+    let words_per_row = words.shape(1);
+    let (b, e) = (kk / 256, kk % 256);
+    let (p, j) = (e / 64, e % 64);
+    let index = (n / 4) * 4 * words_per_row + (b * 4 + n % 4) * 16 + j / 4;
+    let word = i32::cast_from(words[index]);
+    let c = (word >> i32::cast_from(8 * (j % 4) + 2 * p)) & 3i32;
+    out[n * k + kk] = F::cast_from(c - 1i32) * weight_scales[n];
+}

@@ -1,0 +1,46 @@
+//! The CubeCL kernels through burn-wgpu (lavapipe in CI: `mesa-vulkan-drivers`), both as the `Fusion`-wrapped
+//! `burn::backend::Wgpu` users get and as the raw `CubeBackend`, and through `Autodiff<Wgpu>`.
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+use burn::backend::{Autodiff, Wgpu};
+
+type Raw = bitnet_backend::cube::CubeBackend<WgpuRuntime, f32, i32, u32>;
+
+fn device() -> WgpuDevice {
+    WgpuDevice::default()
+}
+
+#[test]
+fn fusion_ops_match_cpu_reference() {
+    common::ops_match_cpu_reference::<Wgpu>(&device());
+}
+
+#[test]
+fn raw_cube_ops_match_cpu_reference() {
+    common::ops_match_cpu_reference::<Raw>(&device());
+}
+
+#[test]
+fn bitlinear_latent_matches_packed() {
+    common::bitlinear_latent_matches_packed::<Wgpu>(&device());
+}
+
+#[test]
+fn packed_op_gradient_is_ste() {
+    common::packed_op_gradient_is_ste::<Autodiff<Wgpu>>(&device());
+}
+
+#[test]
+fn latent_bitlinear_gradients_are_ste() {
+    common::latent_bitlinear_gradients_are_ste::<Autodiff<Wgpu>>(&device());
+}
+
+#[test]
+fn two_layer_bitlinear_model_lowers_its_loss() {
+    let (first, last) = common::two_layer_model_trains::<Autodiff<Wgpu>>(&device(), 300);
+    eprintln!("toy regression MSE on wgpu: {first} -> {last}");
+    assert!(last < 0.25 * first, "loss went from {first} to {last}");
+}
