@@ -1,44 +1,56 @@
 #!/usr/bin/env bash
-# The project's test command (README.md). Runs every test of the workspace on this machine, then the
-# bitnet-kernels tests compiled for aarch64 and run under qemu-user (the NEON and dotprod kernels).
+# The project's test command (README.md). Runs every test of the workspace with all backends (CPU, wgpu on
+# the Vulkan software driver lavapipe, candle; cuda compiles and its GPU tests are ignored without a GPU),
+# then the bitnet-kernels tests compiled for aarch64 and run under qemu-user (the NEON and dotprod kernels).
 #
-# Prerequisites it installs when missing (apt-get needs root; set BITNET_SKIP_AARCH64=1 to skip that part):
-#   Debian packages gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user, rustup target aarch64-unknown-linux-gnu.
+# Prerequisites it installs when missing (apt-get needs root):
+#   mesa-vulkan-drivers (lavapipe, for the wgpu tests);
+#   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user and the rustup target aarch64-unknown-linux-gnu
+#   (skip that part with BITNET_SKIP_AARCH64=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs="${CARGO_BUILD_JOBS:-2}"
 step() { printf '\n==> %s\n' "$*"; }
 
+missing=()
+for pkg in mesa-vulkan-drivers; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${BITNET_SKIP_AARCH64:-0}" != 1 ]; then
+  for pkg in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: missing Debian packages: ${missing[*]} (install them as root)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 step "format check"
 cargo fmt --all -- --check
 
-step "lints"
-cargo clippy -j"$jobs" --workspace --all-targets -- -D warnings
+step "lints (all features)"
+cargo clippy -j"$jobs" --workspace --all-targets --all-features -- -D warnings
 
-step "tests (host: $(uname -m))"
-cargo test -j"$jobs" --workspace
+step "default features build (the CLI's)"
+cargo build -j"$jobs" --workspace --benches
 
-step "benchmarks compile"
-cargo build -j"$jobs" --workspace --benches --examples
+step "tests (host: $(uname -m), all features: cpu, wgpu on lavapipe, candle; cuda tests need a GPU)"
+cargo test -j"$jobs" --workspace --all-features
 
 if [ "${BITNET_SKIP_AARCH64:-0}" = 1 ]; then
   step "aarch64 tests skipped (BITNET_SKIP_AARCH64=1)"
   exit 0
 fi
 
-step "aarch64 cross toolchain"
-if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null \
-  || [ ! -d /usr/aarch64-linux-gnu/lib ]; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "error: the aarch64 tests need gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user;" >&2
-    echo "       install them as root or set BITNET_SKIP_AARCH64=1" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null
-fi
+step "aarch64 rust target"
 rustup target add aarch64-unknown-linux-gnu >/dev/null
 
 # .cargo/config.toml sets the linker and `qemu-aarch64 -L /usr/aarch64-linux-gnu` as the runner.
