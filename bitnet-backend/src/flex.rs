@@ -1,7 +1,7 @@
 //! [`TernaryBackend`] for burn's CPU backend, Flex: the `bitnet-kernels` SIMD kernels run directly on the
 //! tensors' buffers (zero-copy slices of the activations, the packed words and the scales).
 
-use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
+use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use bitnet_kernels::{global_pool, ternary_matmul, QuantizedActivations, TernaryView};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
@@ -43,30 +43,38 @@ fn with_view<R>(w: &TernaryWeightPrimitive<Flex>, f: impl FnOnce(TernaryView<'_>
     f(view)
 }
 
+/// Quantizes `x` (`[M, K]`, f32) per token on the host buffer, without copying `x`.
+fn quantize_input(x: FlexTensor, what: &str) -> QuantizedActivations {
+    let [m, k] = dims2(&x, what);
+    let x = contiguous(x, DType::F32, what);
+    QuantizedActivations::quantize(x.as_slice::<f32>().expect("contiguous f32 tensor"), m, k)
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The ternary product of already-quantized activations with one packed weight.
+fn matmul_quantized(q: &QuantizedActivations, weight: &TernaryWeightPrimitive<Flex>) -> FlexTensor {
+    let m = q.rows();
+    assert_input_fits("ternary_linear", m, q.cols(), weight);
+    let n = weight.rows;
+    let mut y = vec![0f32; m * n];
+    with_view(weight, |view| ternary_matmul(view, q, &mut y, global_pool()))
+        .unwrap_or_else(|e| panic!("ternary_linear: {e}"));
+    f32_tensor(y, Shape::new([m, n]))
+}
+
 impl TernaryBackend for Flex {
     fn ternary_linear(x: FlexTensor, weight: TernaryWeightPrimitive<Self>) -> FlexTensor {
-        let [m, k] = dims2(&x, "ternary_linear input");
-        assert!(
-            k == weight.cols,
-            "ternary_linear: input of shape [{m}, {k}] does not match a ternary weight of shape [{}, {}]",
-            weight.rows,
-            weight.cols
-        );
-        let x = contiguous(x, DType::F32, "ternary_linear input");
-        let xs = x.as_slice::<f32>().expect("contiguous f32 tensor");
-        let q = QuantizedActivations::quantize(xs, m, k).unwrap_or_else(|e| panic!("ternary_linear: {e}"));
-        let n = weight.rows;
-        let mut y = vec![0f32; m * n];
-        with_view(&weight, |view| ternary_matmul(view, &q, &mut y, global_pool()))
-            .unwrap_or_else(|e| panic!("ternary_linear: {e}"));
-        f32_tensor(y, Shape::new([m, n]))
+        matmul_quantized(&quantize_input(x, "ternary_linear input"), &weight)
+    }
+
+    fn ternary_linear_many(x: FlexTensor, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<FlexTensor> {
+        let q = quantize_input(x, "ternary_linear_many input");
+        weights.iter().map(|w| matmul_quantized(&q, w)).collect()
     }
 
     fn quantize_activations(x: FlexTensor) -> QuantizedActivationsPrimitive<Self> {
-        let [m, k] = dims2(&x, "quantize_activations input");
-        let x = contiguous(x, DType::F32, "quantize_activations input");
-        let q = QuantizedActivations::quantize(x.as_slice::<f32>().expect("contiguous f32 tensor"), m, k)
-            .unwrap_or_else(|e| panic!("quantize_activations: {e}"));
+        let q = quantize_input(x, "quantize_activations input");
+        let (m, k) = (q.rows(), q.cols());
         let codes: Vec<i32> = (0..m).flat_map(|r| q.row(r)[..k].iter().map(|&c| c as i32)).collect();
         QuantizedActivationsPrimitive {
             codes: FlexTensor::new(Bytes::from_elems(codes), Layout::contiguous(Shape::new([m, k])), DType::I32),
@@ -75,15 +83,7 @@ impl TernaryBackend for Flex {
     }
 
     fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> FlexTensor {
-        let (rows, cols) = (weight.rows, weight.cols);
-        let values = with_view(&weight, |view| {
-            let mut out = Vec::with_capacity(rows * cols);
-            for r in 0..rows {
-                let g = view.row_scales()[r];
-                out.extend((0..cols).map(|k| (view.code(r, k) as f32 - 1.0) * g));
-            }
-            out
-        });
-        f32_tensor(values, Shape::new([rows, cols]))
+        let values = with_view(&weight, |view| view.dequantize());
+        f32_tensor(values, Shape::new([weight.rows, weight.cols]))
     }
 }

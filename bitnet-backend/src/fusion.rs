@@ -74,14 +74,9 @@ impl<B: FusionBackend + TernaryBackend> Operation<B::FusionRuntime> for Dequanti
 
 impl<B: FusionBackend + TernaryBackend> TernaryBackend for Fusion<B> {
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
+        assert!(x.shape.num_dims() == 2, "ternary_linear: expected a 2-D input, got shape {:?}", x.shape);
         let m = x.shape[0];
-        assert!(
-            x.shape.num_dims() == 2 && x.shape[1] == weight.cols,
-            "ternary_linear: input of shape {:?} does not match a ternary weight of shape [{}, {}]",
-            x.shape,
-            weight.rows,
-            weight.cols
-        );
+        crate::ops::assert_input_fits("ternary_linear", m, x.shape[1], &weight);
         let client = x.client.clone();
         let streams = OperationStreams::with_inputs([&x, &weight.words, &weight.scales]);
         let out = TensorIr::uninit(client.create_empty_handle(), Shape::new([m, weight.rows]), x.dtype);

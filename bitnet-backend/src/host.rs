@@ -38,12 +38,7 @@ fn upload<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -
 pub fn ternary_linear<B: Backend>(x: FloatTensor<B>, w: TernaryWeightPrimitive<B>) -> FloatTensor<B> {
     let (q, device) = host_activations::<B>(x);
     let (m, n) = (q.rows(), w.rows);
-    assert!(
-        q.cols() == w.cols,
-        "ternary_linear: input of shape [{m}, {}] does not match a ternary weight of shape [{n}, {}]",
-        q.cols(),
-        w.cols
-    );
+    crate::ops::assert_input_fits("ternary_linear", m, q.cols(), &w);
     let mut y = vec![0f32; m * n];
     with_host_view(&w, |view| ternary_matmul(view, &q, &mut y, global_pool())).unwrap_or_else(|e| panic!("{e}"));
     upload::<B>(y, [m, n], &device)
@@ -62,16 +57,8 @@ pub fn quantize_activations<B: Backend>(x: FloatTensor<B>) -> QuantizedActivatio
 /// `ternary_dequantize` on the host.
 pub fn ternary_dequantize<B: Backend>(w: TernaryWeightPrimitive<B>) -> FloatTensor<B> {
     let device = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.scales.clone())).device();
-    let (rows, cols) = (w.rows, w.cols);
-    let values = with_host_view(&w, |view| {
-        let mut out = Vec::with_capacity(rows * cols);
-        for r in 0..rows {
-            let g = view.row_scales()[r];
-            out.extend((0..cols).map(|k| (view.code(r, k) as f32 - 1.0) * g));
-        }
-        out
-    });
-    upload::<B>(values, [rows, cols], &device)
+    let values = with_host_view(&w, |view| view.dequantize());
+    upload::<B>(values, [w.rows, w.cols], &device)
 }
 
 /// The int dtype words are stored in on `B` (its default int dtype must hold i32 values).

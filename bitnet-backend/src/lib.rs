@@ -51,4 +51,6 @@ pub mod quant;
 pub use bitlinear::{BitLinear, BitLinearConfig, PackedTernary};
 pub use bitnet_kernels as kernels;
 pub use error::{BackendError, Result};
-pub use ops::{quantize_activations, ternary_dequantize, ternary_linear, TernaryBackend, TernaryWeight};
+pub use ops::{
+    quantize_activations, ternary_dequantize, ternary_linear, ternary_linear_many, TernaryBackend, TernaryWeight,
+};

@@ -49,6 +49,13 @@ pub trait TernaryBackend: Backend {
     /// The dequantized weights `(c - 1) * g_n` as `[N, K]` f32 (for straight-through backward passes and
     /// reference checks).
     fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self>;
+
+    /// `ternary_linear` of one input with several weights that share its activation quantization (q/k/v, or
+    /// gate/up, in a BitNet block). The default runs [`TernaryBackend::ternary_linear`] per weight; backends
+    /// override it to quantize `x` once.
+    fn ternary_linear_many(x: FloatTensor<Self>, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<FloatTensor<Self>> {
+        weights.into_iter().map(|w| Self::ternary_linear(x.clone(), w)).collect()
+    }
 }
 
 /// Packed ternary weights on a backend's device (the tensor-level handle of [`TernaryWeightPrimitive`]).
@@ -143,6 +150,18 @@ impl<B: Backend> TernaryWeight<B> {
     }
 }
 
+/// Panics unless an input of shape `[m, k]` fits `weight`, naming both shapes (burn's convention for
+/// `forward`). Every backend's `ternary_linear` calls it.
+pub(crate) fn assert_input_fits<B: Backend>(op: &str, m: usize, k: usize, weight: &TernaryWeightPrimitive<B>) {
+    assert!(
+        k == weight.cols,
+        "{op}: input of shape [{m}, {k}] does not match a ternary weight of shape [{}, {}] (needs {} input features)",
+        weight.rows,
+        weight.cols,
+        weight.cols
+    );
+}
+
 fn float_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
@@ -153,14 +172,22 @@ fn float_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor
 /// If `x` is not `K` wide, with a message naming both shapes (burn's convention for `forward`).
 pub fn ternary_linear<B: TernaryBackend>(x: Tensor<B, 2>, weight: &TernaryWeight<B>) -> Tensor<B, 2> {
     let [m, k] = x.dims();
-    assert!(
-        k == weight.cols(),
-        "ternary_linear: input of shape [{m}, {k}] does not match a ternary weight of shape [{}, {}] (needs {} input features)",
-        weight.rows(),
-        weight.cols(),
-        weight.cols()
-    );
-    float_tensor(B::ternary_linear(x.into_primitive().tensor(), weight.primitive()))
+    let weight = weight.primitive();
+    assert_input_fits("ternary_linear", m, k, &weight);
+    float_tensor(B::ternary_linear(x.into_primitive().tensor(), weight))
+}
+
+/// [`ternary_linear`] of one input with several weights, quantizing the input once.
+///
+/// # Panics
+/// If a weight's input width differs from `x`'s, naming both shapes.
+pub fn ternary_linear_many<B: TernaryBackend>(x: Tensor<B, 2>, weights: &[&TernaryWeight<B>]) -> Vec<Tensor<B, 2>> {
+    let [m, k] = x.dims();
+    let prims: Vec<_> = weights.iter().map(|w| w.primitive()).collect();
+    for w in &prims {
+        assert_input_fits("ternary_linear_many", m, k, w);
+    }
+    B::ternary_linear_many(x.into_primitive().tensor(), prims).into_iter().map(float_tensor).collect()
 }
 
 /// Per-token int8 codes and scales of `x` (`[M, K]`): `x ≈ codes / scales[:, None]`.

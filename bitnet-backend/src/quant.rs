@@ -25,7 +25,10 @@ pub fn weight_quant_dequant<B: Backend, const D: usize>(w: Tensor<B, D>) -> Tens
 
 /// `dequant(quant(x))` for per-token absmax int8 quantization over the last dimension.
 pub fn activation_quant_dequant<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let s = x.clone().abs().max_dim(D - 1).clamp_min(SCALE_EPS).recip() * 127.0;
+    // `127 / absmax` as a division (not `127 * (1 / absmax)`), exactly as the kernels form it, so both paths
+    // round `x * s` identically.
+    let absmax = x.clone().abs().max_dim(D - 1).clamp_min(SCALE_EPS);
+    let s = absmax.ones_like() * 127.0 / absmax;
     (x * s.clone()).round().clamp(-128.0, 127.0) / s
 }
 

@@ -66,3 +66,13 @@ fn malformed_packed_tensors_are_typed_errors() {
     let bias = Tensor::<B, 1>::zeros([9], &device);
     assert!(BitLinear::from_packed(w, Some(bias)).is_err());
 }
+
+#[test]
+fn linear_many_matches_separate_calls() {
+    common::linear_many_matches_separate_calls::<B>(&Default::default());
+}
+
+#[test]
+fn lambda_zero_is_plain_linear() {
+    common::lambda_zero_is_plain_linear::<B>(&Default::default());
+}

@@ -44,3 +44,13 @@ fn two_layer_bitlinear_model_lowers_its_loss() {
     eprintln!("toy regression MSE on wgpu: {first} -> {last}");
     assert!(last < 0.25 * first, "loss went from {first} to {last}");
 }
+
+#[test]
+fn linear_many_matches_separate_calls() {
+    common::linear_many_matches_separate_calls::<Wgpu>(&device());
+}
+
+#[test]
+fn lambda_zero_is_plain_linear() {
+    common::lambda_zero_is_plain_linear::<Wgpu>(&device());
+}

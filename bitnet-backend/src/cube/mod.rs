@@ -6,7 +6,7 @@ pub mod kernels;
 /// burn's raw CubeCL backend (without the Fusion wrapper), re-exported for users and tests.
 pub use burn_cubecl::CubeBackend;
 
-use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
+use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -32,12 +32,7 @@ fn tile_dim() -> CubeDim {
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBackend for CubeBackend<R, F, I, BT> {
     fn ternary_linear(x: CubeTensor<R>, weight: TernaryWeightPrimitive<Self>) -> CubeTensor<R> {
         let [m, k] = dims2(&x, "ternary_linear input");
-        assert!(
-            k == weight.cols,
-            "ternary_linear: input of shape [{m}, {k}] does not match a ternary weight of shape [{}, {}]",
-            weight.rows,
-            weight.cols
-        );
+        assert_input_fits("ternary_linear", m, k, &weight);
         let float_dtype = x.dtype;
         let q = Self::quantize_activations(x);
         let words = into_contiguous(weight.words);

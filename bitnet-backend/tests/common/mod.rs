@@ -69,9 +69,11 @@ pub fn ops_match_cpu_reference<B: TernaryBackend>(device: &B::Device) {
 
 /// The latent (fake-quantized) and packed forward passes of BitLinear compute the same function.
 pub fn bitlinear_latent_matches_packed<B: TernaryBackend>(device: &B::Device) {
+    B::seed(device, 7);
     for bias in [false, true] {
         let layer: BitLinear<B> = BitLinearConfig::new(300, 70).with_bias(bias).init(device);
-        let x = Tensor::<B, 3>::random([2, 3, 300], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+        let mut rng = StdRng::seed_from_u64(bias as u64);
+        let x = Tensor::<B, 3>::from_data(TensorData::new(random_vec(&mut rng, 2 * 3 * 300, 2.0), [2, 3, 300]), device);
         let latent = to_vec(layer.forward(x.clone()));
         let packed = layer.pack().unwrap();
         assert!(packed.is_packed() && packed.weight.is_none());
@@ -117,6 +119,7 @@ where
 /// Gradients of the latent BitLinear follow the fake-quant function's definition: identity through both
 /// quantizers, so `dL/dW = x_q^T r` and `dL/dx = r W_q^T` with the fake-quantized `x_q`, `W_q`.
 pub fn latent_bitlinear_gradients_are_ste<B: AutodiffBackend + TernaryBackend>(device: &B::Device) {
+    B::seed(device, 7);
     use bitnet_backend::quant::{activation_quant_dequant, weight_quant_dequant};
     let layer: BitLinear<B> = BitLinearConfig::new(40, 12).with_bias(false).init(device);
     let x = Tensor::<B, 2>::random([4, 40], burn::tensor::Distribution::Normal(0.0, 1.0), device).require_grad();
@@ -156,6 +159,7 @@ pub fn two_layer_model_trains<B: AutodiffBackend + TernaryBackend>(device: &B::D
 where
     B::InnerBackend: TernaryBackend,
 {
+    B::seed(device, 17);
     let mut rng = StdRng::seed_from_u64(17);
     let (n, d_in, d_hidden, d_out) = (64, 16, 32, 4);
     let xs = random_vec(&mut rng, n * d_in, 1.0);
@@ -197,4 +201,31 @@ impl<E: burn::tensor::ElementConversion> ElemF32 for E {
     fn elem_f32(self) -> f32 {
         self.elem::<f32>()
     }
+}
+
+/// The shared-quantization op equals separate `ternary_linear` calls.
+pub fn linear_many_matches_separate_calls<B: TernaryBackend>(device: &B::Device) {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (m, k) = (2, 300);
+    let ws: Vec<TernaryWeight<B>> =
+        [64, 16, 16].iter().map(|&n| TernaryWeight::from_matrix(&random_matrix(&mut rng, n, k), device)).collect();
+    let x = Tensor::<B, 2>::from_data(TensorData::new(random_vec(&mut rng, m * k, 1.0), [m, k]), device);
+    let refs: Vec<&TernaryWeight<B>> = ws.iter().collect();
+    let many = bitnet_backend::ternary_linear_many(x.clone(), &refs);
+    assert_eq!(many.len(), 3);
+    for (w, y) in ws.iter().zip(many) {
+        assert_eq!(to_vec(y), to_vec(ternary_linear(x.clone(), w)), "shared quantization changes nothing");
+    }
+}
+
+/// With `λ = 0` the latent BitLinear is exactly a float linear layer (warm-up start).
+pub fn lambda_zero_is_plain_linear<B: TernaryBackend>(device: &B::Device) {
+    B::seed(device, 7);
+    let mut layer: BitLinear<B> = BitLinearConfig::new(32, 8).init(device);
+    layer.set_lambda(0.0);
+    let x = Tensor::<B, 2>::random([3, 32], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let w = layer.weight.as_ref().unwrap().val();
+    let b = layer.bias.as_ref().unwrap().val();
+    let want = to_vec(burn::tensor::module::linear(x.clone(), w, Some(b)));
+    assert_close(&to_vec(layer.forward(x)), &want, "lambda = 0");
 }

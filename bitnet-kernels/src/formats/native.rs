@@ -138,17 +138,9 @@ impl TernaryMatrix {
     pub fn rows_padded(&self) -> usize {
         self.rows_padded
     }
-    /// Number of [`ROW_TILE`]-row tiles.
-    pub fn tiles(&self) -> usize {
-        self.rows_padded / ROW_TILE
-    }
-    /// Number of 256-weight blocks per row.
-    pub fn blocks_per_row(&self) -> usize {
-        self.cols_padded / NATIVE_BLOCK
-    }
-    /// The interleaved bytes of tile `t` (rows `4t..4t+4`), `cols_padded` bytes.
+    /// The interleaved bytes of tile `t` (see [`TernaryView::tile_bytes`]).
     pub fn tile_bytes(&self, t: usize) -> &[u8] {
-        &self.data.as_slice()[t * self.cols_padded..(t + 1) * self.cols_padded]
+        self.view().tile_bytes(t)
     }
     /// The borrowed view the kernels take.
     pub fn view(&self) -> TernaryView<'_> {
@@ -225,6 +217,14 @@ impl<'a> TernaryView<'a> {
     pub fn code(&self, r: usize, k: usize) -> u8 {
         let (block, e) = (k / NATIVE_BLOCK, k % NATIVE_BLOCK);
         (self.data[block_offset(self.cols_padded, r, block) + e % 64] >> (2 * (e / 64))) & 3
+    }
+    /// The dequantized weights `(c - 1) * g_n`, row-major `[rows, cols]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for (r, &g) in self.row_scales.iter().enumerate() {
+            out.extend((0..self.cols).map(|k| (self.code(r, k) as f32 - 1.0) * g));
+        }
+        out
     }
     /// Unpacks to row-major codes (padding dropped); fails on code 3, which foreign bytes may hold.
     pub fn to_codes(&self) -> Result<TernaryCodes> {
