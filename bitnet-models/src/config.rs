@@ -1,0 +1,235 @@
+//! The model configuration, read from a Hugging Face `config.json` (`model_type` "bitnet").
+//!
+//! Accepts both config styles DESIGN.md section 3 names: `rope_theta` at the top level (released checkpoints) or
+//! inside `rope_parameters` (transformers 5), and `torch_dtype` or `dtype`.
+
+use crate::error::{ModelError, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// The FFN activation of the family member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `relu(x)^2` gating (`BitNet b1.58 2B-4T`): `down(relu(gate(x))^2 * up(x))`.
+    Relu2,
+    /// `silu(x)` gating (LLaMA-style members): `down(silu(gate(x)) * up(x))`.
+    Silu,
+}
+
+/// How a packed checkpoint's `weight_scale` relates to the absmean scale `g` (transformers'
+/// `quantization_config.linear_class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleConvention {
+    /// "bitlinear" (the default): `y = y_int / (s * weight_scale)`, so `weight_scale = 1 / g`.
+    Divide,
+    /// "autobitlinear": `y = y_int / s * weight_scale`, so `weight_scale = g`.
+    Multiply,
+}
+
+/// Architecture hyper-parameters of a BitNet b1.58 model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BitNetConfig {
+    /// Vocabulary size `V`.
+    pub vocab_size: usize,
+    /// Model width `H`.
+    pub hidden_size: usize,
+    /// FFN width.
+    pub intermediate_size: usize,
+    /// Number of decoder blocks.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (GQA groups).
+    pub num_key_value_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Longest supported context.
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// Whether the output projection reuses the input embedding.
+    pub tie_word_embeddings: bool,
+    /// FFN activation.
+    pub activation: Activation,
+    /// `weight_scale` convention of packed checkpoints.
+    pub scale_convention: ScaleConvention,
+    /// Begin-of-sequence token.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence tokens.
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl BitNetConfig {
+    /// Reads and validates `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+        Self::from_json(&text).map_err(|message| ModelError::Config { path: path.into(), message })
+    }
+
+    /// Parses and validates the JSON text of a `config.json`; the error is a one-line message.
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        let obj = v.as_object().ok_or("expected a JSON object")?;
+        if let Some(mt) = obj.get("model_type").and_then(Value::as_str) {
+            if mt != "bitnet" {
+                return Err(format!("model_type is '{mt}', expected 'bitnet'"));
+            }
+        }
+        let usize_field = |name: &str| -> std::result::Result<Option<usize>, String> {
+            match obj.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x
+                    .as_u64()
+                    .filter(|&n| n > 0 && n < (1 << 32))
+                    .map(|n| Some(n as usize))
+                    .ok_or_else(|| format!("'{name}' must be a positive integer below 2^32, got {x}")),
+            }
+        };
+        let required = |name: &str| usize_field(name)?.ok_or_else(|| format!("missing '{name}'"));
+        let hidden_size = required("hidden_size")?;
+        let num_attention_heads = required("num_attention_heads")?;
+        let num_key_value_heads = usize_field("num_key_value_heads")?.unwrap_or(num_attention_heads);
+        let head_dim = usize_field("head_dim")?.unwrap_or(hidden_size / num_attention_heads);
+        let float_field = |name: &str, default: f64| -> std::result::Result<f64, String> {
+            match obj.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => x
+                    .as_f64()
+                    .filter(|f| f.is_finite() && *f > 0.0)
+                    .ok_or_else(|| format!("'{name}' must be a positive number, got {x}")),
+            }
+        };
+        let rope_theta = match obj.get("rope_parameters").and_then(|p| p.get("rope_theta")) {
+            Some(t) => t
+                .as_f64()
+                .filter(|f| f.is_finite() && *f > 0.0)
+                .ok_or("'rope_parameters.rope_theta' must be a positive number")?,
+            None => float_field("rope_theta", 500_000.0)?,
+        };
+        if let Some(kind) = obj.get("rope_parameters").and_then(|p| p.get("rope_type")).and_then(Value::as_str) {
+            if kind != "default" {
+                return Err(format!("rope_type '{kind}' is not supported (only 'default')"));
+            }
+        }
+        let activation = match obj.get("hidden_act").and_then(Value::as_str).unwrap_or("relu2") {
+            "relu2" => Activation::Relu2,
+            "silu" => Activation::Silu,
+            other => return Err(format!("hidden_act '{other}' is not supported (relu2, silu)")),
+        };
+        let scale_convention = match obj
+            .get("quantization_config")
+            .and_then(|q| q.get("linear_class"))
+            .and_then(Value::as_str)
+            .unwrap_or("bitlinear")
+        {
+            "bitlinear" => ScaleConvention::Divide,
+            "autobitlinear" => ScaleConvention::Multiply,
+            other => return Err(format!("quantization_config.linear_class '{other}' is unknown")),
+        };
+        let token = |x: &Value| x.as_u64().filter(|&n| n < (1 << 32)).map(|n| n as u32);
+        let eos_token_ids = match obj.get("eos_token_id") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|x| token(x).ok_or("'eos_token_id' holds a non-integer"))
+                .collect::<std::result::Result<_, _>>()?,
+            Some(x) => vec![token(x).ok_or("'eos_token_id' must be an integer or a list")?],
+        };
+        let config = Self {
+            vocab_size: required("vocab_size")?,
+            hidden_size,
+            intermediate_size: required("intermediate_size")?,
+            num_hidden_layers: required("num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            max_position_embeddings: usize_field("max_position_embeddings")?.unwrap_or(2048),
+            rms_norm_eps: float_field("rms_norm_eps", 1e-5)?,
+            rope_theta,
+            tie_word_embeddings: obj.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            activation,
+            scale_convention,
+            bos_token_id: obj.get("bos_token_id").and_then(token),
+            eos_token_ids,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(format!("head_dim ({}) must be even for RoPE", self.head_dim));
+        }
+        if self.num_attention_heads * self.head_dim != self.hidden_size {
+            return Err(format!(
+                "num_attention_heads * head_dim ({} * {}) must equal hidden_size ({}): the attention sub-norm spans hidden_size",
+                self.num_attention_heads, self.head_dim, self.hidden_size
+            ));
+        }
+        if self.max_position_embeddings > 1 << 20 {
+            return Err(format!("max_position_embeddings {} is beyond 2^20", self.max_position_embeddings));
+        }
+        Ok(())
+    }
+
+    /// Query heads per key/value head.
+    pub fn kv_groups(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_B: &str = r#"{"architectures":["BitNetForCausalLM"],"model_type":"bitnet","hidden_size":2560,
+        "intermediate_size":6912,"num_hidden_layers":30,"num_attention_heads":20,"num_key_value_heads":5,
+        "vocab_size":128256,"max_position_embeddings":4096,"rms_norm_eps":1e-05,"rope_theta":500000.0,
+        "hidden_act":"relu2","tie_word_embeddings":true,"bos_token_id":128000,"eos_token_id":128001,
+        "torch_dtype":"bfloat16","quantization_config":{"quant_method":"bitnet","linear_class":"autobitlinear"}}"#;
+
+    #[test]
+    fn parses_2b_4t() {
+        let c = BitNetConfig::from_json(TWO_B).unwrap();
+        assert_eq!((c.head_dim, c.kv_groups(), c.vocab_size), (128, 4, 128256));
+        assert_eq!(c.scale_convention, ScaleConvention::Multiply);
+        assert_eq!(c.activation, Activation::Relu2);
+        assert_eq!(c.eos_token_ids, vec![128001]);
+        assert!(c.tie_word_embeddings);
+    }
+
+    #[test]
+    fn accepts_rope_parameters_and_eos_lists() {
+        let text = TWO_B
+            .replace(r#""rope_theta":500000.0,"#, r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"#)
+            .replace(r#""eos_token_id":128001"#, r#""eos_token_id":[128001,128009]"#)
+            .replace(r#""linear_class":"autobitlinear""#, r#""linear_class":"bitlinear""#);
+        let c = BitNetConfig::from_json(&text).unwrap();
+        assert_eq!(c.rope_theta, 10000.0);
+        assert_eq!(c.eos_token_ids, vec![128001, 128009]);
+        assert_eq!(c.scale_convention, ScaleConvention::Divide);
+    }
+
+    #[test]
+    fn rejects_bad_configs_with_a_message() {
+        for (from, to, needle) in [
+            (r#""hidden_size":2560"#, r#""hidden_size":-1"#, "hidden_size"),
+            (r#""num_key_value_heads":5"#, r#""num_key_value_heads":3"#, "multiple"),
+            (r#""hidden_act":"relu2""#, r#""hidden_act":"gelu""#, "gelu"),
+            (r#""model_type":"bitnet""#, r#""model_type":"llama""#, "llama"),
+            (r#""vocab_size":128256,"#, "", "vocab_size"),
+        ] {
+            let err = BitNetConfig::from_json(&TWO_B.replace(from, to)).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+        assert!(BitNetConfig::from_json("{").unwrap_err().contains("invalid JSON"));
+    }
+}

@@ -1,0 +1,214 @@
+//! The BitNet b1.58 decoder (DESIGN.md section 2), generic over any [`TernaryBackend`]:
+//!
+//! ```text
+//! x = rms_norm(h, input_layernorm)
+//! q, k, v = BitLinear_q(x), BitLinear_k(x), BitLinear_v(x)      # one activation quantization serves all three
+//! q, k = rope(q, k);  a = causal_softmax(q k^T / sqrt(d)) v       # GQA
+//! h = h + BitLinear_o(rms_norm(a, attn_sub_norm))
+//! x = rms_norm(h, post_attention_layernorm)
+//! m = act(BitLinear_gate(x)) * BitLinear_up(x)                   # act = relu^2 (2B-4T) or silu
+//! h = h + BitLinear_down(rms_norm(m, ffn_sub_norm))
+//! logits = rms_norm(h, norm) @ E^T                               # E = embedding (tied) or lm_head
+//! ```
+//!
+//! Activations are f32; the ternary products use the backend's packed op with per-token int8 activations.
+
+use crate::cache::KvCache;
+use crate::config::{Activation, BitNetConfig};
+use crate::error::{ModelError, Result};
+use crate::rope::Rope;
+use bitnet_backend::{ternary_linear, ternary_linear_many, TernaryBackend, TernaryWeight};
+use burn::tensor::activation::{relu, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+/// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight` over the last dimension.
+#[derive(Debug, Clone)]
+pub struct RmsNorm<B: Backend> {
+    /// Per-channel gain.
+    pub weight: Tensor<B, 1>,
+    /// Epsilon inside the square root.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// Normalizes each row of `x` (`[T, D]`).
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let variance = x.clone().powi_scalar(2).mean_dim(1);
+        x * (variance + self.eps).sqrt().recip() * self.weight.clone().unsqueeze()
+    }
+}
+
+/// The ternary projections and norms of one decoder block.
+#[derive(Debug, Clone)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Query projection `[heads * head_dim, H]`.
+    pub q_proj: TernaryWeight<B>,
+    /// Key projection `[kv_heads * head_dim, H]`.
+    pub k_proj: TernaryWeight<B>,
+    /// Value projection `[kv_heads * head_dim, H]`.
+    pub v_proj: TernaryWeight<B>,
+    /// Norm of the attention output (over `H`).
+    pub attn_sub_norm: RmsNorm<B>,
+    /// Output projection `[H, H]`.
+    pub o_proj: TernaryWeight<B>,
+    /// Norm before the FFN.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// Gate projection `[I, H]`.
+    pub gate_proj: TernaryWeight<B>,
+    /// Up projection `[I, H]`.
+    pub up_proj: TernaryWeight<B>,
+    /// Norm of the FFN hidden state (over `I`).
+    pub ffn_sub_norm: RmsNorm<B>,
+    /// Down projection `[H, I]`.
+    pub down_proj: TernaryWeight<B>,
+}
+
+/// A loaded BitNet b1.58 model.
+#[derive(Debug, Clone)]
+pub struct BitNetModel<B: TernaryBackend> {
+    /// Hyper-parameters.
+    pub config: BitNetConfig,
+    /// Token embedding `[V, H]`.
+    pub embed_tokens: Tensor<B, 2>,
+    /// Output projection `[V, H]` when not tied to the embedding.
+    pub lm_head: Option<Tensor<B, 2>>,
+    /// Decoder blocks.
+    pub layers: Vec<Block<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+    rope: Rope<B>,
+    device: B::Device,
+}
+
+impl<B: TernaryBackend> BitNetModel<B> {
+    /// Assembles a model from its parts (the loaders call this after checking every shape).
+    pub fn new(
+        config: BitNetConfig,
+        embed_tokens: Tensor<B, 2>,
+        lm_head: Option<Tensor<B, 2>>,
+        layers: Vec<Block<B>>,
+        norm: RmsNorm<B>,
+        device: &B::Device,
+    ) -> Self {
+        let rope = Rope::new(config.head_dim, config.max_position_embeddings, config.rope_theta, device);
+        Self { config, embed_tokens, lm_head, layers, norm, rope, device: device.clone() }
+    }
+
+    /// An empty KV cache for up to `capacity` positions (at most `max_position_embeddings`).
+    pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
+        let c = &self.config;
+        let capacity = capacity.min(c.max_position_embeddings);
+        KvCache::new(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, capacity, &self.device)
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Runs `tokens` at positions `cache.len()..`, appends their keys and values to `cache`, and returns the
+    /// logits of every token, `[T, V]`. Fails (without touching the cache) on an out-of-range token id or when
+    /// the cache cannot hold the tokens.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
+        let h = self.hidden_states(tokens, cache)?;
+        Ok(self.logits(h))
+    }
+
+    /// Like [`BitNetModel::forward`] but returns only the last token's logits, `[1, V]` (what decoding needs;
+    /// skips the output projection of the other tokens).
+    pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
+        let h = self.hidden_states(tokens, cache)?;
+        let [t, d] = h.dims();
+        Ok(self.logits(h.slice([t - 1..t, 0..d])))
+    }
+
+    fn hidden_states(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
+        let c = &self.config;
+        if tokens.is_empty() {
+            return Err(ModelError::Request("no tokens to run".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(ModelError::Request(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                c.vocab_size
+            )));
+        }
+        if cache.len() + tokens.len() > cache.capacity() {
+            return Err(ModelError::Request(format!(
+                "context full: {} cached + {} new tokens exceed the cache capacity {} (max_position_embeddings {})",
+                cache.len(),
+                tokens.len(),
+                cache.capacity(),
+                c.max_position_embeddings
+            )));
+        }
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
+        let mut h = self.embed_tokens.clone().select(0, ids);
+        let start = cache.len();
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = self.block(layer, i, h, start, cache);
+        }
+        cache.advance(tokens.len());
+        Ok(self.norm.forward(h))
+    }
+
+    fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        h.matmul(head.clone().transpose())
+    }
+
+    fn block(
+        &self,
+        layer: &Block<B>,
+        index: usize,
+        h: Tensor<B, 2>,
+        start: usize,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 2> {
+        let c = &self.config;
+        let [t, hidden] = h.dims();
+        let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+
+        let x = layer.input_layernorm.forward(h.clone());
+        let [q, k, v]: [Tensor<B, 2>; 3] = ternary_linear_many(x, &[&layer.q_proj, &layer.k_proj, &layer.v_proj])
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("three weights give three outputs"));
+        let q = self.rope.apply(q.reshape([t, heads, d]).swap_dims(0, 1), start);
+        let k = self.rope.apply(k.reshape([t, kv_heads, d]).swap_dims(0, 1), start);
+        let v = v.reshape([t, kv_heads, d]).swap_dims(0, 1);
+        let (keys, values) = cache.append(index, k, v);
+        let len = start + t;
+        let rep = c.kv_groups();
+        let keys = keys.unsqueeze_dim::<4>(1).expand([kv_heads, rep, len, d]).reshape([heads, len, d]);
+        let values = values.unsqueeze_dim::<4>(1).expand([kv_heads, rep, len, d]).reshape([heads, len, d]);
+        let mut scores = q.matmul(keys.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
+        if t > 1 {
+            scores = scores + self.causal_mask(t, start).unsqueeze::<3>();
+        }
+        let attn = softmax(scores, 2).matmul(values).swap_dims(0, 1).reshape([t, hidden]);
+        let h = h + ternary_linear(layer.attn_sub_norm.forward(attn), &layer.o_proj);
+
+        let x = layer.post_attention_layernorm.forward(h.clone());
+        let [gate, up]: [Tensor<B, 2>; 2] = ternary_linear_many(x, &[&layer.gate_proj, &layer.up_proj])
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("two weights give two outputs"));
+        let gate = match c.activation {
+            Activation::Relu2 => relu(gate).powi_scalar(2),
+            Activation::Silu => silu(gate),
+        };
+        let m = layer.ffn_sub_norm.forward(gate * up);
+        h + ternary_linear(m, &layer.down_proj)
+    }
+
+    /// `[T, start + T]` additive mask: query `i` (position `start + i`) sees keys `0..=start + i`.
+    fn causal_mask(&self, t: usize, start: usize) -> Tensor<B, 2> {
+        let len = start + t;
+        let mask: Vec<f32> =
+            (0..t).flat_map(|i| (0..len).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        Tensor::from_data(TensorData::new(mask, [t, len]), &self.device)
+    }
+}
