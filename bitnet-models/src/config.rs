@@ -64,7 +64,7 @@ pub struct BitNetConfig {
 impl BitNetConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|cause| ModelError::Io { path: path.into(), cause })?;
         Self::from_json(&text).map_err(|message| ModelError::Config { path: path.into(), message })
     }
 

@@ -9,20 +9,29 @@
 //! * [`load`]: the Hugging Face directory loader (packed uint8 + `weight_scale`, dense ternary, bf16 masters),
 //!   memory-mapped.
 //!
-//! Status: GGUF loading, the hub, the tokenizer, sampling and the rest of the CLI come with the rest of the
-//! model issue.
+//! * [`sampling`] and [`generate`]: greedy / temperature / top-k / top-p / min-p / repetition-penalty sampling
+//!   and streaming generation with a documented context limit;
+//! * [`npy`]: the `.npy` writer of `bitnet logits`.
+//!
+//! Status: GGUF loading, the hub, the tokenizer and chat template come with the rest of the model issue.
 
 #![warn(missing_docs)]
 
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod load;
 pub mod model;
+pub mod npy;
 pub mod rope;
+pub mod sampling;
 
+pub use bitnet_backend as backend;
 pub use cache::KvCache;
 pub use config::BitNetConfig;
 pub use error::{ModelError, Result};
+pub use generate::{generate, FinishReason, Generation};
 pub use load::load_hf_dir;
 pub use model::BitNetModel;
+pub use sampling::{Sampler, SamplingConfig};

@@ -1,13 +1,12 @@
-//! The `bitnet` command-line tool.
+//! The `bitnet` command-line tool (the contract of DESIGN.md section 4).
 //!
-//! Model commands (`generate`, `chat`, `logits`, `perplexity`, ...) arrive with the model issue; today the
-//! CLI reports what the compute core detected on this machine.
+//! Exit codes: 0 success, 2 usage error, 1 any other error, with a one-line cause on stderr.
 
-use anyhow::Result;
-use bitnet_train::models::backend::kernels::{dispatch::KERNEL_ENV, pool::THREADS_ENV, Kernel};
+mod commands;
+
 use clap::{Parser, Subcommand};
 
-/// BitNet b1.58 (ternary weights, 8-bit activations) inference and training.
+/// BitNet b1.58 (ternary weights, 8-bit activations) inference on CPU.
 #[derive(Parser)]
 #[command(name = "bitnet", version, about, long_about = None)]
 struct Cli {
@@ -17,37 +16,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate tokens after a prompt (KV-cache decoding, streaming).
+    Generate(commands::generate::GenerateArgs),
+    /// Write the float32 [tokens, vocab] logits of one full forward pass to a .npy file.
+    Logits(commands::logits::LogitsArgs),
     /// Show the CPU kernels this machine can run and the one that would be used.
     Kernels,
 }
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    let result = match cli.command {
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Logits(args) => commands::logits::run(args),
+        Command::Kernels => commands::kernels::run(),
+    };
+    if let Err(e) = result {
+        let usage = e.downcast_ref::<commands::UsageError>().is_some();
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(if usage { 2 } else { 1 });
     }
-}
-
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Kernels => {
-            let forced = Kernel::from_env()?;
-            println!("available kernels (fastest first): {}", names(&Kernel::available()));
-            println!("selected kernel: {}", forced.unwrap_or_else(Kernel::best));
-            if forced.is_some() {
-                println!("  (forced by {KERNEL_ENV})");
-            }
-            let threads = std::env::var(THREADS_ENV).ok();
-            println!(
-                "threads: {}",
-                threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).to_string())
-            );
-            Ok(())
-        }
-    }
-}
-
-fn names(kernels: &[Kernel]) -> String {
-    kernels.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
 }

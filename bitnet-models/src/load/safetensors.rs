@@ -44,7 +44,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![single]);
     }
     let index = dir.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io { path: index.clone(), source })?;
+    let text = std::fs::read_to_string(&index).map_err(|cause| ModelError::Io { path: index.clone(), cause })?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ModelError::Config { path: index.clone(), message: format!("invalid JSON: {e}") })?;
     let map = json
@@ -66,10 +66,10 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn map_file(path: &Path) -> Result<Mmap> {
-    let file = File::open(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+    let file = File::open(path).map_err(|cause| ModelError::Io { path: path.into(), cause })?;
     // SAFETY: the map is read-only; like every memory-mapped loader we rely on the file not being truncated
     // while the model loads (the data is copied into tensors before this function's caller returns).
-    unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io { path: path.into(), source })
+    unsafe { Mmap::map(&file) }.map_err(|cause| ModelError::Io { path: path.into(), cause })
 }
 
 /// Tensor lookup across the shards.

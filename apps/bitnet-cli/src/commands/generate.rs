@@ -1,0 +1,107 @@
+//! `bitnet generate`: KV-cache generation after a prompt, streamed to stdout, with prefill and decode speed on
+//! stderr. With `--json`, one JSON object on stdout instead (DESIGN.md section 4).
+
+use super::{parse_ids, ModelArgs, UsageError};
+use anyhow::Result;
+use bitnet_train::models::{generate, Sampler, SamplingConfig};
+use clap::Args;
+use std::io::Write;
+
+/// Arguments of `bitnet generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Comma-separated prompt token ids, e.g. `128000,9906,1917`.
+    #[arg(long, value_name = "IDS")]
+    prompt_ids: Option<String>,
+    /// Prompt text (needs the model's tokenizer; not available yet: use --prompt-ids).
+    #[arg(long, value_name = "TEXT", conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy and deterministic.
+    #[arg(long, default_value_t = 0.8, value_name = "T")]
+    temperature: f32,
+    /// Sample among the K most likely tokens only (0 = all).
+    #[arg(long, default_value_t = 40, value_name = "K")]
+    top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens with total probability >= P.
+    #[arg(long, default_value_t = 0.95, value_name = "P")]
+    top_p: f32,
+    /// Drop tokens less likely than P times the most likely one.
+    #[arg(long, default_value_t = 0.05, value_name = "P")]
+    min_p: f32,
+    /// Penalty (> 1) for tokens already in the context.
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    repetition_penalty: f32,
+    /// Random seed; the same seed and settings give the same tokens.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    seed: u64,
+    /// Extra stop token ids (comma-separated), besides the model's end-of-sequence tokens.
+    #[arg(long, value_name = "IDS")]
+    stop_ids: Option<String>,
+    /// Print one JSON object instead of streaming tokens.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command.
+pub fn run(args: GenerateArgs) -> Result<()> {
+    if args.prompt.is_some() {
+        return Err(
+            UsageError("--prompt needs a tokenizer, which is not supported yet: pass --prompt-ids".into()).into()
+        );
+    }
+    let prompt = parse_ids(args.prompt_ids.as_deref().ok_or_else(|| UsageError("pass --prompt-ids".into()))?)?;
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+    };
+    sampling.validate().map_err(UsageError)?;
+    let mut stops = match &args.stop_ids {
+        Some(s) => parse_ids(s)?,
+        None => vec![],
+    };
+    let model = args.model.load()?;
+    stops.extend(&model.config.eos_token_ids);
+    let mut cache = model.new_cache(prompt.len() + args.max_new_tokens);
+    let mut sampler = Sampler::new(sampling);
+    let stdout = std::io::stdout();
+    let json = args.json;
+    let out = generate(&model, &mut cache, &prompt, args.max_new_tokens, &mut sampler, &stops, |token| {
+        if !json {
+            let mut lock = stdout.lock();
+            let _ = write!(lock, "{token} ");
+            let _ = lock.flush();
+        }
+        true
+    })?;
+    if json {
+        let object = serde_json::json!({
+            "prompt_tokens": prompt,
+            "tokens": out.tokens,
+            "text": serde_json::Value::Null,
+            "finish_reason": format!("{:?}", out.finish),
+            "prefill_tokens_per_s": out.prefill_tokens_per_s(),
+            "decode_tokens_per_s": out.decode_tokens_per_s(),
+        });
+        println!("{object}");
+    } else {
+        println!();
+    }
+    eprintln!(
+        "prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s ({:?})",
+        out.prefill_tokens,
+        out.prefill_tokens_per_s(),
+        out.tokens.len(),
+        out.decode_tokens_per_s(),
+        out.finish
+    );
+    Ok(())
+}

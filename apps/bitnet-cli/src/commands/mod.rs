@@ -1,0 +1,73 @@
+//! One module per subcommand, plus the options they share.
+
+pub mod generate;
+pub mod kernels;
+pub mod logits;
+
+use anyhow::Result;
+use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
+use bitnet_train::models::{load_hf_dir, BitNetModel};
+use burn::backend::Flex;
+use clap::Args;
+use std::path::PathBuf;
+
+/// The backend the CLI runs on.
+pub type Backend = Flex;
+
+/// An error in how the command was called (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Options every model command takes.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A Hugging Face model directory (config.json + *.safetensors, packed or bf16 BitNet weights).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Threads of the CPU kernels (default: all cores; also BITNET_THREADS).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl ModelArgs {
+    /// Applies `--threads` and loads the model.
+    pub fn load(&self) -> Result<BitNetModel<Backend>> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                return Err(UsageError("--threads must be at least 1".into()).into());
+            }
+            // Read once, when the kernels' pool is first used (below, during loading and inference).
+            std::env::set_var(THREADS_ENV, n.to_string());
+        }
+        let Some(dir) = &self.model else {
+            return Err(UsageError(
+                "no --model given and no embedded default model exists yet: pass --model DIR (a Hugging Face BitNet directory)"
+                    .into(),
+            )
+            .into());
+        };
+        load_hf_dir::<Backend>(dir, &Default::default()).map_err(anyhow::Error::from)
+    }
+}
+
+/// Parses `1,2,3` into token ids.
+pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
+    let ids = text
+        .split(',')
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u32>().map_err(|_| UsageError(format!("'{t}' in --prompt-ids is not a token id"))))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err(UsageError("--prompt-ids is empty".into()).into());
+    }
+    Ok(ids)
+}

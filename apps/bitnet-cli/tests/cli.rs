@@ -1,0 +1,164 @@
+//! The `bitnet` binary against the contract of DESIGN.md section 4, on the transformers-made fixtures of
+//! bitnet-models: greedy `generate --json` reproduces the reference continuation, `logits` writes the
+//! reference logits as .npy, and bad input exits 1 (or 2 for usage) with a one-line cause.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bitnet-models/tests/fixtures").join(name)
+}
+
+fn expected(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("expected.json")).unwrap()).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+}
+
+fn bitnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitnet")).args(args).env("BITNET_THREADS", "2").output().unwrap()
+}
+
+fn join(ids: &[u64]) -> String {
+    ids.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn one_line_error(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line on stderr: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn greedy_generate_json_matches_transformers() {
+    for name in ["tiny-bitlinear", "tiny-autobitlinear"] {
+        let e = expected(name);
+        let dir = fixture(name);
+        let greedy = ids(&e["greedy"]);
+        let max_new = greedy.len().to_string();
+        let out = bitnet(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            &join(&ids(&e["prompt"])),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            &max_new,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ids(&json["tokens"]), greedy, "{name}");
+        assert_eq!(ids(&json["prompt_tokens"]), ids(&e["prompt"]));
+        assert!(json["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(json["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("prefill:") && stderr.contains("decode:"), "speeds on stderr: {stderr}");
+    }
+}
+
+#[test]
+fn logits_npy_matches_transformers() {
+    let e = expected("tiny-bitlinear");
+    let out_file = std::env::temp_dir().join(format!("bitnet-cli-logits-{}.npy", std::process::id()));
+    let out = bitnet(&[
+        "logits",
+        "--model",
+        fixture("tiny-bitlinear").to_str().unwrap(),
+        "--prompt-ids",
+        &join(&ids(&e["prompt"])),
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&out_file).unwrap();
+    std::fs::remove_file(&out_file).ok();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'shape': (7, 300)"), "{header}");
+    let values: Vec<f32> =
+        bytes[10 + header_len..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let reference: Vec<f64> = e["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(values.len(), reference.len());
+    let max_diff = values.iter().zip(&reference).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    assert!(max_diff <= 0.05, "max |logit difference| {max_diff}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["generate", "--prompt-ids", "1,2"],
+        vec!["generate", "--model", "x", "--prompt-ids", "1,a"],
+        vec!["generate", "--model", "x", "--prompt-ids", "1", "--temperature", "-1"],
+        vec!["generate", "--no-such-flag"],
+    ] {
+        let out = bitnet(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A scratch copy of a fixture whose files a test may corrupt.
+fn scratch_copy(name: &str, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bitnet-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture(name).join(file), dir.join(file)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn corrupt_model_files_exit_1_with_a_one_line_cause() {
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        ("missing-dir", Box::new(|d: &Path| std::fs::remove_dir_all(d).unwrap()), "config.json"),
+        (
+            "truncated-weights",
+            Box::new(|d: &Path| {
+                let p = d.join("model.safetensors");
+                let bytes = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+            }),
+            "model.safetensors",
+        ),
+        (
+            "absurd-header",
+            Box::new(|d: &Path| {
+                let p = d.join("model.safetensors");
+                let mut bytes = std::fs::read(&p).unwrap();
+                bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+                std::fs::write(&p, bytes).unwrap();
+            }),
+            "model.safetensors",
+        ),
+        (
+            "bad-config",
+            Box::new(|d: &Path| std::fs::write(d.join("config.json"), "{\"hidden_size\": 64").unwrap()),
+            "config.json",
+        ),
+        (
+            "wrong-shape",
+            Box::new(|d: &Path| {
+                let p = d.join("config.json");
+                let text = std::fs::read_to_string(&p)
+                    .unwrap()
+                    .replace("\"intermediate_size\": 160", "\"intermediate_size\": 192");
+                std::fs::write(&p, text).unwrap();
+            }),
+            "shape",
+        ),
+    ];
+    for (tag, corrupt, needle) in cases {
+        let dir = scratch_copy("tiny-bitlinear", tag);
+        corrupt(&dir);
+        let out = bitnet(&["generate", "--model", dir.to_str().unwrap(), "--prompt-ids", "5,6", "--temperature", "0"]);
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(out.status.code(), Some(1), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
+        let line = one_line_error(&out);
+        assert!(line.contains(needle), "{tag}: {line}");
+    }
+}

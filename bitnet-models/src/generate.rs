@@ -1,0 +1,105 @@
+//! Autoregressive generation with the KV cache: one prefill pass over the prompt, then one decode step per
+//! token, streaming each token to a callback.
+//!
+//! Stops at `max_new_tokens`, at a stop token, when the callback returns `false` (e.g. a stop string was
+//! seen), or at the context limit: when the cache is full, generation ends with [`FinishReason::ContextFull`]
+//! (no sliding window: the model was trained on at most `max_position_embeddings` positions).
+
+use crate::cache::KvCache;
+use crate::error::{ModelError, Result};
+use crate::model::BitNetModel;
+use crate::sampling::Sampler;
+use bitnet_backend::TernaryBackend;
+use std::time::{Duration, Instant};
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// `max_new_tokens` were produced.
+    Length,
+    /// A stop token was produced (it is included in the output).
+    StopToken,
+    /// The token callback asked to stop.
+    Callback,
+    /// The KV cache (context) is full.
+    ContextFull,
+}
+
+/// What a generation produced, with its timings.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// New tokens.
+    pub tokens: Vec<u32>,
+    /// Why it stopped.
+    pub finish: FinishReason,
+    /// Prompt tokens processed by the prefill pass.
+    pub prefill_tokens: usize,
+    /// Wall time of the prefill pass (prompt -> first token's logits).
+    pub prefill_time: Duration,
+    /// Wall time of the decode steps.
+    pub decode_time: Duration,
+}
+
+impl Generation {
+    /// Prompt tokens per second of the prefill pass.
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        self.prefill_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+    /// Generated tokens per second of the decode steps (the first token comes from the prefill).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        self.tokens.len().saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Generates up to `max_new_tokens` after `prompt`, continuing from whatever `cache` already holds (so a chat
+/// can reuse it across turns). `on_token` sees each token as it is chosen and returns `false` to stop.
+pub fn generate<B: TernaryBackend>(
+    model: &BitNetModel<B>,
+    cache: &mut KvCache<B>,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    sampler: &mut Sampler,
+    stop_tokens: &[u32],
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Generation> {
+    if prompt.is_empty() {
+        return Err(ModelError::Request("the prompt is empty".into()));
+    }
+    let mut context: Vec<u32> = prompt.to_vec();
+    let mut tokens = Vec::new();
+    let started = Instant::now();
+    let mut logits = last_row(model.forward_last(prompt, cache)?)?;
+    let prefill_time = started.elapsed();
+    let decode_start = Instant::now();
+    let mut finish = FinishReason::Length;
+    while tokens.len() < max_new_tokens {
+        let next = sampler.sample(&logits, &context);
+        tokens.push(next);
+        context.push(next);
+        if !on_token(next) {
+            finish = FinishReason::Callback;
+            break;
+        }
+        if stop_tokens.contains(&next) {
+            finish = FinishReason::StopToken;
+            break;
+        }
+        if tokens.len() == max_new_tokens {
+            break;
+        }
+        if cache.len() >= cache.capacity() {
+            finish = FinishReason::ContextFull;
+            break;
+        }
+        logits = last_row(model.forward_last(&[next], cache)?)?;
+    }
+    Ok(Generation { tokens, finish, prefill_tokens: prompt.len(), prefill_time, decode_time: decode_start.elapsed() })
+}
+
+fn last_row<B: TernaryBackend>(logits: burn::tensor::Tensor<B, 2>) -> Result<Vec<f32>> {
+    logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| ModelError::Request(format!("reading logits: {e:?}")))
+}
