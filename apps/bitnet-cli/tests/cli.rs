@@ -112,9 +112,12 @@ fn scratch_copy(name: &str, tag: &str) -> PathBuf {
     dir
 }
 
+/// A named way to damage a model directory, and a word the error line must contain.
+type Corruption = (&'static str, Box<dyn Fn(&Path)>, &'static str);
+
 #[test]
 fn corrupt_model_files_exit_1_with_a_one_line_cause() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<Corruption> = vec![
         ("missing-dir", Box::new(|d: &Path| std::fs::remove_dir_all(d).unwrap()), "config.json"),
         (
             "truncated-weights",
