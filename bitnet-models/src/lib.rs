@@ -13,11 +13,15 @@
 //!   and streaming generation with a documented context limit;
 //! * [`npy`]: the `.npy` writer of `bitnet logits`.
 //!
-//! Status: GGUF loading, the hub, the tokenizer and chat template come with the rest of the model issue.
+//! * [`tokenizer`] and [`chat`]: `tokenizer.json` via the `tokenizers` crate (the LLaMA-3 tokenizer ships with
+//!   the crate) and Jinja chat templates via minijinja, with the 2B-4T template as fallback.
+//!
+//! Status: GGUF loading and the hub come with the rest of the model issue.
 
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -26,6 +30,8 @@ pub mod model;
 pub mod npy;
 pub mod rope;
 pub mod sampling;
+pub mod tokenizer;
+pub mod zoo;
 
 pub use bitnet_backend as backend;
 pub use cache::KvCache;

@@ -165,3 +165,71 @@ fn corrupt_model_files_exit_1_with_a_one_line_cause() {
         assert!(line.contains(needle), "{tag}: {line}");
     }
 }
+
+#[test]
+fn init_random_tiny_model_loads_and_generates() {
+    let dir = std::env::temp_dir().join(format!("bitnet-cli-init-{}", std::process::id()));
+    let out = bitnet(&["init", "--random", "--arch", "tiny", "--out", dir.to_str().unwrap(), "--seed", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = || {
+        let out = bitnet(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            "5,6,7",
+            "--max-new-tokens",
+            "5",
+            "--seed",
+            "1",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids(&json["tokens"])
+    };
+    let first = run();
+    assert!(!first.is_empty() && first.len() <= 5);
+    assert_eq!(run(), first, "the same seed gives the same tokens");
+    std::fs::remove_dir_all(&dir).ok();
+    let out = bitnet(&["init", "--random", "--arch", "13b", "--out", "/tmp/x"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn text_prompt_uses_the_model_tokenizer() {
+    use bitnet_train::models::load::write::write_random_hf_packed;
+    use bitnet_train::models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
+    use bitnet_train::models::zoo::arch_config_json;
+    use bitnet_train::models::BitNetConfig;
+    // Tiny shapes with the LLaMA-3 vocabulary, so the shipped tokenizer fits.
+    let text = arch_config_json("tiny").unwrap().replace("\"vocab_size\": 300", "\"vocab_size\": 128256");
+    let config = BitNetConfig::from_json(&text).unwrap();
+    let dir = std::env::temp_dir().join(format!("bitnet-cli-tok-{}", std::process::id()));
+    write_random_hf_packed(&dir, &text, &config, 5).unwrap();
+    let gen = |dir: &Path| {
+        bitnet(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "3",
+            "--temperature",
+            "0",
+            "--json",
+        ])
+    };
+    // Without a tokenizer.json, --prompt is a usage error.
+    assert_eq!(gen(&dir).status.code(), Some(2));
+    std::fs::write(dir.join("tokenizer.json"), llama3_tokenizer_json()).unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), LLAMA3_TOKENIZER_CONFIG).unwrap();
+    let out = gen(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // BOS (128000) is prepended; "Hello" is token 9906.
+    assert_eq!(ids(&json["prompt_tokens"]), vec![128_000, 9906]);
+    assert!(json["text"].is_string());
+}

@@ -3,6 +3,7 @@
 
 use super::{parse_ids, ModelArgs, UsageError};
 use anyhow::Result;
+use bitnet_train::models::tokenizer::TextStream;
 use bitnet_train::models::{generate, Sampler, SamplingConfig};
 use clap::Args;
 use std::io::Write;
@@ -15,7 +16,8 @@ pub struct GenerateArgs {
     /// Comma-separated prompt token ids, e.g. `128000,9906,1917`.
     #[arg(long, value_name = "IDS")]
     prompt_ids: Option<String>,
-    /// Prompt text (needs the model's tokenizer; not available yet: use --prompt-ids).
+    /// Prompt text, tokenized with the model directory's tokenizer.json (special tokens such as
+    /// `<|begin_of_text|>` are recognized; a BOS token is prepended when the text has none).
     #[arg(long, value_name = "TEXT", conflicts_with = "prompt_ids")]
     prompt: Option<String>,
     /// Most tokens to generate.
@@ -49,12 +51,23 @@ pub struct GenerateArgs {
 
 /// Runs the command.
 pub fn run(args: GenerateArgs) -> Result<()> {
-    if args.prompt.is_some() {
-        return Err(
-            UsageError("--prompt needs a tokenizer, which is not supported yet: pass --prompt-ids".into()).into()
-        );
-    }
-    let prompt = parse_ids(args.prompt_ids.as_deref().ok_or_else(|| UsageError("pass --prompt-ids".into()))?)?;
+    let tokenizer = args.model.tokenizer()?;
+    let prompt = match (&args.prompt, &args.prompt_ids) {
+        (Some(text), _) => {
+            let tokenizer = tokenizer.as_ref().ok_or_else(|| {
+                UsageError("--prompt needs a tokenizer.json in the model directory: pass --prompt-ids instead".into())
+            })?;
+            let mut ids = tokenizer.encode(text)?;
+            if let Some(bos) = args.model.bos_token()? {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+            ids
+        }
+        (None, Some(ids)) => parse_ids(ids)?,
+        (None, None) => return Err(UsageError("pass --prompt TEXT or --prompt-ids IDS".into()).into()),
+    };
     let sampling = SamplingConfig {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -70,23 +83,35 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let model = args.model.load()?;
     stops.extend(&model.config.eos_token_ids);
+    if let Some(eot) = tokenizer.as_ref().and_then(|t| t.token_id("<|eot_id|>")) {
+        stops.push(eot);
+    }
     let mut cache = model.new_cache(prompt.len() + args.max_new_tokens);
     let mut sampler = Sampler::new(sampling);
     let stdout = std::io::stdout();
     let json = args.json;
+    let mut stream = TextStream::default();
     let out = generate(&model, &mut cache, &prompt, args.max_new_tokens, &mut sampler, &stops, |token| {
         if !json {
+            let piece = match &tokenizer {
+                Some(t) => stream.push(t, token).unwrap_or_default(),
+                None => format!("{token} "),
+            };
             let mut lock = stdout.lock();
-            let _ = write!(lock, "{token} ");
+            let _ = write!(lock, "{piece}");
             let _ = lock.flush();
         }
         true
     })?;
     if json {
+        let text = match &tokenizer {
+            Some(t) => serde_json::Value::String(t.decode(&out.tokens, true)?),
+            None => serde_json::Value::Null,
+        };
         let object = serde_json::json!({
             "prompt_tokens": prompt,
             "tokens": out.tokens,
-            "text": serde_json::Value::Null,
+            "text": text,
             "finish_reason": format!("{:?}", out.finish),
             "prefill_tokens_per_s": out.prefill_tokens_per_s(),
             "decode_tokens_per_s": out.decode_tokens_per_s(),

@@ -1,12 +1,14 @@
 //! One module per subcommand, plus the options they share.
 
 pub mod generate;
+pub mod init;
 pub mod kernels;
 pub mod logits;
 
 use anyhow::Result;
 use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
-use bitnet_train::models::{load_hf_dir, BitNetModel};
+use bitnet_train::models::tokenizer::Tokenizer;
+use bitnet_train::models::{load_hf_dir, BitNetConfig, BitNetModel};
 use burn::backend::Flex;
 use clap::Args;
 use std::path::PathBuf;
@@ -47,14 +49,34 @@ impl ModelArgs {
             // Read once, when the kernels' pool is first used (below, during loading and inference).
             std::env::set_var(THREADS_ENV, n.to_string());
         }
-        let Some(dir) = &self.model else {
-            return Err(UsageError(
+        let dir = self.dir()?;
+        load_hf_dir::<Backend>(dir, &Default::default()).map_err(anyhow::Error::from)
+    }
+}
+
+impl ModelArgs {
+    fn dir(&self) -> Result<&PathBuf> {
+        self.model.as_ref().ok_or_else(|| {
+            UsageError(
                 "no --model given and no embedded default model exists yet: pass --model DIR (a Hugging Face BitNet directory)"
                     .into(),
             )
-            .into());
-        };
-        load_hf_dir::<Backend>(dir, &Default::default()).map_err(anyhow::Error::from)
+            .into()
+        })
+    }
+
+    /// The model directory's tokenizer, if it ships a `tokenizer.json`.
+    pub fn tokenizer(&self) -> Result<Option<Tokenizer>> {
+        let path = self.dir()?.join("tokenizer.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(Tokenizer::from_file(&path)?))
+    }
+
+    /// The configured BOS token of the model.
+    pub fn bos_token(&self) -> Result<Option<u32>> {
+        Ok(BitNetConfig::from_file(&self.dir()?.join("config.json"))?.bos_token_id)
     }
 }
 

@@ -1,0 +1,61 @@
+//! The model zoo: the configurations of known BitNet b1.58 family members, for `bitnet init --random`
+//! (random-weight models of a member's shapes, for benchmarks and tests).
+
+use crate::config::BitNetConfig;
+
+/// Architectures `bitnet init --random --arch` knows.
+pub const ARCHS: [&str; 3] = ["2b-4t", "tiny", "small"];
+
+/// The `config.json` text of a named architecture, or `None` for an unknown name.
+pub fn arch_config_json(arch: &str) -> Option<String> {
+    let (hidden, inter, layers, heads, kv, vocab, max_pos, theta) = match arch {
+        // microsoft/bitnet-b1.58-2B-4T.
+        "2b-4t" => (2560, 6912, 30, 20, 5, 128_256, 4096, 500_000.0),
+        // Tiny shapes for tests.
+        "tiny" => (64, 160, 2, 4, 2, 300, 128, 10_000.0),
+        // A few-million-parameter model for CPU experiments.
+        "small" => (256, 704, 4, 4, 2, 4096, 512, 10_000.0),
+        _ => return None,
+    };
+    Some(format!(
+        r#"{{
+  "architectures": ["BitNetForCausalLM"],
+  "model_type": "bitnet",
+  "hidden_size": {hidden},
+  "intermediate_size": {inter},
+  "num_hidden_layers": {layers},
+  "num_attention_heads": {heads},
+  "num_key_value_heads": {kv},
+  "vocab_size": {vocab},
+  "max_position_embeddings": {max_pos},
+  "rms_norm_eps": 1e-05,
+  "rope_theta": {theta:.1},
+  "hidden_act": "relu2",
+  "tie_word_embeddings": true,
+  "bos_token_id": 128000,
+  "eos_token_id": [128001, 128009],
+  "torch_dtype": "bfloat16",
+  "quantization_config": {{"quant_method": "bitnet", "linear_class": "bitlinear"}}
+}}
+"#
+    ))
+}
+
+/// The parsed configuration of a named architecture.
+pub fn arch_config(arch: &str) -> Option<BitNetConfig> {
+    arch_config_json(arch).and_then(|text| BitNetConfig::from_json(&text).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_arch_parses() {
+        for arch in ARCHS {
+            assert!(arch_config(arch).is_some(), "{arch}");
+        }
+        assert_eq!(arch_config("2b-4t").unwrap().head_dim, 128);
+        assert!(arch_config("7b").is_none());
+    }
+}
