@@ -48,7 +48,7 @@ pub fn write_safetensors(path: &Path, tensors: Vec<TensorSpec<'_>>) -> Result<()
         offset = end;
     }
     let mut header = serde_json::Value::Object(header).to_string();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     let mut out = BufWriter::new(std::fs::File::create(path).map_err(io)?);
