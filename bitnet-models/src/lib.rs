@@ -11,6 +11,7 @@
 //!
 //! * [`sampling`] and [`generate`]: greedy / temperature / top-k / top-p / min-p / repetition-penalty sampling
 //!   and streaming generation with a documented context limit;
+//! * [`perplexity`]: windowed perplexity (the definition `bitnet perplexity` and training validation share);
 //! * [`npy`]: the `.npy` writer of `bitnet logits`.
 //!
 //! * [`tokenizer`] and [`chat`]: `tokenizer.json` via the `tokenizers` crate (the LLaMA-3 tokenizer ships with
@@ -28,6 +29,7 @@ pub mod generate;
 pub mod load;
 pub mod model;
 pub mod npy;
+pub mod perplexity;
 pub mod rope;
 pub mod sampling;
 pub mod tokenizer;

@@ -109,3 +109,23 @@ fn bad_requests_are_errors_not_panics() {
     model.forward(&[1, 2, 3, 4], &mut cache).unwrap();
     assert!(model.forward(&[1], &mut cache).is_err(), "context full after filling");
 }
+
+#[test]
+fn perplexity_matches_the_reference_logits() {
+    use bitnet_models::perplexity::{perplexity, token_nll};
+    let (model, expected) = fixture("tiny-bitlinear");
+    // The reference's own mean NLL over the prompt, from its logits.
+    let v = expected.vocab;
+    let t = expected.prompt.len();
+    let want: f64 = (0..t - 1)
+        .map(|p| token_nll(&expected.logits[p * v..(p + 1) * v], expected.prompt[p + 1] as usize))
+        .sum::<f64>()
+        / (t - 1) as f64;
+    let got = perplexity(&model, &expected.prompt, 64, |_, _| {}).unwrap();
+    assert_eq!(got.tokens, t - 1);
+    assert!((got.nll - want).abs() < 1e-4, "nll {} vs reference {want}", got.nll);
+    // Two windows score two fewer tokens.
+    let windowed = perplexity(&model, &expected.prompt, 4, |_, _| {}).unwrap();
+    assert_eq!(windowed.tokens, 3 + 2);
+    assert!(perplexity(&model, &expected.prompt, 1, |_, _| {}).is_err());
+}

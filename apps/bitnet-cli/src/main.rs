@@ -20,6 +20,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Write the float32 [tokens, vocab] logits of one full forward pass to a .npy file.
     Logits(commands::logits::LogitsArgs),
+    /// Perplexity of the model on a text file.
+    Perplexity(commands::perplexity::PerplexityArgs),
     /// Write a random-weight model of a known architecture (HF packed layout), for benchmarks.
     Init(commands::init::InitArgs),
     /// Show the CPU kernels this machine can run and the one that would be used.
@@ -32,6 +34,7 @@ fn main() {
         Command::Generate(args) => commands::generate::run(args),
         Command::Logits(args) => commands::logits::run(args),
         Command::Init(args) => commands::init::run(args),
+        Command::Perplexity(args) => commands::perplexity::run(args),
         Command::Kernels => commands::kernels::run(),
     };
     if let Err(e) = result {

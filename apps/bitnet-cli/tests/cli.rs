@@ -196,17 +196,25 @@ fn init_random_tiny_model_loads_and_generates() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn text_prompt_uses_the_model_tokenizer() {
+/// A random tiny model with the LLaMA-3 vocabulary, so the shipped tokenizer fits; `with_tokenizer` adds it.
+fn tiny_llama3_vocab_model(tag: &str, with_tokenizer: bool) -> PathBuf {
     use bitnet_train::models::load::write::write_random_hf_packed;
     use bitnet_train::models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
     use bitnet_train::models::zoo::arch_config_json;
     use bitnet_train::models::BitNetConfig;
-    // Tiny shapes with the LLaMA-3 vocabulary, so the shipped tokenizer fits.
     let text = arch_config_json("tiny").unwrap().replace("\"vocab_size\": 300", "\"vocab_size\": 128256");
     let config = BitNetConfig::from_json(&text).unwrap();
-    let dir = std::env::temp_dir().join(format!("bitnet-cli-tok-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("bitnet-cli-{tag}-{}", std::process::id()));
     write_random_hf_packed(&dir, &text, &config, 5).unwrap();
+    if with_tokenizer {
+        std::fs::write(dir.join("tokenizer.json"), llama3_tokenizer_json()).unwrap();
+        std::fs::write(dir.join("tokenizer_config.json"), LLAMA3_TOKENIZER_CONFIG).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn text_prompt_uses_the_model_tokenizer() {
     let gen = |dir: &Path| {
         bitnet(&[
             "generate",
@@ -222,9 +230,10 @@ fn text_prompt_uses_the_model_tokenizer() {
         ])
     };
     // Without a tokenizer.json, --prompt is a usage error.
-    assert_eq!(gen(&dir).status.code(), Some(2));
-    std::fs::write(dir.join("tokenizer.json"), llama3_tokenizer_json()).unwrap();
-    std::fs::write(dir.join("tokenizer_config.json"), LLAMA3_TOKENIZER_CONFIG).unwrap();
+    let bare = tiny_llama3_vocab_model("no-tok", false);
+    assert_eq!(gen(&bare).status.code(), Some(2));
+    std::fs::remove_dir_all(&bare).ok();
+    let dir = tiny_llama3_vocab_model("tok", true);
     let out = gen(&dir);
     std::fs::remove_dir_all(&dir).ok();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -232,4 +241,30 @@ fn text_prompt_uses_the_model_tokenizer() {
     // BOS (128000) is prepended; "Hello" is token 9906.
     assert_eq!(ids(&json["prompt_tokens"]), vec![128_000, 9906]);
     assert!(json["text"].is_string());
+}
+
+#[test]
+fn perplexity_json_scores_a_text_file() {
+    let dir = tiny_llama3_vocab_model("ppl", true);
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "ROMEO: But, soft! what light through yonder window breaks? It is the east.").unwrap();
+    let out = bitnet(&[
+        "perplexity",
+        "--model",
+        dir.to_str().unwrap(),
+        "--file",
+        text.to_str().unwrap(),
+        "--context",
+        "8",
+        "--json",
+    ]);
+    let missing = bitnet(&["perplexity", "--model", dir.to_str().unwrap(), "--file", "/no/such/file.txt"]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (nll, ppl) = (json["nll"].as_f64().unwrap(), json["ppl"].as_f64().unwrap());
+    assert!(json["tokens"].as_u64().unwrap() > 5);
+    assert!(nll > 0.0 && (ppl - nll.exp()).abs() < 1e-6 * ppl);
+    assert_eq!(missing.status.code(), Some(1));
+    one_line_error(&missing);
 }

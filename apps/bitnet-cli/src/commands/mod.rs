@@ -4,6 +4,7 @@ pub mod generate;
 pub mod init;
 pub mod kernels;
 pub mod logits;
+pub mod perplexity;
 
 use anyhow::Result;
 use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
