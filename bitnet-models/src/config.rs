@@ -154,11 +154,12 @@ impl BitNetConfig {
             bos_token_id: obj.get("bos_token_id").and_then(token),
             eos_token_ids,
         };
-        config.validate()?;
+        config.check()?;
         Ok(config)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    /// Checks the hyper-parameters are consistent; the error is a one-line message.
+    pub fn check(&self) -> std::result::Result<(), String> {
         if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",

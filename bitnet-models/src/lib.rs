@@ -40,6 +40,6 @@ pub use cache::KvCache;
 pub use config::BitNetConfig;
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, Generation};
-pub use load::load_hf_dir;
+pub use load::{load_gguf, load_hf_dir, load_model};
 pub use model::BitNetModel;
 pub use sampling::{Sampler, SamplingConfig};

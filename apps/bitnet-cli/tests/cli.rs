@@ -63,6 +63,34 @@ fn greedy_generate_json_matches_transformers() {
 }
 
 #[test]
+fn gguf_models_generate_like_their_hf_source() {
+    let e = expected("tiny-bitlinear-256");
+    let run = |model: PathBuf| {
+        let out = bitnet(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-ids",
+            &join(&ids(&e["prompt"])),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids(&json["tokens"])
+    };
+    let reference = ids(&e["greedy"])[..4].to_vec();
+    assert_eq!(run(fixture("tiny-bitlinear-256")), reference);
+    for kind in ["tq2_0", "tq1_0", "i2_s"] {
+        let path = fixture(".").join(format!("tiny-{kind}.gguf"));
+        assert_eq!(run(path), reference, "{kind}");
+    }
+}
+
+#[test]
 fn logits_npy_matches_transformers() {
     let e = expected("tiny-bitlinear");
     let out_file = std::env::temp_dir().join(format!("bitnet-cli-logits-{}.npy", std::process::id()));
@@ -118,7 +146,7 @@ type Corruption = (&'static str, Box<dyn Fn(&Path)>, &'static str);
 #[test]
 fn corrupt_model_files_exit_1_with_a_one_line_cause() {
     let cases: Vec<Corruption> = vec![
-        ("missing-dir", Box::new(|d: &Path| std::fs::remove_dir_all(d).unwrap()), "config.json"),
+        ("missing-dir", Box::new(|d: &Path| std::fs::remove_dir_all(d).unwrap()), "No such file"),
         (
             "truncated-weights",
             Box::new(|d: &Path| {

@@ -8,11 +8,12 @@ pub mod perplexity;
 
 use anyhow::Result;
 use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
+use bitnet_train::models::load::gguf::GgufFile;
 use bitnet_train::models::tokenizer::Tokenizer;
-use bitnet_train::models::{load_hf_dir, BitNetConfig, BitNetModel};
+use bitnet_train::models::{load_model, BitNetConfig, BitNetModel};
 use burn::backend::Flex;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The backend the CLI runs on.
 pub type Backend = Flex;
@@ -32,8 +33,10 @@ impl std::error::Error for UsageError {}
 /// Options every model command takes.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A Hugging Face model directory (config.json + *.safetensors, packed or bf16 BitNet weights).
-    #[arg(long, value_name = "DIR")]
+    /// The model: a Hugging Face directory (config.json + *.safetensors: packed, dense-ternary or bf16 BitNet
+    /// weights) or a .gguf file (TQ1_0, TQ2_0, I2_S). A tokenizer.json in the directory (or next to the
+    /// .gguf file) enables --prompt.
+    #[arg(long, value_name = "DIR|FILE.gguf")]
     pub model: Option<PathBuf>,
     /// Threads of the CPU kernels (default: all cores; also BITNET_THREADS).
     #[arg(long, value_name = "N")]
@@ -50,8 +53,7 @@ impl ModelArgs {
             // Read once, when the kernels' pool is first used (below, during loading and inference).
             std::env::set_var(THREADS_ENV, n.to_string());
         }
-        let dir = self.dir()?;
-        load_hf_dir::<Backend>(dir, &Default::default()).map_err(anyhow::Error::from)
+        load_model::<Backend>(self.dir()?, &Default::default()).map_err(anyhow::Error::from)
     }
 }
 
@@ -66,9 +68,11 @@ impl ModelArgs {
         })
     }
 
-    /// The model directory's tokenizer, if it ships a `tokenizer.json`.
+    /// The model's tokenizer, if its directory ships a `tokenizer.json`.
     pub fn tokenizer(&self) -> Result<Option<Tokenizer>> {
-        let path = self.dir()?.join("tokenizer.json");
+        let model = self.dir()?;
+        let dir = if model.is_dir() { model.as_path() } else { model.parent().unwrap_or(Path::new(".")) };
+        let path = dir.join("tokenizer.json");
         if !path.exists() {
             return Ok(None);
         }
@@ -77,7 +81,13 @@ impl ModelArgs {
 
     /// The configured BOS token of the model.
     pub fn bos_token(&self) -> Result<Option<u32>> {
-        Ok(BitNetConfig::from_file(&self.dir()?.join("config.json"))?.bos_token_id)
+        let model = self.dir()?;
+        let config = if model.is_dir() {
+            BitNetConfig::from_file(&model.join("config.json"))?
+        } else {
+            GgufFile::open(model)?.config()?
+        };
+        Ok(config.bos_token_id)
     }
 }
 
