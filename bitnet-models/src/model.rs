@@ -113,19 +113,33 @@ impl<B: TernaryBackend> BitNetModel<B> {
     /// logits of every token, `[T, V]`. Fails (without touching the cache) on an out-of-range token id or when
     /// the cache cannot hold the tokens.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
-        let h = self.hidden_states(tokens, cache)?;
+        let h = self.hidden_states(tokens, cache, &mut |_| {})?;
         Ok(self.logits(h))
+    }
+
+    /// [`BitNetModel::forward`] that also returns every decoder block's output `[T, H]` (before the final
+    /// norm), for per-layer comparisons against a reference implementation.
+    pub fn forward_traced(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<(Tensor<B, 2>, Vec<Tensor<B, 2>>)> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let h = self.hidden_states(tokens, cache, &mut |h| layers.push(h.clone()))?;
+        Ok((self.logits(h), layers))
     }
 
     /// Like [`BitNetModel::forward`] but returns only the last token's logits, `[1, V]` (what decoding needs;
     /// skips the output projection of the other tokens).
     pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
-        let h = self.hidden_states(tokens, cache)?;
+        let h = self.hidden_states(tokens, cache, &mut |_| {})?;
         let [t, d] = h.dims();
         Ok(self.logits(h.slice([t - 1..t, 0..d])))
     }
 
-    fn hidden_states(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
+    /// The final-normed hidden states of `tokens`; `on_layer` sees each block's output.
+    fn hidden_states(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache<B>,
+        on_layer: &mut dyn FnMut(&Tensor<B, 2>),
+    ) -> Result<Tensor<B, 2>> {
         let c = &self.config;
         if tokens.is_empty() {
             return Err(ModelError::Request("no tokens to run".into()));
@@ -151,6 +165,7 @@ impl<B: TernaryBackend> BitNetModel<B> {
         let start = cache.len();
         for (i, layer) in self.layers.iter().enumerate() {
             h = self.block(layer, i, h, start, cache);
+            on_layer(&h);
         }
         cache.advance(tokens.len());
         Ok(self.norm.forward(h))

@@ -15,6 +15,7 @@ struct Expected {
     logits: Vec<f32>,
     vocab: usize,
     greedy: Vec<u32>,
+    layer_outputs: Vec<Vec<f32>>,
 }
 
 fn fixture(name: &str) -> (BitNetModel<B>, Expected) {
@@ -28,6 +29,12 @@ fn fixture(name: &str) -> (BitNetModel<B>, Expected) {
         logits: v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect(),
         vocab: v["vocab_size"].as_u64().unwrap() as usize,
         greedy: ids("greedy"),
+        layer_outputs: v["layer_outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+            .collect(),
     };
     (model, expected)
 }
@@ -57,6 +64,21 @@ fn check_logits(name: &str) {
     }
 }
 
+/// Every block's output against the reference's (traced with forward hooks): within 0.05 of the layer's
+/// largest magnitude.
+fn check_layers(name: &str) {
+    let (model, expected) = fixture(name);
+    let mut cache = model.new_cache(64);
+    let (_, layers) = model.forward_traced(&expected.prompt, &mut cache).unwrap();
+    assert_eq!(layers.len(), expected.layer_outputs.len());
+    for (i, (got, want)) in layers.into_iter().zip(&expected.layer_outputs).enumerate() {
+        let got = to_vec(got);
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff <= 0.05 * scale, "{name}: layer {i} differs by {diff} (scale {scale})");
+    }
+}
+
 fn check_greedy(name: &str) {
     let (model, expected) = fixture(name);
     let mut cache = model.new_cache(64);
@@ -73,13 +95,29 @@ fn check_greedy(name: &str) {
 #[test]
 fn packed_bitlinear_tied_gqa_matches_transformers() {
     check_logits("tiny-bitlinear");
+    check_layers("tiny-bitlinear");
     check_greedy("tiny-bitlinear");
 }
 
 #[test]
 fn dense_autobitlinear_untied_mqa_matches_transformers() {
     check_logits("tiny-autobitlinear");
+    check_layers("tiny-autobitlinear");
     check_greedy("tiny-autobitlinear");
+}
+
+#[test]
+fn bf16_master_weights_quantized_at_load_match_transformers() {
+    check_logits("tiny-bf16-master");
+    check_layers("tiny-bf16-master");
+    check_greedy("tiny-bf16-master");
+}
+
+#[test]
+fn wide_packed_model_matches_transformers() {
+    check_logits("tiny-bitlinear-256");
+    check_layers("tiny-bitlinear-256");
+    check_greedy("tiny-bitlinear-256");
 }
 
 #[test]
