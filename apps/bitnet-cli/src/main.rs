@@ -20,6 +20,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Write the float32 [tokens, vocab] logits of one full forward pass to a .npy file.
     Logits(commands::logits::LogitsArgs),
+    /// Describe a model (format, architecture, tensors) without loading its weights.
+    Inspect(commands::inspect::InspectArgs),
     /// Perplexity of the model on a text file.
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Write a random-weight model of a known architecture (HF packed layout), for benchmarks.
@@ -35,6 +37,7 @@ fn main() {
         Command::Logits(args) => commands::logits::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Perplexity(args) => commands::perplexity::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
         Command::Kernels => commands::kernels::run(),
     };
     if let Err(e) = result {

@@ -296,3 +296,17 @@ fn perplexity_json_scores_a_text_file() {
     assert_eq!(missing.status.code(), Some(1));
     one_line_error(&missing);
 }
+
+#[test]
+fn inspect_describes_hf_and_gguf_models() {
+    for (model, format, dtype) in
+        [("tiny-bitlinear", "huggingface-safetensors", "U8"), ("tiny-tq1_0.gguf", "gguf-v3 (bitnet-25)", "TQ1_0")]
+    {
+        let out = bitnet(&["inspect", "--model", fixture(model).to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["format"], format);
+        assert_eq!(json["vocab_size"], 300);
+        assert!(json["tensors_by_dtype"][dtype].as_u64().unwrap() >= 14, "{json}");
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod generate;
 pub mod init;
+pub mod inspect;
 pub mod kernels;
 pub mod logits;
 pub mod perplexity;
