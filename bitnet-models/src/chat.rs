@@ -123,3 +123,129 @@ mod tests {
         );
     }
 }
+
+/// A multi-turn conversation that keeps the model's KV cache across turns.
+///
+/// Each turn renders the whole conversation with the template and tokenizes it; the cached positions up to the
+/// first token that differs (templates may trim or re-tokenize the previous reply) are kept, and only the rest
+/// runs through the model, so the result is exactly that of a fresh run.
+/// When a turn would not fit in the context, the conversation restarts from the system message and the new
+/// user message ([`TurnInfo::restarted`]).
+pub struct ChatSession<'m, B: bitnet_backend::TernaryBackend> {
+    model: &'m crate::model::BitNetModel<B>,
+    tokenizer: &'m crate::tokenizer::Tokenizer,
+    template: ChatTemplate,
+    cache: crate::cache::KvCache<B>,
+    cached: Vec<u32>,
+    messages: Vec<Message>,
+    system: Option<String>,
+}
+
+/// What one turn did.
+#[derive(Debug, Clone)]
+pub struct TurnInfo {
+    /// The assistant's reply.
+    pub reply: String,
+    /// Prompt tokens that were already in the cache and did not run again.
+    pub reused_tokens: usize,
+    /// Whether the conversation restarted because the context was full.
+    pub restarted: bool,
+    /// The generation's tokens and timings.
+    pub generation: crate::generate::Generation,
+}
+
+impl<'m, B: bitnet_backend::TernaryBackend> ChatSession<'m, B> {
+    /// A new conversation with an optional system message and a context of `capacity` tokens.
+    pub fn new(
+        model: &'m crate::model::BitNetModel<B>,
+        tokenizer: &'m crate::tokenizer::Tokenizer,
+        template: ChatTemplate,
+        system: Option<String>,
+        capacity: usize,
+    ) -> Self {
+        let mut session = Self {
+            model,
+            tokenizer,
+            template,
+            cache: model.new_cache(capacity),
+            cached: vec![],
+            messages: vec![],
+            system,
+        };
+        session.reset();
+        session
+    }
+
+    /// Forgets the conversation (keeps the system message).
+    pub fn reset(&mut self) {
+        self.messages = self.system.iter().map(|s| Message::new("system", s)).collect();
+        self.cache.clear();
+        self.cached.clear();
+    }
+
+    /// Replaces the conversation after the system message with `history` (nothing is cached yet).
+    pub fn load_history(&mut self, history: &[Message]) {
+        self.reset();
+        self.messages.extend_from_slice(history);
+    }
+
+    /// Adds `user`'s message and generates the reply, streaming text pieces to `on_text`.
+    pub fn turn(
+        &mut self,
+        user: &str,
+        max_new_tokens: usize,
+        sampler: &mut crate::sampling::Sampler,
+        stop_tokens: &[u32],
+        mut on_text: impl FnMut(&str),
+    ) -> Result<TurnInfo> {
+        self.messages.push(Message::new("user", user));
+        let mut ids = self.tokenizer.encode(&self.template.render(&self.messages)?)?;
+        let mut restarted = false;
+        if ids.len() + max_new_tokens > self.cache.capacity() {
+            let last = self.messages.pop().unwrap_or_else(|| Message::new("user", user));
+            self.reset();
+            self.messages.push(last);
+            ids = self.tokenizer.encode(&self.template.render(&self.messages)?)?;
+            restarted = true;
+            if ids.len() >= self.cache.capacity() {
+                self.messages.pop();
+                return Err(ModelError::Request(format!(
+                    "the message takes {} tokens, more than the context of {}",
+                    ids.len(),
+                    self.cache.capacity()
+                )));
+            }
+        }
+        // Positions whose token is unchanged keep valid keys and values: reuse the longest common prefix (at
+        // least one token must run, to produce the next logits).
+        let common = self.cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        let reused = common.min(ids.len() - 1);
+        self.cache.truncate(reused);
+        let mut stream = crate::tokenizer::TextStream::default();
+        let tokenizer = self.tokenizer;
+        let budget = max_new_tokens.min(self.cache.capacity() - ids.len());
+        let generation = crate::generate::generate(
+            self.model,
+            &mut self.cache,
+            &ids[reused..],
+            budget,
+            sampler,
+            stop_tokens,
+            |token| {
+                if !stop_tokens.contains(&token) {
+                    if let Ok(piece) = stream.push(tokenizer, token) {
+                        on_text(&piece);
+                    }
+                }
+                true
+            },
+        )?;
+        let content: Vec<u32> = generation.tokens.iter().copied().filter(|t| !stop_tokens.contains(t)).collect();
+        let reply = self.tokenizer.decode(&content, true)?;
+        ids.extend(&generation.tokens);
+        ids.truncate(self.cache.len());
+        self.cached = ids;
+        self.messages.push(Message::new("assistant", &reply));
+        Ok(TurnInfo { reply, reused_tokens: reused, restarted, generation })
+    }
+}

@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Generate tokens after a prompt (KV-cache decoding, streaming).
     Generate(commands::generate::GenerateArgs),
+    /// Chat interactively (multi-turn, one message per stdin line; the KV cache is reused across turns).
+    Chat(commands::chat::ChatArgs),
     /// Write the float32 [tokens, vocab] logits of one full forward pass to a .npy file.
     Logits(commands::logits::LogitsArgs),
     /// Describe a model (format, architecture, tensors) without loading its weights.
@@ -35,6 +37,7 @@ fn main() {
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
         Command::Logits(args) => commands::logits::run(args),
+        Command::Chat(args) => commands::chat::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Perplexity(args) => commands::perplexity::run(args),
         Command::Inspect(args) => commands::inspect::run(args),

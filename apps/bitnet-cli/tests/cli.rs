@@ -310,3 +310,39 @@ fn inspect_describes_hf_and_gguf_models() {
         assert!(json["tensors_by_dtype"][dtype].as_u64().unwrap() >= 14, "{json}");
     }
 }
+
+#[test]
+fn chat_answers_each_line_and_reuses_the_cache() {
+    use std::io::Write;
+    let dir = tiny_llama3_vocab_model("chat", true);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args([
+            "chat",
+            "--model",
+            dir.to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "0",
+            "--system",
+            "Be brief.",
+        ])
+        .env("BITNET_THREADS", "2")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello there\nAnd again\n/reset\nThird\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let turns: Vec<&str> = stderr.lines().filter(|l| l.contains("cached prompt tokens reused")).collect();
+    assert_eq!(turns.len(), 3, "{stderr}");
+    assert!(turns[0].starts_with("[0 cached"), "first turn starts cold: {}", turns[0]);
+    let reused: usize = turns[1].trim_start_matches('[').split(' ').next().unwrap().parse().unwrap();
+    assert!(reused > 10, "the second turn reuses the first turn's prompt: {}", turns[1]);
+    assert!(stderr.contains("(conversation reset)"));
+    assert!(turns[2].starts_with("[0 cached"), "after /reset the cache is cold: {}", turns[2]);
+}

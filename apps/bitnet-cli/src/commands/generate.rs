@@ -1,10 +1,10 @@
 //! `bitnet generate`: KV-cache generation after a prompt, streamed to stdout, with prefill and decode speed on
 //! stderr. With `--json`, one JSON object on stdout instead (DESIGN.md section 4).
 
-use super::{parse_ids, ModelArgs, UsageError};
+use super::{parse_ids, ModelArgs, SamplingArgs, UsageError};
 use anyhow::Result;
 use bitnet_train::models::tokenizer::TextStream;
-use bitnet_train::models::{generate, Sampler, SamplingConfig};
+use bitnet_train::models::{generate, Sampler};
 use clap::Args;
 use std::io::Write;
 
@@ -23,24 +23,8 @@ pub struct GenerateArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy and deterministic.
-    #[arg(long, default_value_t = 0.8, value_name = "T")]
-    temperature: f32,
-    /// Sample among the K most likely tokens only (0 = all).
-    #[arg(long, default_value_t = 40, value_name = "K")]
-    top_k: usize,
-    /// Nucleus sampling: the smallest set of tokens with total probability >= P.
-    #[arg(long, default_value_t = 0.95, value_name = "P")]
-    top_p: f32,
-    /// Drop tokens less likely than P times the most likely one.
-    #[arg(long, default_value_t = 0.05, value_name = "P")]
-    min_p: f32,
-    /// Penalty (> 1) for tokens already in the context.
-    #[arg(long, default_value_t = 1.0, value_name = "R")]
-    repetition_penalty: f32,
-    /// Random seed; the same seed and settings give the same tokens.
-    #[arg(long, default_value_t = 0, value_name = "S")]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Extra stop token ids (comma-separated), besides the model's end-of-sequence tokens.
     #[arg(long, value_name = "IDS")]
     stop_ids: Option<String>,
@@ -68,15 +52,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (None, Some(ids)) => parse_ids(ids)?,
         (None, None) => return Err(UsageError("pass --prompt TEXT or --prompt-ids IDS".into()).into()),
     };
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-    };
-    sampling.validate().map_err(UsageError)?;
+    let sampling = args.sampling.config()?;
     let mut stops = match &args.stop_ids {
         Some(s) => parse_ids(s)?,
         None => vec![],

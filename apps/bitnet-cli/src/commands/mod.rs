@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the options they share.
 
+pub mod chat;
 pub mod generate;
 pub mod init;
 pub mod inspect;
@@ -11,7 +12,7 @@ use anyhow::Result;
 use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
 use bitnet_train::models::load::gguf::GgufFile;
 use bitnet_train::models::tokenizer::Tokenizer;
-use bitnet_train::models::{load_model, BitNetConfig, BitNetModel};
+use bitnet_train::models::{load_model, BitNetConfig, BitNetModel, SamplingConfig};
 use burn::backend::Flex;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,45 @@ impl ModelArgs {
             GgufFile::open(model)?.config()?
         };
         Ok(config.bos_token_id)
+    }
+}
+
+/// Sampling options of `generate` and `chat`.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 is greedy and deterministic.
+    #[arg(long, default_value_t = 0.8, value_name = "T")]
+    temperature: f32,
+    /// Sample among the K most likely tokens only (0 = all).
+    #[arg(long, default_value_t = 40, value_name = "K")]
+    top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens with total probability >= P.
+    #[arg(long, default_value_t = 0.95, value_name = "P")]
+    top_p: f32,
+    /// Drop tokens less likely than P times the most likely one.
+    #[arg(long, default_value_t = 0.05, value_name = "P")]
+    min_p: f32,
+    /// Penalty (> 1) for tokens already in the context.
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    repetition_penalty: f32,
+    /// Random seed; the same seed and settings give the same tokens.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    seed: u64,
+}
+
+impl SamplingArgs {
+    /// The validated sampling settings.
+    pub fn config(&self) -> Result<SamplingConfig> {
+        let config = SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        };
+        config.validate().map_err(UsageError)?;
+        Ok(config)
     }
 }
 
