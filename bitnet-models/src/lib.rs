@@ -26,6 +26,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod hub;
 pub mod load;
 pub mod model;
 pub mod npy;

@@ -22,6 +22,8 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Write the float32 [tokens, vocab] logits of one full forward pass to a .npy file.
     Logits(commands::logits::LogitsArgs),
+    /// Download a model from the Hugging Face hub into the local cache and print its path.
+    Download(commands::download::DownloadArgs),
     /// Describe a model (format, architecture, tensors) without loading its weights.
     Inspect(commands::inspect::InspectArgs),
     /// Perplexity of the model on a text file.
@@ -41,6 +43,7 @@ fn main() {
         Command::Init(args) => commands::init::run(args),
         Command::Perplexity(args) => commands::perplexity::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Download(args) => commands::download::run(args),
         Command::Kernels => commands::kernels::run(),
     };
     if let Err(e) = result {

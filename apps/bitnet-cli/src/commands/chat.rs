@@ -39,7 +39,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         .model
         .tokenizer()?
         .ok_or_else(|| UsageError("chat needs a tokenizer.json in the model directory".into()))?;
-    let model_path = args.model.model.clone().unwrap_or_default();
+    let model_path = args.model.path()?.clone();
     let template_dir =
         if model_path.is_dir() { model_path.clone() } else { model_path.parent().unwrap_or(&model_path).to_path_buf() };
     let template = ChatTemplate::from_model_dir(&template_dir)?;

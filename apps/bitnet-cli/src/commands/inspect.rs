@@ -1,6 +1,6 @@
 //! `bitnet inspect --model PATH`: what a model file or directory holds, without loading the weights.
 
-use super::{ModelArgs, UsageError};
+use super::ModelArgs;
 use anyhow::{Context, Result};
 use bitnet_train::models::load::gguf::{GgufFile, GgufValue};
 use bitnet_train::models::BitNetConfig;
@@ -34,7 +34,7 @@ fn read_safetensors_header(file: &std::path::Path) -> Result<Vec<u8>> {
 
 /// Runs the command.
 pub fn run(args: InspectArgs) -> Result<()> {
-    let path = args.model.model.clone().ok_or_else(|| UsageError("pass --model DIR|FILE.gguf".into()))?;
+    let path = args.model.path()?.clone();
     let (format, config, tensors, metadata) = if path.is_dir() {
         let config = BitNetConfig::from_file(&path.join("config.json"))?;
         let file = path.join("model.safetensors");

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the options they share.
 
 pub mod chat;
+pub mod download;
 pub mod generate;
 pub mod init;
 pub mod inspect;
@@ -10,6 +11,7 @@ pub mod perplexity;
 
 use anyhow::Result;
 use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
+use bitnet_train::models::hub::{fetch, is_hub_id};
 use bitnet_train::models::load::gguf::GgufFile;
 use bitnet_train::models::tokenizer::Tokenizer;
 use bitnet_train::models::{load_model, BitNetConfig, BitNetModel, SamplingConfig};
@@ -36,13 +38,17 @@ impl std::error::Error for UsageError {}
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// The model: a Hugging Face directory (config.json + *.safetensors: packed, dense-ternary or bf16 BitNet
-    /// weights) or a .gguf file (TQ1_0, TQ2_0, I2_S). A tokenizer.json in the directory (or next to the
-    /// .gguf file) enables --prompt.
-    #[arg(long, value_name = "DIR|FILE.gguf")]
+    /// weights), a .gguf file (TQ1_0, TQ2_0, I2_S), or a hub id such as microsoft/bitnet-b1.58-2B-4T
+    /// (downloaded once into the hf-hub cache; HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE=1 apply).
+    /// A tokenizer.json in the directory (or next to the .gguf file) enables --prompt.
+    #[arg(long, value_name = "DIR|FILE.gguf|OWNER/NAME")]
     pub model: Option<PathBuf>,
     /// Threads of the CPU kernels (default: all cores; also BITNET_THREADS).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// The resolved local path of a hub id.
+    #[arg(skip)]
+    resolved: std::sync::OnceLock<PathBuf>,
 }
 
 impl ModelArgs {
@@ -55,24 +61,36 @@ impl ModelArgs {
             // Read once, when the kernels' pool is first used (below, during loading and inference).
             std::env::set_var(THREADS_ENV, n.to_string());
         }
-        load_model::<Backend>(self.dir()?, &Default::default()).map_err(anyhow::Error::from)
+        load_model::<Backend>(self.path()?, &Default::default()).map_err(anyhow::Error::from)
     }
 }
 
 impl ModelArgs {
-    fn dir(&self) -> Result<&PathBuf> {
-        self.model.as_ref().ok_or_else(|| {
+    /// The local path of the model: `--model` itself, or the hub snapshot of a hub id (fetched once).
+    pub fn path(&self) -> Result<&PathBuf> {
+        let spec = self.model.as_ref().ok_or_else(|| {
             UsageError(
-                "no --model given and no embedded default model exists yet: pass --model DIR (a Hugging Face BitNet directory)"
+                "no --model given and no embedded default model exists yet: pass --model DIR|FILE.gguf|OWNER/NAME"
                     .into(),
             )
-            .into()
-        })
+        })?;
+        if spec.exists() {
+            return Ok(spec);
+        }
+        let text = spec.to_string_lossy();
+        if !is_hub_id(&text) {
+            return Ok(spec);
+        }
+        if let Some(path) = self.resolved.get() {
+            return Ok(path);
+        }
+        let path = fetch(&text, "main")?;
+        Ok(self.resolved.get_or_init(|| path))
     }
 
     /// The model's tokenizer, if its directory ships a `tokenizer.json`.
     pub fn tokenizer(&self) -> Result<Option<Tokenizer>> {
-        let model = self.dir()?;
+        let model = self.path()?;
         let dir = if model.is_dir() { model.as_path() } else { model.parent().unwrap_or(Path::new(".")) };
         let path = dir.join("tokenizer.json");
         if !path.exists() {
@@ -83,7 +101,7 @@ impl ModelArgs {
 
     /// The configured BOS token of the model.
     pub fn bos_token(&self) -> Result<Option<u32>> {
-        let model = self.dir()?;
+        let model = self.path()?;
         let config = if model.is_dir() {
             BitNetConfig::from_file(&model.join("config.json"))?
         } else {
