@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 
 /// Loads a model directory onto `device`.
 pub fn load_hf_dir<B: TernaryBackend>(dir: &Path, device: &B::Device) -> Result<BitNetModel<B>> {
-    let config = BitNetConfig::from_file(&dir.join("config.json"))?;
+    let mut config = BitNetConfig::from_file(&dir.join("config.json"))?;
+    if let Some(convention) = scale_convention_override(dir)? {
+        config.scale_convention = convention;
+    }
     let files = weight_files(dir)?;
     let maps = files.iter().map(|p| map_file(p)).collect::<Result<Vec<_>>>()?;
     let parsed = files
@@ -36,6 +39,22 @@ pub fn load_hf_dir<B: TernaryBackend>(dir: &Path, device: &B::Device) -> Result<
         .collect::<Result<Vec<_>>>()?;
     let store = Store::new(dir, &files, &parsed);
     build(config, &store, device)
+}
+
+/// Environment variable that overrides the checkpoint's `linear_class` reading of `weight_scale`:
+/// `divide` (weight_scale = 1/g, "bitlinear") or `multiply` (weight_scale = g, "autobitlinear").
+pub const WEIGHT_SCALE_ENV: &str = "BITNET_WEIGHT_SCALE";
+
+fn scale_convention_override(dir: &Path) -> Result<Option<ScaleConvention>> {
+    match std::env::var(WEIGHT_SCALE_ENV).as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok("divide") => Ok(Some(ScaleConvention::Divide)),
+        Ok("multiply") => Ok(Some(ScaleConvention::Multiply)),
+        Ok(other) => Err(ModelError::Config {
+            path: dir.into(),
+            message: format!("{WEIGHT_SCALE_ENV}='{other}': expected 'divide' or 'multiply'"),
+        }),
+    }
 }
 
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
