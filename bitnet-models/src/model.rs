@@ -66,6 +66,144 @@ pub struct Block<B: Backend> {
     pub down_proj: TernaryWeight<B>,
 }
 
+/// The role of a block tensor; the formats name them differently ([`BlockTensor::hf_name`],
+/// [`BlockTensor::gguf_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockTensor {
+    /// Norm before attention.
+    InputNorm,
+    /// Query projection.
+    Q,
+    /// Key projection.
+    K,
+    /// Value projection.
+    V,
+    /// Attention sub-norm.
+    AttnSubNorm,
+    /// Output projection.
+    O,
+    /// Norm before the FFN.
+    PostAttentionNorm,
+    /// Gate projection.
+    Gate,
+    /// Up projection.
+    Up,
+    /// FFN sub-norm.
+    FfnSubNorm,
+    /// Down projection.
+    Down,
+}
+
+impl BlockTensor {
+    /// Every role, in the order of the block's computation.
+    pub const ALL: [BlockTensor; 11] = [
+        Self::InputNorm,
+        Self::Q,
+        Self::K,
+        Self::V,
+        Self::AttnSubNorm,
+        Self::O,
+        Self::PostAttentionNorm,
+        Self::Gate,
+        Self::Up,
+        Self::FfnSubNorm,
+        Self::Down,
+    ];
+
+    /// `[rows, cols]` (rows = output features) of a ternary projection; `None` for a norm.
+    pub fn ternary_shape(self, c: &BitNetConfig) -> Option<[usize; 2]> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let (q_out, kv_out) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        match self {
+            Self::Q => Some([q_out, h]),
+            Self::K | Self::V => Some([kv_out, h]),
+            Self::O => Some([h, q_out]),
+            Self::Gate | Self::Up => Some([i, h]),
+            Self::Down => Some([h, i]),
+            _ => None,
+        }
+    }
+
+    /// The width of a norm; `None` for a projection.
+    pub fn norm_width(self, c: &BitNetConfig) -> Option<usize> {
+        match self {
+            Self::InputNorm | Self::PostAttentionNorm => Some(c.hidden_size),
+            Self::AttnSubNorm => Some(c.num_attention_heads * c.head_dim),
+            Self::FfnSubNorm => Some(c.intermediate_size),
+            _ => None,
+        }
+    }
+
+    /// The Hugging Face name of the tensor in `layer` (without the `.weight` suffix).
+    pub fn hf_name(self, layer: usize) -> String {
+        let name = match self {
+            Self::InputNorm => "input_layernorm",
+            Self::Q => "self_attn.q_proj",
+            Self::K => "self_attn.k_proj",
+            Self::V => "self_attn.v_proj",
+            Self::AttnSubNorm => "self_attn.attn_sub_norm",
+            Self::O => "self_attn.o_proj",
+            Self::PostAttentionNorm => "post_attention_layernorm",
+            Self::Gate => "mlp.gate_proj",
+            Self::Up => "mlp.up_proj",
+            Self::FfnSubNorm => "mlp.ffn_sub_norm",
+            Self::Down => "mlp.down_proj",
+        };
+        format!("model.layers.{layer}.{name}")
+    }
+
+    /// The GGUF (llama.cpp) name of the tensor in `layer` (without the `.weight` suffix).
+    pub fn gguf_name(self, layer: usize) -> String {
+        let name = match self {
+            Self::InputNorm => "attn_norm",
+            Self::Q => "attn_q",
+            Self::K => "attn_k",
+            Self::V => "attn_v",
+            Self::AttnSubNorm => "attn_sub_norm",
+            Self::O => "attn_output",
+            Self::PostAttentionNorm => "ffn_norm",
+            Self::Gate => "ffn_gate",
+            Self::Up => "ffn_up",
+            Self::FfnSubNorm => "ffn_sub_norm",
+            Self::Down => "ffn_down",
+        };
+        format!("blk.{layer}.{name}")
+    }
+}
+
+impl<B: Backend> Block<B> {
+    /// Builds block `layer` of `config` from a format's readers: `norm(role, width)` and
+    /// `ternary(role, rows, cols)` (rows = output features). The shapes come from the config, here only.
+    pub fn load(
+        config: &BitNetConfig,
+        norm: &mut dyn FnMut(BlockTensor, usize) -> Result<RmsNorm<B>>,
+        ternary: &mut dyn FnMut(BlockTensor, usize, usize) -> Result<TernaryWeight<B>>,
+    ) -> Result<Self> {
+        let mut n = |role: BlockTensor| norm(role, role.norm_width(config).unwrap_or_default());
+        let input_layernorm = n(BlockTensor::InputNorm)?;
+        let attn_sub_norm = n(BlockTensor::AttnSubNorm)?;
+        let post_attention_layernorm = n(BlockTensor::PostAttentionNorm)?;
+        let ffn_sub_norm = n(BlockTensor::FfnSubNorm)?;
+        let mut t = |role: BlockTensor| {
+            let [rows, cols] = role.ternary_shape(config).unwrap_or_default();
+            ternary(role, rows, cols)
+        };
+        Ok(Self {
+            input_layernorm,
+            q_proj: t(BlockTensor::Q)?,
+            k_proj: t(BlockTensor::K)?,
+            v_proj: t(BlockTensor::V)?,
+            attn_sub_norm,
+            o_proj: t(BlockTensor::O)?,
+            post_attention_layernorm,
+            gate_proj: t(BlockTensor::Gate)?,
+            up_proj: t(BlockTensor::Up)?,
+            ffn_sub_norm,
+            down_proj: t(BlockTensor::Down)?,
+        })
+    }
+}
+
 /// A loaded BitNet b1.58 model.
 #[derive(Debug, Clone)]
 pub struct BitNetModel<B: TernaryBackend> {

@@ -12,7 +12,7 @@
 
 use crate::config::{Activation, BitNetConfig, ScaleConvention};
 use crate::error::{ModelError, Result};
-use crate::model::{BitNetModel, Block, RmsNorm};
+use crate::model::{BitNetModel, Block, BlockTensor, RmsNorm};
 use bitnet_backend::{TernaryBackend, TernaryWeight};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
 use burn::tensor::{Tensor, TensorData};
@@ -389,8 +389,7 @@ pub fn load_gguf<B: TernaryBackend>(path: &Path, device: &B::Device) -> Result<B
     let file = GgufFile::open(path)?;
     let config = file.config()?;
     let c = &config;
-    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let (q_out, kv_out) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+    let (h, v) = (c.hidden_size, c.vocab_size);
     let dense = |name: &str, rows: usize, cols: usize| -> Result<Tensor<B, 2>> {
         Ok(Tensor::from_data(TensorData::new(file.floats(name, &[cols, rows])?, [rows, cols]), device))
     };
@@ -405,20 +404,11 @@ pub fn load_gguf<B: TernaryBackend>(path: &Path, device: &B::Device) -> Result<B
     let lm_head = if c.tie_word_embeddings { None } else { Some(dense("output.weight", v, h)?) };
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for l in 0..c.num_hidden_layers {
-        let p = format!("blk.{l}");
-        layers.push(Block {
-            input_layernorm: norm(format!("{p}.attn_norm.weight"), h)?,
-            q_proj: t(format!("{p}.attn_q.weight"), q_out, h)?,
-            k_proj: t(format!("{p}.attn_k.weight"), kv_out, h)?,
-            v_proj: t(format!("{p}.attn_v.weight"), kv_out, h)?,
-            attn_sub_norm: norm(format!("{p}.attn_sub_norm.weight"), q_out)?,
-            o_proj: t(format!("{p}.attn_output.weight"), h, q_out)?,
-            post_attention_layernorm: norm(format!("{p}.ffn_norm.weight"), h)?,
-            gate_proj: t(format!("{p}.ffn_gate.weight"), i, h)?,
-            up_proj: t(format!("{p}.ffn_up.weight"), i, h)?,
-            ffn_sub_norm: norm(format!("{p}.ffn_sub_norm.weight"), i)?,
-            down_proj: t(format!("{p}.ffn_down.weight"), h, i)?,
-        });
+        layers.push(Block::load(
+            c,
+            &mut |role: BlockTensor, width| norm(format!("{}.weight", role.gguf_name(l)), width),
+            &mut |role: BlockTensor, rows, cols| t(format!("{}.weight", role.gguf_name(l)), rows, cols),
+        )?);
     }
     let final_norm = norm("output_norm.weight".into(), h)?;
     Ok(BitNetModel::new(config, embed, lm_head, layers, final_norm, device))

@@ -11,7 +11,7 @@
 
 use crate::config::{BitNetConfig, ScaleConvention};
 use crate::error::{ModelError, Result};
-use crate::model::{BitNetModel, Block, RmsNorm};
+use crate::model::{BitNetModel, Block, BlockTensor, RmsNorm};
 use bitnet_backend::{TernaryBackend, TernaryWeight};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
 use burn::tensor::{Tensor, TensorData};
@@ -217,8 +217,7 @@ fn ternary<B: TernaryBackend>(
 
 fn build<B: TernaryBackend>(config: BitNetConfig, store: &Store<'_>, device: &B::Device) -> Result<BitNetModel<B>> {
     let c = &config;
-    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let (q_out, kv_out) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+    let (h, v) = (c.hidden_size, c.vocab_size);
     let floats2 = |name: &str, rows: usize, cols: usize| -> Result<Tensor<B, 2>> {
         Ok(Tensor::from_data(TensorData::new(store.floats(name, &[rows, cols])?, [rows, cols]), device))
     };
@@ -230,23 +229,13 @@ fn build<B: TernaryBackend>(config: BitNetConfig, store: &Store<'_>, device: &B:
     let lm_head = if c.tie_word_embeddings { None } else { Some(floats2("lm_head.weight", v, h)?) };
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for l in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        let t = |name: &str, rows, cols| {
-            ternary::<B>(store, &format!("{p}.{name}"), rows, cols, c.scale_convention, device)
-        };
-        layers.push(Block {
-            input_layernorm: norm(format!("{p}.input_layernorm.weight"), h)?,
-            q_proj: t("self_attn.q_proj", q_out, h)?,
-            k_proj: t("self_attn.k_proj", kv_out, h)?,
-            v_proj: t("self_attn.v_proj", kv_out, h)?,
-            attn_sub_norm: norm(format!("{p}.self_attn.attn_sub_norm.weight"), q_out)?,
-            o_proj: t("self_attn.o_proj", h, q_out)?,
-            post_attention_layernorm: norm(format!("{p}.post_attention_layernorm.weight"), h)?,
-            gate_proj: t("mlp.gate_proj", i, h)?,
-            up_proj: t("mlp.up_proj", i, h)?,
-            ffn_sub_norm: norm(format!("{p}.mlp.ffn_sub_norm.weight"), i)?,
-            down_proj: t("mlp.down_proj", h, i)?,
-        });
+        layers.push(Block::load(
+            c,
+            &mut |role: BlockTensor, width| norm(format!("{}.weight", role.hf_name(l)), width),
+            &mut |role: BlockTensor, rows, cols| {
+                ternary::<B>(store, &role.hf_name(l), rows, cols, c.scale_convention, device)
+            },
+        )?);
     }
     let final_norm = norm("model.norm.weight".into(), h)?;
     Ok(BitNetModel::new(config, embed_tokens, lm_head, layers, final_norm, device))

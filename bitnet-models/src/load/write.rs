@@ -6,6 +6,7 @@
 
 use crate::config::{BitNetConfig, ScaleConvention};
 use crate::error::{ModelError, Result};
+use crate::model::BlockTensor;
 use bitnet_kernels::formats::hf_packed::pack_hf_packed;
 use bitnet_kernels::TernaryCodes;
 use std::io::{BufWriter, Write};
@@ -101,8 +102,7 @@ pub fn write_random_hf_packed(dir: &Path, config_text: &str, config: &BitNetConf
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, config_text).map_err(|cause| ModelError::Io { path: config_path, cause })?;
     let c = config;
-    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let (q_out, kv_out) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+    let (h, v) = (c.hidden_size, c.vocab_size);
     let rng = std::cell::RefCell::new(Rng(seed));
     let mut tensors: Vec<TensorSpec<'_>> = Vec::new();
     let rng_ref = &rng;
@@ -145,21 +145,18 @@ pub fn write_random_hf_packed(dir: &Path, config_text: &str, config: &BitNetConf
         });
     };
     for l in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        ternary(format!("{p}.self_attn.q_proj"), q_out, h);
-        ternary(format!("{p}.self_attn.k_proj"), kv_out, h);
-        ternary(format!("{p}.self_attn.v_proj"), kv_out, h);
-        ternary(format!("{p}.self_attn.o_proj"), h, q_out);
-        ternary(format!("{p}.mlp.gate_proj"), i, h);
-        ternary(format!("{p}.mlp.up_proj"), i, h);
-        ternary(format!("{p}.mlp.down_proj"), h, i);
+        for role in BlockTensor::ALL {
+            if let Some([rows, cols]) = role.ternary_shape(c) {
+                ternary(role.hf_name(l), rows, cols);
+            }
+        }
     }
     for l in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        tensors.push(norm(format!("{p}.input_layernorm.weight"), h));
-        tensors.push(norm(format!("{p}.self_attn.attn_sub_norm.weight"), q_out));
-        tensors.push(norm(format!("{p}.post_attention_layernorm.weight"), h));
-        tensors.push(norm(format!("{p}.mlp.ffn_sub_norm.weight"), i));
+        for role in BlockTensor::ALL {
+            if let Some(width) = role.norm_width(c) {
+                tensors.push(norm(format!("{}.weight", role.hf_name(l)), width));
+            }
+        }
     }
     tensors.push(norm("model.norm.weight".into(), h));
     tensors.push(dense("model.embed_tokens.weight".into(), vec![v, h], 0.05));
