@@ -4,11 +4,13 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-/// Keys and values of one layer, `[kv_heads, capacity, head_dim]`.
+/// Keys and values of one layer, `[kv_heads, capacity, head_dim]`. The tensors are held in `Option`s so that
+/// `append` can move them out, write in place (the buffer is not shared then, so the backend's copy-on-write
+/// does not copy the whole cache) and put them back.
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
-    keys: Tensor<B, 3>,
-    values: Tensor<B, 3>,
+    keys: Option<Tensor<B, 3>>,
+    values: Option<Tensor<B, 3>>,
 }
 
 /// The cache of every layer and the number of positions filled.
@@ -23,7 +25,11 @@ impl<B: Backend> KvCache<B> {
     /// An empty cache for `layers` layers of `kv_heads` heads of `head_dim`, holding `capacity` positions.
     pub fn new(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize, device: &B::Device) -> Self {
         let zeros = || Tensor::zeros([kv_heads, capacity, head_dim], device);
-        Self { layers: (0..layers).map(|_| LayerCache { keys: zeros(), values: zeros() }).collect(), len: 0, capacity }
+        Self {
+            layers: (0..layers).map(|_| LayerCache { keys: Some(zeros()), values: Some(zeros()) }).collect(),
+            len: 0,
+            capacity,
+        }
     }
 
     /// Positions filled so far.
@@ -59,9 +65,16 @@ impl<B: Backend> KvCache<B> {
         let [h, t, d] = keys.dims();
         let (start, end) = (self.len, self.len + t);
         let cache = &mut self.layers[layer];
-        cache.keys = cache.keys.clone().slice_assign([0..h, start..end, 0..d], keys);
-        cache.values = cache.values.clone().slice_assign([0..h, start..end, 0..d], values);
-        (cache.keys.clone().slice([0..h, 0..end, 0..d]), cache.values.clone().slice([0..h, 0..end, 0..d]))
+        let write = |slot: &mut Option<Tensor<B, 3>>, new: Tensor<B, 3>| {
+            let filled = slot
+                .take()
+                .expect("a layer cache always holds its tensors")
+                .slice_assign([0..h, start..end, 0..d], new);
+            let prefix = filled.clone().slice([0..h, 0..end, 0..d]);
+            *slot = Some(filled);
+            prefix
+        };
+        (write(&mut cache.keys, keys), write(&mut cache.values, values))
     }
 
     /// Marks `t` more positions as filled.

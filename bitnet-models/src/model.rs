@@ -334,15 +334,15 @@ impl<B: TernaryBackend> BitNetModel<B> {
         let k = self.rope.apply(k.reshape([t, kv_heads, d]).swap_dims(0, 1), start);
         let v = v.reshape([t, kv_heads, d]).swap_dims(0, 1);
         let (keys, values) = cache.append(index, k, v);
-        let len = start + t;
+        // GQA without copying the cache: query head h uses key/value head h / rep, so the `rep` query heads of
+        // a group are stacked as extra rows, `[kv_heads, rep * T, d]`, against that group's keys and values.
         let rep = c.kv_groups();
-        let keys = keys.unsqueeze_dim::<4>(1).expand([kv_heads, rep, len, d]).reshape([heads, len, d]);
-        let values = values.unsqueeze_dim::<4>(1).expand([kv_heads, rep, len, d]).reshape([heads, len, d]);
+        let q = q.reshape([kv_heads, rep * t, d]);
         let mut scores = q.matmul(keys.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
         if t > 1 {
-            scores = scores + self.causal_mask(t, start).unsqueeze::<3>();
+            scores = scores + self.causal_mask(t, start).repeat_dim(0, rep).unsqueeze::<3>();
         }
-        let attn = softmax(scores, 2).matmul(values).swap_dims(0, 1).reshape([t, hidden]);
+        let attn = softmax(scores, 2).matmul(values).reshape([heads, t, d]).swap_dims(0, 1).reshape([t, hidden]);
         let h = h + ternary_linear(layer.attn_sub_norm.forward(attn), &layer.o_proj);
 
         let x = layer.post_attention_layernorm.forward(h.clone());
