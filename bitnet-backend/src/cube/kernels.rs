@@ -29,6 +29,13 @@ fn round_half_even<F: Float>(v: F) -> F {
     select(halfway && odd, r - F::new(1.0), r)
 }
 
+/// Index of the first of the 16 words holding 256-weight block `b` of weight row `n` (the tile-interleaved
+/// native layout: tile `n / 4`, slot `n % 4`); the layout's one definition on the GPU side.
+#[cube]
+fn block_word_base(n: usize, b: usize, words_per_row: usize) -> usize {
+    (n / 4) * 4 * words_per_row + (b * 4 + n % 4) * 16
+}
+
 /// Per-token absmax int8 quantization: cube `m` handles row `m` of `x` (`[M, K]`).
 /// `s = 127 / max(max|x|, 1e-5)`, `codes = clamp(round(x * s), -128, 127)`.
 #[cube(launch)]
@@ -95,12 +102,10 @@ pub fn ternary_matmul_kernel<F: Float, I: Int>(
     let k = codes.shape(1);
     let words_per_row = words.shape(1);
     let blocks = words_per_row / 16;
-    let tile_base = (n / 4) * 4 * words_per_row;
-    let slot = n % 4;
     let mut acc = 0i32;
     let mut qsum = 0i32;
     for b in 0..blocks {
-        let base = tile_base + (b * 4 + slot) * 16;
+        let base = block_word_base(n, b, words_per_row);
         for jw in 0..16usize {
             let word = i32::cast_from(words[base + jw]);
             for i in 0..4usize {
@@ -139,7 +144,7 @@ pub fn ternary_dequantize_kernel<F: Float, I: Int>(
     let words_per_row = words.shape(1);
     let (b, e) = (kk / 256, kk % 256);
     let (p, j) = (e / 64, e % 64);
-    let index = (n / 4) * 4 * words_per_row + (b * 4 + n % 4) * 16 + j / 4;
+    let index = block_word_base(n, b, words_per_row) + j / 4;
     let word = i32::cast_from(words[index]);
     let c = (word >> i32::cast_from(8 * (j % 4) + 2 * p)) & 3i32;
     out[n * k + kk] = F::cast_from(c - 1i32) * weight_scales[n];

@@ -41,7 +41,6 @@ pub const ROW_TILE: usize = 4;
 #[derive(Debug, Clone)]
 pub struct TernaryMatrix {
     rows: usize,
-    rows_padded: usize,
     cols: usize,
     cols_padded: usize,
     data: AlignedBytes,
@@ -76,7 +75,7 @@ impl TernaryMatrix {
                 }
             }
         }
-        Ok(Self { rows, rows_padded, cols, cols_padded, data, row_scales })
+        Ok(Self { rows, cols, cols_padded, data, row_scales })
     }
 
     /// Packs unpacked codes with one scale `g` for the whole tensor.
@@ -136,7 +135,7 @@ impl TernaryMatrix {
     }
     /// Rows rounded up to a multiple of [`ROW_TILE`] (the extra rows are zero).
     pub fn rows_padded(&self) -> usize {
-        self.rows_padded
+        self.rows.div_ceil(ROW_TILE) * ROW_TILE
     }
     /// The interleaved bytes of tile `t` (see [`TernaryView::tile_bytes`]).
     pub fn tile_bytes(&self, t: usize) -> &[u8] {
