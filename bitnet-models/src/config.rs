@@ -185,6 +185,40 @@ impl BitNetConfig {
     pub fn kv_groups(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads
     }
+
+    /// The Hugging Face `config.json` of this configuration (`model_type` "bitnet"), which
+    /// [`BitNetConfig::from_json`] reads back to an equal value.
+    pub fn to_json(&self) -> String {
+        let activation = match self.activation {
+            Activation::Relu2 => "relu2",
+            Activation::Silu => "silu",
+        };
+        let linear_class = match self.scale_convention {
+            ScaleConvention::Divide => "bitlinear",
+            ScaleConvention::Multiply => "autobitlinear",
+        };
+        let value = serde_json::json!({
+            "architectures": ["BitNetForCausalLM"],
+            "model_type": "bitnet",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "hidden_act": activation,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_ids,
+            "torch_dtype": "float32",
+            "quantization_config": {"quant_method": "bitnet", "linear_class": linear_class},
+        });
+        serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +239,12 @@ mod tests {
         assert_eq!(c.activation, Activation::Relu2);
         assert_eq!(c.eos_token_ids, vec![128001]);
         assert!(c.tie_word_embeddings);
+    }
+
+    #[test]
+    fn to_json_round_trips() {
+        let c = BitNetConfig::from_json(TWO_B).unwrap();
+        assert_eq!(BitNetConfig::from_json(&c.to_json()).unwrap(), c);
     }
 
     #[test]

@@ -1,8 +1,35 @@
 //! # bitnet-train
 //!
-//! Quantization-aware training (QAT) of BitNet b1.58 models with burn autodiff and burn-train:
-//! datasets, schedules, checkpoints and export to the packed HF and GGUF formats.
+//! Quantization-aware training (QAT) of BitNet b1.58 models with burn autodiff and burn-train's `Learner`:
 //!
-//! Status: this crate is filled by the training issue; it holds no code yet.
+//! * [`model::TrainableBitNet`]: the decoder of `bitnet_models` with latent `BitLinear` projections (straight-
+//!   through fake quantization of weights and activations, optional λ warm-up) or, for the full-precision
+//!   baseline, plain `Linear` ones;
+//! * [`data`]: token windows, deterministic shuffling by seed and step, a validation split scored like
+//!   `bitnet perplexity`;
+//! * [`schedule::TwoStageSchedule`] + [`optim::StagedAdamW`]: the 2B-4T recipe's two stages (cosine LR, then a
+//!   lower cooldown without weight decay), gradient clipping;
+//! * [`checkpoint`]: checkpoints every N steps, written atomically, and resume;
+//! * [`export`]: the packed HF checkpoint the model crate (and transformers) load;
+//! * [`tokenizer::train_bpe`]: a byte-level BPE for users without a tokenizer.
+
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod export;
+pub mod metric;
+pub mod model;
+pub mod optim;
+pub mod progress;
+pub mod schedule;
+pub mod step;
+pub mod tokenizer;
+pub mod train;
 
 pub use bitnet_models as models;
+pub use error::{Result, TrainError};
+pub use model::TrainableBitNet;
+pub use train::{evaluate, train, TrainConfig, TrainReport};

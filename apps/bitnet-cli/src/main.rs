@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 2 usage error, 1 any other error, with a one-line cause on stderr.
 
 mod commands;
+mod default_model;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,10 @@ enum Command {
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Write a random-weight model of a known architecture (HF packed layout), for benchmarks.
     Init(commands::init::InitArgs),
+    /// Train a BitNet b1.58 model (quantization-aware, burn-train) on text files and export it.
+    Train(commands::train::TrainArgs),
+    /// Train a byte-level BPE tokenizer on text files.
+    TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
     /// Show the CPU kernels this machine can run and the one that would be used.
     Kernels,
 }
@@ -44,6 +49,8 @@ fn main() {
         Command::Perplexity(args) => commands::perplexity::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Download(args) => commands::download::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
         Command::Kernels => commands::kernels::run(),
     };
     if let Err(e) = result {

@@ -120,7 +120,6 @@ fn logits_npy_matches_transformers() {
 #[test]
 fn usage_errors_exit_2() {
     for args in [
-        vec!["generate", "--prompt-ids", "1,2"],
         vec!["generate", "--model", "x", "--prompt-ids", "1,a"],
         vec!["generate", "--model", "x", "--prompt-ids", "1", "--temperature", "-1"],
         vec!["generate", "--no-such-flag"],
@@ -345,4 +344,38 @@ fn chat_answers_each_line_and_reuses_the_cache() {
     assert!(reused > 10, "the second turn reuses the first turn's prompt: {}", turns[1]);
     assert!(stderr.contains("(conversation reset)"));
     assert!(turns[2].starts_with("[0 cached"), "after /reset the cache is cold: {}", turns[2]);
+}
+
+#[test]
+fn init_writes_random_gguf_models_that_run() {
+    let dir = std::env::temp_dir().join(format!("bitnet-init-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny-i2s.gguf");
+    let out = bitnet(&["init", "--random", "--arch", "tiny", "--format", "i2s", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bitnet(&["inspect", "--model", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bitnet-b1.58"));
+    let out = bitnet(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tokens"].as_array().unwrap().len(), 4);
+    // TQ2_0 needs 256-wide rows: the tiny shapes are refused with a usage error, not a broken file.
+    let bad = dir.join("tiny-tq2.gguf");
+    let out = bitnet(&["init", "--random", "--arch", "tiny", "--format", "tq2_0", "--out", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("i2s"));
+    assert!(!bad.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

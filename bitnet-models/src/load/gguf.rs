@@ -143,7 +143,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Bytes of a tensor of `n` elements of ggml type `ty`, or `None` for a type this reader does not know.
-fn tensor_bytes(ty: u32, n: u64, fork: bool) -> Option<u64> {
+pub(crate) fn tensor_bytes(ty: u32, n: u64, fork: bool) -> Option<u64> {
     let blocks = |block: u64, bytes: u64| n.is_multiple_of(block).then(|| n / block * bytes);
     match ty {
         0 => n.checked_mul(4),

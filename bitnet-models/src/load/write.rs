@@ -165,3 +165,61 @@ pub fn write_random_hf_packed(dir: &Path, config_text: &str, config: &BitNetConf
     }
     write_safetensors(&dir.join("model.safetensors"), tensors)
 }
+
+/// Writes a random-weight model of `config`'s shapes as a GGUF file with ternary tensors of type `ty` (F16
+/// embedding, F32 norms), deterministically from `seed`.
+pub fn write_random_gguf(
+    path: &Path,
+    config: &BitNetConfig,
+    ty: super::gguf_write::TernaryGgufType,
+    name: &str,
+    seed: u64,
+) -> Result<()> {
+    use super::gguf_write::{bitnet_metadata, f32_spec, ggml_type, write_gguf, GgufTensorSpec};
+    let c = config;
+    let (h, v) = (c.hidden_size, c.vocab_size);
+    let rng = std::cell::RefCell::new(Rng(seed));
+    let rng_ref = &rng;
+    let mut tensors: Vec<GgufTensorSpec<'_>> = Vec::new();
+    tensors.push(GgufTensorSpec {
+        name: "token_embd.weight".into(),
+        ne: vec![h as u64, v as u64],
+        ggml_type: ggml_type::F16,
+        data: Box::new(move || {
+            let mut r = rng_ref.borrow_mut();
+            Ok((0..h * v).flat_map(|_| half::f16::from_f32(r.uniform() * 0.05).to_le_bytes()).collect())
+        }),
+    });
+    tensors.push(f32_spec("output_norm.weight".into(), vec![h as u64], vec![1.0; h]));
+    if !c.tie_word_embeddings {
+        tensors.push(GgufTensorSpec {
+            name: "output.weight".into(),
+            ne: vec![h as u64, v as u64],
+            ggml_type: ggml_type::F16,
+            data: Box::new(move || {
+                let mut r = rng_ref.borrow_mut();
+                Ok((0..h * v).flat_map(|_| half::f16::from_f32(r.uniform() * 0.05).to_le_bytes()).collect())
+            }),
+        });
+    }
+    for l in 0..c.num_hidden_layers {
+        for role in BlockTensor::ALL {
+            let name = format!("{}.weight", role.gguf_name(l));
+            if let Some([rows, cols]) = role.ternary_shape(c) {
+                tensors.push(GgufTensorSpec {
+                    name,
+                    ne: vec![cols as u64, rows as u64],
+                    ggml_type: ty.id(),
+                    data: Box::new(move || {
+                        let mut r = rng_ref.borrow_mut();
+                        let codes: Vec<u8> = (0..rows * cols).map(|_| (r.next() % 3) as u8).collect();
+                        ty.encode(&TernaryCodes::new(rows, cols, codes)?, 1.0 / (cols as f32).sqrt())
+                    }),
+                });
+            } else if let Some(width) = role.norm_width(c) {
+                tensors.push(f32_spec(name, vec![width as u64], vec![1.0; width]));
+            }
+        }
+    }
+    write_gguf(path, &bitnet_metadata(c, name), tensors)
+}

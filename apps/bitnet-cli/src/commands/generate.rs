@@ -96,6 +96,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     } else {
         println!();
     }
+    // Keep the statistics after the text when stdout and stderr share a terminal or a file.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     eprintln!(
         "prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s ({:?})",
         out.prefill_tokens,

@@ -1,13 +1,15 @@
-//! `bitnet init --random --arch NAME --out DIR`: writes a random-weight model of a family member's shapes in
-//! the Hugging Face packed layout, for benchmarks and tests.
+//! `bitnet init --random --arch NAME --out PATH [--format hf|tq2_0|i2s]`: writes a random-weight model of a
+//! family member's shapes, in the Hugging Face packed layout (a directory) or as a GGUF file with TQ2_0
+//! (llama.cpp) or I2_S (bitnet.cpp) ternary tensors, for benchmarks and tests.
 
 use super::UsageError;
 use anyhow::Result;
-use bitnet_train::models::load::write::write_random_hf_packed;
+use bitnet_train::models::load::gguf_write::TernaryGgufType;
+use bitnet_train::models::load::write::{write_random_gguf, write_random_hf_packed};
 use bitnet_train::models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
 use bitnet_train::models::zoo::{arch_config_json, ARCHS};
 use bitnet_train::models::BitNetConfig;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -20,12 +22,28 @@ pub struct InitArgs {
     /// Architecture: 2b-4t (microsoft/bitnet-b1.58-2B-4T shapes), tiny, small.
     #[arg(long, value_name = "NAME")]
     arch: String,
-    /// Output directory (created).
-    #[arg(long, value_name = "DIR")]
+    /// Output: a directory (created) for --format hf, a .gguf file otherwise.
+    #[arg(long, value_name = "DIR|FILE.gguf")]
     out: PathBuf,
+    /// On-disk format.
+    #[arg(long, value_enum, default_value_t = InitFormat::Hf)]
+    format: InitFormat,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// The formats `init` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitFormat {
+    /// Hugging Face directory: config.json + packed uint8 model.safetensors (+ tokenizer for 2b-4t).
+    Hf,
+    /// GGUF with llama.cpp TQ2_0 ternary tensors (every projection's input width a multiple of 256).
+    #[value(name = "tq2_0")]
+    Tq2_0,
+    /// GGUF with bitnet.cpp I2_S ternary tensors.
+    #[value(name = "i2s")]
+    I2s,
 }
 
 /// Runs the command.
@@ -37,7 +55,26 @@ pub fn run(args: InitArgs) -> Result<()> {
         .ok_or_else(|| UsageError(format!("unknown --arch '{}': expected one of {}", args.arch, ARCHS.join(", "))))?;
     let config = BitNetConfig::from_json(&text).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
+    let gguf = match args.format {
+        InitFormat::Hf => None,
+        InitFormat::Tq2_0 => Some(TernaryGgufType::Tq2_0),
+        InitFormat::I2s => Some(TernaryGgufType::I2s),
+    };
+    if gguf == Some(TernaryGgufType::Tq2_0)
+        && !(config.hidden_size.is_multiple_of(256) && config.intermediate_size.is_multiple_of(256))
+    {
+        return Err(UsageError(format!(
+            "--format tq2_0 needs hidden_size and intermediate_size multiples of 256 ({} has {} and {}): use --format i2s",
+            args.arch, config.hidden_size, config.intermediate_size
+        ))
+        .into());
+    }
     eprintln!("writing a random {} model to {} ...", args.arch, args.out.display());
+    if let Some(ty) = gguf {
+        write_random_gguf(&args.out, &config, ty, &format!("random {}", args.arch), args.seed)?;
+        eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     write_random_hf_packed(&args.out, &text, &config, args.seed)?;
     if config.vocab_size == 128_256 {
         // The LLaMA-3 vocabulary of the 2B-4T family: ship its tokenizer so --prompt works.

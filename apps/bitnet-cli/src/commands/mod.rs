@@ -8,6 +8,8 @@ pub mod inspect;
 pub mod kernels;
 pub mod logits;
 pub mod perplexity;
+pub mod train;
+pub mod train_tokenizer;
 
 use anyhow::Result;
 use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
@@ -40,7 +42,8 @@ pub struct ModelArgs {
     /// The model: a Hugging Face directory (config.json + *.safetensors: packed, dense-ternary or bf16 BitNet
     /// weights), a .gguf file (TQ1_0, TQ2_0, I2_S), or a hub id such as microsoft/bitnet-b1.58-2B-4T
     /// (downloaded once into the hf-hub cache; HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE=1 apply).
-    /// A tokenizer.json in the directory (or next to the .gguf file) enables --prompt.
+    /// A tokenizer.json in the directory (or next to the .gguf file) enables --prompt. Omitted: the embedded
+    /// default model (a 3.5M-parameter ternary model trained on Shakespeare, see the README).
     #[arg(long, value_name = "DIR|FILE.gguf|OWNER/NAME")]
     pub model: Option<PathBuf>,
     /// Threads of the CPU kernels (default: all cores; also BITNET_THREADS).
@@ -68,12 +71,13 @@ impl ModelArgs {
 impl ModelArgs {
     /// The local path of the model: `--model` itself, or the hub snapshot of a hub id (fetched once).
     pub fn path(&self) -> Result<&PathBuf> {
-        let spec = self.model.as_ref().ok_or_else(|| {
-            UsageError(
-                "no --model given and no embedded default model exists yet: pass --model DIR|FILE.gguf|OWNER/NAME"
-                    .into(),
-            )
-        })?;
+        let Some(spec) = self.model.as_ref() else {
+            if let Some(path) = self.resolved.get() {
+                return Ok(path);
+            }
+            let path = crate::default_model::path()?;
+            return Ok(self.resolved.get_or_init(|| path));
+        };
         if spec.exists() {
             return Ok(spec);
         }

@@ -2,7 +2,7 @@
 //! `bitnet_models::perplexity`).
 
 use super::{ModelArgs, UsageError};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bitnet_train::models::perplexity::perplexity;
 use clap::Args;
 use std::io::Write;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub struct PerplexityArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The text to score (UTF-8), tokenized with the model directory's tokenizer.json.
+    /// The text to score (UTF-8; `.gz` files are decompressed), tokenized with the model directory's tokenizer.json.
     #[arg(long, value_name = "TEXT_FILE")]
     file: PathBuf,
     /// Window length in tokens: consecutive windows of this many tokens, each scored from an empty cache.
@@ -26,7 +26,7 @@ pub struct PerplexityArgs {
 
 /// Runs the command.
 pub fn run(args: PerplexityArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let text = bitnet_train::data::read_text(&args.file)?;
     let tokenizer = args
         .model
         .tokenizer()?

@@ -1,0 +1,295 @@
+//! `bitnet train`: quantization-aware training of a BitNet b1.58 model on text files (burn-train's Learner),
+//! then export to the packed HF layout that every other command loads.
+
+use super::UsageError;
+use anyhow::{Context, Result};
+use bitnet_train::data::TokenWindows;
+use bitnet_train::export::export_hf_packed;
+use bitnet_train::models::backend::TernaryBackend;
+use bitnet_train::models::load::gguf_write::TernaryGgufType;
+use bitnet_train::models::tokenizer::Tokenizer;
+use bitnet_train::models::zoo::{arch_config_json, ARCHS};
+use bitnet_train::models::BitNetConfig;
+use bitnet_train::{train, TrainConfig};
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where training runs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TrainDevice {
+    /// burn's CPU backend (Flex) with the bitnet-kernels SIMD kernels.
+    Cpu,
+    /// burn-wgpu (Vulkan/Metal/DX12; build with `--features wgpu`).
+    Wgpu,
+    /// burn-cuda (build with `--features cuda`).
+    Cuda,
+}
+
+/// Arguments of `bitnet train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training text (UTF-8; `.gz` files are decompressed).
+    #[arg(long, value_name = "TEXT_FILE")]
+    pub train: PathBuf,
+    /// Held-out validation text (UTF-8; `.gz` files are decompressed).
+    #[arg(long, value_name = "TEXT_FILE")]
+    pub valid: PathBuf,
+    /// The tokenizer.json to use (make one with `bitnet train-tokenizer`); its vocabulary size sets the model's.
+    #[arg(long, value_name = "TOKENIZER_JSON")]
+    pub tokenizer: PathBuf,
+    /// Output directory: checkpoints, logs, train-summary.json, and the exported model in `model/`.
+    #[arg(long, value_name = "DIR", required_unless_present = "bench")]
+    pub out: Option<PathBuf>,
+    /// Architecture from the zoo (tiny, small, ...); its vocab_size is replaced by the tokenizer's.
+    #[arg(long, default_value = "small", value_name = "NAME", conflicts_with = "config")]
+    pub arch: String,
+    /// A config.json (model_type "bitnet", tied embeddings) instead of --arch.
+    #[arg(long, value_name = "CONFIG_JSON")]
+    pub config: Option<PathBuf>,
+    /// Train the full-precision baseline (plain Linear layers) instead of the ternary model (not exported).
+    #[arg(long)]
+    pub full_precision: bool,
+    /// Window length in tokens: each example predicts tokens 2..N of a window from their prefix.
+    #[arg(long, default_value_t = 129, value_name = "N")]
+    pub context: usize,
+    /// Windows per optimizer step.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub batch_size: usize,
+    /// Optimizer steps (rounded up to a whole number of checkpoint intervals).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub steps: usize,
+    /// Steps between checkpoints; each checkpoint also runs the validation.
+    #[arg(long, default_value_t = 250, value_name = "N")]
+    pub checkpoint_every: usize,
+    /// Peak learning rate (stage one).
+    #[arg(long, default_value_t = 2e-3, value_name = "LR")]
+    pub lr: f64,
+    /// Learning rate at the start of stage two (the cooldown; decays to 0).
+    #[arg(long, default_value_t = 1e-4, value_name = "LR")]
+    pub stage_two_lr: f64,
+    /// Fraction of the steps in stage one.
+    #[arg(long, default_value_t = 0.5, value_name = "F")]
+    pub stage_one_fraction: f64,
+    /// Linear learning-rate warm-up steps.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub warmup_steps: usize,
+    /// AdamW weight decay in stage one (stage two uses none).
+    #[arg(long, default_value_t = 0.1, value_name = "WD")]
+    pub weight_decay: f32,
+    /// Clip each parameter's gradient to this L2 norm (0 disables).
+    #[arg(long, default_value_t = 1.0, value_name = "NORM")]
+    pub grad_clip: f32,
+    /// Steps over which the quantization strength λ ramps from 0 to 1 (0: fully ternary from the start).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub lambda_warmup_steps: usize,
+    /// Seed of the initialization and of the data order.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Continue the run in --out from its last complete checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Also export the trained model as `<out>/model/model.gguf` with this ternary encoding (i2s: bitnet.cpp, any
+    /// shape; tq2_0: llama.cpp, input widths a multiple of 256).
+    #[arg(long, value_name = "TYPE", value_parser = ["i2s", "tq2_0"])]
+    pub gguf: Option<String>,
+    /// Instead of training: time N optimizer steps of the ternary model and of the full-precision baseline
+    /// (same configuration and batches) and print {"qat_ms_per_step", "fp_ms_per_step", "ratio", ...}.
+    #[arg(long, value_name = "N")]
+    pub bench: Option<usize>,
+    /// The device to train on.
+    #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+    pub device: TrainDevice,
+}
+
+/// Reads and tokenizes a text file.
+pub fn tokenize_file(tokenizer: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
+    let text = bitnet_train::data::read_text(path)?;
+    Ok(tokenizer.encode(&text)?)
+}
+
+impl TrainArgs {
+    /// The architecture with the tokenizer's vocabulary.
+    fn model_config(&self, vocab_size: usize) -> Result<BitNetConfig> {
+        let mut config = match &self.config {
+            Some(path) => BitNetConfig::from_file(path)?,
+            None => {
+                let text = arch_config_json(&self.arch).ok_or_else(|| {
+                    UsageError(format!("unknown --arch '{}': expected one of {}", self.arch, ARCHS.join(", ")))
+                })?;
+                BitNetConfig::from_json(&text).map_err(anyhow::Error::msg)?
+            }
+        };
+        config.vocab_size = vocab_size;
+        config.bos_token_id = None;
+        config.eos_token_ids = vec![];
+        Ok(config)
+    }
+
+    fn train_config(&self, model: BitNetConfig) -> Result<TrainConfig> {
+        let config = TrainConfig {
+            model,
+            full_precision: self.full_precision,
+            context: self.context,
+            batch_size: self.batch_size,
+            steps: self.steps,
+            checkpoint_every: self.checkpoint_every,
+            lr: self.lr,
+            stage_two_lr: self.stage_two_lr,
+            stage_one_fraction: self.stage_one_fraction,
+            warmup_steps: self.warmup_steps,
+            weight_decay: self.weight_decay,
+            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+            lambda_warmup_steps: self.lambda_warmup_steps,
+            seed: self.seed,
+        };
+        config.check().map_err(|e| UsageError(e.to_string()))?;
+        let m = &config.model;
+        if self.gguf.as_deref() == Some("tq2_0")
+            && !(m.hidden_size.is_multiple_of(256) && m.intermediate_size.is_multiple_of(256))
+        {
+            return Err(UsageError(format!(
+                "--gguf tq2_0 needs hidden_size and intermediate_size multiples of 256 (got {} and {}): use --gguf i2s",
+                m.hidden_size, m.intermediate_size
+            ))
+            .into());
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the command.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let built = match args.device {
+        TrainDevice::Cpu => true,
+        TrainDevice::Wgpu => cfg!(feature = "wgpu"),
+        TrainDevice::Cuda => cfg!(feature = "cuda"),
+    };
+    if !built {
+        let name = format!("{:?}", args.device).to_lowercase();
+        return Err(UsageError(format!("--device {name} needs a bitnet built with `--features {name}`")).into());
+    }
+    let tokenizer_bytes =
+        std::fs::read(&args.tokenizer).with_context(|| format!("reading {}", args.tokenizer.display()))?;
+    let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
+        .map_err(|e| anyhow::anyhow!("{}: invalid tokenizer: {e}", args.tokenizer.display()))?;
+    let model = args.model_config(tokenizer.vocab_size())?;
+    let config = args.train_config(model)?;
+    eprintln!("tokenizing {} and {} ...", args.train.display(), args.valid.display());
+    let train_tokens = tokenize_file(&tokenizer, &args.train)?;
+    let valid_tokens = tokenize_file(&tokenizer, &args.valid)?;
+    let train_data = Arc::new(TokenWindows::new(train_tokens, config.context));
+    let valid_data = Arc::new(TokenWindows::new(valid_tokens, config.context));
+    eprintln!(
+        "{} model, {} train tokens, {} validation tokens, {} steps of {} x {} tokens",
+        if config.full_precision { "full-precision" } else { "ternary" },
+        train_data.len_tokens(),
+        valid_data.scored_tokens(),
+        config.total_steps(),
+        config.batch_size,
+        config.context - 1
+    );
+    match args.device {
+        TrainDevice::Cpu => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(
+            &args,
+            &config,
+            &tokenizer_bytes,
+            train_data,
+            valid_data,
+            &Default::default(),
+        ),
+        #[cfg(feature = "wgpu")]
+        TrainDevice::Wgpu => run_on::<burn::backend::Autodiff<burn::backend::Wgpu>>(
+            &args,
+            &config,
+            &tokenizer_bytes,
+            train_data,
+            valid_data,
+            &Default::default(),
+        ),
+        #[cfg(feature = "cuda")]
+        TrainDevice::Cuda => run_on::<burn::backend::Autodiff<burn::backend::Cuda>>(
+            &args,
+            &config,
+            &tokenizer_bytes,
+            train_data,
+            valid_data,
+            &Default::default(),
+        ),
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("checked above"),
+    }
+}
+
+fn run_on<B>(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    tokenizer_json: &[u8],
+    train_data: Arc<TokenWindows>,
+    valid_data: Arc<TokenWindows>,
+    device: &B::Device,
+) -> Result<()>
+where
+    B: AutodiffBackend + TernaryBackend,
+    B::InnerBackend: TernaryBackend,
+{
+    if let Some(steps) = args.bench {
+        let qat = bitnet_train::bench::seconds_per_step::<B>(config, &train_data, true, steps, device)?;
+        let fp = bitnet_train::bench::seconds_per_step::<B>(config, &train_data, false, steps, device)?;
+        let tokens = (config.batch_size * (config.context - 1)) as f64;
+        println!(
+            "{}",
+            serde_json::json!({
+                "steps": steps,
+                "tokens_per_step": tokens,
+                "qat_ms_per_step": qat * 1e3,
+                "fp_ms_per_step": fp * 1e3,
+                "ratio": qat / fp,
+                "qat_tokens_per_s": tokens / qat,
+                "fp_tokens_per_s": tokens / fp,
+            })
+        );
+        return Ok(());
+    }
+    let out_dir = args.out.as_ref().ok_or_else(|| UsageError("--out is required".into()))?;
+    let (model, report) = train::<B>(config, train_data, valid_data, out_dir, args.resume, device)?;
+    eprintln!(
+        "validation loss {:.4} nats/token (ppl {:.2}) over {} tokens; {:.0} training tokens/s",
+        report.valid_loss,
+        report.valid_loss.exp(),
+        report.valid_tokens,
+        report.tokens_per_second
+    );
+    let summary = serde_json::json!({
+        "quantized": !config.full_precision,
+        "valid_loss": report.valid_loss,
+        "valid_tokens": report.valid_tokens,
+        "context": config.context,
+        "steps": report.steps,
+        "seconds": report.seconds,
+        "train_tokens_per_s": report.tokens_per_second,
+    });
+    let summary_path = out_dir.join("train-summary.json");
+    std::fs::write(&summary_path, format!("{summary:#}\n"))
+        .with_context(|| format!("writing {}", summary_path.display()))?;
+    if !config.full_precision {
+        let dir = out_dir.join("model");
+        export_hf_packed(&model, Some(tokenizer_json), &dir)?;
+        if let Some(kind) = &args.gguf {
+            let ty = if kind == "tq2_0" { TernaryGgufType::Tq2_0 } else { TernaryGgufType::I2s };
+            let path = out_dir.join("model").join("model.gguf");
+            bitnet_train::export::export_gguf(&model, ty, &path)?;
+            eprintln!("exported {}", path.display());
+        }
+        eprintln!(
+            "exported the packed model to {} (score it: bitnet perplexity --model {} --file {} --context {})",
+            dir.display(),
+            dir.display(),
+            args.valid.display(),
+            config.context
+        );
+    }
+    println!("{summary}");
+    Ok(())
+}

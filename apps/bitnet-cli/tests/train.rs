@@ -1,0 +1,213 @@
+//! `bitnet train-tokenizer` and `bitnet train` as a user runs them: a run killed with SIGKILL in the middle of
+//! a checkpoint interval resumes from its last checkpoint and ends exactly where an uninterrupted run ends; no
+//! checkpoint file is ever half-written; the exported model scores the validation text as training did; and the
+//! embedded default model runs with no --model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bitnet() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bitnet"));
+    c.env("BITNET_THREADS", "2");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bitnet().args(args).output().unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bitnet-cli-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/shakespeare/valid.txt.gz")
+}
+
+/// A tokenizer and a small train/valid split in `dir`.
+fn prepare(dir: &Path) -> (String, String, String) {
+    let tok = dir.join("tokenizer.json");
+    let out = run(&[
+        "train-tokenizer",
+        "--file",
+        corpus().to_str().unwrap(),
+        "--vocab-size",
+        "300",
+        "--out",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = bitnet_train::data::read_text(&corpus()).unwrap();
+    let train = dir.join("train.txt");
+    let valid = dir.join("valid.txt");
+    std::fs::write(&train, &text[..40_000]).unwrap();
+    std::fs::write(&valid, &text[40_000..43_000]).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    (s(&tok), s(&train), s(&valid))
+}
+
+fn train_args<'a>(tok: &'a str, train: &'a str, valid: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--train",
+        train,
+        "--valid",
+        valid,
+        "--tokenizer",
+        tok,
+        "--out",
+        out,
+        "--arch",
+        "tiny",
+        "--context",
+        "33",
+        "--batch-size",
+        "4",
+        "--steps",
+        "24",
+        "--checkpoint-every",
+        "6",
+        "--warmup-steps",
+        "3",
+        "--lr",
+        "5e-3",
+        "--seed",
+        "3",
+    ]
+}
+
+fn summary(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+fn assert_no_partial_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("checkpoint")) else { return };
+    for e in entries {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        // Temporary files are hidden and never carry the record extension; finished records are complete.
+        assert!(name.ends_with(".mpk") || (name.starts_with('.') && name.contains(".tmp-")), "{name}");
+    }
+}
+
+#[test]
+fn sigkill_mid_interval_then_resume_ends_where_an_uninterrupted_run_ends() {
+    let dir = tmp("resume");
+    let (tok, train, valid) = prepare(&dir);
+    let straight = dir.join("straight");
+    let reference = summary(&run(&train_args(&tok, &train, &valid, straight.to_str().unwrap())));
+
+    let killed = dir.join("killed");
+    let killed_s = killed.to_str().unwrap().to_string();
+    let mut child = bitnet()
+        .args(train_args(&tok, &train, &valid, &killed_s))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first complete checkpoint, then kill during the next interval.
+    let started = Instant::now();
+    while bitnet_train::checkpoint::latest_complete_checkpoint(&killed).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "training ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let last = bitnet_train::checkpoint::latest_complete_checkpoint(&killed).unwrap();
+    assert!(last < 4, "the run was killed before its end (last checkpoint {last})");
+    assert_no_partial_files(&killed);
+
+    // Without --resume the directory is protected.
+    let out = run(&train_args(&tok, &train, &valid, &killed_s));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+
+    let mut args = train_args(&tok, &train, &valid, &killed_s);
+    args.extend(["--resume", "--gguf", "i2s"]);
+    let out = run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(stderr.contains(&format!("resuming from checkpoint {last}")), "{stderr}");
+    let resumed = summary(&out);
+    assert_eq!(resumed["steps"], reference["steps"]);
+    let (a, b) = (resumed["valid_loss"].as_f64().unwrap(), reference["valid_loss"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-5, "resumed run ends at validation loss {a}, the uninterrupted one at {b}");
+    assert_no_partial_files(&killed);
+
+    // The exported model, scored by `bitnet perplexity`, reproduces the training-time validation loss.
+    let model = killed.join("model");
+    let out = run(&["perplexity", "--model", model.to_str().unwrap(), "--file", &valid, "--context", "33", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let score: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nll = score["nll"].as_f64().unwrap();
+    assert!((nll - a).abs() < 1e-3, "bitnet perplexity nll {nll} vs training validation loss {a}");
+    assert_eq!(score["tokens"], resumed["valid_tokens"]);
+    // The GGUF export (I2_S, same codes and f32 scales) scores the same.
+    let gguf = model.join("model.gguf");
+    let out = run(&["perplexity", "--model", gguf.to_str().unwrap(), "--file", &valid, "--context", "33", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let score: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gguf_nll = score["nll"].as_f64().unwrap();
+    assert!((gguf_nll - nll).abs() < 1e-4, "GGUF nll {gguf_nll} vs HF nll {nll}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_training_input_is_a_one_line_error() {
+    let dir = tmp("bad");
+    let (tok, train, valid) = prepare(&dir);
+    let out_dir = dir.join("o");
+    let o = out_dir.to_str().unwrap();
+    let mut cases = vec![
+        (("--context", "1"), 2, "--context must be at least 2"),
+        (("--context", "4096"), 2, "max_position_embeddings"),
+        (("--arch", "huge"), 2, "unknown --arch"),
+        (("--steps", "0"), 2, "--steps"),
+        (("--gguf", "tq2_0"), 2, "multiples of 256"),
+        (("--gguf", "q4_0"), 2, "q4_0"),
+    ];
+    if !cfg!(feature = "cuda") {
+        cases.push((("--device", "cuda"), 2, "--features cuda"));
+    }
+    for ((flag, value), code, needle) in cases {
+        let mut a = train_args(&tok, &train, &valid, o);
+        // Replace the flag's value if the base arguments set it, else append it.
+        match a.iter().position(|x| *x == flag) {
+            Some(i) => a[i + 1] = value,
+            None => a.extend([flag, value]),
+        }
+        let out = run(&a);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{a:?}: {stderr}");
+        assert!(stderr.contains(needle), "{a:?}: {stderr}");
+        if !stderr.contains("For more information") {
+            // Our own errors are one line (clap's parse errors add a usage hint).
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{a:?}: {stderr}");
+        }
+    }
+    let out = run(&train_args(&tok, "/nonexistent/train.txt", &valid, o));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/train.txt"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_embedded_default_model_generates_without_model() {
+    let cache = tmp("default");
+    let out = bitnet()
+        .env("BITNET_CACHE", &cache)
+        .args(["generate", "--prompt", "ROMEO:", "--max-new-tokens", "12", "--temperature", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tokens"].as_array().unwrap().len(), 12);
+    assert!(!json["text"].as_str().unwrap().is_empty());
+    std::fs::remove_dir_all(&cache).unwrap();
+}

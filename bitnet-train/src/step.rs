@@ -1,0 +1,44 @@
+//! burn-train steps: the training step (loss, backward) and the validation step of [`TrainableBitNet`].
+//!
+//! The output's `loss` holds one loss per target token, so burn-train's loss metric (a mean weighted by the
+//! number of entries) averages over tokens across batches of different sizes: the validation loss is the mean
+//! next-token negative log-likelihood over every scored token, the number `bitnet perplexity` reports as `nll`.
+
+use crate::data::LmBatch;
+use crate::model::TrainableBitNet;
+use bitnet_backend::TernaryBackend;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+
+impl<B: TernaryBackend> TrainableBitNet<B> {
+    /// Per-token losses, flattened logits and targets of a batch.
+    pub fn forward_batch(&self, batch: LmBatch<B>) -> ClassificationOutput<B> {
+        let [b, t] = batch.targets.dims();
+        let (loss, output) = self.token_losses(batch.inputs, batch.targets.clone());
+        ClassificationOutput { loss, output, targets: batch.targets.reshape([b * t]) }
+    }
+}
+
+impl<B: AutodiffBackend + TernaryBackend> TrainStep for TrainableBitNet<B>
+where
+    B::InnerBackend: TernaryBackend,
+{
+    type Input = LmBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        let item = self.forward_batch(batch);
+        let grads = item.loss.clone().mean().backward();
+        self.count_step();
+        TrainOutput::new(self, grads, item)
+    }
+}
+
+impl<B: TernaryBackend> InferenceStep for TrainableBitNet<B> {
+    type Input = LmBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> ClassificationOutput<B> {
+        self.forward_batch(batch)
+    }
+}

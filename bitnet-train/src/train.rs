@@ -1,0 +1,230 @@
+//! The training run: data, model, AdamW + two-stage schedule, burn-train's `Learner`, crash-safe checkpoints
+//! every N steps, resume, and the final validation.
+
+use crate::checkpoint::{latest_complete_checkpoint, AtomicFileRecorder};
+use crate::data::{TokenWindows, TrainLoader, ValidLoader};
+use crate::error::{Result, TrainError};
+use crate::metric::TokensPerSecond;
+use crate::model::TrainableBitNet;
+use crate::optim::StagedAdamW;
+use crate::schedule::TwoStageSchedule;
+use bitnet_backend::TernaryBackend;
+use bitnet_models::BitNetConfig;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
+use burn::train::{Learner, SupervisedTraining};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Settings of a training run (the `bitnet train` flags).
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// The architecture (tied embeddings).
+    pub model: BitNetConfig,
+    /// Train the full-precision baseline (plain `Linear`) instead of the ternary model.
+    pub full_precision: bool,
+    /// Window length in tokens (`T + 1`: `T` inputs and `T` targets).
+    pub context: usize,
+    /// Windows per optimizer step.
+    pub batch_size: usize,
+    /// Total optimizer steps (rounded up to a whole number of checkpoint intervals).
+    pub steps: usize,
+    /// Steps between checkpoints (and validations): one burn-train epoch.
+    pub checkpoint_every: usize,
+    /// Peak learning rate of stage one.
+    pub lr: f64,
+    /// Learning rate at the start of stage two.
+    pub stage_two_lr: f64,
+    /// Fraction of the steps in stage one.
+    pub stage_one_fraction: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// AdamW weight decay of stage one (stage two uses 0).
+    pub weight_decay: f32,
+    /// Per-parameter gradient norm clip.
+    pub grad_clip: Option<f32>,
+    /// Steps over which the fake-quantization factor λ ramps from 0 to 1 (0: quantized from the start).
+    pub lambda_warmup_steps: usize,
+    /// Seed of the initialization and of the data order.
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// Checks the settings; the error names the flag.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.context < 2 {
+            return bad(format!("--context must be at least 2 tokens, got {}", self.context));
+        }
+        if self.context > self.model.max_position_embeddings {
+            return bad(format!(
+                "--context {} exceeds the model's max_position_embeddings {}",
+                self.context, self.model.max_position_embeddings
+            ));
+        }
+        if self.batch_size == 0 || self.steps == 0 || self.checkpoint_every == 0 {
+            return bad("--batch-size, --steps and --checkpoint-every must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.stage_two_lr >= 0.0 && self.stage_two_lr.is_finite()) {
+            return bad("--lr must be positive and --stage-two-lr non-negative".into());
+        }
+        if !(0.0..=1.0).contains(&self.stage_one_fraction) {
+            return bad(format!("--stage-one-fraction must be in [0, 1], got {}", self.stage_one_fraction));
+        }
+        if !self.model.tie_word_embeddings {
+            return bad("trained models use tied embeddings (tie_word_embeddings = true)".into());
+        }
+        Ok(())
+    }
+
+    /// Steps actually run: `steps` rounded up to whole checkpoint intervals.
+    pub fn total_steps(&self) -> usize {
+        self.steps.div_ceil(self.checkpoint_every) * self.checkpoint_every
+    }
+
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> TwoStageSchedule {
+        let total = self.total_steps();
+        let stage_one =
+            ((total as f64 * self.stage_one_fraction).round() as usize).clamp(self.warmup_steps.min(total), total);
+        TwoStageSchedule {
+            peak: self.lr,
+            stage_two: self.stage_two_lr,
+            warmup_steps: self.warmup_steps.min(stage_one),
+            stage_one_steps: stage_one,
+            total_steps: total,
+            step: 0,
+        }
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// Mean validation loss (nats/token) of the final model, over every scored validation token.
+    pub valid_loss: f64,
+    /// Validation tokens scored.
+    pub valid_tokens: usize,
+    /// Optimizer steps of the whole run.
+    pub steps: usize,
+    /// Wall time of this process's training, seconds.
+    pub seconds: f64,
+    /// Training tokens per second of this process.
+    pub tokens_per_second: f64,
+}
+
+/// Mean next-token loss of `model` over all validation windows (the definition of `bitnet_models::perplexity`).
+pub fn evaluate<B: TernaryBackend>(
+    model: &TrainableBitNet<B>,
+    valid: &Arc<TokenWindows>,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<(f64, usize)> {
+    let loader = ValidLoader::<B>::new(valid.clone(), batch_size, device.clone());
+    let (mut total, mut count) = (0f64, 0usize);
+    for windows in loader.batches() {
+        let batch = crate::data::batch_of::<B>(&windows, device);
+        let (losses, _) = model.token_losses(batch.inputs, batch.targets);
+        let values = losses
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| TrainError::Data(format!("reading losses: {e:?}")))?;
+        total += values.iter().map(|&v| v as f64).sum::<f64>();
+        count += values.len();
+    }
+    Ok((total / count.max(1) as f64, count))
+}
+
+/// Runs (or, with `resume`, continues) training into `artifact_dir` and returns the trained model and its report.
+pub fn train<B>(
+    config: &TrainConfig,
+    train_data: Arc<TokenWindows>,
+    valid_data: Arc<TokenWindows>,
+    artifact_dir: &Path,
+    resume: bool,
+    device: &B::Device,
+) -> Result<(TrainableBitNet<B::InnerBackend>, TrainReport)>
+where
+    B: AutodiffBackend + TernaryBackend,
+    B::InnerBackend: TernaryBackend,
+{
+    config.check()?;
+    if train_data.full_windows() < 1 {
+        return Err(TrainError::Data(format!(
+            "the training text has {} tokens: fewer than one window of --context {}",
+            train_data.len_tokens(),
+            config.context
+        )));
+    }
+    if valid_data.scored_tokens() == 0 {
+        return Err(TrainError::Data("the validation text has fewer than 2 tokens".into()));
+    }
+    let existing = latest_complete_checkpoint(artifact_dir);
+    let start_epoch = match (resume, existing) {
+        (true, e) => e,
+        (false, Some(e)) => {
+            return Err(TrainError::Config(format!(
+                "{} already holds checkpoint {e}: pass --resume to continue it, or choose another --out",
+                artifact_dir.display()
+            )))
+        }
+        (false, None) => None,
+    };
+    let every = config.checkpoint_every;
+    let epochs = config.total_steps() / every;
+    let done_steps = start_epoch.unwrap_or(0) * every;
+    if done_steps >= config.total_steps() {
+        return Err(TrainError::Config(format!(
+            "{} already holds the final checkpoint ({} steps): nothing to resume",
+            artifact_dir.display(),
+            done_steps
+        )));
+    }
+    B::seed(device, config.seed);
+    let model = TrainableBitNet::<B>::new(&config.model, !config.full_precision, config.lambda_warmup_steps, device);
+    model.set_steps(done_steps);
+    let train_loader = TrainLoader::<B>::new(
+        train_data,
+        config.batch_size,
+        every,
+        config.seed,
+        start_epoch.unwrap_or(0),
+        device.clone(),
+    );
+    let valid_loader = ValidLoader::<B::InnerBackend>::new(valid_data.clone(), config.batch_size, device.clone());
+    let stage_one_steps = config.schedule().stage_one_steps;
+    let optimizer =
+        StagedAdamW::new(config.weight_decay, stage_one_steps).init::<B, TrainableBitNet<B>>(config.grad_clip);
+    let mut training = SupervisedTraining::new(artifact_dir, Arc::new(train_loader), Arc::new(valid_loader))
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(PerplexityMetric::new())
+        .metric_valid_numeric(PerplexityMetric::new())
+        .metric_train_numeric(TokensPerSecond::new())
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_file_checkpointer(AtomicFileRecorder::default())
+        .renderer(crate::progress::StepProgress::new(every, config.total_steps()))
+        .num_epochs(epochs)
+        .summary();
+    if let Some(epoch) = start_epoch {
+        eprintln!("resuming from checkpoint {epoch} (step {done_steps} of {})", config.total_steps());
+        training = training.checkpoint(epoch);
+    }
+    let started = Instant::now();
+    let result = training.launch(Learner::new(model, optimizer, config.schedule()));
+    let seconds = started.elapsed().as_secs_f64();
+    let trained = result.model;
+    let run_steps = config.total_steps() - done_steps;
+    let tokens = (run_steps * config.batch_size * (config.context - 1)) as f64;
+    let (valid_loss, valid_tokens) = evaluate(&trained, &valid_data, config.batch_size, device)?;
+    let report = TrainReport {
+        valid_loss,
+        valid_tokens,
+        steps: config.total_steps(),
+        seconds,
+        tokens_per_second: tokens / seconds.max(1e-9),
+    };
+    Ok((trained, report))
+}
