@@ -48,7 +48,10 @@ impl StepProgress {
             .map(|(_, n)| n.clone())
             .unwrap_or_else(|| "metric".into());
         let list = if valid { &mut self.valid } else { &mut self.train };
-        let value = entry.serialized_entry.formatted.clone();
+        // burn formats numeric entries as "epoch <running> - batch <latest>": keep the running value.
+        let formatted = &entry.serialized_entry.formatted;
+        let running = formatted.strip_prefix("epoch ").and_then(|r| r.split(" - batch").next()).unwrap_or(formatted);
+        let value = format!("{name} {running}");
         match list.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
             None => list.push((name, value)),

@@ -66,7 +66,9 @@ impl TrainConfig {
         if self.batch_size == 0 || self.steps == 0 || self.checkpoint_every == 0 {
             return bad("--batch-size, --steps and --checkpoint-every must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.stage_two_lr >= 0.0 && self.stage_two_lr.is_finite()) {
+        let rates_ok =
+            self.lr > 0.0 && self.lr.is_finite() && self.stage_two_lr >= 0.0 && self.stage_two_lr.is_finite();
+        if !rates_ok {
             return bad("--lr must be positive and --stage-two-lr non-negative".into());
         }
         if !(0.0..=1.0).contains(&self.stage_one_fraction) {

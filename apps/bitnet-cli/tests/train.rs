@@ -211,3 +211,19 @@ fn the_embedded_default_model_generates_without_model() {
     assert!(!json["text"].as_str().unwrap().is_empty());
     std::fs::remove_dir_all(&cache).unwrap();
 }
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn trains_on_wgpu() {
+    let dir = tmp("wgpu");
+    let (tok, train, valid) = prepare(&dir);
+    let out_dir = dir.join("o");
+    let mut args = train_args(&tok, &train, &valid, out_dir.to_str().unwrap());
+    let steps = args.iter().position(|x| *x == "--steps").unwrap();
+    args[steps + 1] = "4";
+    args.extend(["--device", "wgpu"]);
+    let s = summary(&run(&args));
+    assert!(s["valid_loss"].as_f64().unwrap().is_finite());
+    assert!(out_dir.join("model/model.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

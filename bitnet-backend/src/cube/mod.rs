@@ -5,6 +5,12 @@ pub mod kernels;
 
 /// burn's raw CubeCL backend (without the Fusion wrapper), re-exported for users and tests.
 pub use burn_cubecl::CubeBackend;
+/// The CUDA runtime of CubeCL (burn does not re-export it).
+#[cfg(feature = "cuda")]
+pub use cubecl::cuda::CudaRuntime;
+/// The wgpu runtime of CubeCL.
+#[cfg(feature = "wgpu")]
+pub use cubecl::wgpu::WgpuRuntime;
 
 use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use burn::tensor::{Shape, TensorMetadata};

@@ -5,6 +5,12 @@ use super::UsageError;
 use anyhow::{Context, Result};
 use bitnet_train::data::TokenWindows;
 use bitnet_train::export::export_hf_packed;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use bitnet_train::models::backend::cube::CubeBackend;
+#[cfg(feature = "cuda")]
+use bitnet_train::models::backend::cube::CudaRuntime;
+#[cfg(feature = "wgpu")]
+use bitnet_train::models::backend::cube::WgpuRuntime;
 use bitnet_train::models::backend::TernaryBackend;
 use bitnet_train::models::load::gguf_write::TernaryGgufType;
 use bitnet_train::models::tokenizer::Tokenizer;
@@ -200,7 +206,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             &Default::default(),
         ),
         #[cfg(feature = "wgpu")]
-        TrainDevice::Wgpu => run_on::<burn::backend::Autodiff<burn::backend::Wgpu>>(
+        // The raw CubeCL backends: burn 0.21's Fusion wrapper loses tensor handles when burn-train's asynchronous
+        // checkpointer reads the records during the next step.
+        TrainDevice::Wgpu => run_on::<burn::backend::Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>>(
             &args,
             &config,
             &tokenizer_bytes,
@@ -209,7 +217,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             &Default::default(),
         ),
         #[cfg(feature = "cuda")]
-        TrainDevice::Cuda => run_on::<burn::backend::Autodiff<burn::backend::Cuda>>(
+        TrainDevice::Cuda => run_on::<burn::backend::Autodiff<CubeBackend<CudaRuntime, f32, i32, u8>>>(
             &args,
             &config,
             &tokenizer_bytes,
