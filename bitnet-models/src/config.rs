@@ -16,6 +16,22 @@ pub enum Activation {
     Silu,
 }
 
+/// Which member of the BitNet b1.58 family a config describes: it decides the block's norms and their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `model_type` "bitnet" (microsoft/bitnet-b1.58-2B-4T, transformers' `BitNetForCausalLM`): sub-norms
+    /// `self_attn.attn_sub_norm` before `o_proj` and `mlp.ffn_sub_norm` before `down_proj`; relu² by default.
+    BitNet,
+    /// `model_type` "llama" with `architectures` ["BitnetForCausalLM"] (1bitLLM/bitnet_b1_58-large and -3B, fp16
+    /// latent weights quantized at load): the same sub-norms, named `self_attn.inner_attn_ln` and
+    /// `mlp.ffn_layernorm`; SiLU.
+    OneBitLlm,
+    /// `model_type` "llama" with `quantization_config.quant_method` "bitnet" (HF1BitLLM/Llama3-8B-1.58-100B-tokens,
+    /// tiiuae Falcon3-*-1.58bit, Falcon-E): LLaMA blocks with BitLinear projections, no sub-norms, SiLU,
+    /// optionally an RMSNorm inside every BitLinear (`use_rms_norm`).
+    LlamaBitNet,
+}
+
 /// How a packed checkpoint's `weight_scale` relates to the absmean scale `g` (transformers'
 /// `quantization_config.linear_class`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +75,11 @@ pub struct BitNetConfig {
     pub bos_token_id: Option<u32>,
     /// End-of-sequence tokens.
     pub eos_token_ids: Vec<u32>,
+    /// The family member (block layout and tensor names).
+    pub family: Family,
+    /// `quantization_config.use_rms_norm`: every BitLinear normalizes its input with its own RMSNorm (weight
+    /// `<proj>.rms_norm.weight`) of this epsilon before quantizing it.
+    pub linear_rms_norm_eps: Option<f64>,
 }
 
 impl BitNetConfig {
@@ -72,11 +93,24 @@ impl BitNetConfig {
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
         let obj = v.as_object().ok_or("expected a JSON object")?;
-        if let Some(mt) = obj.get("model_type").and_then(Value::as_str) {
-            if mt != "bitnet" {
-                return Err(format!("model_type is '{mt}', expected 'bitnet'"));
+        let quant = obj.get("quantization_config");
+        let quant_method = quant.and_then(|q| q.get("quant_method")).and_then(Value::as_str);
+        let architectures: Vec<&str> = obj
+            .get("architectures")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let family = match obj.get("model_type").and_then(Value::as_str).unwrap_or("bitnet") {
+            "bitnet" => Family::BitNet,
+            "llama" if architectures.contains(&"BitnetForCausalLM") => Family::OneBitLlm,
+            "llama" if quant_method == Some("bitnet") => Family::LlamaBitNet,
+            "llama" => {
+                return Err("model_type 'llama' without quantization_config.quant_method 'bitnet' (or the \
+                    BitnetForCausalLM architecture) is a full-precision model, not BitNet b1.58"
+                    .into())
             }
-        }
+            mt => return Err(format!("model_type is '{mt}', expected 'bitnet' (or a BitNet 'llama')")),
+        };
         let usize_field = |name: &str| -> std::result::Result<Option<usize>, String> {
             match obj.get(name) {
                 None | Some(Value::Null) => Ok(None),
@@ -113,21 +147,28 @@ impl BitNetConfig {
                 return Err(format!("rope_type '{kind}' is not supported (only 'default')"));
             }
         }
-        let activation = match obj.get("hidden_act").and_then(Value::as_str).unwrap_or("relu2") {
+        let default_act = if family == Family::BitNet { "relu2" } else { "silu" };
+        let activation = match obj.get("hidden_act").and_then(Value::as_str).unwrap_or(default_act) {
             "relu2" => Activation::Relu2,
             "silu" => Activation::Silu,
             other => return Err(format!("hidden_act '{other}' is not supported (relu2, silu)")),
         };
-        let scale_convention = match obj
-            .get("quantization_config")
-            .and_then(|q| q.get("linear_class"))
-            .and_then(Value::as_str)
-            .unwrap_or("bitlinear")
-        {
-            "bitlinear" => ScaleConvention::Divide,
-            "autobitlinear" => ScaleConvention::Multiply,
-            other => return Err(format!("quantization_config.linear_class '{other}' is unknown")),
+        let linear_rms_norm_eps = match quant.and_then(|q| q.get("use_rms_norm")).and_then(Value::as_bool) {
+            Some(true) => Some(
+                quant
+                    .and_then(|q| q.get("rms_norm_eps"))
+                    .and_then(Value::as_f64)
+                    .filter(|e| e.is_finite() && *e > 0.0)
+                    .unwrap_or(1e-6),
+            ),
+            _ => None,
         };
+        let scale_convention =
+            match quant.and_then(|q| q.get("linear_class")).and_then(Value::as_str).unwrap_or("bitlinear") {
+                "bitlinear" => ScaleConvention::Divide,
+                "autobitlinear" => ScaleConvention::Multiply,
+                other => return Err(format!("quantization_config.linear_class '{other}' is unknown")),
+            };
         let token = |x: &Value| x.as_u64().filter(|&n| n < (1 << 32)).map(|n| n as u32);
         let eos_token_ids = match obj.get("eos_token_id") {
             None | Some(Value::Null) => vec![],
@@ -153,6 +194,8 @@ impl BitNetConfig {
             scale_convention,
             bos_token_id: obj.get("bos_token_id").and_then(token),
             eos_token_ids,
+            family,
+            linear_rms_norm_eps,
         };
         config.check()?;
         Ok(config)
@@ -168,12 +211,6 @@ impl BitNetConfig {
         }
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim ({}) must be even for RoPE", self.head_dim));
-        }
-        if self.num_attention_heads * self.head_dim != self.hidden_size {
-            return Err(format!(
-                "num_attention_heads * head_dim ({} * {}) must equal hidden_size ({}): the attention sub-norm spans hidden_size",
-                self.num_attention_heads, self.head_dim, self.hidden_size
-            ));
         }
         if self.max_position_embeddings > 1 << 20 {
             return Err(format!("max_position_embeddings {} is beyond 2^20", self.max_position_embeddings));
@@ -197,9 +234,19 @@ impl BitNetConfig {
             ScaleConvention::Divide => "bitlinear",
             ScaleConvention::Multiply => "autobitlinear",
         };
+        let (model_type, architecture) = match self.family {
+            Family::BitNet => ("bitnet", "BitNetForCausalLM"),
+            Family::OneBitLlm => ("llama", "BitnetForCausalLM"),
+            Family::LlamaBitNet => ("llama", "LlamaForCausalLM"),
+        };
+        let mut quantization = serde_json::json!({"quant_method": "bitnet", "linear_class": linear_class});
+        if let Some(eps) = self.linear_rms_norm_eps {
+            quantization["use_rms_norm"] = true.into();
+            quantization["rms_norm_eps"] = eps.into();
+        }
         let value = serde_json::json!({
-            "architectures": ["BitNetForCausalLM"],
-            "model_type": "bitnet",
+            "architectures": [architecture],
+            "model_type": model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -215,7 +262,7 @@ impl BitNetConfig {
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_ids,
             "torch_dtype": "float32",
-            "quantization_config": {"quant_method": "bitnet", "linear_class": linear_class},
+            "quantization_config": quantization,
         });
         serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
     }
@@ -242,6 +289,26 @@ mod tests {
     }
 
     #[test]
+    fn maps_the_family_members() {
+        let llama = TWO_B
+            .replace(r#""model_type":"bitnet""#, r#""model_type":"llama""#)
+            .replace(r#""hidden_act":"relu2","#, "");
+        let c = BitNetConfig::from_json(&llama).unwrap();
+        assert_eq!((c.family, c.activation, c.linear_rms_norm_eps), (Family::LlamaBitNet, Activation::Silu, None));
+        let normed = llama
+            .replace(r#""linear_class":"autobitlinear"}"#, r#""linear_class":"autobitlinear","use_rms_norm":true}"#);
+        assert_eq!(BitNetConfig::from_json(&normed).unwrap().linear_rms_norm_eps, Some(1e-6));
+        let one_bit = llama.replace(r#"["BitNetForCausalLM"]"#, r#"["BitnetForCausalLM"]"#);
+        assert_eq!(BitNetConfig::from_json(&one_bit).unwrap().family, Family::OneBitLlm);
+        let fp = llama.replace(r#""quant_method":"bitnet""#, r#""quant_method":"gptq""#);
+        assert!(BitNetConfig::from_json(&fp).unwrap_err().contains("full-precision"));
+        for text in [normed, one_bit] {
+            let c = BitNetConfig::from_json(&text).unwrap();
+            assert_eq!(BitNetConfig::from_json(&c.to_json()).unwrap(), c);
+        }
+    }
+
+    #[test]
     fn to_json_round_trips() {
         let c = BitNetConfig::from_json(TWO_B).unwrap();
         assert_eq!(BitNetConfig::from_json(&c.to_json()).unwrap(), c);
@@ -265,7 +332,7 @@ mod tests {
             (r#""hidden_size":2560"#, r#""hidden_size":-1"#, "hidden_size"),
             (r#""num_key_value_heads":5"#, r#""num_key_value_heads":3"#, "multiple"),
             (r#""hidden_act":"relu2""#, r#""hidden_act":"gelu""#, "gelu"),
-            (r#""model_type":"bitnet""#, r#""model_type":"llama""#, "llama"),
+            (r#""model_type":"bitnet""#, r#""model_type":"mistral""#, "mistral"),
             (r#""vocab_size":128256,"#, "", "vocab_size"),
         ] {
             let err = BitNetConfig::from_json(&TWO_B.replace(from, to)).unwrap_err();

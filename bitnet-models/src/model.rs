@@ -14,7 +14,7 @@
 //! Activations are f32; the ternary products use the backend's packed op with per-token int8 activations.
 
 use crate::cache::KvCache;
-use crate::config::{Activation, BitNetConfig};
+use crate::config::{Activation, BitNetConfig, Family};
 use crate::error::{ModelError, Result};
 use crate::rope::Rope;
 use bitnet_backend::{ternary_linear, ternary_linear_many, TernaryBackend, TernaryWeight};
@@ -50,8 +50,8 @@ pub struct Block<B: Backend> {
     pub k_proj: TernaryWeight<B>,
     /// Value projection `[kv_heads * head_dim, H]`.
     pub v_proj: TernaryWeight<B>,
-    /// Norm of the attention output (over `H`).
-    pub attn_sub_norm: RmsNorm<B>,
+    /// Norm of the attention output (over `heads * head_dim`), absent in LLaMA-style members.
+    pub attn_sub_norm: Option<RmsNorm<B>>,
     /// Output projection `[H, H]`.
     pub o_proj: TernaryWeight<B>,
     /// Norm before the FFN.
@@ -60,10 +60,21 @@ pub struct Block<B: Backend> {
     pub gate_proj: TernaryWeight<B>,
     /// Up projection `[I, H]`.
     pub up_proj: TernaryWeight<B>,
-    /// Norm of the FFN hidden state (over `I`).
-    pub ffn_sub_norm: RmsNorm<B>,
+    /// Norm of the FFN hidden state (over `I`), absent in LLaMA-style members.
+    pub ffn_sub_norm: Option<RmsNorm<B>>,
     /// Down projection `[H, I]`.
     pub down_proj: TernaryWeight<B>,
+    /// The RMSNorms inside each BitLinear (`quantization_config.use_rms_norm`), in the order q, k, v, o, gate,
+    /// up, down.
+    pub linear_norms: Option<[RmsNorm<B>; 7]>,
+}
+
+/// `norm(x)` when the norm exists, else `x`.
+fn maybe_norm<B: Backend>(norm: Option<&RmsNorm<B>>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    match norm {
+        Some(n) => n.forward(x),
+        None => x,
+    }
 }
 
 /// The role of a block tensor; the formats name them differently ([`BlockTensor::hf_name`],
@@ -109,6 +120,24 @@ impl BlockTensor {
         Self::FfnSubNorm,
         Self::Down,
     ];
+
+    /// The seven projections, in the order of [`Block::linear_norms`].
+    pub const PROJECTIONS: [BlockTensor; 7] = [Self::Q, Self::K, Self::V, Self::O, Self::Gate, Self::Up, Self::Down];
+
+    /// Whether this role exists in `config`'s family (the sub-norms do not in LLaMA-style members).
+    pub fn present(self, c: &BitNetConfig) -> bool {
+        !matches!(self, Self::AttnSubNorm | Self::FfnSubNorm) || c.family != Family::LlamaBitNet
+    }
+
+    /// The Hugging Face name in `config`'s family (1bitLLM names the sub-norms `inner_attn_ln` and
+    /// `ffn_layernorm`).
+    pub fn hf_name_in(self, c: &BitNetConfig, layer: usize) -> String {
+        match (c.family, self) {
+            (Family::OneBitLlm, Self::AttnSubNorm) => format!("model.layers.{layer}.self_attn.inner_attn_ln"),
+            (Family::OneBitLlm, Self::FfnSubNorm) => format!("model.layers.{layer}.mlp.ffn_layernorm"),
+            _ => self.hf_name(layer),
+        }
+    }
 
     /// `[rows, cols]` (rows = output features) of a ternary projection; `None` for a norm.
     pub fn ternary_shape(self, c: &BitNetConfig) -> Option<[usize; 2]> {
@@ -173,17 +202,32 @@ impl BlockTensor {
 
 impl<B: Backend> Block<B> {
     /// Builds block `layer` of `config` from a format's readers: `norm(role, width)` and
-    /// `ternary(role, rows, cols)` (rows = output features). The shapes come from the config, here only.
+    /// `ternary(role, rows, cols)` (rows = output features), and `linear_norm(projection, width)` for members
+    /// with an RMSNorm inside each BitLinear. The shapes come from the config, here only.
     pub fn load(
         config: &BitNetConfig,
         norm: &mut dyn FnMut(BlockTensor, usize) -> Result<RmsNorm<B>>,
         ternary: &mut dyn FnMut(BlockTensor, usize, usize) -> Result<TernaryWeight<B>>,
+        linear_norm: Option<&mut dyn FnMut(BlockTensor, usize) -> Result<RmsNorm<B>>>,
     ) -> Result<Self> {
         let mut n = |role: BlockTensor| norm(role, role.norm_width(config).unwrap_or_default());
         let input_layernorm = n(BlockTensor::InputNorm)?;
-        let attn_sub_norm = n(BlockTensor::AttnSubNorm)?;
+        let attn_sub_norm =
+            if BlockTensor::AttnSubNorm.present(config) { Some(n(BlockTensor::AttnSubNorm)?) } else { None };
         let post_attention_layernorm = n(BlockTensor::PostAttentionNorm)?;
-        let ffn_sub_norm = n(BlockTensor::FfnSubNorm)?;
+        let ffn_sub_norm =
+            if BlockTensor::FfnSubNorm.present(config) { Some(n(BlockTensor::FfnSubNorm)?) } else { None };
+        let linear_norms = match linear_norm {
+            Some(linear_norm) => {
+                let mut norms = Vec::with_capacity(7);
+                for role in BlockTensor::PROJECTIONS {
+                    let [_, cols] = role.ternary_shape(config).unwrap_or_default();
+                    norms.push(linear_norm(role, cols)?);
+                }
+                Some(norms.try_into().unwrap_or_else(|_| unreachable!("seven projections")))
+            }
+            None => None,
+        };
         let mut t = |role: BlockTensor| {
             let [rows, cols] = role.ternary_shape(config).unwrap_or_default();
             ternary(role, rows, cols)
@@ -200,6 +244,7 @@ impl<B: Backend> Block<B> {
             up_proj: t(BlockTensor::Up)?,
             ffn_sub_norm,
             down_proj: t(BlockTensor::Down)?,
+            linear_norms,
         })
     }
 }
@@ -326,10 +371,21 @@ impl<B: TernaryBackend> BitNetModel<B> {
         let [t, hidden] = h.dims();
         let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
 
+        let ln = layer.linear_norms.as_ref();
+        let ln_at = |i: usize| ln.map(|n| &n[i]);
         let x = layer.input_layernorm.forward(h.clone());
-        let [q, k, v]: [Tensor<B, 2>; 3] = ternary_linear_many(x, &[&layer.q_proj, &layer.k_proj, &layer.v_proj])
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("three weights give three outputs"));
+        let [q, k, v]: [Tensor<B, 2>; 3] = match ln {
+            // One activation quantization serves all three projections.
+            None => ternary_linear_many(x, &[&layer.q_proj, &layer.k_proj, &layer.v_proj])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("three weights give three outputs")),
+            // Each BitLinear normalizes (and so quantizes) its own input.
+            Some(n) => [
+                ternary_linear(n[0].forward(x.clone()), &layer.q_proj),
+                ternary_linear(n[1].forward(x.clone()), &layer.k_proj),
+                ternary_linear(n[2].forward(x), &layer.v_proj),
+            ],
+        };
         let q = self.rope.apply(q.reshape([t, heads, d]).swap_dims(0, 1), start);
         let k = self.rope.apply(k.reshape([t, kv_heads, d]).swap_dims(0, 1), start);
         let v = v.reshape([t, kv_heads, d]).swap_dims(0, 1);
@@ -342,18 +398,26 @@ impl<B: TernaryBackend> BitNetModel<B> {
         if t > 1 {
             scores = scores + self.causal_mask(t, start).repeat_dim(0, rep).unsqueeze::<3>();
         }
-        let attn = softmax(scores, 2).matmul(values).reshape([heads, t, d]).swap_dims(0, 1).reshape([t, hidden]);
-        let h = h + ternary_linear(layer.attn_sub_norm.forward(attn), &layer.o_proj);
+        let attn = softmax(scores, 2).matmul(values).reshape([heads, t, d]).swap_dims(0, 1).reshape([t, heads * d]);
+        let attn = maybe_norm(ln_at(3), maybe_norm(layer.attn_sub_norm.as_ref(), attn));
+        let h = h + ternary_linear(attn, &layer.o_proj);
+        debug_assert_eq!(h.dims()[1], hidden);
 
         let x = layer.post_attention_layernorm.forward(h.clone());
-        let [gate, up]: [Tensor<B, 2>; 2] = ternary_linear_many(x, &[&layer.gate_proj, &layer.up_proj])
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("two weights give two outputs"));
+        let [gate, up]: [Tensor<B, 2>; 2] = match ln {
+            None => ternary_linear_many(x, &[&layer.gate_proj, &layer.up_proj])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("two weights give two outputs")),
+            Some(n) => [
+                ternary_linear(n[4].forward(x.clone()), &layer.gate_proj),
+                ternary_linear(n[5].forward(x), &layer.up_proj),
+            ],
+        };
         let gate = match c.activation {
             Activation::Relu2 => relu(gate).powi_scalar(2),
             Activation::Silu => silu(gate),
         };
-        let m = layer.ffn_sub_norm.forward(gate * up);
+        let m = maybe_norm(ln_at(6), maybe_norm(layer.ffn_sub_norm.as_ref(), gate * up));
         h + ternary_linear(m, &layer.down_proj)
     }
 

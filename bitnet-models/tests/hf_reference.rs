@@ -121,6 +121,29 @@ fn wide_packed_model_matches_transformers() {
 }
 
 #[test]
+fn llama_with_bitnet_quantization_and_rms_norm_in_bitlinear_matches_transformers() {
+    // HF1BitLLM / Falcon-Edge style: LLaMA blocks, packed BitLinear, RMSNorm inside every BitLinear, untied.
+    check_logits("tiny-llama-bitnet-rmsnorm");
+    check_layers("tiny-llama-bitnet-rmsnorm");
+    check_greedy("tiny-llama-bitnet-rmsnorm");
+}
+
+#[test]
+fn llama_with_online_bitnet_quantization_matches_transformers() {
+    check_logits("tiny-llama-bitnet-online");
+    check_layers("tiny-llama-bitnet-online");
+    check_greedy("tiny-llama-bitnet-online");
+}
+
+#[test]
+fn one_bit_llm_layout_matches_the_reference() {
+    // 1bitLLM/bitnet_b1_58: fp16 latent weights, inner_attn_ln / ffn_layernorm sub-norms, SiLU.
+    check_logits("tiny-1bitllm");
+    check_layers("tiny-1bitllm");
+    check_greedy("tiny-1bitllm");
+}
+
+#[test]
 fn incremental_decode_equals_full_forward() {
     let (model, expected) = fixture("tiny-autobitlinear");
     let mut full_cache = model.new_cache(64);

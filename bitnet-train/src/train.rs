@@ -74,6 +74,9 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.stage_one_fraction) {
             return bad(format!("--stage-one-fraction must be in [0, 1], got {}", self.stage_one_fraction));
         }
+        if self.model.family != bitnet_models::config::Family::BitNet || self.model.linear_rms_norm_eps.is_some() {
+            return bad("training builds the 2B-4T block (model_type \"bitnet\", sub-norms, no use_rms_norm)".into());
+        }
         if !self.model.tie_word_embeddings {
             return bad("trained models use tied embeddings (tie_word_embeddings = true)".into());
         }

@@ -10,7 +10,7 @@
 //! upstream `bitnet` = the 1bitLLM block (SiLU-gated FFN), both with sub-norms; q/k are stored unpermuted
 //! (rotate-half RoPE), as the converters write them.
 
-use crate::config::{Activation, BitNetConfig, ScaleConvention};
+use crate::config::{Activation, BitNetConfig, Family, ScaleConvention};
 use crate::error::{ModelError, Result};
 use crate::model::{BitNetModel, Block, BlockTensor, RmsNorm};
 use bitnet_backend::{TernaryBackend, TernaryWeight};
@@ -306,6 +306,9 @@ impl GgufFile {
             scale_convention: ScaleConvention::Multiply,
             bos_token_id: token("tokenizer.ggml.bos_token_id"),
             eos_token_ids: token("tokenizer.ggml.eos_token_id").into_iter().collect(),
+            // llama.cpp's "bitnet" (1bitLLM) and the fork's 2B-4T architectures both carry the two sub-norms.
+            family: if arch == "bitnet" { Family::OneBitLlm } else { Family::BitNet },
+            linear_rms_norm_eps: None,
         };
         config.check().map_err(|m| self.error(m))?;
         Ok(config)
@@ -408,6 +411,7 @@ pub fn load_gguf<B: TernaryBackend>(path: &Path, device: &B::Device) -> Result<B
             c,
             &mut |role: BlockTensor, width| norm(format!("{}.weight", role.gguf_name(l)), width),
             &mut |role: BlockTensor, rows, cols| t(format!("{}.weight", role.gguf_name(l)), rows, cols),
+            None,
         )?);
     }
     let final_norm = norm("output_norm.weight".into(), h)?;

@@ -221,22 +221,28 @@ fn build<B: TernaryBackend>(config: BitNetConfig, store: &Store<'_>, device: &B:
     let floats2 = |name: &str, rows: usize, cols: usize| -> Result<Tensor<B, 2>> {
         Ok(Tensor::from_data(TensorData::new(store.floats(name, &[rows, cols])?, [rows, cols]), device))
     };
-    let norm = |name: String, width: usize| -> Result<RmsNorm<B>> {
+    let norm = |name: String, width: usize, eps: f64| -> Result<RmsNorm<B>> {
         let w = store.floats(&name, &[width])?;
-        Ok(RmsNorm { weight: Tensor::from_data(TensorData::new(w, [width]), device), eps: c.rms_norm_eps })
+        Ok(RmsNorm { weight: Tensor::from_data(TensorData::new(w, [width]), device), eps })
     };
     let embed_tokens = floats2("model.embed_tokens.weight", v, h)?;
     let lm_head = if c.tie_word_embeddings { None } else { Some(floats2("lm_head.weight", v, h)?) };
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for l in 0..c.num_hidden_layers {
+        let mut linear_norm = |role: BlockTensor, width| {
+            norm(format!("{}.rms_norm.weight", role.hf_name(l)), width, c.linear_rms_norm_eps.unwrap_or(1e-6))
+        };
         layers.push(Block::load(
             c,
-            &mut |role: BlockTensor, width| norm(format!("{}.weight", role.hf_name(l)), width),
+            &mut |role: BlockTensor, width| norm(format!("{}.weight", role.hf_name_in(c, l)), width, c.rms_norm_eps),
             &mut |role: BlockTensor, rows, cols| {
                 ternary::<B>(store, &role.hf_name(l), rows, cols, c.scale_convention, device)
             },
+            c.linear_rms_norm_eps
+                .is_some()
+                .then_some(&mut linear_norm as &mut dyn FnMut(BlockTensor, usize) -> Result<RmsNorm<B>>),
         )?);
     }
-    let final_norm = norm("model.norm.weight".into(), h)?;
+    let final_norm = norm("model.norm.weight".into(), h, c.rms_norm_eps)?;
     Ok(BitNetModel::new(config, embed_tokens, lm_head, layers, final_norm, device))
 }
