@@ -142,6 +142,12 @@ impl BitNetConfig {
                 .ok_or("'rope_parameters.rope_theta' must be a positive number")?,
             None => float_field("rope_theta", 500_000.0)?,
         };
+        if let Some(scaling) = obj.get("rope_scaling").filter(|v| !v.is_null()) {
+            let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).unwrap_or("?");
+            if kind != "default" {
+                return Err(format!("rope_scaling '{kind}' is not supported (only unscaled RoPE)"));
+            }
+        }
         if let Some(kind) = obj.get("rope_parameters").and_then(|p| p.get("rope_type")).and_then(Value::as_str) {
             if kind != "default" {
                 return Err(format!("rope_type '{kind}' is not supported (only 'default')"));
@@ -333,6 +339,11 @@ mod tests {
             (r#""num_key_value_heads":5"#, r#""num_key_value_heads":3"#, "multiple"),
             (r#""hidden_act":"relu2""#, r#""hidden_act":"gelu""#, "gelu"),
             (r#""model_type":"bitnet""#, r#""model_type":"mistral""#, "mistral"),
+            (
+                r#""rope_theta":500000.0,"#,
+                r#""rope_theta":500000.0,"rope_scaling":{"rope_type":"llama3","factor":8.0},"#,
+                "llama3",
+            ),
             (r#""vocab_size":128256,"#, "", "vocab_size"),
         ] {
             let err = BitNetConfig::from_json(&TWO_B.replace(from, to)).unwrap_err();
