@@ -181,26 +181,19 @@ pub fn write_random_gguf(
     let rng = std::cell::RefCell::new(Rng(seed));
     let rng_ref = &rng;
     let mut tensors: Vec<GgufTensorSpec<'_>> = Vec::new();
-    tensors.push(GgufTensorSpec {
-        name: "token_embd.weight".into(),
+    let random_f16 = |name: &str| GgufTensorSpec {
+        name: name.into(),
         ne: vec![h as u64, v as u64],
         ggml_type: ggml_type::F16,
         data: Box::new(move || {
             let mut r = rng_ref.borrow_mut();
             Ok((0..h * v).flat_map(|_| half::f16::from_f32(r.uniform() * 0.05).to_le_bytes()).collect())
         }),
-    });
+    };
+    tensors.push(random_f16("token_embd.weight"));
     tensors.push(f32_spec("output_norm.weight".into(), vec![h as u64], vec![1.0; h]));
     if !c.tie_word_embeddings {
-        tensors.push(GgufTensorSpec {
-            name: "output.weight".into(),
-            ne: vec![h as u64, v as u64],
-            ggml_type: ggml_type::F16,
-            data: Box::new(move || {
-                let mut r = rng_ref.borrow_mut();
-                Ok((0..h * v).flat_map(|_| half::f16::from_f32(r.uniform() * 0.05).to_le_bytes()).collect())
-            }),
-        });
+        tensors.push(random_f16("output.weight"));
     }
     for l in 0..c.num_hidden_layers {
         for role in BlockTensor::ALL {
