@@ -41,9 +41,9 @@ fn cache_root() -> PathBuf {
     std::env::temp_dir().join("bitnet-rust")
 }
 
-/// The directory holding the unpacked default model (unpacked on first use; each file written atomically).
-pub fn path() -> Result<PathBuf> {
-    let dir = cache_root().join(format!("default-model-{:016x}", content_hash()));
+/// Unpacks the embedded files into `root` (each file written atomically; present ones are kept).
+fn unpack_into(root: PathBuf) -> Result<PathBuf> {
+    let dir = root.join(format!("default-model-{:016x}", content_hash()));
     for (name, bytes) in FILES {
         let path = dir.join(name);
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
@@ -54,4 +54,15 @@ pub fn path() -> Result<PathBuf> {
             .with_context(|| format!("unpacking the default model into {}", path.display()))?;
     }
     Ok(dir)
+}
+
+/// The directory holding the unpacked default model: the cache directory, or the system temporary directory
+/// when the cache cannot be written.
+pub fn path() -> Result<PathBuf> {
+    let explicit = std::env::var_os(CACHE_ENV).is_some();
+    match unpack_into(cache_root()) {
+        Ok(dir) => Ok(dir),
+        Err(_) if !explicit => unpack_into(std::env::temp_dir().join("bitnet-rust")),
+        Err(e) => Err(e),
+    }
 }
