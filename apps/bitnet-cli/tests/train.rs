@@ -30,22 +30,22 @@ fn corpus() -> PathBuf {
 
 /// A tokenizer and a small train/valid split in `dir`.
 fn prepare(dir: &Path) -> (String, String, String) {
+    let text = bitnet_train::data::read_text(&corpus()).unwrap();
+    let train = dir.join("train.txt");
+    let valid = dir.join("valid.txt");
+    std::fs::write(&train, &text[..40_000]).unwrap();
+    std::fs::write(&valid, &text[40_000..43_000]).unwrap();
     let tok = dir.join("tokenizer.json");
     let out = run(&[
         "train-tokenizer",
         "--file",
-        corpus().to_str().unwrap(),
+        train.to_str().unwrap(),
         "--vocab-size",
         "300",
         "--out",
         tok.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = bitnet_train::data::read_text(&corpus()).unwrap();
-    let train = dir.join("train.txt");
-    let valid = dir.join("valid.txt");
-    std::fs::write(&train, &text[..40_000]).unwrap();
-    std::fs::write(&valid, &text[40_000..43_000]).unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     (s(&tok), s(&train), s(&valid))
 }
@@ -225,5 +225,36 @@ fn trains_on_wgpu() {
     let s = summary(&run(&args));
     assert!(s["valid_loss"].as_f64().unwrap().is_finite());
     assert!(out_dir.join("model/model.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn without_valid_the_tail_of_the_training_text_is_held_out() {
+    let dir = tmp("holdout");
+    let (tok, train, _) = prepare(&dir);
+    let out_dir = dir.join("o");
+    let o = out_dir.to_str().unwrap();
+    let mut args = vec!["train", "--train", &train, "--tokenizer", &tok, "--out", o, "--arch", "tiny"];
+    args.extend([
+        "--context",
+        "33",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--valid-fraction",
+        "0.1",
+    ]);
+    let s = summary(&run(&args));
+    let tokens = s["valid_tokens"].as_u64().unwrap();
+    assert!(tokens > 100, "{tokens} validation tokens");
+    let mut bad = args.clone();
+    let i = bad.iter().position(|x| *x == "0.1").unwrap();
+    bad[i] = "1.5";
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--valid-fraction"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

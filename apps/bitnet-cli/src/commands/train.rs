@@ -39,9 +39,13 @@ pub struct TrainArgs {
     /// Training text (UTF-8; `.gz` files are decompressed).
     #[arg(long, value_name = "TEXT_FILE")]
     pub train: PathBuf,
-    /// Held-out validation text (UTF-8; `.gz` files are decompressed).
+    /// Held-out validation text (UTF-8; `.gz` files are decompressed). Without it, the last
+    /// --valid-fraction of the training text's tokens is held out (and not trained on).
     #[arg(long, value_name = "TEXT_FILE")]
-    pub valid: PathBuf,
+    pub valid: Option<PathBuf>,
+    /// Fraction of the training tokens held out for validation when --valid is not given.
+    #[arg(long, default_value_t = 0.05, value_name = "F")]
+    pub valid_fraction: f64,
     /// The tokenizer.json to use (make one with `bitnet train-tokenizer`); its vocabulary size sets the model's.
     #[arg(long, value_name = "TOKENIZER_JSON")]
     pub tokenizer: PathBuf,
@@ -182,9 +186,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: invalid tokenizer: {e}", args.tokenizer.display()))?;
     let model = args.model_config(tokenizer.vocab_size())?;
     let config = args.train_config(model)?;
-    eprintln!("tokenizing {} and {} ...", args.train.display(), args.valid.display());
-    let train_tokens = tokenize_file(&tokenizer, &args.train)?;
-    let valid_tokens = tokenize_file(&tokenizer, &args.valid)?;
+    eprintln!("tokenizing {} ...", args.train.display());
+    let mut train_tokens = tokenize_file(&tokenizer, &args.train)?;
+    let valid_tokens = match &args.valid {
+        Some(path) => tokenize_file(&tokenizer, path)?,
+        None => {
+            if !(args.valid_fraction > 0.0 && args.valid_fraction < 1.0) {
+                return Err(
+                    UsageError(format!("--valid-fraction must be in (0, 1), got {}", args.valid_fraction)).into()
+                );
+            }
+            let held = (train_tokens.len() as f64 * args.valid_fraction).round() as usize;
+            train_tokens.split_off(train_tokens.len() - held)
+        }
+    };
     let train_data = Arc::new(TokenWindows::new(train_tokens, config.context));
     let valid_data = Arc::new(TokenWindows::new(valid_tokens, config.context));
     eprintln!(
@@ -291,10 +306,9 @@ where
             eprintln!("exported {}", path.display());
         }
         eprintln!(
-            "exported the packed model to {} (score it: bitnet perplexity --model {} --file {} --context {})",
+            "exported the packed model to {} (score it: bitnet perplexity --model {} --file VALID_TEXT --context {})",
             dir.display(),
             dir.display(),
-            args.valid.display(),
             config.context
         );
     }
