@@ -29,7 +29,7 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Perplexity of the model on a text file.
     Perplexity(commands::perplexity::PerplexityArgs),
-    /// Write a random-weight model of a known architecture (HF packed layout), for benchmarks.
+    /// Write a random-weight model of a known architecture (HF packed directory or GGUF), for benchmarks.
     Init(commands::init::InitArgs),
     /// Train a BitNet b1.58 model (quantization-aware, burn-train) on text files and export it.
     Train(commands::train::TrainArgs),
