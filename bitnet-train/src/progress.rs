@@ -51,6 +51,9 @@ impl StepProgress {
         // burn formats numeric entries as "epoch <running> - batch <latest>": keep the running value.
         let formatted = &entry.serialized_entry.formatted;
         let running = formatted.strip_prefix("epoch ").and_then(|r| r.split(" - batch").next()).unwrap_or(formatted);
+        // The learning rate is shown as of the latest step, not averaged.
+        let latest = formatted.rsplit(" - batch ").next().unwrap_or(formatted);
+        let running = if name.contains("Learning Rate") { latest } else { running };
         let value = format!("{name} {running}");
         match list.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
