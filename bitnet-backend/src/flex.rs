@@ -62,7 +62,40 @@ fn matmul_quantized(q: &QuantizedActivations, weight: &TernaryWeightPrimitive<Fl
     f32_tensor(y, Shape::new([m, n]))
 }
 
+/// `x W^T` with the bitnet-kernels GEMV (f32 or bf16 `W` read in place, rows split over the pool), one token
+/// row at a time.
+fn dense_gemv(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+    let [m, k] = dims2(&x, "dense_linear input");
+    let [n, kw] = dims2(&weight, "dense_linear weight");
+    assert!(k == kw, "dense_linear: input [{m}, {k}] does not match a weight of shape [{n}, {kw}]");
+    let x = contiguous(x, DType::F32, "dense_linear input");
+    let x = x.as_slice::<f32>().expect("contiguous f32 tensor");
+    let mut y = vec![0f32; m * n];
+    let weight = if weight.is_contiguous() { weight } else { weight.to_contiguous() };
+    let result = match weight.dtype() {
+        DType::F32 => {
+            let w = weight.as_slice::<f32>().expect("contiguous f32 tensor");
+            x.chunks_exact(k)
+                .zip(y.chunks_exact_mut(n))
+                .try_for_each(|(xr, yr)| bitnet_kernels::f32_gemv(w, n, k, xr, yr, global_pool()))
+        }
+        DType::BF16 => {
+            let w: &[u16] = bytemuck::cast_slice(weight.as_slice::<half::bf16>().expect("contiguous bf16 tensor"));
+            x.chunks_exact(k)
+                .zip(y.chunks_exact_mut(n))
+                .try_for_each(|(xr, yr)| bitnet_kernels::bf16_gemv(w, n, k, xr, yr, global_pool()))
+        }
+        other => panic!("dense_linear: weights of dtype {other:?} are not supported (f32, bf16)"),
+    };
+    result.unwrap_or_else(|e| panic!("dense_linear: {e}"));
+    f32_tensor(y, Shape::new([m, n]))
+}
+
 impl TernaryBackend for Flex {
+    fn dense_linear(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        dense_gemv(x, weight)
+    }
+
     fn ternary_linear(x: FlexTensor, weight: TernaryWeightPrimitive<Self>) -> FlexTensor {
         matmul_quantized(&quantize_input(x, "ternary_linear input"), &weight)
     }

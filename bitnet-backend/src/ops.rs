@@ -13,7 +13,7 @@ use crate::error::{BackendError, Result};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData, TensorPrimitive};
 
 /// Packed ternary weights at the primitive level (what the backend ops take).
 #[derive(Debug, Clone)]
@@ -55,6 +55,15 @@ pub trait TernaryBackend: Backend {
     /// override it to quantize `x` once.
     fn ternary_linear_many(x: FloatTensor<Self>, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<FloatTensor<Self>> {
         weights.into_iter().map(|w| Self::ternary_linear(x.clone(), w)).collect()
+    }
+
+    /// `y = x W^T` for a dense weight `W` (`[N, K]`, f32 or bf16, e.g. the output embedding) and f32 `x`
+    /// (`[M, K]`); returns `[M, N]` in f32. The default is burn's matmul on `W` cast to f32; CPU backends override
+    /// it with a streaming GEMV that reads `W` in its stored precision.
+    fn dense_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = float_tensor::<Self, 2>(x);
+        let w = float_tensor::<Self, 2>(weight).cast(FloatDType::F32);
+        x.matmul(w.transpose()).into_primitive().tensor()
     }
 }
 
@@ -188,6 +197,16 @@ pub fn ternary_linear_many<B: TernaryBackend>(x: Tensor<B, 2>, weights: &[&Terna
         assert_input_fits("ternary_linear_many", m, k, w);
     }
     B::ternary_linear_many(x.into_primitive().tensor(), prims).into_iter().map(float_tensor).collect()
+}
+
+/// `y = x W^T` for a dense `W` (`[N, K]`, f32 or bf16) and f32 `x` (`[M, K]`), in f32.
+///
+/// # Panics
+/// If the widths differ, naming both shapes.
+pub fn dense_linear<B: TernaryBackend>(x: Tensor<B, 2>, weight: &Tensor<B, 2>) -> Tensor<B, 2> {
+    let ([m, k], [n, kw]) = (x.dims(), weight.dims());
+    assert!(k == kw, "dense_linear: input [{m}, {k}] does not match a weight of shape [{n}, {kw}]");
+    float_tensor(B::dense_linear(x.into_primitive().tensor(), weight.clone().into_primitive().tensor()))
 }
 
 /// Per-token int8 codes and scales of `x` (`[M, K]`): `x ≈ codes / scales[:, None]`.

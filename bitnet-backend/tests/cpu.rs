@@ -76,3 +76,38 @@ fn linear_many_matches_separate_calls() {
 fn lambda_zero_is_plain_linear() {
     common::lambda_zero_is_plain_linear::<B>(&Default::default());
 }
+
+#[test]
+fn dense_linear_gemv_matches_matmul_in_f32_and_bf16() {
+    use burn::tensor::{DType, Distribution, TensorData};
+    let device = Default::default();
+    for m in [1usize, 3] {
+        let x = Tensor::<Flex, 2>::random([m, 70], Distribution::Uniform(-1.0, 1.0), &device);
+        let w = Tensor::<Flex, 2>::random([37, 70], Distribution::Uniform(-1.0, 1.0), &device);
+        let reference = x.clone().matmul(w.clone().transpose()).into_data().to_vec::<f32>().unwrap();
+        let got = bitnet_backend::dense_linear(x.clone(), &w).into_data().to_vec::<f32>().unwrap();
+        for (a, b) in got.iter().zip(&reference) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "f32: {a} vs {b}");
+        }
+        // bf16 weights: the reference rounds the same values to bf16 first.
+        let bits: Vec<u8> = w
+            .clone()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect();
+        let w16 = Tensor::<Flex, 2>::from_data(
+            TensorData::from_bytes_vec(bits, [37, 70], DType::BF16),
+            (&device, DType::BF16),
+        );
+        let w16_as_f32 = w16.clone().cast(burn::tensor::FloatDType::F32);
+        let reference = x.clone().matmul(w16_as_f32.transpose()).into_data().to_vec::<f32>().unwrap();
+        let got = bitnet_backend::dense_linear(x, &w16).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), m * 37);
+        for (a, b) in got.iter().zip(&reference) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "bf16: {a} vs {b}");
+        }
+    }
+}

@@ -17,10 +17,10 @@ use crate::cache::KvCache;
 use crate::config::{Activation, BitNetConfig, Family};
 use crate::error::{ModelError, Result};
 use crate::rope::Rope;
-use bitnet_backend::{ternary_linear, ternary_linear_many, TernaryBackend, TernaryWeight};
+use bitnet_backend::{dense_linear, ternary_linear, ternary_linear_many, TernaryBackend, TernaryWeight};
 use burn::tensor::activation::{relu, silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 /// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight` over the last dimension.
 #[derive(Debug, Clone)]
@@ -344,7 +344,8 @@ impl<B: TernaryBackend> BitNetModel<B> {
         }
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
-        let mut h = self.embed_tokens.clone().select(0, ids);
+        // The embedding may be stored in bf16 (as checkpoints ship it); activations are f32.
+        let mut h = self.embed_tokens.clone().select(0, ids).cast(FloatDType::F32);
         let start = cache.len();
         for (i, layer) in self.layers.iter().enumerate() {
             h = self.block(layer, i, h, start, cache);
@@ -356,7 +357,7 @@ impl<B: TernaryBackend> BitNetModel<B> {
 
     fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        h.matmul(head.clone().transpose())
+        dense_linear(h, head)
     }
 
     fn block(

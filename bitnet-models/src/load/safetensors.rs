@@ -14,7 +14,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{BitNetModel, Block, BlockTensor, RmsNorm};
 use bitnet_backend::{TernaryBackend, TernaryWeight};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -123,6 +123,25 @@ impl<'a> Store<'a> {
         self.get(name)?.ok_or_else(|| ModelError::MissingTensor { path: self.dir.clone(), name: name.into() })
     }
 
+    /// A dense matrix on the device: bf16 data stays bf16 where the backend stores bf16 (half the bytes for the
+    /// output head's GEMV, and no rounding: the values are the checkpoint's), anything else becomes f32.
+    fn dense<B: TernaryBackend>(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        let (view, path) = self.require(name)?;
+        check_shape(path, name, view.shape(), &[rows, cols])?;
+        if view.dtype() == Dtype::BF16 && B::supports_dtype(device, DType::BF16) {
+            let data = TensorData::from_bytes_vec(view.data().to_vec(), [rows, cols], DType::BF16);
+            return Ok(Tensor::from_data(data, (device, DType::BF16)));
+        }
+        let values = to_f32(path, name, view.dtype(), view.data())?;
+        Ok(Tensor::from_data(TensorData::new(values, [rows, cols]), device))
+    }
+
     /// A float tensor (f32, f16 or bf16) of exactly `shape`, as f32.
     fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (view, path) = self.require(name)?;
@@ -218,15 +237,12 @@ fn ternary<B: TernaryBackend>(
 fn build<B: TernaryBackend>(config: BitNetConfig, store: &Store<'_>, device: &B::Device) -> Result<BitNetModel<B>> {
     let c = &config;
     let (h, v) = (c.hidden_size, c.vocab_size);
-    let floats2 = |name: &str, rows: usize, cols: usize| -> Result<Tensor<B, 2>> {
-        Ok(Tensor::from_data(TensorData::new(store.floats(name, &[rows, cols])?, [rows, cols]), device))
-    };
     let norm = |name: String, width: usize, eps: f64| -> Result<RmsNorm<B>> {
         let w = store.floats(&name, &[width])?;
         Ok(RmsNorm { weight: Tensor::from_data(TensorData::new(w, [width]), device), eps })
     };
-    let embed_tokens = floats2("model.embed_tokens.weight", v, h)?;
-    let lm_head = if c.tie_word_embeddings { None } else { Some(floats2("lm_head.weight", v, h)?) };
+    let embed_tokens = store.dense::<B>("model.embed_tokens.weight", v, h, device)?;
+    let lm_head = if c.tie_word_embeddings { None } else { Some(store.dense::<B>("lm_head.weight", v, h, device)?) };
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for l in 0..c.num_hidden_layers {
         let mut linear_norm = |role: BlockTensor, width| {
