@@ -62,8 +62,13 @@ fn matmul_quantized(q: &QuantizedActivations, weight: &TernaryWeightPrimitive<Fl
     f32_tensor(y, Shape::new([m, n]))
 }
 
-/// `x W^T` with the bitnet-kernels GEMV (f32 or bf16 `W` read in place, rows split over the pool), one token
-/// row at a time.
+/// Up to this many tokens, [`TernaryBackend::dense_linear`] streams the weight once through the bitnet-kernels
+/// GEMV (decode, short prompts); longer inputs (perplexity windows, `logits`) go to burn's matmul, whose blocking
+/// reuses the weight across many tokens.
+const DENSE_GEMV_MAX_TOKENS: usize = 8;
+
+/// `x W^T` with the bitnet-kernels GEMV: f32 or bf16 `W` read in place, rows split over the pool, each weight
+/// row used for every token while it is in L1.
 fn dense_gemv(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
     let [m, k] = dims2(&x, "dense_linear input");
     let [n, kw] = dims2(&weight, "dense_linear weight");
@@ -71,19 +76,20 @@ fn dense_gemv(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
     let x = contiguous(x, DType::F32, "dense_linear input");
     let x = x.as_slice::<f32>().expect("contiguous f32 tensor");
     let mut y = vec![0f32; m * n];
-    let weight = if weight.is_contiguous() { weight } else { weight.to_contiguous() };
-    let result = match weight.dtype() {
-        DType::F32 => {
-            let w = weight.as_slice::<f32>().expect("contiguous f32 tensor");
-            x.chunks_exact(k)
-                .zip(y.chunks_exact_mut(n))
-                .try_for_each(|(xr, yr)| bitnet_kernels::f32_gemv(w, n, k, xr, yr, global_pool()))
-        }
+    let dtype = weight.dtype();
+    let weight = contiguous(weight, dtype, "dense_linear weight");
+    let result = match dtype {
+        DType::F32 => bitnet_kernels::f32_gemv(
+            weight.as_slice::<f32>().expect("contiguous f32 tensor"),
+            n,
+            k,
+            x,
+            &mut y,
+            global_pool(),
+        ),
         DType::BF16 => {
             let w: &[u16] = bytemuck::cast_slice(weight.as_slice::<half::bf16>().expect("contiguous bf16 tensor"));
-            x.chunks_exact(k)
-                .zip(y.chunks_exact_mut(n))
-                .try_for_each(|(xr, yr)| bitnet_kernels::bf16_gemv(w, n, k, xr, yr, global_pool()))
+            bitnet_kernels::bf16_gemv(w, n, k, x, &mut y, global_pool())
         }
         other => panic!("dense_linear: weights of dtype {other:?} are not supported (f32, bf16)"),
     };
@@ -93,7 +99,12 @@ fn dense_gemv(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
 
 impl TernaryBackend for Flex {
     fn dense_linear(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
-        dense_gemv(x, weight)
+        let tokens = x.shape().dims::<2>()[0];
+        if tokens <= DENSE_GEMV_MAX_TOKENS {
+            dense_gemv(x, weight)
+        } else {
+            crate::ops::dense_linear_matmul::<Flex>(x, weight)
+        }
     }
 
     fn ternary_linear(x: FlexTensor, weight: TernaryWeightPrimitive<Self>) -> FlexTensor {

@@ -61,9 +61,7 @@ pub trait TernaryBackend: Backend {
     /// (`[M, K]`); returns `[M, N]` in f32. The default is burn's matmul on `W` cast to f32; CPU backends override
     /// it with a streaming GEMV that reads `W` in its stored precision.
     fn dense_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        let x = float_tensor::<Self, 2>(x);
-        let w = float_tensor::<Self, 2>(weight).cast(FloatDType::F32);
-        x.matmul(w.transpose()).into_primitive().tensor()
+        dense_linear_matmul::<Self>(x, weight)
     }
 }
 
@@ -169,6 +167,14 @@ pub(crate) fn assert_input_fits<B: Backend>(op: &str, m: usize, k: usize, weight
         weight.cols,
         weight.cols
     );
+}
+
+/// `x W^T` with burn's matmul on `W` cast to f32 (the default of [`TernaryBackend::dense_linear`], and the
+/// path of backends whose GEMV only pays off for a few tokens).
+pub(crate) fn dense_linear_matmul<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
+    let x = float_tensor::<B, 2>(x);
+    let w = float_tensor::<B, 2>(weight).cast(FloatDType::F32);
+    x.matmul(w.transpose()).into_primitive().tensor()
 }
 
 fn float_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {

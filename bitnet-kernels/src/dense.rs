@@ -137,6 +137,18 @@ fn checked(kernel: Kernel) -> Result<Kernel> {
 
 /// Runs `row(n) -> y[n]` over `rows` rows on the pool, each thread a contiguous range.
 fn for_rows(rows: usize, y: &mut [f32], pool: &ThreadPool, row: impl Fn(usize) -> f32 + Sync) {
+    for_rows_tokens(rows, 1, y, pool, |n, _| row(n));
+}
+
+/// Runs `dot(n, t) -> y[t * rows + n]` for every row `n` and token `t < tokens` on the pool, each thread a
+/// contiguous range of rows: a weight row is read from memory once and reused from L1 for every token.
+fn for_rows_tokens(
+    rows: usize,
+    tokens: usize,
+    y: &mut [f32],
+    pool: &ThreadPool,
+    dot: impl Fn(usize, usize) -> f32 + Sync,
+) {
     let out = OutPtr(y.as_mut_ptr());
     let threads = pool.threads().min(rows.div_ceil(16)).max(1);
     pool.run(&|t| {
@@ -144,13 +156,25 @@ fn for_rows(rows: usize, y: &mut [f32], pool: &ThreadPool, row: impl Fn(usize) -
             return;
         }
         for n in split_range(rows, threads, t, 16) {
-            // SAFETY: `n < rows <= y.len()` (checked by callers) and ranges are disjoint per thread.
-            unsafe { out.write(n, row(n)) };
+            for token in 0..tokens {
+                // SAFETY: `token * rows + n < tokens * rows <= y.len()` (checked by callers) and row ranges are
+                // disjoint per thread.
+                unsafe { out.write(token * rows + n, dot(n, token)) };
+            }
         }
     });
 }
 
-/// `y = W x` with `W` f32 `[rows, cols]` row-major.
+/// The token count of `x` (`tokens * cols` values, at least one token), checked against `y` (`tokens * rows`).
+fn token_count(x: &[f32], y: &[f32], rows: usize, cols: usize) -> Result<usize> {
+    let tokens = if cols == 0 { 1 } else { x.len() / cols };
+    ensure_eq("input length (tokens x cols)", tokens.max(1) * cols, x.len())?;
+    ensure_len("output", tokens.max(1) * rows, y.len())?;
+    Ok(tokens.max(1))
+}
+
+/// `y = W x` with `W` f32 `[rows, cols]` row-major, for one token or a few: `x` holds `tokens` rows of `cols`
+/// values and `y` gets `[tokens, rows]`; each weight row is read once for all tokens.
 pub fn f32_gemv(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32], pool: &ThreadPool) -> Result<()> {
     f32_gemv_with(Kernel::selected(), w, rows, cols, x, y, pool)
 }
@@ -167,13 +191,14 @@ pub fn f32_gemv_with(
 ) -> Result<()> {
     let kernel = checked(kernel)?;
     ensure_eq("weight element count", checked_elems("f32 weights", rows, cols)?, w.len())?;
-    ensure_eq("input width", cols, x.len())?;
-    ensure_len("output", rows, y.len())?;
-    for_rows(rows, y, pool, |n| dot_f32::call(kernel, &w[n * cols..(n + 1) * cols], x));
+    let tokens = token_count(x, y, rows, cols)?;
+    for_rows_tokens(rows, tokens, y, pool, |n, t| {
+        dot_f32::call(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
+    });
     Ok(())
 }
 
-/// `y = W x` with `W` stored as bf16 bits (`u16`), `[rows, cols]` row-major.
+/// `y = W x` with `W` stored as bf16 bits (`u16`), `[rows, cols]` row-major; `x` and `y` as in [`f32_gemv`].
 pub fn bf16_gemv(w: &[u16], rows: usize, cols: usize, x: &[f32], y: &mut [f32], pool: &ThreadPool) -> Result<()> {
     bf16_gemv_with(Kernel::selected(), w, rows, cols, x, y, pool)
 }
@@ -190,9 +215,10 @@ pub fn bf16_gemv_with(
 ) -> Result<()> {
     let kernel = checked(kernel)?;
     ensure_eq("weight element count", checked_elems("bf16 weights", rows, cols)?, w.len())?;
-    ensure_eq("input width", cols, x.len())?;
-    ensure_len("output", rows, y.len())?;
-    for_rows(rows, y, pool, |n| dot_bf16::call(kernel, &w[n * cols..(n + 1) * cols], x));
+    let tokens = token_count(x, y, rows, cols)?;
+    for_rows_tokens(rows, tokens, y, pool, |n, t| {
+        dot_bf16::call(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
+    });
     Ok(())
 }
 

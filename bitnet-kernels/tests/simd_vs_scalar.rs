@@ -199,5 +199,23 @@ fn float_dense_kernels_agree_and_match_f64() {
             assert_eq!(y32, scalar_f32, "f32 GEMV, kernel {kernel}");
             assert_eq!(y16, scalar_bf16, "bf16 GEMV, kernel {kernel}");
         }
+        // Several tokens in one call: `y[t]` is the single-token result of `x[t]`, bit for bit.
+        let tokens = 3;
+        let xs: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+        for kernel in Kernel::available() {
+            let (mut y32, mut y16) = (vec![0f32; tokens * rows], vec![0f32; tokens * rows]);
+            f32_gemv_with(kernel, &w, rows, cols, &xs, &mut y32, &pool).unwrap();
+            bf16_gemv_with(kernel, &wb, rows, cols, &xs, &mut y16, &pool).unwrap();
+            for t in 0..tokens {
+                let (mut one32, mut one16) = (vec![0f32; rows], vec![0f32; rows]);
+                let xt = &xs[t * cols..(t + 1) * cols];
+                f32_gemv_with(kernel, &w, rows, cols, xt, &mut one32, &pool).unwrap();
+                bf16_gemv_with(kernel, &wb, rows, cols, xt, &mut one16, &pool).unwrap();
+                assert_eq!(&y32[t * rows..(t + 1) * rows], &one32[..], "f32 token {t}, kernel {kernel}");
+                assert_eq!(&y16[t * rows..(t + 1) * rows], &one16[..], "bf16 token {t}, kernel {kernel}");
+            }
+        }
+        let err = f32_gemv_with(Kernel::Scalar, &w, rows, cols, &xs[..cols + 1], &mut vec![0f32; 2 * rows], &pool);
+        assert!(err.is_err() || cols == 1, "a partial token is a shape error");
     }
 }
