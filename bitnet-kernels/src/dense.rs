@@ -167,7 +167,7 @@ fn for_rows_tokens(
 
 /// The token count of `x` (`tokens * cols` values, at least one token), checked against `y` (`tokens * rows`).
 fn token_count(x: &[f32], y: &[f32], rows: usize, cols: usize) -> Result<usize> {
-    let tokens = if cols == 0 { 1 } else { x.len() / cols };
+    let tokens = x.len().checked_div(cols).unwrap_or(1);
     ensure_eq("input length (tokens x cols)", tokens.max(1) * cols, x.len())?;
     ensure_len("output", tokens.max(1) * rows, y.len())?;
     Ok(tokens.max(1))

@@ -34,18 +34,25 @@ fn norm_tensor<'a, B: Backend>(name: String, norm: &RmsNorm<B>) -> Result<Tensor
     Ok(f32_tensor(name, vec![v.len()], v))
 }
 
-/// The packed uint8 codes `[out/4, in]` and `weight_scale = 1/g` of a projection.
-fn ternary_tensors<'a, B: Backend>(prefix: &str, p: &Projection<B>) -> Result<[TensorSpec<'a>; 2]> {
-    let w = p.weight().ok_or_else(|| TrainError::Export(format!("{prefix} holds no latent weights")))?;
+/// The ternary codes (`[out, in]`) and absmean scale `g` of a projection's latent weight, quantized as the
+/// training forward pass fake-quantizes it.
+fn projection_codes<B: Backend>(name: &str, p: &Projection<B>) -> Result<(TernaryCodes, f32)> {
+    let w = p.weight().ok_or_else(|| TrainError::Export(format!("{name} holds no latent weights")))?;
     let [d_in, d_out] = w.dims();
-    if !d_out.is_multiple_of(4) {
-        return Err(TrainError::Export(format!("{prefix}: {d_out} outputs is not a multiple of 4 (HF packing)")));
-    }
     // [in, out] -> [out, in] rows.
     let rows = values(w.transpose())?;
     let g = absmean_scale(&rows);
-    let codes = quantize_weights_with_scale(&rows, g);
-    let packed = pack_hf_packed(&TernaryCodes::new(d_out, d_in, codes)?)?;
+    Ok((TernaryCodes::new(d_out, d_in, quantize_weights_with_scale(&rows, g))?, g))
+}
+
+/// The packed uint8 codes `[out/4, in]` and `weight_scale = 1/g` of a projection.
+fn ternary_tensors<'a, B: Backend>(prefix: &str, p: &Projection<B>) -> Result<[TensorSpec<'a>; 2]> {
+    let (codes, g) = projection_codes(prefix, p)?;
+    let (d_out, d_in) = (codes.rows(), codes.cols());
+    if !d_out.is_multiple_of(4) {
+        return Err(TrainError::Export(format!("{prefix}: {d_out} outputs is not a multiple of 4 (HF packing)")));
+    }
+    let packed = pack_hf_packed(&codes)?;
     Ok([
         TensorSpec {
             name: format!("{prefix}.weight"),
@@ -119,23 +126,16 @@ pub fn export_gguf<B: Backend>(
     if !model.is_quantized() {
         return Err(TrainError::Export("the full-precision baseline has no ternary weights to encode".into()));
     }
+    ty.check_shapes(model.config()).map_err(TrainError::Export)?;
     let norm = |name: String, n: &RmsNorm<B>| -> Result<GgufTensorSpec<'static>> {
         let v = values(n.gamma.val())?;
         Ok(f32_spec(name, vec![v.len() as u64], v))
     };
     let ternary = |name: String, p: &Projection<B>| -> Result<GgufTensorSpec<'static>> {
-        let w = p.weight().ok_or_else(|| TrainError::Export(format!("{name} holds no latent weights")))?;
-        let [d_in, d_out] = w.dims();
-        let rows = values(w.transpose())?;
-        let g = absmean_scale(&rows);
-        let codes = TernaryCodes::new(d_out, d_in, quantize_weights_with_scale(&rows, g))?;
+        let (codes, g) = projection_codes(&name, p)?;
+        let ne = vec![codes.cols() as u64, codes.rows() as u64];
         let bytes = ty.encode(&codes, g).map_err(|e| TrainError::Export(format!("{name}: {e}")))?;
-        Ok(GgufTensorSpec {
-            name,
-            ne: vec![d_in as u64, d_out as u64],
-            ggml_type: ty.id(),
-            data: Box::new(move || Ok(bytes)),
-        })
+        Ok(GgufTensorSpec { name, ne, ggml_type: ty.id(), data: Box::new(move || Ok(bytes)) })
     };
     let embedding = model.embed_tokens.weight.val();
     let [v, h] = embedding.dims();

@@ -5,21 +5,13 @@ use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
     Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
 };
-use burn::train::{ClassificationOutput, ItemLazy};
+use burn::train::ClassificationOutput;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// The number of target tokens of a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenCount(pub usize);
-
-impl ItemLazy for TokenCount {
-    type ItemSync = TokenCount;
-
-    fn sync(self) -> Self::ItemSync {
-        self
-    }
-}
 
 impl<B: Backend> burn::train::metric::Adaptor<TokenCount> for ClassificationOutput<B> {
     fn adapt(&self) -> TokenCount {

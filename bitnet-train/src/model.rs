@@ -19,7 +19,6 @@ use bitnet_models::config::{Activation, BitNetConfig};
 use bitnet_models::rope::Rope;
 use burn::module::Module;
 use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{log_softmax, relu, silu, softmax};
 use burn::tensor::backend::Backend;
@@ -273,13 +272,5 @@ impl<B: TernaryBackend> TrainableBitNet<B> {
         let targets = targets.reshape([batch * t, 1]);
         let losses = log_softmax(logits.clone(), 1).gather(1, targets).neg().reshape([batch * t]);
         (losses, logits)
-    }
-
-    /// The mean next-token loss, as burn's cross-entropy computes it (for checks).
-    pub fn mean_loss(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-        let [batch, t] = inputs.dims();
-        let v = self.config().vocab_size;
-        let logits = self.forward(inputs, self.lambda()).reshape([batch * t, v]);
-        CrossEntropyLossConfig::new().init(&logits.device()).forward(logits, targets.reshape([batch * t]))
     }
 }

@@ -49,6 +49,17 @@ impl TernaryGgufType {
         }
     }
 
+    /// Whether every projection of `config` can be stored in this type; the error says why not.
+    pub fn check_shapes(self, config: &BitNetConfig) -> std::result::Result<(), String> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        if self == Self::Tq2_0 && !(h.is_multiple_of(256) && i.is_multiple_of(256)) {
+            return Err(format!(
+                "TQ2_0 needs hidden_size and intermediate_size multiples of 256 (got {h} and {i}); I2_S has no such limit"
+            ));
+        }
+        Ok(())
+    }
+
     /// Encodes `codes` (`[rows, cols]`, values 0/1/2 for -1/0/+1) with scale `g`.
     pub fn encode(self, codes: &TernaryCodes, g: f32) -> Result<Vec<u8>> {
         let bytes = match self {

@@ -177,6 +177,7 @@ pub fn write_random_gguf(
 ) -> Result<()> {
     use super::gguf_write::{bitnet_metadata, f32_spec, ggml_type, write_gguf, GgufTensorSpec};
     let c = config;
+    ty.check_shapes(c).map_err(ModelError::Request)?;
     let (h, v) = (c.hidden_size, c.vocab_size);
     let rng = std::cell::RefCell::new(Rng(seed));
     let rng_ref = &rng;

@@ -60,14 +60,8 @@ pub fn run(args: InitArgs) -> Result<()> {
         InitFormat::Tq2_0 => Some(TernaryGgufType::Tq2_0),
         InitFormat::I2s => Some(TernaryGgufType::I2s),
     };
-    if gguf == Some(TernaryGgufType::Tq2_0)
-        && !(config.hidden_size.is_multiple_of(256) && config.intermediate_size.is_multiple_of(256))
-    {
-        return Err(UsageError(format!(
-            "--format tq2_0 needs hidden_size and intermediate_size multiples of 256 ({} has {} and {}): use --format i2s",
-            args.arch, config.hidden_size, config.intermediate_size
-        ))
-        .into());
+    if let Some(ty) = gguf {
+        ty.check_shapes(&config).map_err(|why| UsageError(format!("--arch {}: {why}: use --format i2s", args.arch)))?;
     }
     eprintln!("writing a random {} model to {} ...", args.arch, args.out.display());
     if let Some(ty) = gguf {

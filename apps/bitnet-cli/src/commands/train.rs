@@ -137,6 +137,11 @@ impl TrainArgs {
         Ok(config)
     }
 
+    /// The `--gguf` encoding.
+    fn gguf_type(&self) -> Option<TernaryGgufType> {
+        self.gguf.as_deref().map(|kind| if kind == "tq2_0" { TernaryGgufType::Tq2_0 } else { TernaryGgufType::I2s })
+    }
+
     fn train_config(&self, model: BitNetConfig) -> Result<TrainConfig> {
         let config = TrainConfig {
             model,
@@ -155,15 +160,8 @@ impl TrainArgs {
             seed: self.seed,
         };
         config.check().map_err(|e| UsageError(e.to_string()))?;
-        let m = &config.model;
-        if self.gguf.as_deref() == Some("tq2_0")
-            && !(m.hidden_size.is_multiple_of(256) && m.intermediate_size.is_multiple_of(256))
-        {
-            return Err(UsageError(format!(
-                "--gguf tq2_0 needs hidden_size and intermediate_size multiples of 256 (got {} and {}): use --gguf i2s",
-                m.hidden_size, m.intermediate_size
-            ))
-            .into());
+        if let Some(ty) = self.gguf_type() {
+            ty.check_shapes(&config.model).map_err(|why| UsageError(format!("--gguf: {why}: use --gguf i2s")))?;
         }
         Ok(config)
     }
@@ -211,55 +209,43 @@ pub fn run(args: TrainArgs) -> Result<()> {
         config.batch_size,
         config.context - 1
     );
+    let prepared = Prepared { args: &args, config: &config, tokenizer_json: &tokenizer_bytes, train_data, valid_data };
     match args.device {
-        TrainDevice::Cpu => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(
-            &args,
-            &config,
-            &tokenizer_bytes,
-            train_data,
-            valid_data,
-            &Default::default(),
-        ),
+        TrainDevice::Cpu => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(&prepared, &Default::default()),
         #[cfg(feature = "wgpu")]
         // The raw CubeCL backends: burn 0.21's Fusion wrapper loses tensor handles when burn-train's asynchronous
         // checkpointer reads the records during the next step.
-        TrainDevice::Wgpu => run_on::<burn::backend::Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>>(
-            &args,
-            &config,
-            &tokenizer_bytes,
-            train_data,
-            valid_data,
-            &Default::default(),
-        ),
+        TrainDevice::Wgpu => {
+            run_on::<burn::backend::Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>>(&prepared, &Default::default())
+        }
         #[cfg(feature = "cuda")]
-        TrainDevice::Cuda => run_on::<burn::backend::Autodiff<CubeBackend<CudaRuntime, f32, i32, u8>>>(
-            &args,
-            &config,
-            &tokenizer_bytes,
-            train_data,
-            valid_data,
-            &Default::default(),
-        ),
+        TrainDevice::Cuda => {
+            run_on::<burn::backend::Autodiff<CubeBackend<CudaRuntime, f32, i32, u8>>>(&prepared, &Default::default())
+        }
         #[allow(unreachable_patterns)]
         _ => unreachable!("checked above"),
     }
 }
 
-fn run_on<B>(
-    args: &TrainArgs,
-    config: &TrainConfig,
-    tokenizer_json: &[u8],
+/// Everything a run needs, prepared before the backend is chosen.
+struct Prepared<'a> {
+    args: &'a TrainArgs,
+    config: &'a TrainConfig,
+    tokenizer_json: &'a [u8],
     train_data: Arc<TokenWindows>,
     valid_data: Arc<TokenWindows>,
-    device: &B::Device,
-) -> Result<()>
+}
+
+fn run_on<B>(prepared: &Prepared<'_>, device: &B::Device) -> Result<()>
 where
     B: AutodiffBackend + TernaryBackend,
     B::InnerBackend: TernaryBackend,
 {
+    let Prepared { args, config, tokenizer_json, train_data, valid_data } = prepared;
+    let (args, config, tokenizer_json) = (*args, *config, *tokenizer_json);
     if let Some(steps) = args.bench {
-        let qat = bitnet_train::bench::seconds_per_step::<B>(config, &train_data, true, steps, device)?;
-        let fp = bitnet_train::bench::seconds_per_step::<B>(config, &train_data, false, steps, device)?;
+        let qat = bitnet_train::bench::seconds_per_step::<B>(config, train_data, true, steps, device)?;
+        let fp = bitnet_train::bench::seconds_per_step::<B>(config, train_data, false, steps, device)?;
         let tokens = (config.batch_size * (config.context - 1)) as f64;
         println!(
             "{}",
@@ -276,7 +262,7 @@ where
         return Ok(());
     }
     let out_dir = args.out.as_ref().ok_or_else(|| UsageError("--out is required".into()))?;
-    let (model, report) = train::<B>(config, train_data, valid_data, out_dir, args.resume, device)?;
+    let (model, report) = train::<B>(config, train_data.clone(), valid_data.clone(), out_dir, args.resume, device)?;
     eprintln!(
         "validation loss {:.4} nats/token (ppl {:.2}) over {} tokens; {:.0} training tokens/s",
         report.valid_loss,
@@ -299,8 +285,7 @@ where
     if !config.full_precision {
         let dir = out_dir.join("model");
         export_hf_packed(&model, Some(tokenizer_json), &dir)?;
-        if let Some(kind) = &args.gguf {
-            let ty = if kind == "tq2_0" { TernaryGgufType::Tq2_0 } else { TernaryGgufType::I2s };
+        if let Some(ty) = args.gguf_type() {
             let path = out_dir.join("model").join("model.gguf");
             bitnet_train::export::export_gguf(&model, ty, &path)?;
             eprintln!("exported {}", path.display());
