@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 
 jobs="${CARGO_BUILD_JOBS:-2}"
 step() { printf '\n==> %s\n' "$*"; }
+# A one-shot CI build gains nothing from incremental compilation data, which costs gigabytes of disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+disk() { printf 'disk: %s free; target/ %s\n' "$(df -h --output=avail . | tail -1 | tr -d ' ')" \
+  "$(du -sh target 2>/dev/null | cut -f1)"; }
 
 missing=()
 for pkg in mesa-vulkan-drivers; do
@@ -39,11 +43,13 @@ cargo fmt --all -- --check
 step "lints (all features)"
 cargo clippy -j"$jobs" --workspace --all-targets --all-features -- -D warnings
 
-step "default features build (the CLI's)"
-cargo build -j"$jobs" --workspace --benches
+step "default features compile (the CLI's), benches and tests included"
+cargo check -j"$jobs" --workspace --all-targets
+disk
 
 step "tests (host: $(uname -m), all features: cpu, wgpu on lavapipe, candle; cuda tests need a GPU)"
 cargo test -j"$jobs" --workspace --all-features
+disk
 
 if [ "${BITNET_SKIP_AARCH64:-0}" = 1 ]; then
   step "aarch64 tests skipped (BITNET_SKIP_AARCH64=1)"
@@ -61,3 +67,4 @@ BITNET_EXPECT_KERNELS=neon-dotprod,neon-plain,scalar \
 step "tests (aarch64 under qemu, Cortex-A53: plain NEON only, checks run-time detection)"
 QEMU_CPU=cortex-a53 BITNET_EXPECT_KERNELS=neon-plain,scalar \
   cargo test -j"$jobs" -p bitnet-kernels --target aarch64-unknown-linux-gnu --test simd_vs_scalar
+disk
