@@ -7,7 +7,10 @@
 
 use bitnet_benches::{read_bandwidth, Rotation, WORKING_SET_BYTES};
 use bitnet_kernels::dense::{bf16_gemv_with, f32_gemv_with, int8_gemv_with, Int8Matrix};
-use bitnet_kernels::{ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix, ThreadPool};
+use bitnet_kernels::{
+    ternary_matmul_many_with, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix,
+    ThreadPool,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
@@ -71,6 +74,51 @@ fn bench_ternary_gemv(c: &mut Criterion) {
                     b.iter(|| ternary_matmul_with(kernel, weights.next_item(), &x, &mut y, pool).expect("gemv"))
                 });
             }
+        }
+    }
+    group.finish();
+}
+
+/// q/k/v (2560 + 640 + 640 rows) and gate/up (2 x 6912 rows) of one 2B-4T block against one activation
+/// quantization: one product per weight (`separate`) vs one dispatch over all of them (`one_dispatch`,
+/// `ternary_matmul_many`), weights from DRAM.
+fn bench_ternary_many(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ternary_many");
+    group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    let pools = pools();
+    let kernel = Kernel::best();
+    for (name, rows) in [("qkv", &[2560usize, 640, 640][..]), ("gate_up", &[6912usize, 6912][..])] {
+        let cols = 2560;
+        let set: Vec<TernaryMatrix> = rows
+            .iter()
+            .map(|&r| {
+                let codes: Vec<u8> = pseudo_random(r * cols, r as u64).map(|v| (v % 3) as u8).collect();
+                let codes = TernaryCodes::new(r, cols, codes).expect("codes");
+                TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix")
+            })
+            .collect();
+        let bytes: usize = set.iter().map(|w| w.data().len()).sum();
+        let mut sets = Rotation::new(set, bytes);
+        let x = QuantizedActivations::quantize(&random_f32(cols, 3), 1, cols).expect("activations");
+        let mut outs: Vec<Vec<f32>> = rows.iter().map(|&r| vec![0f32; r]).collect();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        for pool in &pools {
+            let t = pool.threads();
+            group.bench_function(BenchmarkId::new(name, format!("separate/{kernel}/{t}t")), |b| {
+                b.iter(|| {
+                    let set = sets.next_item();
+                    for (w, y) in set.iter().zip(outs.iter_mut()) {
+                        ternary_matmul_with(kernel, w, &x, y, pool).expect("product");
+                    }
+                })
+            });
+            group.bench_function(BenchmarkId::new(name, format!("one_dispatch/{kernel}/{t}t")), |b| {
+                b.iter(|| {
+                    let views: Vec<_> = sets.next_item().iter().map(|w| w.view()).collect();
+                    let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| y.as_mut_slice()).collect();
+                    ternary_matmul_many_with(kernel, &views, &x, &mut ys, pool).expect("products")
+                })
+            });
         }
     }
     group.finish();
@@ -161,6 +209,7 @@ criterion_group!(
     benches,
     bench_bandwidth,
     bench_ternary_gemv,
+    bench_ternary_many,
     bench_ternary_gemv_cached,
     bench_f32_gemv,
     bench_lm_head

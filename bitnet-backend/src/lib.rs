@@ -52,6 +52,6 @@ pub use bitlinear::{BitLinear, BitLinearConfig, PackedTernary};
 pub use bitnet_kernels as kernels;
 pub use error::{BackendError, Result};
 pub use ops::{
-    dense_linear, quantize_activations, ternary_dequantize, ternary_linear, ternary_linear_many, TernaryBackend,
-    TernaryWeight,
+    cache_write, dense_linear, quantize_activations, ternary_dequantize, ternary_linear, ternary_linear_many,
+    TernaryBackend, TernaryWeight,
 };

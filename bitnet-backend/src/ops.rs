@@ -63,6 +63,14 @@ pub trait TernaryBackend: Backend {
     fn dense_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         dense_linear_matmul::<Self>(x, weight)
     }
+
+    /// Writes `values` (`[H, T, D]`) into `cache` (`[H, C, D]`) at positions `start..start + T` of dimension 1
+    /// and returns the cache: the append of a KV cache. The default is burn's `slice_assign`; backends whose
+    /// `slice_assign` copies the whole destination (Flex in burn 0.21) override it to write in place whenever
+    /// the cache's buffer is not shared, so a decode step costs `H * T * D` values, not the whole cache.
+    fn cache_write(cache: FloatTensor<Self>, start: usize, values: FloatTensor<Self>) -> FloatTensor<Self> {
+        cache_write_slice_assign::<Self>(cache, start, values)
+    }
 }
 
 /// Packed ternary weights on a backend's device (the tensor-level handle of [`TernaryWeightPrimitive`]).
@@ -145,6 +153,12 @@ impl<B: Backend> TernaryWeight<B> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+    /// Bytes a product with this weight reads: the packed 2-bit codes (padded to whole tiles, 4-byte words on
+    /// the device) and the f32 row scales.
+    pub fn packed_bytes(&self) -> u64 {
+        let words = self.words.shape().num_elements() as u64;
+        words * self.words.dtype().size() as u64 + self.rows as u64 * self.scales.dtype().size() as u64
+    }
 
     /// The primitive handle the backend ops take.
     pub fn primitive(&self) -> TernaryWeightPrimitive<B> {
@@ -175,6 +189,17 @@ pub(crate) fn dense_linear_matmul<B: Backend>(x: FloatTensor<B>, weight: FloatTe
     let x = float_tensor::<B, 2>(x);
     let w = float_tensor::<B, 2>(weight).cast(FloatDType::F32);
     x.matmul(w.transpose()).into_primitive().tensor()
+}
+
+/// [`TernaryBackend::cache_write`] with burn's `slice_assign` (the default).
+pub(crate) fn cache_write_slice_assign<B: Backend>(
+    cache: FloatTensor<B>,
+    start: usize,
+    values: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let values = float_tensor::<B, 3>(values);
+    let [h, t, d] = values.dims();
+    float_tensor::<B, 3>(cache).slice_assign([0..h, start..start + t, 0..d], values).into_primitive().tensor()
 }
 
 fn float_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
@@ -213,6 +238,21 @@ pub fn dense_linear<B: TernaryBackend>(x: Tensor<B, 2>, weight: &Tensor<B, 2>) -
     let ([m, k], [n, kw]) = (x.dims(), weight.dims());
     assert!(k == kw, "dense_linear: input [{m}, {k}] does not match a weight of shape [{n}, {kw}]");
     float_tensor(B::dense_linear(x.into_primitive().tensor(), weight.clone().into_primitive().tensor()))
+}
+
+/// Writes `values` (`[H, T, D]`) into `cache` (`[H, C, D]`) at positions `start..start + T` and returns the
+/// cache, in place where the backend can (see [`TernaryBackend::cache_write`]). Views of the cache that are
+/// still alive make the write copy the buffer first (copy-on-write), so drop them before the next write.
+///
+/// # Panics
+/// If the head counts or widths differ, or `start + T` exceeds `C`, naming the shapes.
+pub fn cache_write<B: TernaryBackend>(cache: Tensor<B, 3>, start: usize, values: Tensor<B, 3>) -> Tensor<B, 3> {
+    let ([h, c, d], [hv, t, dv]) = (cache.dims(), values.dims());
+    assert!(
+        h == hv && d == dv && start + t <= c,
+        "cache_write: values [{hv}, {t}, {dv}] at position {start} do not fit a cache of shape [{h}, {c}, {d}]"
+    );
+    float_tensor(B::cache_write(cache.into_primitive().tensor(), start, values.into_primitive().tensor()))
 }
 
 /// Per-token int8 codes and scales of `x` (`[M, K]`): `x ≈ codes / scales[:, None]`.

@@ -112,3 +112,43 @@ fn dense_linear_gemv_matches_matmul_in_f32_and_bf16() {
         }
     }
 }
+
+#[test]
+fn cache_write_matches_slice_assign_and_writes_in_place() {
+    use burn::tensor::{Distribution, TensorPrimitive};
+    let device = Default::default();
+    let buffer = |t: &Tensor<Flex, 3>| match t.clone().into_primitive() {
+        TensorPrimitive::Float(p) => p.bytes().as_ptr() as usize,
+        TensorPrimitive::QFloat(_) => unreachable!("a float tensor"),
+    };
+    let mut cache = Tensor::<Flex, 3>::zeros([3, 10, 4], &device);
+    let mut reference = cache.clone();
+    // Prefill 4 positions, then decode one at a time; the last write fills the final position.
+    let mut start = 0;
+    for t in [4usize, 1, 1, 3, 1] {
+        let values = Tensor::<Flex, 3>::random([3, t, 4], Distribution::Uniform(-1.0, 1.0), &device);
+        reference = reference.slice_assign([0..3, start..start + t, 0..4], values.clone());
+        let before = buffer(&cache);
+        cache = bitnet_backend::cache_write(cache, start, values);
+        if start > 0 {
+            // The buffer is the cache's only handle after the first write: no copy.
+            assert_eq!(buffer(&cache), before, "write at {start} copied the cache");
+        }
+        start += t;
+        assert_eq!(cache.to_data().to_vec::<f32>().unwrap(), reference.to_data().to_vec::<f32>().unwrap());
+    }
+    // A view still alive makes the write copy, and the view keeps its old contents.
+    let view = cache.clone().slice([0..3, 0..2, 0..4]);
+    let old = view.to_data();
+    let cache = bitnet_backend::cache_write(cache, 0, Tensor::ones([3, 2, 4], &device));
+    assert_eq!(view.to_data(), old);
+    assert_eq!(cache.slice([0..3, 0..2, 0..4]).to_data().to_vec::<f32>().unwrap(), vec![1.0; 24]);
+}
+
+#[test]
+#[should_panic(expected = "do not fit a cache of shape [2, 5, 4]")]
+fn cache_write_past_the_capacity_panics_with_shapes() {
+    let device = Default::default();
+    let cache = Tensor::<Flex, 3>::zeros([2, 5, 4], &device);
+    bitnet_backend::cache_write(cache, 4, Tensor::zeros([2, 2, 4], &device));
+}

@@ -82,46 +82,6 @@ fn dot_i8_body(w: &[i8], x: &[i8]) -> i32 {
     acc.iter().sum()
 }
 
-/// Generates the per-ISA copies of a dot body and a dispatcher over [`Kernel`].
-macro_rules! multiversion {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        mod $name {
-            use super::*;
-            pub(super) fn generic($($arg: $ty),*) -> $ret { $body($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            pub(super) unsafe fn avx2($($arg: $ty),*) -> $ret { $body($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512bw")]
-            pub(super) unsafe fn avx512bw($($arg: $ty),*) -> $ret { $body($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-            pub(super) unsafe fn avx512vnni($($arg: $ty),*) -> $ret { $body($($arg),*) }
-            #[cfg(target_arch = "aarch64")]
-            #[target_feature(enable = "neon,dotprod")]
-            pub(super) unsafe fn dotprod($($arg: $ty),*) -> $ret { $body($($arg),*) }
-
-            /// Calls the copy for `kernel`, which the caller has checked is available.
-            #[inline(always)]
-            pub(super) fn call(kernel: Kernel, $($arg: $ty),*) -> $ret {
-                // SAFETY: `kernel.is_available()` was checked by the public entry point, so the CPU has
-                // the features each copy is compiled for.
-                match kernel {
-                    #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => unsafe { avx2($($arg),*) },
-                    #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx512Bw => unsafe { avx512bw($($arg),*) },
-                    #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx512Vnni => unsafe { avx512vnni($($arg),*) },
-                    #[cfg(target_arch = "aarch64")]
-                    Kernel::NeonDotprod => unsafe { dotprod($($arg),*) },
-                    _ => generic($($arg),*),
-                }
-            }
-        }
-    };
-}
-
 multiversion!(dot_f32, dot_f32_body, (w: &[f32], x: &[f32]) -> f32);
 multiversion!(dot_bf16, dot_bf16_body, (w: &[u16], x: &[f32]) -> f32);
 multiversion!(dot_i8, dot_i8_body, (w: &[i8], x: &[i8]) -> i32);

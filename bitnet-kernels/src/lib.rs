@@ -30,6 +30,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod multiversion;
+
 pub mod aligned;
 pub mod dense;
 pub mod dispatch;
@@ -37,6 +40,7 @@ pub mod error;
 pub mod formats;
 pub mod gemv;
 pub mod pool;
+pub mod probe;
 pub mod quant;
 
 pub use dense::{bf16_gemv, f32_gemv, int8_gemv, Int8Matrix};
@@ -44,6 +48,9 @@ pub use dispatch::Kernel;
 pub use error::{KernelError, Result};
 pub use formats::native::TernaryView;
 pub use formats::{TernaryCodes, TernaryMatrix};
-pub use gemv::{ternary_accumulators, ternary_gemv, ternary_matmul, ternary_matmul_with};
+pub use gemv::{
+    ternary_accumulators, ternary_gemv, ternary_matmul, ternary_matmul_many, ternary_matmul_many_with,
+    ternary_matmul_with,
+};
 pub use pool::{global_pool, ThreadPool};
 pub use quant::QuantizedActivations;

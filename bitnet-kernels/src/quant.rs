@@ -8,6 +8,7 @@
 //! transformers' `BitLinear` does in f32, so the codes match the reference bit for bit.
 
 use crate::aligned::AlignedBytes;
+use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, Result};
 
 /// Smallest scale denominator of both quantizers (the `1e-5` clamp of the reference).
@@ -140,19 +141,53 @@ impl QuantizedActivations {
     }
 }
 
-/// Quantizes one row: writes `q = clamp(round(x * s), -128, 127)` into `dst` and returns `(s, sum q)`.
+/// Quantizes one row: writes `q = clamp(round(x * s), -128, 127)` into `dst` and returns `(s, sum q)`, with
+/// the selected kernel's vectorized copy.
 pub fn quantize_row_absmax(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
-    debug_assert_eq!(x.len(), dst.len());
-    let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let scale = 127.0 / absmax.max(SCALE_EPS);
+    quantize_row_absmax_with(Kernel::selected(), x, dst)
+}
+
+/// [`quantize_row_absmax`] with the copy compiled for `kernel` (the portable code if `kernel` is not available
+/// on this CPU). Every copy gives identical codes, scales and sums.
+pub fn quantize_row_absmax_with(kernel: Kernel, x: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    assert_eq!(x.len(), dst.len(), "quantize_row_absmax: {} values into {} codes", x.len(), dst.len());
+    let kernel = if kernel.is_available() { kernel } else { Kernel::Scalar };
+    let scale = 127.0 / absmax::call(kernel, x).max(SCALE_EPS);
+    (scale, round_codes::call(kernel, x, scale, dst))
+}
+
+const QUANT_LANES: usize = 16;
+
+/// `max |x|` over independent lanes (max is exact in any order, and ignores NaN like the sequential fold).
+#[inline(always)]
+fn absmax_body(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; QUANT_LANES];
+    let chunks = x.chunks_exact(QUANT_LANES);
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        lanes[l] = lanes[l].max(v.abs());
+    }
+    for c in chunks {
+        for l in 0..QUANT_LANES {
+            lanes[l] = lanes[l].max(c[l].abs());
+        }
+    }
+    lanes.iter().fold(0.0f32, |m, &v| m.max(v))
+}
+
+/// Writes `clamp(round_half_even(x * scale), -128, 127)` into `dst` and returns the sum of the codes.
+#[inline(always)]
+fn round_codes_body(x: &[f32], scale: f32, dst: &mut [i8]) -> i32 {
     let mut sum = 0i32;
     for (d, &v) in dst.iter_mut().zip(x) {
         let q = round_half_even(v * scale).clamp(-128.0, 127.0) as i8;
         *d = q;
         sum += q as i32;
     }
-    (scale, sum)
+    sum
 }
+
+multiversion!(absmax, absmax_body, (x: &[f32]) -> f32);
+multiversion!(round_codes, round_codes_body, (x: &[f32], scale: f32, dst: &mut [i8]) -> i32);
 
 /// Dequantized ternary weights `(c - 1) * g` (for references and fallbacks).
 pub fn dequantize_codes(codes: &[u8], g: f32, out: &mut [f32]) -> Result<()> {

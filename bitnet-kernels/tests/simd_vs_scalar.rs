@@ -68,6 +68,8 @@ fn random_shapes_match_exactly() {
         (16, 2560),
         (6, 6912 + 3),
         (33, 129),
+        // Enough 4-row tiles that packing splits the matrix over threads (with a partial last tile).
+        (1030, 300),
     ];
     for &(rows, cols) in &shapes {
         let codes = random_codes(&mut rng, rows, cols);
@@ -218,4 +220,81 @@ fn float_dense_kernels_agree_and_match_f64() {
         let err = f32_gemv_with(Kernel::Scalar, &w, rows, cols, &xs[..cols + 1], &mut vec![0f32; 2 * rows], &pool);
         assert!(err.is_err() || cols == 1, "a partial token is a shape error");
     }
+}
+
+/// The activation quantizer written as plainly as possible: sequential absmax, then each value on its own.
+fn naive_quantize(x: &[f32]) -> (f32, Vec<i8>, i32) {
+    let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = 127.0 / absmax.max(1e-5);
+    let codes: Vec<i8> = x.iter().map(|&v| (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8).collect();
+    let sum = codes.iter().map(|&c| c as i32).sum();
+    (scale, codes, sum)
+}
+
+#[test]
+fn activation_quantization_copies_match_the_naive_quantizer() {
+    use bitnet_kernels::quant::quantize_row_absmax_with;
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut inputs: Vec<Vec<f32>> = [1usize, 5, 15, 16, 17, 255, 2560, 6913]
+        .iter()
+        .map(|&n| (0..n).map(|_| rng.random_range(-3.0..3.0f32)).collect())
+        .collect();
+    // Ties at every position of a lane (scale exactly 1: round half to even decides), zeros, extremes, NaN, inf.
+    inputs.push((0..40).map(|i| if i == 7 { 127.0 } else { (i as f32 - 20.0) + 0.5 }).collect());
+    inputs.push(vec![0.0; 33]);
+    inputs.push(vec![-1e30, 1e-30, 3.0, -0.0]);
+    inputs.push(vec![1.0, f32::NAN, -2.0, 0.25]);
+    inputs.push(vec![1.0, f32::INFINITY, -2.0, 0.25]);
+    for x in &inputs {
+        let (scale, codes, sum) = naive_quantize(x);
+        for kernel in Kernel::available() {
+            let mut got = vec![0i8; x.len()];
+            let (s, total) = quantize_row_absmax_with(kernel, x, &mut got);
+            assert_eq!(s.to_bits(), scale.to_bits(), "scale, kernel {kernel}, {} values", x.len());
+            assert_eq!(got, codes, "codes, kernel {kernel}, {} values", x.len());
+            assert_eq!(total, sum, "sum, kernel {kernel}, {} values", x.len());
+        }
+    }
+}
+
+#[test]
+fn one_dispatch_over_several_weights_equals_one_product_per_weight() {
+    use bitnet_kernels::{ternary_matmul_many_with, KernelError};
+    let mut rng = StdRng::seed_from_u64(13);
+    let cols = 300;
+    // Row counts that end mid-tile, so a thread's range crosses weights at odd places.
+    let weights: Vec<TernaryMatrix> = [9usize, 4, 1, 22]
+        .iter()
+        .map(|&rows| {
+            let scales = (0..rows).map(|_| rng.random_range(0.01..2.0f32)).collect();
+            TernaryMatrix::from_codes(&random_codes(&mut rng, rows, cols), scales).unwrap()
+        })
+        .collect();
+    let views: Vec<_> = weights.iter().map(|w| w.view()).collect();
+    for tokens in [1usize, 3] {
+        let xf: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-3.0..3.0f32)).collect();
+        let x = QuantizedActivations::quantize(&xf, tokens, cols).unwrap();
+        for threads in 1..=3 {
+            let pool = ThreadPool::new(threads).unwrap();
+            for kernel in Kernel::available() {
+                let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![f32::NAN; tokens * w.rows()]).collect();
+                let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                ternary_matmul_many_with(kernel, &views, &x, &mut ys, &pool).unwrap();
+                for (w, got) in weights.iter().zip(&outs) {
+                    let mut alone = vec![0f32; tokens * w.rows()];
+                    ternary_matmul_with(kernel, w, &x, &mut alone, &pool).unwrap();
+                    assert_eq!(got, &alone, "{kernel}/{threads}t, {tokens} tokens, {} rows", w.rows());
+                }
+            }
+        }
+    }
+    // Shape errors are reported, not written past.
+    let x = QuantizedActivations::quantize(&[1.0; 300], 1, 300).unwrap();
+    let mut one = vec![0f32; 9];
+    let err = ternary_matmul_many_with(Kernel::Scalar, &views, &x, &mut [&mut one], &ThreadPool::new(1).unwrap());
+    assert!(matches!(err, Err(KernelError::ShapeMismatch { .. })), "{err:?}");
+    let mut short = vec![0f32; 8];
+    let err =
+        ternary_matmul_many_with(Kernel::Scalar, &views[..1], &x, &mut [&mut short], &ThreadPool::new(1).unwrap());
+    assert!(err.is_err());
 }

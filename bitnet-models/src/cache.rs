@@ -1,12 +1,13 @@
 //! The key/value cache: preallocated for the whole context at creation, so decoding a token allocates no cache
 //! memory; each step writes its keys and values in place (`slice_assign`) and attends over the filled prefix.
 
+use bitnet_backend::TernaryBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 /// Keys and values of one layer, `[kv_heads, capacity, head_dim]`. The tensors are held in `Option`s so that
-/// `append` can move them out, write in place (the buffer is not shared then, so the backend's copy-on-write
-/// does not copy the whole cache) and put them back.
+/// `append` can move them out, write in place through [`bitnet_backend::cache_write`] (the buffer is not shared
+/// then, so a copy-on-write backend does not copy the whole cache) and put them back.
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
     keys: Option<Tensor<B, 3>>,
@@ -21,7 +22,7 @@ pub struct KvCache<B: Backend> {
     capacity: usize,
 }
 
-impl<B: Backend> KvCache<B> {
+impl<B: TernaryBackend> KvCache<B> {
     /// An empty cache for `layers` layers of `kv_heads` heads of `head_dim`, holding `capacity` positions.
     pub fn new(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize, device: &B::Device) -> Self {
         let zeros = || Tensor::zeros([kv_heads, capacity, head_dim], device);
@@ -66,10 +67,8 @@ impl<B: Backend> KvCache<B> {
         let (start, end) = (self.len, self.len + t);
         let cache = &mut self.layers[layer];
         let write = |slot: &mut Option<Tensor<B, 3>>, new: Tensor<B, 3>| {
-            let filled = slot
-                .take()
-                .expect("a layer cache always holds its tensors")
-                .slice_assign([0..h, start..end, 0..d], new);
+            let filled =
+                bitnet_backend::cache_write(slot.take().expect("a layer cache always holds its tensors"), start, new);
             let prefix = filled.clone().slice([0..h, 0..end, 0..d]);
             *slot = Some(filled);
             prefix

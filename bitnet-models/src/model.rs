@@ -292,6 +292,29 @@ impl<B: TernaryBackend> BitNetModel<B> {
         &self.device
     }
 
+    /// Bytes of weights one decode step streams: every packed projection (codes and row scales), every norm
+    /// gain, and the output head in its stored precision. The embedding lookup reads one row and is not
+    /// counted; with a tied head the embedding is counted once, as the head. `bytes / memory read rate` is the
+    /// shortest possible time per token (`bitnet bench` reports decode against it).
+    pub fn decode_weight_bytes(&self) -> u64 {
+        let dense = |t: &Tensor<B, 2>| t.shape().num_elements() as u64 * t.dtype().size() as u64;
+        let norm = |n: &RmsNorm<B>| n.weight.shape().num_elements() as u64 * n.weight.dtype().size() as u64;
+        let blocks: u64 = self
+            .layers
+            .iter()
+            .map(|b| {
+                let projections = [&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.gate_proj, &b.up_proj, &b.down_proj];
+                let norms = [Some(&b.input_layernorm), Some(&b.post_attention_layernorm)]
+                    .into_iter()
+                    .chain([b.attn_sub_norm.as_ref(), b.ffn_sub_norm.as_ref()])
+                    .flatten()
+                    .chain(b.linear_norms.iter().flatten());
+                projections.iter().map(|w| w.packed_bytes()).sum::<u64>() + norms.map(norm).sum::<u64>()
+            })
+            .sum();
+        blocks + norm(&self.norm) + dense(self.lm_head.as_ref().unwrap_or(&self.embed_tokens))
+    }
+
     /// Runs `tokens` at positions `cache.len()..`, appends their keys and values to `cache`, and returns the
     /// logits of every token, `[T, V]`. Fails (without touching the cache) on an out-of-range token id or when
     /// the cache cannot hold the tokens.

@@ -35,6 +35,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Train a byte-level BPE tokenizer on text files.
     TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
+    /// Measure prefill and decode speed, and decode against the memory-bandwidth roofline.
+    Bench(commands::bench::BenchArgs),
     /// Show the CPU kernels this machine can run and the one that would be used.
     Kernels,
 }
@@ -51,6 +53,7 @@ fn main() {
         Command::Download(args) => commands::download::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::Kernels => commands::kernels::run(),
     };
     if let Err(e) = result {

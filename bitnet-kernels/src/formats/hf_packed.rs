@@ -6,7 +6,7 @@
 //! `linear_class` (see DESIGN.md section 3); this module only moves codes.
 
 use super::{code_at, TernaryCodes};
-use crate::error::{checked_elems, ensure_eq, ensure_multiple, Result};
+use crate::error::{checked_elems, ensure_eq, ensure_multiple, KernelError, Result};
 
 const FORMAT: &str = "HF packed";
 
@@ -31,17 +31,30 @@ pub fn unpack_hf_packed(bytes: &[u8], rows: usize, cols: usize) -> Result<Ternar
     ensure_multiple(FORMAT, "rows", rows, 4)?;
     let quarter = rows / 4;
     ensure_eq("HF packed byte count", checked_elems(FORMAT, quarter, cols)?, bytes.len())?;
+    // A 2-bit field holds 3 (invalid) iff both its bits are set (a branch-free OR over all bytes vectorizes).
+    if bytes.iter().fold(0u8, |any, &b| any | (b & (b >> 1) & 0x55)) != 0 {
+        return Err(first_invalid_code(bytes, quarter, cols));
+    }
     let mut codes = vec![0u8; rows * cols];
-    for r in 0..quarter {
-        for part in 0..4 {
-            let row = r + part * quarter;
-            for c in 0..cols {
-                let index = row * cols + c;
-                codes[index] = code_at(bytes[r * cols + c], 2 * part as u32, index)?;
-            }
+    for part in 0..4 {
+        let shift = 2 * part;
+        let dst = &mut codes[part * quarter * cols..(part + 1) * quarter * cols];
+        for (d, &b) in dst.iter_mut().zip(bytes) {
+            *d = (b >> shift) & 3;
         }
     }
     TernaryCodes::new(rows, cols, codes)
+}
+
+/// The error naming the first invalid code (in unpacked row-major order) of HF packed `bytes`.
+fn first_invalid_code(bytes: &[u8], quarter: usize, cols: usize) -> KernelError {
+    (0..quarter * 4 * cols)
+        .find_map(|index| {
+            let (row, c) = (index / cols, index % cols);
+            let (r, part) = (row % quarter, row / quarter);
+            code_at(bytes[r * cols + c], 2 * part as u32, index).err()
+        })
+        .unwrap_or_else(|| unreachable!("the caller found an invalid field"))
 }
 
 #[cfg(test)]

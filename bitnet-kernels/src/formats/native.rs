@@ -63,18 +63,33 @@ impl TernaryMatrix {
         let blocks = cols_padded / NATIVE_BLOCK;
         // Every row (padding rows included) takes cols_padded / 4 bytes.
         let mut data = AlignedBytes::zeroed(checked_elems("native ternary matrix", rows_padded, cols_padded / 4)?);
-        let bytes = data.as_mut_slice();
-        for r in 0..rows_padded {
-            let src = if r < rows { codes.row(r) } else { &[] };
-            for block in 0..blocks {
-                let at = block_offset(cols_padded, r, block);
-                let out = &mut bytes[at..at + NATIVE_BLOCK_BYTES];
-                for e in 0..NATIVE_BLOCK {
-                    let code = src.get(block * NATIVE_BLOCK + e).copied().unwrap_or(1);
-                    out[e % 64] |= code << (2 * (e / 64));
+        // A 4-row tile is `cols_padded` contiguous bytes: tiles are packed in parallel, in contiguous groups.
+        let tile_bytes = cols_padded;
+        let tiles = rows_padded / ROW_TILE;
+        let threads = crate::pool::global_pool().threads().min(tiles.div_ceil(PACK_TILES_PER_THREAD)).max(1);
+        let per_thread = tiles.div_ceil(threads).max(1);
+        let pack_tiles = |first_tile: usize, out: &mut [u8]| {
+            for (i, tile) in out.chunks_mut(tile_bytes).enumerate() {
+                for lane in 0..ROW_TILE {
+                    let r = (first_tile + i) * ROW_TILE + lane;
+                    let src = if r < rows { codes.row(r) } else { &[] };
+                    for block in 0..blocks {
+                        let at = block_offset(cols_padded, lane, block);
+                        pack_block(src, block * NATIVE_BLOCK, &mut tile[at..at + NATIVE_BLOCK_BYTES]);
+                    }
                 }
             }
-        }
+        };
+        std::thread::scope(|scope| {
+            let mut groups = data.as_mut_slice().chunks_mut(per_thread * tile_bytes).enumerate();
+            let first = groups.next();
+            for (g, out) in groups {
+                scope.spawn(move || pack_tiles(g * per_thread, out));
+            }
+            if let Some((_, out)) = first {
+                pack_tiles(0, out);
+            }
+        });
         Ok(Self { rows, cols, cols_padded, data, row_scales })
     }
 
@@ -246,6 +261,25 @@ impl<'a> From<&'a TernaryMatrix> for TernaryView<'a> {
         }
     }
 }
+
+/// Packs the 256 codes of `src` from `start` (code 1, a zero weight, past its end) into one 64-byte block:
+/// byte `i` holds codes `start + i + 64 p` in bits `2p..2p+2`.
+#[inline]
+fn pack_block(src: &[u8], start: usize, out: &mut [u8]) {
+    if let Some(s) = src.get(start..start + NATIVE_BLOCK) {
+        for i in 0..64 {
+            out[i] = s[i] | s[64 + i] << 2 | s[128 + i] << 4 | s[192 + i] << 6;
+        }
+    } else {
+        for e in 0..NATIVE_BLOCK {
+            let code = src.get(start + e).copied().unwrap_or(1);
+            out[e % 64] |= code << (2 * (e / 64));
+        }
+    }
+}
+
+/// Packing splits a matrix over threads only when each gets at least this many tiles.
+const PACK_TILES_PER_THREAD: usize = 64;
 
 /// Byte offset of block `block` of row `r` in a matrix whose rows hold `cols_padded` weights.
 #[inline]

@@ -1,0 +1,45 @@
+//! Per-ISA copies of portable loop bodies: the same Rust code compiled with more target features (the compiler
+//! vectorizes it for AVX2, AVX-512 or NEON), and a dispatcher over [`crate::Kernel`]. The copies compute the same
+//! operations in the same order, so they give identical results; the `generic` copy is the scalar twin tests
+//! compare them against.
+
+/// Generates `mod $name` with the per-ISA copies of `$body` and `call(kernel, ...)`, which runs the copy for
+/// `kernel` (the caller checks `kernel.is_available()` first).
+macro_rules! multiversion {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        mod $name {
+            use super::*;
+            pub(super) fn generic($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn avx2($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw")]
+            pub(super) unsafe fn avx512bw($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+            pub(super) unsafe fn avx512vnni($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon,dotprod")]
+            pub(super) unsafe fn dotprod($($arg: $ty),*) -> $ret { $body($($arg),*) }
+
+            /// Calls the copy for `kernel`, which the caller has checked is available.
+            #[inline(always)]
+            pub(super) fn call(kernel: Kernel, $($arg: $ty),*) -> $ret {
+                // SAFETY: `kernel.is_available()` was checked by the public entry point, so the CPU has
+                // the features each copy is compiled for.
+                match kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => unsafe { avx2($($arg),*) },
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx512Bw => unsafe { avx512bw($($arg),*) },
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx512Vnni => unsafe { avx512vnni($($arg),*) },
+                    #[cfg(target_arch = "aarch64")]
+                    Kernel::NeonDotprod => unsafe { dotprod($($arg),*) },
+                    _ => generic($($arg),*),
+                }
+            }
+        }
+    };
+}
