@@ -2,10 +2,13 @@
 //!
 //! The burn backend extension of BitNet-Rust.
 //!
-//! * [`TernaryBackend`]: a `Backend` extension trait with the ternary ops (per-token int8 activation quantization,
-//!   the ternary x int8 product on packed weights for GEMV and GEMM, dequantization), implemented for
-//!   burn's CPU backend Flex (feature `cpu`, default: the `bitnet-kernels` SIMD kernels, zero-copy) and for
-//!   `Autodiff<B>` (straight-through estimator).
+//! * [`TernaryBackend`]: a `Backend` extension trait with the ops BitNet inference needs: per-token int8
+//!   activation quantization, the ternary x int8 product on packed weights (GEMV and GEMM, and several weights
+//!   sharing one quantization), dequantization, the dense output head in its stored precision
+//!   ([`dense_linear`]) and the in-place KV-cache write ([`cache_write`]). Implemented for burn's CPU backend
+//!   Flex (feature `cpu`, default: the `bitnet-kernels` SIMD kernels on the tensors' buffers), the CubeCL
+//!   backends (features `wgpu`, `cuda`), Fusion, candle (feature `candle`) and `Autodiff<B>`
+//!   (straight-through estimator).
 //! * [`BitLinear`] + [`BitLinearConfig`]: a drop-in for `burn::nn::Linear`: train with latent f32 weights
 //!   and fake quantization, then [`BitLinear::pack`] for the fast packed op.
 //! * [`quant`]: tensor-level straight-through fake quantizers for QAT on any backend.

@@ -379,3 +379,38 @@ fn init_writes_random_gguf_models_that_run() {
     assert!(!bad.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_reports_decode_against_the_probe() {
+    let dir = fixture("tiny-bitlinear");
+    let model = dir.to_str().unwrap();
+    let common = ["bench", "--model", model, "--prompt-tokens", "3", "--decode-tokens", "4", "--warmup-runs", "0"];
+    let out = bitnet(&[&common[..], &["--runs", "2", "--probe-mib", "64", "--json"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2);
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    let probe = v["probe_bytes_per_s"].as_f64().unwrap();
+    let bytes = v["weight_bytes_per_token"].as_f64().unwrap();
+    // One probe before the runs and one after each.
+    assert_eq!(v["probe_samples_bytes_per_s"].as_array().unwrap().len(), 3);
+    let roofline = v["roofline_tokens_per_s"].as_f64().unwrap();
+    assert!((roofline - probe / bytes).abs() <= 1e-9 * roofline);
+    let fraction = v["roofline_fraction"].as_f64().unwrap();
+    assert!((fraction - v["decode_tokens_per_s"].as_f64().unwrap() / roofline).abs() <= 1e-9 * fraction.max(1.0));
+
+    // Without the probe there is no roofline; the text report names the bytes per token.
+    let out = bitnet(&[&common[..], &["--runs", "1", "--probe-mib", "0"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("weights streamed per decoded token") && !text.contains("roofline"), "{text}");
+
+    for bad in [&["--runs", "0"][..], &["--probe-mib", "8"][..], &["--decode-tokens", "1"][..]] {
+        let out = bitnet(&[&common[..3], bad].concat());
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // More tokens than the model's context is the model's error (exit 1), named.
+    let out = bitnet(&["bench", "--model", model, "--prompt-tokens", "100", "--decode-tokens", "100", "--probe-mib", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("context of 128"));
+}

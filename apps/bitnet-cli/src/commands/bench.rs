@@ -12,6 +12,9 @@ use bitnet_train::models::backend::kernels::{global_pool, Kernel};
 use bitnet_train::models::bench::{bench_decode, median, DecodeBenchConfig};
 use clap::Args;
 
+/// Below this many weight bytes per token a model may live in the caches (L2 + L3 reach tens of MB).
+const CACHE_SIZED_BYTES: u64 = 64 << 20;
+
 /// Arguments of `bitnet bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -126,6 +129,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             r,
             f * 100.0
         );
+        if bench.weight_bytes_per_token < CACHE_SIZED_BYTES {
+            println!("(the weights fit in the CPU caches, so memory bandwidth does not bound this model's decode)");
+        }
     }
     Ok(())
 }
