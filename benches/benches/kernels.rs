@@ -6,7 +6,7 @@
 //! Run: `cargo bench -p bitnet-benches --bench kernels` (filter with e.g. `-- ternary_gemv/6912x2560`).
 
 use bitnet_benches::{read_bandwidth, Rotation, WORKING_SET_BYTES};
-use bitnet_kernels::dense::{bf16_gemv_with, f32_gemv_with, int8_gemv_with, Int8Matrix};
+use bitnet_kernels::dense::{bf16_gemv_with, f16_gemv_with, f32_gemv_with, int8_gemv_with, Int8Matrix};
 use bitnet_kernels::{
     ternary_matmul_many_with, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix,
     ThreadPool,
@@ -186,6 +186,7 @@ fn bench_lm_head(c: &mut Criterion) {
         });
     }
     let wb: Vec<u16> = wf.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+    let wh: Vec<u16> = wf.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
     let wi = Int8Matrix::quantize(&wf, rows, cols).expect("int8");
     drop(wf);
     group.throughput(Throughput::Bytes((rows * cols * 2) as u64));
@@ -195,6 +196,12 @@ fn bench_lm_head(c: &mut Criterion) {
         });
     }
     drop(wb);
+    for pool in &pools {
+        group.bench_function(BenchmarkId::new("f16", format!("{kernel}/{}t", pool.threads())), |b| {
+            b.iter(|| f16_gemv_with(kernel, &wh, rows, cols, &x, &mut y, pool).expect("gemv"))
+        });
+    }
+    drop(wh);
     let xq = QuantizedActivations::quantize(&x, 1, cols).expect("activations");
     group.throughput(Throughput::Bytes(wi.packed_bytes() as u64));
     for pool in &pools {

@@ -82,7 +82,7 @@ fn matmul_quantized_many(q: &QuantizedActivations, weights: &[TernaryWeightPrimi
 /// reuses the weight across many tokens.
 const DENSE_GEMV_MAX_TOKENS: usize = 8;
 
-/// `x W^T` with the bitnet-kernels GEMV: f32 or bf16 `W` read in place, rows split over the pool, each weight
+/// `x W^T` with the bitnet-kernels GEMV: f32, bf16 or f16 `W` read in place, rows split over the pool, each weight
 /// row used for every token while it is in L1.
 fn dense_gemv(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
     let [m, k] = dims2(&x, "dense_linear input");
@@ -106,7 +106,11 @@ fn dense_gemv(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
             let w: &[u16] = bytemuck::cast_slice(weight.as_slice::<half::bf16>().expect("contiguous bf16 tensor"));
             bitnet_kernels::bf16_gemv(w, n, k, x, &mut y, global_pool())
         }
-        other => panic!("dense_linear: weights of dtype {other:?} are not supported (f32, bf16)"),
+        DType::F16 => {
+            let w: &[u16] = bytemuck::cast_slice(weight.as_slice::<half::f16>().expect("contiguous f16 tensor"));
+            bitnet_kernels::f16_gemv(w, n, k, x, &mut y, global_pool())
+        }
+        other => panic!("dense_linear: weights of dtype {other:?} are not supported (f32, bf16, f16)"),
     };
     result.unwrap_or_else(|e| panic!("dense_linear: {e}"));
     f32_tensor(y, Shape::new([m, n]))

@@ -57,7 +57,7 @@ pub trait TernaryBackend: Backend {
         weights.into_iter().map(|w| Self::ternary_linear(x.clone(), w)).collect()
     }
 
-    /// `y = x W^T` for a dense weight `W` (`[N, K]`, f32 or bf16, e.g. the output embedding) and f32 `x`
+    /// `y = x W^T` for a dense weight `W` (`[N, K]`, f32, bf16 or f16, e.g. the output embedding) and f32 `x`
     /// (`[M, K]`); returns `[M, N]` in f32. The default is burn's matmul on `W` cast to f32; CPU backends override
     /// it with a streaming GEMV that reads `W` in its stored precision.
     fn dense_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -230,7 +230,7 @@ pub fn ternary_linear_many<B: TernaryBackend>(x: Tensor<B, 2>, weights: &[&Terna
     B::ternary_linear_many(x.into_primitive().tensor(), prims).into_iter().map(float_tensor).collect()
 }
 
-/// `y = x W^T` for a dense `W` (`[N, K]`, f32 or bf16) and f32 `x` (`[M, K]`), in f32.
+/// `y = x W^T` for a dense `W` (`[N, K]`, f32, bf16 or f16) and f32 `x` (`[M, K]`), in f32.
 ///
 /// # Panics
 /// If the widths differ, naming both shapes.

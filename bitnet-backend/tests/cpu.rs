@@ -78,7 +78,7 @@ fn lambda_zero_is_plain_linear() {
 }
 
 #[test]
-fn dense_linear_gemv_matches_matmul_in_f32_and_bf16() {
+fn dense_linear_gemv_matches_matmul_in_f32_bf16_and_f16() {
     use burn::tensor::{DType, Distribution, TensorData};
     let device = Default::default();
     // 1 and 3 tokens take the GEMV, 12 burn's matmul.
@@ -105,10 +105,27 @@ fn dense_linear_gemv_matches_matmul_in_f32_and_bf16() {
         );
         let w16_as_f32 = w16.clone().cast(burn::tensor::FloatDType::F32);
         let reference = x.clone().matmul(w16_as_f32.transpose()).into_data().to_vec::<f32>().unwrap();
-        let got = bitnet_backend::dense_linear(x, &w16).into_data().to_vec::<f32>().unwrap();
+        let got = bitnet_backend::dense_linear(x.clone(), &w16).into_data().to_vec::<f32>().unwrap();
         assert_eq!(got.len(), m * 37);
         for (a, b) in got.iter().zip(&reference) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "bf16: {a} vs {b}");
+        }
+        // f16 weights (GGUF embeddings), likewise.
+        let bits: Vec<u8> = w
+            .clone()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let wh =
+            Tensor::<Flex, 2>::from_data(TensorData::from_bytes_vec(bits, [37, 70], DType::F16), (&device, DType::F16));
+        let wh_as_f32 = wh.clone().cast(burn::tensor::FloatDType::F32);
+        let reference = x.clone().matmul(wh_as_f32.transpose()).into_data().to_vec::<f32>().unwrap();
+        let got = bitnet_backend::dense_linear(x.clone(), &wh).into_data().to_vec::<f32>().unwrap();
+        for (a, b) in got.iter().zip(&reference) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "f16: {a} vs {b}");
         }
     }
 }

@@ -2,7 +2,8 @@
 //! (`logits = E h`, 128256 x 2560 in 2B-4T):
 //!
 //! * [`f32_gemv`]: `y[n] = sum_k W[n,k] x[k]`, W stored as f32;
-//! * [`bf16_gemv`]: the same with W stored as bf16 (widened to f32 in registers, half the bytes);
+//! * [`bf16_gemv`] and [`f16_gemv`]: the same with W stored as bf16 or IEEE f16 (widened exactly to f32 in
+//!   registers, half the bytes: GGUF files store embeddings in f16, Hugging Face checkpoints in bf16);
 //! * [`Int8Matrix`] + [`int8_gemv`]: W quantized per row to int8 (`W[n,k] ≈ Wq[n,k] * r_n`,
 //!   `r_n = max|W[n,:]| / 127`, codes in [-127, 127]) against per-token int8 activations:
 //!   `y[n] = (sum_k Wq[n,k] q[k]) * r_n / s` (a quarter of the f32 bytes).
@@ -71,6 +72,33 @@ fn dot_bf16_body(w: &[u16], x: &[f32]) -> f32 {
     reduce_f32(acc)
 }
 
+/// IEEE half -> f32, exactly, without branches (so it vectorizes): the 15 magnitude bits move into an f32's
+/// exponent and mantissa fields and a multiplication by 2^112 rebiases the exponent (exact for normal and
+/// subnormal halves alike); infinities and NaNs get the all-ones exponent instead.
+#[inline(always)]
+pub fn f16_to_f32(bits: u16) -> f32 {
+    let magnitude = (bits as u32 & 0x7fff) << 13;
+    let rebiased = (f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)).to_bits();
+    let special = if bits & 0x7c00 == 0x7c00 { magnitude | 0x7f80_0000 } else { rebiased };
+    f32::from_bits(special | (bits as u32 & 0x8000) << 16)
+}
+
+#[inline(always)]
+fn dot_f16_body(w: &[u16], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; F32_LANES];
+    let (wc, xc) = (w.chunks_exact(F32_LANES), x.chunks_exact(F32_LANES));
+    let (wr, xr) = (wc.remainder(), xc.remainder());
+    for (a, b) in wc.zip(xc) {
+        for l in 0..F32_LANES {
+            acc[l] += f16_to_f32(a[l]) * b[l];
+        }
+    }
+    for (l, (a, b)) in wr.iter().zip(xr).enumerate() {
+        acc[l] += f16_to_f32(*a) * b;
+    }
+    reduce_f32(acc)
+}
+
 #[inline(always)]
 fn dot_i8_body(w: &[i8], x: &[i8]) -> i32 {
     let mut acc = [0i32; I8_LANES];
@@ -84,6 +112,94 @@ fn dot_i8_body(w: &[i8], x: &[i8]) -> i32 {
 
 multiversion!(dot_f32, dot_f32_body, (w: &[f32], x: &[f32]) -> f32);
 multiversion!(dot_bf16, dot_bf16_body, (w: &[u16], x: &[f32]) -> f32);
+multiversion!(dot_f16_portable, dot_f16_body, (w: &[u16], x: &[f32]) -> f32);
+
+/// The f16 dot product: on x86-64 the hardware conversion (`vcvtph2ps`, exact like [`f16_to_f32`]) in the same
+/// lane order as [`dot_f16_body`], so every copy gives the same sums (NaN payloads aside); elsewhere the
+/// portable copies.
+mod dot_f16 {
+    use super::*;
+
+    #[inline(always)]
+    pub(super) fn call(kernel: Kernel, w: &[u16], x: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        match kernel {
+            // SAFETY: the kernel is available (checked by the public entry point): AVX-512F is present.
+            Kernel::Avx512Bw | Kernel::Avx512Vnni => return unsafe { x86::dot_f16_avx512(w, x) },
+            // SAFETY: AVX2 and FMA are present (kernel available); F16C is checked here.
+            Kernel::Avx2 if std::is_x86_feature_detected!("f16c") => return unsafe { x86::dot_f16_avx2(w, x) },
+            _ => {}
+        }
+        dot_f16_portable::call(kernel, w, x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use super::super::{reduce_f32, F32_LANES};
+        use std::arch::x86_64::*;
+
+        /// Lanes `l` of the accumulators match `acc[l]` of the portable body: 4 x 16 lanes, mul then add.
+        #[target_feature(enable = "avx512f")]
+        pub(in super::super) unsafe fn dot_f16_avx512(w: &[u16], x: &[f32]) -> f32 {
+            let n = w.len().min(x.len());
+            let full = n / F32_LANES * F32_LANES;
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut i = 0;
+            while i < full {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let at = i + 16 * j;
+                    // SAFETY: `at + 16 <= full <= n`, within both slices.
+                    let (h, v) = unsafe {
+                        (_mm256_loadu_si256(w.as_ptr().add(at) as *const __m256i), _mm512_loadu_ps(x.as_ptr().add(at)))
+                    };
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(_mm512_cvtph_ps(h), v));
+                }
+                i += F32_LANES;
+            }
+            let mut lanes = [0.0f32; F32_LANES];
+            for (j, a) in acc.iter().enumerate() {
+                // SAFETY: 16 floats fit at `lanes[16 j..]`.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * j), *a) };
+            }
+            finish(lanes, &w[full..n], &x[full..n])
+        }
+
+        /// As [`dot_f16_avx512`] with 8 x 8 lanes.
+        #[target_feature(enable = "avx2,f16c")]
+        pub(in super::super) unsafe fn dot_f16_avx2(w: &[u16], x: &[f32]) -> f32 {
+            let n = w.len().min(x.len());
+            let full = n / F32_LANES * F32_LANES;
+            let mut acc = [_mm256_setzero_ps(); 8];
+            let mut i = 0;
+            while i < full {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let at = i + 8 * j;
+                    // SAFETY: `at + 8 <= full <= n`, within both slices.
+                    let (h, v) = unsafe {
+                        (_mm_loadu_si128(w.as_ptr().add(at) as *const __m128i), _mm256_loadu_ps(x.as_ptr().add(at)))
+                    };
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtph_ps(h), v));
+                }
+                i += F32_LANES;
+            }
+            let mut lanes = [0.0f32; F32_LANES];
+            for (j, a) in acc.iter().enumerate() {
+                // SAFETY: 8 floats fit at `lanes[8 j..]`.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), *a) };
+            }
+            finish(lanes, &w[full..n], &x[full..n])
+        }
+
+        /// The tail and the reduction, exactly as the portable body does them.
+        #[inline(always)]
+        fn finish(mut lanes: [f32; F32_LANES], w: &[u16], x: &[f32]) -> f32 {
+            for (l, (a, b)) in w.iter().zip(x).enumerate() {
+                lanes[l] += super::super::f16_to_f32(*a) * b;
+            }
+            reduce_f32(lanes)
+        }
+    }
+}
 multiversion!(dot_i8, dot_i8_body, (w: &[i8], x: &[i8]) -> i32);
 
 /// The kernel a dense GEMV runs: `kernel` if available, checked.
@@ -178,6 +294,31 @@ pub fn bf16_gemv_with(
     let tokens = token_count(x, y, rows, cols)?;
     for_rows_tokens(rows, tokens, y, pool, |n, t| {
         dot_bf16::call(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
+    });
+    Ok(())
+}
+
+/// `y = W x` with `W` stored as IEEE f16 bits (`u16`), `[rows, cols]` row-major; `x` and `y` as in
+/// [`f32_gemv`].
+pub fn f16_gemv(w: &[u16], rows: usize, cols: usize, x: &[f32], y: &mut [f32], pool: &ThreadPool) -> Result<()> {
+    f16_gemv_with(Kernel::selected(), w, rows, cols, x, y, pool)
+}
+
+/// [`f16_gemv`] with an explicit kernel.
+pub fn f16_gemv_with(
+    kernel: Kernel,
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let kernel = checked(kernel)?;
+    ensure_eq("weight element count", checked_elems("f16 weights", rows, cols)?, w.len())?;
+    let tokens = token_count(x, y, rows, cols)?;
+    for_rows_tokens(rows, tokens, y, pool, |n, t| {
+        dot_f16::call(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
     });
     Ok(())
 }

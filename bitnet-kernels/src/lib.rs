@@ -43,7 +43,7 @@ pub mod pool;
 pub mod probe;
 pub mod quant;
 
-pub use dense::{bf16_gemv, f32_gemv, int8_gemv, Int8Matrix};
+pub use dense::{bf16_gemv, f16_gemv, f32_gemv, int8_gemv, Int8Matrix};
 pub use dispatch::Kernel;
 pub use error::{KernelError, Result};
 pub use formats::native::TernaryView;

@@ -298,3 +298,51 @@ fn one_dispatch_over_several_weights_equals_one_product_per_weight() {
         ternary_matmul_many_with(Kernel::Scalar, &views[..1], &x, &mut [&mut short], &ThreadPool::new(1).unwrap());
     assert!(err.is_err());
 }
+
+#[test]
+fn f16_widening_is_exact_for_every_bit_pattern() {
+    use bitnet_kernels::dense::f16_to_f32;
+    for bits in 0..=u16::MAX {
+        let (got, want) = (f16_to_f32(bits), half::f16::from_bits(bits).to_f32());
+        if want.is_nan() {
+            assert!(got.is_nan() && got.is_sign_negative() == want.is_sign_negative(), "{bits:#06x}");
+        } else {
+            assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}: {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn f16_gemv_matches_f64_and_agrees_across_kernels() {
+    use bitnet_kernels::dense::f16_gemv_with;
+    let mut rng = StdRng::seed_from_u64(21);
+    let pool = ThreadPool::new(2).unwrap();
+    for &(rows, cols, tokens) in &[(1, 1, 1), (7, 63, 1), (33, 2560, 1), (5, 1000, 3)] {
+        // Include subnormal halves (|w| < 6.1e-5) next to ordinary ones.
+        let w: Vec<u16> = (0..rows * cols)
+            .map(|i| {
+                let v = if i % 7 == 0 { rng.random_range(-6e-5..6e-5f32) } else { rng.random_range(-1.0..1.0f32) };
+                half::f16::from_f32(v).to_bits()
+            })
+            .collect();
+        let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+        let mut first: Option<Vec<f32>> = None;
+        for kernel in Kernel::available() {
+            let mut y = vec![0f32; tokens * rows];
+            f16_gemv_with(kernel, &w, rows, cols, &x, &mut y, &pool).unwrap();
+            for t in 0..tokens {
+                for n in 0..rows {
+                    let want: f64 = (0..cols)
+                        .map(|k| half::f16::from_bits(w[n * cols + k]).to_f64() * x[t * cols + k] as f64)
+                        .sum();
+                    let got = y[t * rows + n] as f64;
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{kernel}: {got} vs {want}");
+                }
+            }
+            match &first {
+                None => first = Some(y),
+                Some(f) => assert_eq!(&y, f, "f16 GEMV, kernel {kernel}"),
+            }
+        }
+    }
+}

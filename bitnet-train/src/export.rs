@@ -116,10 +116,12 @@ pub fn export_hf_packed<B: Backend>(
 }
 
 /// Writes `model` (ternary) as a GGUF file (architecture `bitnet-b1.58`) with ternary tensors of type `ty`,
-/// the same codes and scales as [`export_hf_packed`], F32 norms and embedding.
+/// the same codes and scales as [`export_hf_packed`], F32 norms and embedding, and `vocab` (see
+/// `GgufVocab::from_tokenizer_json`) in the file's `tokenizer.ggml.*` metadata.
 pub fn export_gguf<B: Backend>(
     model: &TrainableBitNet<B>,
     ty: bitnet_models::load::gguf_write::TernaryGgufType,
+    vocab: Option<&bitnet_models::load::gguf_vocab::GgufVocab>,
     path: &Path,
 ) -> Result<()> {
     use bitnet_models::load::gguf_write::{bitnet_metadata, f32_spec, write_gguf, GgufTensorSpec};
@@ -160,6 +162,8 @@ pub fn export_gguf<B: Backend>(
     }
     let mut config = model.config().clone();
     config.tie_word_embeddings = true;
-    write_gguf(path, &bitnet_metadata(&config, "bitnet-rust trained model"), tensors)?;
+    let mut metadata = bitnet_metadata(&config, "bitnet-rust trained model");
+    metadata.extend(vocab.map(|v| v.metadata()).unwrap_or_default());
+    write_gguf(path, &metadata, tensors)?;
     Ok(())
 }

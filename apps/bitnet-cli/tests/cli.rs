@@ -410,7 +410,8 @@ fn bench_reports_decode_against_the_probe() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     // More tokens than the model's context is the model's error (exit 1), named.
-    let out = bitnet(&["bench", "--model", model, "--prompt-tokens", "100", "--decode-tokens", "100", "--probe-mib", "0"]);
+    let out =
+        bitnet(&["bench", "--model", model, "--prompt-tokens", "100", "--decode-tokens", "100", "--probe-mib", "0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("context of 128"));
 }

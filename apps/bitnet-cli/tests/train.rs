@@ -155,6 +155,15 @@ fn sigkill_mid_interval_then_resume_ends_where_an_uninterrupted_run_ends() {
     let score: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let gguf_nll = score["nll"].as_f64().unwrap();
     assert!((gguf_nll - nll).abs() < 1e-4, "GGUF nll {gguf_nll} vs HF nll {nll}");
+    // The GGUF file carries the tokenizer: alone in a directory it tokenizes and scores the same.
+    let alone = dir.join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(&gguf, alone.join("model.gguf")).unwrap();
+    let gguf = alone.join("model.gguf");
+    let out = run(&["perplexity", "--model", gguf.to_str().unwrap(), "--file", &valid, "--context", "33", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alone_score: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(alone_score, score, "the embedded tokenizer gives the same tokens");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

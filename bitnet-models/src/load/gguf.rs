@@ -15,7 +15,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{BitNetModel, Block, BlockTensor, RmsNorm};
 use bitnet_backend::{TernaryBackend, TernaryWeight};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use memmap2::Mmap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -233,6 +233,18 @@ impl GgufFile {
         Ok((version, metadata, tensors))
     }
 
+    /// The tokenizer embedded in the file's `tokenizer.ggml.*` metadata, if any (byte-level BPE vocabularies;
+    /// see [`super::gguf_vocab`]); an error names the file and why an embedded tokenizer cannot be used.
+    pub fn tokenizer(&self) -> Result<Option<crate::tokenizer::Tokenizer>> {
+        let err = |message: String| ModelError::Config { path: self.path.clone(), message };
+        let Some(vocab) = super::gguf_vocab::GgufVocab::from_metadata(&self.metadata).map_err(err)? else {
+            return Ok(None);
+        };
+        crate::tokenizer::Tokenizer::from_bytes(&vocab.to_tokenizer_json())
+            .map(Some)
+            .map_err(|e| err(format!("the embedded tokenizer: {e}")))
+    }
+
     /// The architecture string.
     pub fn architecture(&self) -> &str {
         match self.metadata.get("general.architecture") {
@@ -322,6 +334,21 @@ impl GgufFile {
         ModelError::Tensor { path: self.path.clone(), name: name.into(), message }
     }
 
+    /// The raw little-endian bytes and dtype of an F16 or BF16 tensor with ggml dims `ne`; `None` for other
+    /// types.
+    fn half_precision(&self, name: &str, ne: &[usize]) -> Result<Option<(&[u8], DType)>> {
+        let info = self.info(name)?;
+        let got: Vec<usize> = info.ne.iter().map(|&d| d as usize).collect();
+        if got != ne {
+            return Err(self.tensor_error(name, format!("dims {got:?}, expected {ne:?}")));
+        }
+        Ok(match info.ggml_type {
+            1 => Some((self.data(info), DType::F16)),
+            30 => Some((self.data(info), DType::BF16)),
+            _ => None,
+        })
+    }
+
     /// A float tensor (F32, F16, BF16 or Q8_0) with ggml dims `ne`, as f32.
     fn floats(&self, name: &str, ne: &[usize]) -> Result<Vec<f32>> {
         let info = self.info(name)?;
@@ -393,7 +420,17 @@ pub fn load_gguf<B: TernaryBackend>(path: &Path, device: &B::Device) -> Result<B
     let config = file.config()?;
     let c = &config;
     let (h, v) = (c.hidden_size, c.vocab_size);
+    // The embedding and head stay in their stored 16-bit type where the backend has it (exact, and decode
+    // streams half the bytes); other types are widened to f32.
     let dense = |name: &str, rows: usize, cols: usize| -> Result<Tensor<B, 2>> {
+        if let Some((bytes, dtype)) = file.half_precision(name, &[cols, rows])? {
+            if B::supports_dtype(device, dtype) {
+                return Ok(Tensor::from_data(
+                    TensorData::from_bytes_vec(bytes.to_vec(), [rows, cols], dtype),
+                    (device, dtype),
+                ));
+            }
+        }
         Ok(Tensor::from_data(TensorData::new(file.floats(name, &[cols, rows])?, [rows, cols]), device))
     };
     let norm = |name: String, width: usize| -> Result<RmsNorm<B>> {

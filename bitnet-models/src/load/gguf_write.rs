@@ -79,6 +79,10 @@ pub enum MetaValue {
     F32(f32),
     /// string (type 8).
     Str(String),
+    /// array of strings (type 9 of type 8).
+    StrArray(Vec<String>),
+    /// array of i32 (type 9 of type 5).
+    I32Array(Vec<i32>),
 }
 
 /// One tensor to write.
@@ -146,6 +150,22 @@ pub fn write_gguf(path: &Path, metadata: &[(String, MetaValue)], tensors: Vec<Gg
             MetaValue::Str(s) => {
                 head.extend(8u32.to_le_bytes());
                 put_str(&mut head, s);
+            }
+            MetaValue::StrArray(items) => {
+                head.extend(9u32.to_le_bytes());
+                head.extend(8u32.to_le_bytes());
+                head.extend((items.len() as u64).to_le_bytes());
+                for s in items {
+                    put_str(&mut head, s);
+                }
+            }
+            MetaValue::I32Array(items) => {
+                head.extend(9u32.to_le_bytes());
+                head.extend(5u32.to_le_bytes());
+                head.extend((items.len() as u64).to_le_bytes());
+                for v in items {
+                    head.extend(v.to_le_bytes());
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Model loaders.
 
 pub mod gguf;
+pub mod gguf_vocab;
 pub mod gguf_write;
 pub mod safetensors;
 pub mod write;

@@ -123,8 +123,9 @@ impl<'a> Store<'a> {
         self.get(name)?.ok_or_else(|| ModelError::MissingTensor { path: self.dir.clone(), name: name.into() })
     }
 
-    /// A dense matrix on the device: bf16 data stays bf16 where the backend stores bf16 (half the bytes for the
-    /// output head's GEMV, and no rounding: the values are the checkpoint's), anything else becomes f32.
+    /// A dense matrix on the device: bf16 and f16 data keep their type where the backend stores it (half the
+    /// bytes for the output head's GEMV, and no rounding: the values are the checkpoint's), anything else
+    /// becomes f32.
     fn dense<B: TernaryBackend>(
         &self,
         name: &str,
@@ -134,9 +135,14 @@ impl<'a> Store<'a> {
     ) -> Result<Tensor<B, 2>> {
         let (view, path) = self.require(name)?;
         check_shape(path, name, view.shape(), &[rows, cols])?;
-        if view.dtype() == Dtype::BF16 && B::supports_dtype(device, DType::BF16) {
-            let data = TensorData::from_bytes_vec(view.data().to_vec(), [rows, cols], DType::BF16);
-            return Ok(Tensor::from_data(data, (device, DType::BF16)));
+        let half = match view.dtype() {
+            Dtype::BF16 => Some(DType::BF16),
+            Dtype::F16 => Some(DType::F16),
+            _ => None,
+        };
+        if let Some(dtype) = half.filter(|&d| B::supports_dtype(device, d)) {
+            let data = TensorData::from_bytes_vec(view.data().to_vec(), [rows, cols], dtype);
+            return Ok(Tensor::from_data(data, (device, dtype)));
         }
         let values = to_f32(path, name, view.dtype(), view.data())?;
         Ok(Tensor::from_data(TensorData::new(values, [rows, cols]), device))

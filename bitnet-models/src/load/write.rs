@@ -167,13 +167,14 @@ pub fn write_random_hf_packed(dir: &Path, config_text: &str, config: &BitNetConf
 }
 
 /// Writes a random-weight model of `config`'s shapes as a GGUF file with ternary tensors of type `ty` (F16
-/// embedding, F32 norms), deterministically from `seed`.
+/// embedding, F32 norms), deterministically from `seed`, with `vocab` embedded as its tokenizer if given.
 pub fn write_random_gguf(
     path: &Path,
     config: &BitNetConfig,
     ty: super::gguf_write::TernaryGgufType,
     name: &str,
     seed: u64,
+    vocab: Option<&super::gguf_vocab::GgufVocab>,
 ) -> Result<()> {
     use super::gguf_write::{bitnet_metadata, f32_spec, ggml_type, write_gguf, GgufTensorSpec};
     let c = config;
@@ -215,5 +216,7 @@ pub fn write_random_gguf(
             }
         }
     }
-    write_gguf(path, &bitnet_metadata(c, name), tensors)
+    let mut metadata = bitnet_metadata(c, name);
+    metadata.extend(vocab.map(|v| v.metadata()).unwrap_or_default());
+    write_gguf(path, &metadata, tensors)
 }

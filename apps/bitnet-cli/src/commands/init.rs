@@ -4,6 +4,7 @@
 
 use super::UsageError;
 use anyhow::Result;
+use bitnet_train::models::load::gguf_vocab::GgufVocab;
 use bitnet_train::models::load::gguf_write::TernaryGgufType;
 use bitnet_train::models::load::write::{write_random_gguf, write_random_hf_packed};
 use bitnet_train::models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
@@ -65,7 +66,12 @@ pub fn run(args: InitArgs) -> Result<()> {
     }
     eprintln!("writing a random {} model to {} ...", args.arch, args.out.display());
     if let Some(ty) = gguf {
-        write_random_gguf(&args.out, &config, ty, &format!("random {}", args.arch), args.seed)?;
+        // The LLaMA-3 vocabulary of the 2B-4T family travels inside the file, so --prompt works on it alone.
+        let vocab = (config.vocab_size == 128_256)
+            .then(|| GgufVocab::from_tokenizer_json(&llama3_tokenizer_json()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("the shipped LLaMA-3 tokenizer: {e}"))?;
+        write_random_gguf(&args.out, &config, ty, &format!("random {}", args.arch), args.seed, vocab.as_ref())?;
         eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
         return Ok(());
     }

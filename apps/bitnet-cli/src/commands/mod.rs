@@ -43,7 +43,8 @@ pub struct ModelArgs {
     /// The model: a Hugging Face directory (config.json + *.safetensors: packed, dense-ternary or bf16 BitNet
     /// weights), a .gguf file (TQ1_0, TQ2_0, I2_S), or a hub id such as microsoft/bitnet-b1.58-2B-4T
     /// (downloaded once into the hf-hub cache; HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE=1 apply).
-    /// A tokenizer.json in the directory (or next to the .gguf file) enables --prompt. Omitted: the embedded
+    /// A tokenizer.json in the directory (or next to the .gguf file), or a byte-level BPE tokenizer embedded
+    /// in the .gguf file (llama.cpp's tokenizer.ggml.* keys), enables --prompt. Omitted: the embedded
     /// default model (a 3.5M-parameter ternary model trained on Shakespeare, see the README).
     #[arg(long, value_name = "DIR|FILE.gguf|OWNER/NAME")]
     pub model: Option<PathBuf>,
@@ -93,15 +94,19 @@ impl ModelArgs {
         Ok(self.resolved.get_or_init(|| path))
     }
 
-    /// The model's tokenizer, if its directory ships a `tokenizer.json`.
+    /// The model's tokenizer: a `tokenizer.json` in its directory (or beside its .gguf file), else the one a
+    /// .gguf file carries in its metadata; `None` if neither exists.
     pub fn tokenizer(&self) -> Result<Option<Tokenizer>> {
         let model = self.path()?;
         let dir = if model.is_dir() { model.as_path() } else { model.parent().unwrap_or(Path::new(".")) };
         let path = dir.join("tokenizer.json");
-        if !path.exists() {
-            return Ok(None);
+        if path.exists() {
+            return Ok(Some(Tokenizer::from_file(&path)?));
         }
-        Ok(Some(Tokenizer::from_file(&path)?))
+        if model.is_file() {
+            return Ok(GgufFile::open(model)?.tokenizer()?);
+        }
+        Ok(None)
     }
 
     /// The configured BOS token of the model.

@@ -12,6 +12,7 @@ use bitnet_train::models::backend::cube::CudaRuntime;
 #[cfg(feature = "wgpu")]
 use bitnet_train::models::backend::cube::WgpuRuntime;
 use bitnet_train::models::backend::TernaryBackend;
+use bitnet_train::models::load::gguf_vocab::GgufVocab;
 use bitnet_train::models::load::gguf_write::TernaryGgufType;
 use bitnet_train::models::tokenizer::Tokenizer;
 use bitnet_train::models::zoo::{arch_config_json, ARCHS};
@@ -287,7 +288,11 @@ where
         export_hf_packed(&model, Some(tokenizer_json), &dir)?;
         if let Some(ty) = args.gguf_type() {
             let path = out_dir.join("model").join("model.gguf");
-            bitnet_train::export::export_gguf(&model, ty, &path)?;
+            // The tokenizer travels inside the GGUF file when it is byte-level BPE; tokenizer.json sits beside it.
+            let vocab = GgufVocab::from_tokenizer_json(tokenizer_json)
+                .map_err(|e| eprintln!("note: the tokenizer is not embedded in {}: {e}", path.display()))
+                .ok();
+            bitnet_train::export::export_gguf(&model, ty, vocab.as_ref(), &path)?;
             eprintln!("exported {}", path.display());
         }
         eprintln!(

@@ -1,0 +1,105 @@
+//! Tokenizers carried inside GGUF files (`tokenizer.ggml.*`): read from a file gguf-py wrote the way llama.cpp's
+//! converter does, written by our GGUF writer and read back, and malformed or unsupported ones refused.
+
+use bitnet_models::load::gguf::{GgufFile, GgufValue};
+use bitnet_models::load::gguf_vocab::GgufVocab;
+use bitnet_models::load::gguf_write::TernaryGgufType;
+use bitnet_models::load::write::write_random_gguf;
+use bitnet_models::tokenizer::{llama3_tokenizer_json, Tokenizer};
+use bitnet_models::BitNetConfig;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+const TEXTS: [&str; 5] = [
+    "ROMEO:\nBut, soft! what light through yonder window breaks?",
+    "  Leading spaces, trailing spaces   \n\n\tand tabs.\r\n",
+    "Numbers 1234567 and 3.14159; punctuation!?... (brackets) [and] {braces}",
+    "Unicode: café, naïve, Ærø, 東京, emoji 🙂",
+    "<|begin_of_text|>system<|eot_id|>don't won't it's I'm you're we've they'll he'd",
+];
+
+fn assert_same_tokenization(a: &Tokenizer, b: &Tokenizer) {
+    assert_eq!(a.vocab_size(), b.vocab_size());
+    for text in TEXTS {
+        let ids = a.encode(text).unwrap();
+        assert_eq!(b.encode(text).unwrap(), ids, "{text:?}");
+        for skip in [false, true] {
+            assert_eq!(b.decode(&ids, skip).unwrap(), a.decode(&ids, skip).unwrap(), "{text:?}");
+        }
+    }
+}
+
+#[test]
+fn a_llama_cpp_style_gguf_tokenizer_reproduces_hugging_face_ids() {
+    let file = GgufFile::open(&fixtures().join("tokenizer-gpt2.gguf")).unwrap();
+    let tokenizer = file.tokenizer().unwrap().expect("the fixture carries a tokenizer");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokenizer-gpt2.json")).unwrap()).unwrap();
+    for case in expected.as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(tokenizer.encode(text).unwrap(), ids, "{text:?}");
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), text);
+    }
+    assert_eq!(tokenizer.token_id("<|endoftext|>"), Some(0));
+}
+
+#[test]
+fn llama3_tokenizer_survives_the_gguf_form() {
+    let vocab = GgufVocab::from_tokenizer_json(&llama3_tokenizer_json()).unwrap();
+    assert_eq!(vocab.tokens.len(), 128_256);
+    assert_eq!(vocab.pre.gguf_name(), "llama-bpe");
+    let control = vocab.token_types.iter().filter(|&&t| t == 3).count();
+    assert_eq!(control, 256, "the 256 special tokens are control tokens");
+    let rebuilt = Tokenizer::from_bytes(&vocab.to_tokenizer_json()).unwrap();
+    assert_same_tokenization(&Tokenizer::llama3(), &rebuilt);
+    // And back to the same GGUF form.
+    assert_eq!(GgufVocab::from_tokenizer_json(&vocab.to_tokenizer_json()).unwrap(), vocab);
+}
+
+#[test]
+fn written_gguf_files_carry_their_tokenizer() {
+    // A small model with the LLaMA-3 vocabulary, written by our GGUF writer and read back.
+    let mut config = BitNetConfig::from_json(&bitnet_models::zoo::arch_config_json("tiny").unwrap()).unwrap();
+    config.vocab_size = 128_256;
+    let vocab = GgufVocab::from_tokenizer_json(&llama3_tokenizer_json()).unwrap();
+    let path = std::env::temp_dir().join(format!("bitnet-gguf-tokenizer-{}.gguf", std::process::id()));
+    write_random_gguf(&path, &config, TernaryGgufType::I2s, "tokenizer test", 1, Some(&vocab)).unwrap();
+    let file = GgufFile::open(&path).unwrap();
+    assert_same_tokenization(&Tokenizer::llama3(), &file.tokenizer().unwrap().unwrap());
+    // Without a vocabulary there is no tokenizer, and that is not an error.
+    write_random_gguf(&path, &config, TernaryGgufType::I2s, "no tokenizer", 1, None).unwrap();
+    assert!(GgufFile::open(&path).unwrap().tokenizer().unwrap().is_none());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn unsupported_or_malformed_embedded_tokenizers_are_named() {
+    let file = GgufFile::open(&fixtures().join("tokenizer-gpt2.gguf")).unwrap();
+    let edit = |key: &str, value: GgufValue| {
+        let mut m: BTreeMap<String, GgufValue> = file.metadata.clone();
+        m.insert(key.into(), value);
+        GgufVocab::from_metadata(&m).unwrap_err()
+    };
+    let s = |v: &str| GgufValue::Str(v.into());
+    assert!(edit("tokenizer.ggml.model", s("llama")).contains("only byte-level BPE"));
+    assert!(edit("tokenizer.ggml.pre", s("qwen2")).contains("\"qwen2\" is not supported"));
+    assert!(edit("tokenizer.ggml.merges", GgufValue::Array(vec![s("a b c")])).contains("is not two tokens"));
+    assert!(edit("tokenizer.ggml.token_type", GgufValue::Array(vec![GgufValue::Int(1)])).contains("1 token types"));
+    assert!(edit("tokenizer.ggml.tokens", s("x")).contains("not an array"));
+    // No tokenizer keys at all: nothing to convert.
+    let bare: BTreeMap<String, GgufValue> = file
+        .metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with("tokenizer."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(GgufVocab::from_metadata(&bare), Ok(None));
+    // A tokenizer.json that is not byte-level BPE cannot be embedded.
+    let wordlevel = br#"{"model": {"type": "WordLevel", "vocab": {}}, "decoder": null, "pre_tokenizer": null}"#;
+    assert!(GgufVocab::from_tokenizer_json(wordlevel).unwrap_err().contains("byte-level BPE"));
+}
