@@ -79,53 +79,32 @@ fn lambda_zero_is_plain_linear() {
 
 #[test]
 fn dense_linear_gemv_matches_matmul_in_f32_bf16_and_f16() {
-    use burn::tensor::{DType, Distribution, TensorData};
+    use burn::tensor::{DType, Distribution, FloatDType, TensorData};
     let device = Default::default();
+    // The weights stored in `dtype` (16-bit types from the f32 values' little-endian bits).
+    let stored = |w: &Tensor<Flex, 2>, dtype: DType| -> Tensor<Flex, 2> {
+        let values = w.clone().into_data().to_vec::<f32>().unwrap();
+        let bits: Vec<u8> = match dtype {
+            DType::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+            DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            _ => return w.clone(),
+        };
+        Tensor::from_data(TensorData::from_bytes_vec(bits, w.dims(), dtype), (&device, dtype))
+    };
     // 1 and 3 tokens take the GEMV, 12 burn's matmul.
     for m in [1usize, 3, 12] {
         let x = Tensor::<Flex, 2>::random([m, 70], Distribution::Uniform(-1.0, 1.0), &device);
         let w = Tensor::<Flex, 2>::random([37, 70], Distribution::Uniform(-1.0, 1.0), &device);
-        let reference = x.clone().matmul(w.clone().transpose()).into_data().to_vec::<f32>().unwrap();
-        let got = bitnet_backend::dense_linear(x.clone(), &w).into_data().to_vec::<f32>().unwrap();
-        for (a, b) in got.iter().zip(&reference) {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "f32: {a} vs {b}");
-        }
-        // bf16 weights: the reference rounds the same values to bf16 first.
-        let bits: Vec<u8> = w
-            .clone()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap()
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect();
-        let w16 = Tensor::<Flex, 2>::from_data(
-            TensorData::from_bytes_vec(bits, [37, 70], DType::BF16),
-            (&device, DType::BF16),
-        );
-        let w16_as_f32 = w16.clone().cast(burn::tensor::FloatDType::F32);
-        let reference = x.clone().matmul(w16_as_f32.transpose()).into_data().to_vec::<f32>().unwrap();
-        let got = bitnet_backend::dense_linear(x.clone(), &w16).into_data().to_vec::<f32>().unwrap();
-        assert_eq!(got.len(), m * 37);
-        for (a, b) in got.iter().zip(&reference) {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "bf16: {a} vs {b}");
-        }
-        // f16 weights (GGUF embeddings), likewise.
-        let bits: Vec<u8> = w
-            .clone()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap()
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect();
-        let wh =
-            Tensor::<Flex, 2>::from_data(TensorData::from_bytes_vec(bits, [37, 70], DType::F16), (&device, DType::F16));
-        let wh_as_f32 = wh.clone().cast(burn::tensor::FloatDType::F32);
-        let reference = x.clone().matmul(wh_as_f32.transpose()).into_data().to_vec::<f32>().unwrap();
-        let got = bitnet_backend::dense_linear(x.clone(), &wh).into_data().to_vec::<f32>().unwrap();
-        for (a, b) in got.iter().zip(&reference) {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "f16: {a} vs {b}");
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let w = stored(&w, dtype);
+            // The reference multiplies the same stored values, widened to f32.
+            let wide = w.clone().cast(FloatDType::F32);
+            let reference = x.clone().matmul(wide.transpose()).into_data().to_vec::<f32>().unwrap();
+            let got = bitnet_backend::dense_linear(x.clone(), &w).into_data().to_vec::<f32>().unwrap();
+            assert_eq!(got.len(), m * 37);
+            for (a, b) in got.iter().zip(&reference) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{dtype:?}, {m} tokens: {a} vs {b}");
+            }
         }
     }
 }

@@ -289,13 +289,7 @@ pub fn bf16_gemv_with(
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    let kernel = checked(kernel)?;
-    ensure_eq("weight element count", checked_elems("bf16 weights", rows, cols)?, w.len())?;
-    let tokens = token_count(x, y, rows, cols)?;
-    for_rows_tokens(rows, tokens, y, pool, |n, t| {
-        dot_bf16::call(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
-    });
-    Ok(())
+    half_gemv(checked(kernel)?, "bf16 weights", dot_bf16::call, w, rows, cols, x, y, pool)
 }
 
 /// `y = W x` with `W` stored as IEEE f16 bits (`u16`), `[rows, cols]` row-major; `x` and `y` as in
@@ -314,11 +308,26 @@ pub fn f16_gemv_with(
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    let kernel = checked(kernel)?;
-    ensure_eq("weight element count", checked_elems("f16 weights", rows, cols)?, w.len())?;
+    half_gemv(checked(kernel)?, "f16 weights", dot_f16::call, w, rows, cols, x, y, pool)
+}
+
+/// The GEMV of a 16-bit weight type whose dot product is `dot`.
+#[allow(clippy::too_many_arguments)]
+fn half_gemv(
+    kernel: Kernel,
+    what: &'static str,
+    dot: impl Fn(Kernel, &[u16], &[f32]) -> f32 + Sync,
+    w: &[u16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    ensure_eq("weight element count", checked_elems(what, rows, cols)?, w.len())?;
     let tokens = token_count(x, y, rows, cols)?;
     for_rows_tokens(rows, tokens, y, pool, |n, t| {
-        dot_f16::call(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
+        dot(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
     });
     Ok(())
 }
