@@ -49,6 +49,21 @@ fn wanted(files: &[String]) -> Vec<String> {
     out
 }
 
+/// The `.gguf` file of a GGUF-only repo in the cache (the first by name in the snapshot the revision's ref
+/// points to), as `fetch` left it.
+fn cached_gguf(cache: &Cache, repo: &Repo) -> Option<std::path::PathBuf> {
+    let folder = cache.path().join(repo.folder_name());
+    let commit = std::fs::read_to_string(folder.join("refs").join(repo.revision())).ok()?;
+    let snapshot = folder.join("snapshots").join(commit.trim());
+    let mut ggufs: Vec<_> = std::fs::read_dir(&snapshot)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf") && p.exists())
+        .collect();
+    ggufs.sort();
+    ggufs.into_iter().next()
+}
+
 /// Downloads (or finds in the cache) the model `repo` at `revision` and returns its local path: the snapshot
 /// directory, or the `.gguf` file of a GGUF-only repo.
 pub fn fetch(repo: &str, revision: &str) -> Result<PathBuf> {
@@ -57,12 +72,12 @@ pub fn fetch(repo: &str, revision: &str) -> Result<PathBuf> {
     }
     let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
     if offline() {
-        let cache = Cache::from_env().repo(hub_repo);
-        if let Some(config) = cache.get("config.json") {
-            for name in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
-                let _ = cache.get(name);
-            }
+        let cache = Cache::from_env();
+        if let Some(config) = cache.repo(hub_repo.clone()).get("config.json") {
             return Ok(config.parent().map(Path::to_path_buf).unwrap_or_default());
+        }
+        if let Some(gguf) = cached_gguf(&cache, &hub_repo) {
+            return Ok(gguf);
         }
         return Err(hub_error(repo, "not in the local cache, and HF_HUB_OFFLINE=1 forbids downloading it"));
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const REPO: &str = "bitnet-rust/tiny-bitlinear";
+const GGUF_REPO: &str = "bitnet-rust/tiny-gguf";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const TOKEN: &str = "hf_test_token";
 
@@ -52,13 +53,22 @@ fn handle(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>) {
     if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}")) {
         return respond(&mut stream, "401 Unauthorized", &[], b"{\"error\":\"token required\"}");
     }
-    if path == format!("/api/models/{REPO}/revision/main") {
-        let siblings: Vec<String> = files.keys().map(|f| format!("{{\"rfilename\":\"{f}\"}}")).collect();
+    // `files` is keyed by "owner/name/file".
+    if let Some(repo) = path.strip_prefix("/api/models/").and_then(|p| p.strip_suffix("/revision/main")) {
+        let prefix = format!("{repo}/");
+        let siblings: Vec<String> = files
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(|f| format!("{{\"rfilename\":\"{f}\"}}"))
+            .collect();
+        if siblings.is_empty() {
+            return respond(&mut stream, "404 Not Found", &[], b"{\"error\":\"no such repo\"}");
+        }
         let body = format!("{{\"sha\":\"{COMMIT}\",\"siblings\":[{}]}}", siblings.join(","));
         return respond(&mut stream, "200 OK", &[("Content-Type".into(), "application/json".into())], body.as_bytes());
     }
-    let prefix = format!("/{REPO}/resolve/main/");
-    let Some(data) = path.strip_prefix(&prefix).and_then(|f| files.get(f)) else {
+    let key = path.trim_start_matches('/').replacen("/resolve/main/", "/", 1);
+    let Some(data) = files.get(&key) else {
         return respond(&mut stream, "404 Not Found", &[], b"not found");
     };
     let etag = format!("\"etag-{}-{}\"", data.len(), data.iter().map(|&b| b as usize).sum::<usize>());
@@ -102,13 +112,16 @@ fn serve(files: HashMap<String, Vec<u8>>) -> Server {
     Server { url, stop, requests }
 }
 
+/// A Hugging Face repo (`REPO`) and a GGUF-only repo (`GGUF_REPO`), keyed "owner/name/file".
 fn fixture_files() -> HashMap<String, Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bitlinear");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut files = HashMap::new();
     for name in ["config.json", "model.safetensors"] {
-        files.insert(name.to_string(), std::fs::read(dir.join(name)).unwrap());
+        files.insert(format!("{REPO}/{name}"), std::fs::read(fixtures.join("tiny-bitlinear").join(name)).unwrap());
     }
-    files.insert("README.md".into(), b"# tiny".to_vec());
+    files.insert(format!("{REPO}/README.md"), b"# tiny".to_vec());
+    files.insert(format!("{GGUF_REPO}/tiny-i2_s.gguf"), std::fs::read(fixtures.join("tiny-i2_s.gguf")).unwrap());
+    files.insert(format!("{GGUF_REPO}/README.md"), b"# tiny gguf".to_vec());
     files
 }
 
@@ -135,11 +148,17 @@ fn download_through_the_hub_layout_then_offline_cache() {
     assert_eq!(model.config.vocab_size, 300);
     let served = server.requests.load(Ordering::Relaxed);
     assert!(served >= 3, "listing + metadata + downloads: {served}");
+    // A GGUF-only repo resolves to its .gguf file.
+    let gguf = fetch(GGUF_REPO, "main").unwrap();
+    assert_eq!(gguf.file_name().unwrap(), "tiny-i2_s.gguf");
+    assert!(!gguf.with_file_name("README.md").exists(), "only model files are fetched");
+    load_model::<Flex>(&gguf, &Default::default()).unwrap();
 
     // Offline: the cache serves the model with the server gone; an unknown repo is an error.
     server.stop.store(true, Ordering::Relaxed);
     std::env::set_var("HF_HUB_OFFLINE", "1");
     assert_eq!(fetch(REPO, "main").unwrap(), dir);
+    assert_eq!(fetch(GGUF_REPO, "main").unwrap(), gguf);
     let err = fetch("bitnet-rust/never-downloaded", "main").unwrap_err().to_string();
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
     assert!(fetch("not a repo id", "main").is_err());
