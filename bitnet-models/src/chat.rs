@@ -57,6 +57,30 @@ impl ChatTemplate {
         })
     }
 
+    /// The template a GGUF file carries (`tokenizer.chat_template`, with its BOS/EOS token strings), if any.
+    pub fn from_gguf(file: &crate::load::gguf::GgufFile) -> Option<Self> {
+        use crate::load::gguf::GgufValue;
+        let GgufValue::Str(source) = file.metadata.get("tokenizer.chat_template")? else {
+            return None;
+        };
+        let token = |key: &str| -> String {
+            let (Some(GgufValue::Int(id)), Some(GgufValue::Array(tokens))) =
+                (file.metadata.get(key), file.metadata.get("tokenizer.ggml.tokens"))
+            else {
+                return String::new();
+            };
+            match usize::try_from(*id).ok().and_then(|i| tokens.get(i)) {
+                Some(GgufValue::Str(s)) => s.clone(),
+                _ => String::new(),
+            }
+        };
+        Some(ChatTemplate::Jinja {
+            source: source.clone(),
+            bos_token: token("tokenizer.ggml.bos_token_id"),
+            eos_token: token("tokenizer.ggml.eos_token_id"),
+        })
+    }
+
     /// The template of a model directory's `tokenizer_config.json`, or 2B-4T's when the file is absent.
     pub fn from_model_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer_config.json");

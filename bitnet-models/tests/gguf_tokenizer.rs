@@ -1,11 +1,12 @@
 //! Tokenizers carried inside GGUF files (`tokenizer.ggml.*`): read from a file gguf-py wrote the way llama.cpp's
 //! converter does, written by our GGUF writer and read back, and malformed or unsupported ones refused.
 
+use bitnet_models::chat::{ChatTemplate, Message};
 use bitnet_models::load::gguf::{GgufFile, GgufValue};
 use bitnet_models::load::gguf_vocab::GgufVocab;
 use bitnet_models::load::gguf_write::TernaryGgufType;
 use bitnet_models::load::write::write_random_gguf;
-use bitnet_models::tokenizer::{llama3_tokenizer_json, Tokenizer};
+use bitnet_models::tokenizer::{llama3_tokenizer_json, Tokenizer, LLAMA3_TOKENIZER_CONFIG};
 use bitnet_models::BitNetConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -66,14 +67,25 @@ fn written_gguf_files_carry_their_tokenizer() {
     // A small model with the LLaMA-3 vocabulary, written by our GGUF writer and read back.
     let mut config = BitNetConfig::from_json(&bitnet_models::zoo::arch_config_json("tiny").unwrap()).unwrap();
     config.vocab_size = 128_256;
-    let vocab = GgufVocab::from_tokenizer_json(&llama3_tokenizer_json()).unwrap();
+    let vocab = GgufVocab::from_tokenizer_json(&llama3_tokenizer_json())
+        .unwrap()
+        .with_chat_template_of(LLAMA3_TOKENIZER_CONFIG)
+        .unwrap();
+    assert!(vocab.chat_template.is_some());
     let path = std::env::temp_dir().join(format!("bitnet-gguf-tokenizer-{}.gguf", std::process::id()));
     write_random_gguf(&path, &config, TernaryGgufType::I2s, "tokenizer test", 1, Some(&vocab)).unwrap();
     let file = GgufFile::open(&path).unwrap();
     assert_same_tokenization(&Tokenizer::llama3(), &file.tokenizer().unwrap().unwrap());
+    // The chat template travels too, with the BOS/EOS strings of the file's token ids.
+    let messages = [Message::new("system", "Be brief."), Message::new("user", "Hello!")];
+    let from_file = ChatTemplate::from_gguf(&file).expect("a template").render(&messages).unwrap();
+    let from_config = ChatTemplate::from_tokenizer_config(LLAMA3_TOKENIZER_CONFIG).unwrap().render(&messages).unwrap();
+    assert_eq!(from_file, from_config);
+    assert!(from_file.starts_with("<|begin_of_text|>"), "{from_file}");
     // Without a vocabulary there is no tokenizer, and that is not an error.
     write_random_gguf(&path, &config, TernaryGgufType::I2s, "no tokenizer", 1, None).unwrap();
-    assert!(GgufFile::open(&path).unwrap().tokenizer().unwrap().is_none());
+    let file = GgufFile::open(&path).unwrap();
+    assert!(file.tokenizer().unwrap().is_none() && ChatTemplate::from_gguf(&file).is_none());
     std::fs::remove_file(&path).unwrap();
 }
 

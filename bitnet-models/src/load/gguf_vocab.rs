@@ -7,7 +7,8 @@
 //! * `tokenizer.ggml.token_type`: 1 normal, 3 control (special tokens such as `<|eot_id|>`), 4 user-defined
 //!   (added, not special), 5 unused (ids with no token);
 //! * `tokenizer.ggml.merges`: the BPE merges in rank order, each "left right";
-//! * `tokenizer.ggml.pre`: the pre-tokenizer: "llama-bpe" (LLaMA-3's split regex) or "gpt-2".
+//! * `tokenizer.ggml.pre`: the pre-tokenizer: "llama-bpe" (LLaMA-3's split regex) or "gpt-2";
+//! * `tokenizer.chat_template`: the Jinja chat template, when the model has one.
 //!
 //! SentencePiece vocabularies (`tokenizer.ggml.model` "llama", e.g. LLaMA-2-based 1bitLLM conversions) carry
 //! scores instead of merges and are not converted: such files need a `tokenizer.json` beside them.
@@ -101,6 +102,8 @@ pub struct GgufVocab {
     pub merges: Vec<String>,
     /// The pre-tokenizer.
     pub pre: PreTokenizer,
+    /// The Jinja chat template (`tokenizer_config.json`'s `chat_template`), if any.
+    pub chat_template: Option<String>,
 }
 
 impl GgufVocab {
@@ -159,7 +162,8 @@ impl GgufVocab {
         if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
             return Err(format!("merge \"{bad}\" is not two tokens separated by one space"));
         }
-        Ok(Some(Self { tokens, token_types, merges, pre }))
+        let chat_template = string("tokenizer.chat_template")?.map(str::to_string);
+        Ok(Some(Self { tokens, token_types, merges, pre, chat_template }))
     }
 
     /// The vocabulary of a byte-level BPE `tokenizer.json` (ids with no token become `[PAD<id>]`, unused).
@@ -204,19 +208,31 @@ impl GgufVocab {
                 _ => Err("a merge is neither \"a b\" nor [a, b]".to_string()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { tokens, token_types, merges, pre })
+        Ok(Self { tokens, token_types, merges, pre, chat_template: None })
     }
 
-    /// The `tokenizer.ggml.*` metadata of this vocabulary, for [`super::gguf_write::write_gguf`].
+    /// This vocabulary with the chat template of a `tokenizer_config.json` (none if it has no template).
+    pub fn with_chat_template_of(mut self, tokenizer_config: &str) -> Result<Self, String> {
+        let config: serde_json::Value =
+            serde_json::from_str(tokenizer_config).map_err(|e| format!("tokenizer_config.json: {e}"))?;
+        self.chat_template = config["chat_template"].as_str().map(str::to_string);
+        Ok(self)
+    }
+
+    /// The `tokenizer.*` metadata of this vocabulary, for [`super::gguf_write::write_gguf`].
     pub fn metadata(&self) -> Vec<(String, super::gguf_write::MetaValue)> {
         use super::gguf_write::MetaValue;
-        vec![
+        let mut meta = vec![
             ("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into())),
             ("tokenizer.ggml.pre".into(), MetaValue::Str(self.pre.gguf_name().into())),
             ("tokenizer.ggml.tokens".into(), MetaValue::StrArray(self.tokens.clone())),
             ("tokenizer.ggml.token_type".into(), MetaValue::I32Array(self.token_types.clone())),
             ("tokenizer.ggml.merges".into(), MetaValue::StrArray(self.merges.clone())),
-        ]
+        ];
+        if let Some(template) = &self.chat_template {
+            meta.push(("tokenizer.chat_template".into(), MetaValue::Str(template.clone())));
+        }
+        meta
     }
 
     /// The equivalent `tokenizer.json` (what [`crate::tokenizer::Tokenizer::from_bytes`] reads).

@@ -6,6 +6,7 @@
 use super::{parse_ids, ModelArgs, SamplingArgs, UsageError};
 use anyhow::Result;
 use bitnet_train::models::chat::{ChatSession, ChatTemplate};
+use bitnet_train::models::load::gguf::GgufFile;
 use bitnet_train::models::Sampler;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
@@ -35,14 +36,19 @@ pub struct ChatArgs {
 /// Runs the command.
 pub fn run(args: ChatArgs) -> Result<()> {
     let sampling = args.sampling.config()?;
-    let tokenizer = args
-        .model
-        .tokenizer()?
-        .ok_or_else(|| UsageError("chat needs a tokenizer.json in the model directory".into()))?;
+    let tokenizer = args.model.tokenizer()?.ok_or_else(|| {
+        UsageError("chat needs a tokenizer: a tokenizer.json beside the model, or one in its .gguf".into())
+    })?;
     let model_path = args.model.path()?.clone();
     let template_dir =
         if model_path.is_dir() { model_path.clone() } else { model_path.parent().unwrap_or(&model_path).to_path_buf() };
-    let template = ChatTemplate::from_model_dir(&template_dir)?;
+    // tokenizer_config.json beside the model, else the template a .gguf file carries, else 2B-4T's.
+    let template = match ChatTemplate::from_model_dir(&template_dir)? {
+        ChatTemplate::BitNet2B4T if model_path.is_file() && !template_dir.join("tokenizer_config.json").exists() => {
+            ChatTemplate::from_gguf(&GgufFile::open(&model_path)?).unwrap_or(ChatTemplate::BitNet2B4T)
+        }
+        found => found,
+    };
     let model = args.model.load()?;
     let mut stops = match &args.stop_ids {
         Some(s) => parse_ids(s)?,

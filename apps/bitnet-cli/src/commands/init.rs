@@ -66,9 +66,12 @@ pub fn run(args: InitArgs) -> Result<()> {
     }
     eprintln!("writing a random {} model to {} ...", args.arch, args.out.display());
     if let Some(ty) = gguf {
-        // The LLaMA-3 vocabulary of the 2B-4T family travels inside the file, so --prompt works on it alone.
+        // The LLaMA-3 vocabulary of the 2B-4T family and its chat template travel inside the file, so --prompt
+        // and chat work on it alone.
         let vocab = (config.vocab_size == 128_256)
-            .then(|| GgufVocab::from_tokenizer_json(&llama3_tokenizer_json()))
+            .then(|| {
+                GgufVocab::from_tokenizer_json(&llama3_tokenizer_json())?.with_chat_template_of(LLAMA3_TOKENIZER_CONFIG)
+            })
             .transpose()
             .map_err(|e| anyhow::anyhow!("the shipped LLaMA-3 tokenizer: {e}"))?;
         write_random_gguf(&args.out, &config, ty, &format!("random {}", args.arch), args.seed, vocab.as_ref())?;

@@ -66,7 +66,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
             .metadata
             .iter()
             .filter(|(_, v)| !matches!(v, GgufValue::Array(a) if a.len() > 8))
-            .map(|(k, v)| (k.clone(), format!("{v:?}")))
+            .map(|(k, v)| {
+                let text = format!("{v:?}");
+                let shown = match text.char_indices().nth(100) {
+                    Some((cut, _)) => format!("{}... ({} characters)", &text[..cut], text.chars().count()),
+                    None => text,
+                };
+                (k.clone(), shown)
+            })
             .collect();
         (format!("gguf-v{} ({})", file.version, file.architecture()), config, tensors, metadata)
     };
