@@ -1,9 +1,15 @@
-//! [`TernaryBackend`] for `Autodiff<B>`: the packed op with a straight-through estimator.
+//! The extension traits for `Autodiff<B>`.
 //!
-//! Forward runs `B`'s packed op. Backward treats both quantizers as the identity (DESIGN.md section 1):
-//! `y ≈ x W^T` with `W = (c - 1) * g`, so `dL/dx = dL/dy · W`. Packed weights are constants (no gradient):
-//! training uses `BitLinear`'s latent f32 weights with tensor-level fake quantization instead.
+//! * The packed ternary op gets a straight-through estimator: forward runs `B`'s packed op; backward treats
+//!   both quantizers as the identity, `y ≈ x W^T` with `W = (c - 1) * g`, so `dL/dx = dL/dy · W`. Packed weights
+//!   are constants (no gradient): training uses `BitLinear`'s latent f32 weights with tensor-level fake
+//!   quantization instead.
+//! * The dense head and the cache append forward to `B`'s fast op when no input is tracked (inference on an
+//!   autodiff backend), and otherwise run burn's differentiable ops (the trait defaults), so training gets the
+//!   gradients of the tied head.
 
+use crate::cache::{cache_write_slice_assign, CacheWriteBackend};
+use crate::dense::{dense_linear_matmul, DenseLinearBackend};
 use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -17,6 +23,11 @@ fn inner<B: TernaryBackend, C: CheckpointStrategy>(
     w: TernaryWeightPrimitive<Autodiff<B, C>>,
 ) -> TernaryWeightPrimitive<B> {
     TernaryWeightPrimitive { words: w.words, scales: w.scales.primitive, rows: w.rows, cols: w.cols }
+}
+
+/// Whether no gradient flows through `t` (a constant, or a tensor of a graph that does not require grads).
+fn untracked<B: burn::tensor::backend::Backend, C: CheckpointStrategy>(t: &FloatTensor<Autodiff<B, C>>) -> bool {
+    t.node.requirement.is_none()
 }
 
 /// Backward of `ternary_linear` with respect to `x`.
@@ -38,14 +49,20 @@ impl<B: TernaryBackend> Backward<B, 1> for TernaryLinearSte {
 
 impl<B: TernaryBackend, C: CheckpointStrategy> TernaryBackend for Autodiff<B, C> {
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
-        let weight = inner(weight);
-        match TernaryLinearSte.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let y = B::ternary_linear(x.primitive, weight.clone());
-                prep.finish(weight, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::ternary_linear(x.primitive, weight)),
-        }
+        Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
+    }
+
+    fn ternary_linear_many(x: FloatTensor<Self>, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<FloatTensor<Self>> {
+        let weights: Vec<_> = weights.into_iter().map(inner).collect();
+        // One quantization of `x` for every product; each output is its own graph node with `x` as parent.
+        let ys = B::ternary_linear_many(x.primitive.clone(), weights.clone());
+        ys.into_iter()
+            .zip(weights)
+            .map(|(y, w)| match TernaryLinearSte.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(w, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            })
+            .collect()
     }
 
     fn quantize_activations(x: FloatTensor<Self>) -> QuantizedActivationsPrimitive<Self> {
@@ -55,5 +72,25 @@ impl<B: TernaryBackend, C: CheckpointStrategy> TernaryBackend for Autodiff<B, C>
 
     fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
         Self::from_inner(B::ternary_dequantize(inner(weight)))
+    }
+}
+
+impl<B: DenseLinearBackend, C: CheckpointStrategy> DenseLinearBackend for Autodiff<B, C> {
+    fn dense_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        if untracked::<B, C>(&x) && untracked::<B, C>(&weight) {
+            Self::from_inner(B::dense_linear(x.primitive, weight.primitive))
+        } else {
+            dense_linear_matmul::<Self>(x, weight)
+        }
+    }
+}
+
+impl<B: CacheWriteBackend, C: CheckpointStrategy> CacheWriteBackend for Autodiff<B, C> {
+    fn cache_write(cache: FloatTensor<Self>, start: usize, values: FloatTensor<Self>) -> FloatTensor<Self> {
+        if untracked::<B, C>(&cache) && untracked::<B, C>(&values) {
+            Self::from_inner(B::cache_write(cache.primitive, start, values.primitive))
+        } else {
+            cache_write_slice_assign::<Self>(cache, start, values)
+        }
     }
 }

@@ -1,6 +1,10 @@
-//! [`TernaryBackend`] for burn's `Fusion<B>` wrapper (what `burn::backend::Wgpu` and `Cuda` are): each op is
-//! registered as an opaque custom operation on the fusion stream and executed by the inner backend's op.
+//! The extension traits for burn's `Fusion<B>` wrapper (what `burn::backend::Wgpu` and `Cuda` are): each ternary
+//! op is registered as an opaque custom operation on the fusion stream and executed by the inner backend's op
+//! (so q/k/v still share one activation quantization); the dense head and the cache append are burn's own ops,
+//! which fusion can optimize with their neighbours.
 
+use crate::cache::CacheWriteBackend;
+use crate::dense::DenseLinearBackend;
 use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Element, Shape};
@@ -11,26 +15,33 @@ use std::marker::PhantomData;
 
 type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
 
-/// `ternary_linear`: inputs `[x, words, scales]`, output `[y]`.
+/// `ternary_linear_many`: inputs `[x, words_0, scales_0, words_1, scales_1, ...]`, outputs `[y_0, y_1, ...]`.
 #[derive(Clone, Debug)]
-struct TernaryLinearOp<B> {
+struct TernaryLinearManyOp<B> {
     desc: CustomOpIr,
-    rows: usize,
-    cols: usize,
+    /// `(rows, cols)` of each weight.
+    shapes: Vec<(usize, usize)>,
     _backend: PhantomData<B>,
 }
 
-impl<B: FusionBackend + TernaryBackend> Operation<B::FusionRuntime> for TernaryLinearOp<B> {
+impl<B: FusionBackend + TernaryBackend> Operation<B::FusionRuntime> for TernaryLinearManyOp<B> {
     fn execute(&self, handles: &mut Handles<B>) {
-        let ([x, words, scales], [out]) = self.desc.as_fixed();
-        let weight = TernaryWeightPrimitive {
-            words: handles.get_int_tensor::<B>(words),
-            scales: handles.get_float_tensor::<B>(scales),
-            rows: self.rows,
-            cols: self.cols,
-        };
-        let y = B::ternary_linear(handles.get_float_tensor::<B>(x), weight);
-        handles.register_float_tensor::<B>(&out.id, y);
+        let (inputs, outputs) = (&self.desc.inputs, &self.desc.outputs);
+        let x = handles.get_float_tensor::<B>(&inputs[0]);
+        let weights = self
+            .shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(rows, cols))| TernaryWeightPrimitive {
+                words: handles.get_int_tensor::<B>(&inputs[1 + 2 * i]),
+                scales: handles.get_float_tensor::<B>(&inputs[2 + 2 * i]),
+                rows,
+                cols,
+            })
+            .collect();
+        for (y, out) in B::ternary_linear_many(x, weights).into_iter().zip(outputs) {
+            handles.register_float_tensor::<B>(&out.id, y);
+        }
     }
 }
 
@@ -74,20 +85,35 @@ impl<B: FusionBackend + TernaryBackend> Operation<B::FusionRuntime> for Dequanti
 
 impl<B: FusionBackend + TernaryBackend> TernaryBackend for Fusion<B> {
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
+        Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
+    }
+
+    fn ternary_linear_many(x: FloatTensor<Self>, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<FloatTensor<Self>> {
         assert!(x.shape.num_dims() == 2, "ternary_linear: expected a 2-D input, got shape {:?}", x.shape);
         let m = x.shape[0];
-        crate::ops::assert_input_fits("ternary_linear", m, x.shape[1], &weight);
+        for w in &weights {
+            crate::ops::assert_input_fits("ternary_linear", m, x.shape[1], w);
+        }
         let client = x.client.clone();
-        let streams = OperationStreams::with_inputs([&x, &weight.words, &weight.scales]);
-        let out = TensorIr::uninit(client.create_empty_handle(), Shape::new([m, weight.rows]), x.dtype);
-        let desc = CustomOpIr::new(
-            "bitnet_ternary_linear",
-            &[x.into_ir(), weight.words.into_ir(), weight.scales.into_ir()],
-            &[out],
-        );
-        let op =
-            TernaryLinearOp::<B> { desc: desc.clone(), rows: weight.rows, cols: weight.cols, _backend: PhantomData };
-        client.register(streams, OperationIr::Custom(desc), op).output()
+        let mut streams_of = vec![&x];
+        for w in &weights {
+            streams_of.push(&w.words);
+            streams_of.push(&w.scales);
+        }
+        let streams = OperationStreams::with_inputs(streams_of);
+        let outputs: Vec<TensorIr> = weights
+            .iter()
+            .map(|w| TensorIr::uninit(client.create_empty_handle(), Shape::new([m, w.rows]), x.dtype))
+            .collect();
+        let shapes = weights.iter().map(|w| (w.rows, w.cols)).collect();
+        let mut inputs = vec![x.into_ir()];
+        for w in weights {
+            inputs.push(w.words.into_ir());
+            inputs.push(w.scales.into_ir());
+        }
+        let desc = CustomOpIr::new("bitnet_ternary_linear_many", &inputs, &outputs);
+        let op = TernaryLinearManyOp::<B> { desc: desc.clone(), shapes, _backend: PhantomData };
+        client.register(streams, OperationIr::Custom(desc), op).into_iter().collect()
     }
 
     fn quantize_activations(x: FloatTensor<Self>) -> QuantizedActivationsPrimitive<Self> {
@@ -117,3 +143,7 @@ impl<B: FusionBackend + TernaryBackend> TernaryBackend for Fusion<B> {
         client.register(streams, OperationIr::Custom(desc), op).output()
     }
 }
+
+impl<B: FusionBackend> DenseLinearBackend for Fusion<B> {}
+
+impl<B: FusionBackend> CacheWriteBackend for Fusion<B> {}

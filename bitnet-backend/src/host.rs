@@ -1,67 +1,68 @@
-//! Host-side implementations of the ternary ops for backends whose primitives cannot be read in place (candle):
-//! tensors are read back with burn's data API, the `bitnet-kernels` SIMD kernels run on the host, and the
-//! result is uploaded again. Exact (same kernels as the CPU backend), but each call pays two transfers.
+//! The one bridge between host memory and `bitnet-kernels`.
+//!
+//! Every CPU-side implementation of the extension traits ends here with plain slices: Flex hands over its
+//! tensors' buffers in place ([`crate::flex`]), candle reads its tensors back first ([`crate::candle`]). The
+//! functions panic with a message naming the op on malformed input, burn's convention for backend ops (the
+//! tensor-level wrappers check shapes before they reach a backend).
 
-use crate::ops::{QuantizedActivationsPrimitive, TernaryWeightPrimitive};
-use bitnet_kernels::{global_pool, ternary_matmul, QuantizedActivations, TernaryView};
-use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+use bitnet_kernels::{global_pool, ternary_matmul_many, QuantizedActivations, TernaryView};
 
-fn read_f32<B: Backend, const D: usize>(t: Tensor<B, D>, what: &str) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_else(|e| panic!("{what}: {e:?}"))
+/// Per-token int8 quantization of `x` (`[m, k]`, row-major).
+pub(crate) fn quantize(x: &[f32], m: usize, k: usize, what: &str) -> QuantizedActivations {
+    QuantizedActivations::quantize(x, m, k).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// Runs `f` on the host copy of a packed weight.
-pub fn with_host_view<B: Backend, R>(w: &TernaryWeightPrimitive<B>, f: impl FnOnce(TernaryView<'_>) -> R) -> R {
-    let words = Tensor::<B, 2, Int>::from_primitive(w.words.clone()).into_data().convert::<i32>();
-    let words = words.as_slice::<i32>().unwrap_or_else(|e| panic!("ternary weight words: {e:?}"));
-    let scales =
-        read_f32(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.scales.clone())), "ternary row scales");
-    let view = TernaryView::new(w.rows, w.cols, bytemuck::cast_slice(words), &scales)
-        .unwrap_or_else(|e| panic!("ternary weight [{}, {}]: {e}", w.rows, w.cols));
-    f(view)
+/// The activation codes of `q` as i32, `[m, k]` (without the kernels' row padding).
+pub(crate) fn activation_codes(q: &QuantizedActivations) -> Vec<i32> {
+    (0..q.rows()).flat_map(|r| q.row(r)[..q.cols()].iter().map(|&c| c as i32)).collect()
 }
 
-fn host_activations<B: Backend>(x: FloatTensor<B>) -> (QuantizedActivations, B::Device) {
-    let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(x));
-    let ([m, k], device) = (x.dims(), x.device());
-    let q = QuantizedActivations::quantize(&read_f32(x, "activations"), m, k).unwrap_or_else(|e| panic!("{e}"));
-    (q, device)
+/// The ternary products `q W_i^T` of quantized activations with several weights, in one dispatch on the
+/// kernels' pool: `[m, rows_i]` each.
+pub(crate) fn ternary_products(q: &QuantizedActivations, weights: &[TernaryView<'_>]) -> Vec<Vec<f32>> {
+    let m = q.rows();
+    let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![0f32; m * w.rows()]).collect();
+    let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| y.as_mut_slice()).collect();
+    ternary_matmul_many(weights, q, &mut ys, global_pool()).unwrap_or_else(|e| panic!("ternary_linear: {e}"));
+    outs
 }
 
-fn upload<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> FloatTensor<B> {
-    Tensor::<B, 2>::from_data(TensorData::new(values, shape), device).into_primitive().tensor()
+/// A dense weight `[n, k]` in its stored precision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DenseWeight<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// bf16 bit patterns.
+    Bf16(&'a [u16]),
+    /// f16 bit patterns.
+    F16(&'a [u16]),
 }
 
-/// `ternary_linear` on the host.
-pub fn ternary_linear<B: Backend>(x: FloatTensor<B>, w: TernaryWeightPrimitive<B>) -> FloatTensor<B> {
-    let (q, device) = host_activations::<B>(x);
-    let (m, n) = (q.rows(), w.rows);
-    crate::ops::assert_input_fits("ternary_linear", m, q.cols(), &w);
+/// `x W^T` (`x`: `[m, k]` f32) with the bitnet-kernels GEMV, reading `W` in place: `[m, n]`.
+pub(crate) fn dense_gemv(x: &[f32], m: usize, weight: DenseWeight<'_>, n: usize, k: usize) -> Vec<f32> {
     let mut y = vec![0f32; m * n];
-    with_host_view(&w, |view| ternary_matmul(view, &q, &mut y, global_pool())).unwrap_or_else(|e| panic!("{e}"));
-    upload::<B>(y, [m, n], &device)
+    let pool = global_pool();
+    let result = match weight {
+        DenseWeight::F32(w) => bitnet_kernels::f32_gemv(w, n, k, x, &mut y, pool),
+        DenseWeight::Bf16(w) => bitnet_kernels::bf16_gemv(w, n, k, x, &mut y, pool),
+        DenseWeight::F16(w) => bitnet_kernels::f16_gemv(w, n, k, x, &mut y, pool),
+    };
+    result.unwrap_or_else(|e| panic!("dense_linear: {e}"));
+    y
 }
 
-/// `quantize_activations` on the host; codes are uploaded in the device's default int dtype.
-pub fn quantize_activations<B: Backend>(x: FloatTensor<B>) -> QuantizedActivationsPrimitive<B> {
-    let (q, device) = host_activations::<B>(x);
-    let (m, k) = (q.rows(), q.cols());
-    let codes: Vec<i32> = (0..m).flat_map(|r| q.row(r)[..k].iter().map(|&c| c as i32).collect::<Vec<_>>()).collect();
-    let codes = Tensor::<B, 2, Int>::from_data(TensorData::new(codes, [m, k]), &device).into_primitive();
-    let scales = Tensor::<B, 1>::from_data(TensorData::new(q.scales().to_vec(), [m]), &device);
-    QuantizedActivationsPrimitive { codes, scales: scales.into_primitive().tensor() }
-}
-
-/// `ternary_dequantize` on the host.
-pub fn ternary_dequantize<B: Backend>(w: TernaryWeightPrimitive<B>) -> FloatTensor<B> {
-    let device = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.scales.clone())).device();
-    let values = with_host_view(&w, |view| view.dequantize());
-    upload::<B>(values, [w.rows, w.cols], &device)
-}
-
-/// The int dtype words are stored in on `B` (its default int dtype must hold i32 values).
-pub fn words_dtype_ok(dtype: DType) -> bool {
-    matches!(dtype, DType::I32 | DType::I64)
+/// Copies `values` (`[h, t, d]`) into `cache` (`[h, capacity, d]`, starting at element `offset` of `cache`) at
+/// positions `start..start + t` of every head.
+pub(crate) fn write_positions(
+    cache: &mut [f32],
+    offset: usize,
+    [h, capacity, d]: [usize; 3],
+    start: usize,
+    values: &[f32],
+) {
+    let t = values.len() / (h * d).max(1);
+    for head in 0..h {
+        let at = offset + (head * capacity + start) * d;
+        cache[at..at + t * d].copy_from_slice(&values[head * t * d..(head + 1) * t * d]);
+    }
 }

@@ -2,13 +2,17 @@
 //!
 //! The burn backend extension of BitNet-Rust.
 //!
-//! * [`TernaryBackend`]: a `Backend` extension trait with the ops BitNet inference needs: per-token int8
-//!   activation quantization, the ternary x int8 product on packed weights (GEMV and GEMM, and several weights
-//!   sharing one quantization), dequantization, the dense output head in its stored precision
-//!   ([`dense_linear`]) and the in-place KV-cache write ([`cache_write`]). Implemented for burn's CPU backend
-//!   Flex (feature `cpu`, default: the `bitnet-kernels` SIMD kernels on the tensors' buffers), the CubeCL
-//!   backends (features `wgpu`, `cuda`), Fusion, candle (feature `candle`) and `Autodiff<B>`
-//!   (straight-through estimator).
+//! * [`TernaryBackend`]: a `Backend` extension trait with the ternary ops BitNet runs: per-token int8
+//!   activation quantization, the ternary x int8 product on packed weights (one weight, or several sharing one
+//!   quantization of their input) and dequantization.
+//! * [`DenseLinearBackend`]: `y = x W^T` with `W` read in its stored precision (f32, bf16, f16): the output
+//!   head of a BitNet model.
+//! * [`CacheWriteBackend`]: the in-place append of a key/value cache.
+//! * [`BitNetBackend`]: the three together, what a whole model needs. Implemented for burn's CPU backend Flex
+//!   (feature `cpu`, default: the `bitnet-kernels` SIMD kernels on the tensors' buffers), the CubeCL backends
+//!   (features `wgpu`, `cuda`), their `Fusion` wrappers, candle (feature `candle`, host-side) and `Autodiff<B>`
+//!   of each (straight-through estimator for the ternary op; the inner backend's fast paths when nothing is
+//!   tracked).
 //! * [`BitLinear`] + [`BitLinearConfig`]: a drop-in for `burn::nn::Linear`: train with latent f32 weights
 //!   and fake quantization, then [`BitLinear::pack`] for the fast packed op.
 //! * [`quant`]: tensor-level straight-through fake quantizers for QAT on any backend.
@@ -26,7 +30,7 @@
 //! let layer: BitLinear<B> = BitLinearConfig::new(64, 32).with_bias(false).init(&device);
 //! let x = Tensor::<B, 3>::random([2, 5, 64], Distribution::Normal(0.0, 1.0), &device);
 //! let y_train = layer.forward(x.clone()); // fake-quantized latent weights (QAT)
-//! let packed = layer.pack()?;             // 2-bit weights, SIMD kernels
+//! let packed = layer.clone().pack()?;     // 2-bit weights, SIMD kernels
 //! let y_infer = packed.forward(x);
 //! assert_eq!(y_infer.dims(), [2, 5, 32]);
 //! let diff = (y_train - y_infer).abs().max().into_scalar();
@@ -36,25 +40,39 @@
 
 #![warn(missing_docs)]
 
-pub mod autodiff;
+mod autodiff;
+mod backend;
 pub mod bitlinear;
+mod cache;
 #[cfg(feature = "candle")]
-pub mod candle;
+mod candle;
 #[cfg(feature = "cube")]
 pub mod cube;
+mod dense;
 pub mod error;
 #[cfg(feature = "cpu")]
-pub mod flex;
+mod flex;
 #[cfg(feature = "cube")]
-pub mod fusion;
-pub mod host;
-pub mod ops;
+mod fusion;
+mod host;
+mod ops;
 pub mod quant;
 
-pub use bitlinear::{BitLinear, BitLinearConfig, PackedTernary};
+pub use backend::BitNetBackend;
+pub use bitlinear::{BitLinear, BitLinearConfig, BitLinearWeight, PackedTernary};
 pub use bitnet_kernels as kernels;
+pub use cache::{cache_write, CacheWriteBackend};
+pub use dense::{dense_linear, DenseLinearBackend};
 pub use error::{BackendError, Result};
 pub use ops::{
-    cache_write, dense_linear, quantize_activations, ternary_dequantize, ternary_linear, ternary_linear_many,
-    TernaryBackend, TernaryWeight,
+    packed_words_shape, quantize_activations, ternary_dequantize, ternary_linear, ternary_linear_many,
+    QuantizedActivationsPrimitive, TernaryBackend, TernaryWeight, TernaryWeightPrimitive,
 };
+
+/// Sets the number of threads the CPU kernels run on (the process-wide pool of `bitnet-kernels`). Call it before
+/// the first CPU op: the pool is created once, with the default of `BITNET_THREADS` or the CPUs this process may
+/// use, on first use.
+pub fn set_cpu_threads(threads: usize) -> Result<()> {
+    bitnet_kernels::pool::init_global_pool(threads)?;
+    Ok(())
+}

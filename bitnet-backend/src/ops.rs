@@ -1,19 +1,20 @@
-//! The backend extension trait: the ternary ops BitNet needs, on any burn backend.
+//! [`TernaryBackend`]: the ternary ops of BitNet b1.58 on any burn backend.
 //!
 //! Packed weights travel as [`TernaryWeight`]: the kernel-native layout of `bitnet_kernels`
 //! (`bitnet_kernels::formats::native`) as little-endian `i32` words, shape `[rows_padded, cols_padded / 16]`,
 //! plus one f32 scale per output row. CPU backends run the `bitnet-kernels` SIMD kernels on those bytes in place;
 //! CubeCL backends unpack the same 2-bit codes in registers.
 //!
-//! Numerics (DESIGN.md section 1): activations are quantized per token (row of `x`), `s = 127 / max(max|x|, 1e-5)`,
-//! `q = clamp(round_half_even(x * s), -128, 127)`; then `y[m, n] = (sum_k c[n,k] q[m,k] - sum_k q[m,k]) * g_n / s_m`
-//! with codes `c = w + 1`, accumulated exactly in i32.
+//! Numerics (W1.58A8): activations are quantized per token (row of `x`) with absmax,
+//! `s = 127 / max(max|x|, 1e-5)`, `q = clamp(round_half_even(x * s), -128, 127)`; with weight codes
+//! `c = w + 1` in {0, 1, 2} and row scales `g_n`, `y[m, n] = (sum_k c[n,k] q[m,k] - sum_k q[m,k]) * g_n / s_m`,
+//! accumulated exactly in i32 (i16 accumulation can wrap on adversarial inputs).
 
 use crate::error::{BackendError, Result};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{FloatDType, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
 
 /// Packed ternary weights at the primitive level (what the backend ops take).
 #[derive(Debug, Clone)]
@@ -43,45 +44,39 @@ pub trait TernaryBackend: Backend {
     /// with the packed weights; returns `[M, N]` in f32.
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self>;
 
+    /// `ternary_linear` of one input with several weights that share its activation quantization (q/k/v, or
+    /// gate/up, in a BitNet block). The default runs [`TernaryBackend::ternary_linear`] per weight; backends
+    /// override it to quantize `x` once (and, on the CPU, to run every product in one pool dispatch).
+    fn ternary_linear_many(x: FloatTensor<Self>, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<FloatTensor<Self>> {
+        weights.into_iter().map(|w| Self::ternary_linear(x.clone(), w)).collect()
+    }
+
     /// Per-token absmax int8 quantization of `x` (`[M, K]`), bit-identical to `bitnet_kernels::quant`.
     fn quantize_activations(x: FloatTensor<Self>) -> QuantizedActivationsPrimitive<Self>;
 
     /// The dequantized weights `(c - 1) * g_n` as `[N, K]` f32 (for straight-through backward passes and
     /// reference checks).
     fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self>;
-
-    /// `ternary_linear` of one input with several weights that share its activation quantization (q/k/v, or
-    /// gate/up, in a BitNet block). The default runs [`TernaryBackend::ternary_linear`] per weight; backends
-    /// override it to quantize `x` once.
-    fn ternary_linear_many(x: FloatTensor<Self>, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<FloatTensor<Self>> {
-        weights.into_iter().map(|w| Self::ternary_linear(x.clone(), w)).collect()
-    }
-
-    /// `y = x W^T` for a dense weight `W` (`[N, K]`, f32, bf16 or f16, e.g. the output embedding) and f32 `x`
-    /// (`[M, K]`); returns `[M, N]` in f32. The default is burn's matmul on `W` cast to f32; CPU backends override
-    /// it with a streaming GEMV that reads `W` in its stored precision.
-    fn dense_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        dense_linear_matmul::<Self>(x, weight)
-    }
-
-    /// Writes `values` (`[H, T, D]`) into `cache` (`[H, C, D]`) at positions `start..start + T` of dimension 1
-    /// and returns the cache: the append of a KV cache. The default is burn's `slice_assign`; backends whose
-    /// `slice_assign` copies the whole destination (Flex in burn 0.21) override it to write in place whenever
-    /// the cache's buffer is not shared, so a decode step costs `H * T * D` values, not the whole cache.
-    fn cache_write(cache: FloatTensor<Self>, start: usize, values: FloatTensor<Self>) -> FloatTensor<Self> {
-        cache_write_slice_assign::<Self>(cache, start, values)
-    }
 }
 
 /// Packed ternary weights on a backend's device (the tensor-level handle of [`TernaryWeightPrimitive`]).
 #[derive(Debug, Clone)]
 pub struct TernaryWeight<B: Backend> {
-    /// Native-layout bytes as i32 words, `[rows_padded, cols_padded / 16]`.
-    pub words: Tensor<B, 2, Int>,
-    /// Per-row scales `[rows]`.
-    pub scales: Tensor<B, 1>,
+    words: Tensor<B, 2, Int>,
+    scales: Tensor<B, 1>,
     rows: usize,
     cols: usize,
+}
+
+/// The shape of the word tensor of a `[rows, cols]` ternary weight: rows padded to whole 4-row tiles, columns
+/// to whole 256-weight blocks of 16 words.
+pub fn packed_words_shape(rows: usize, cols: usize) -> [usize; 2] {
+    [rows.div_ceil(4) * 4, cols.div_ceil(256) * 16]
+}
+
+/// Whether `dtype` can hold packed words on a backend (its default int dtype must hold i32 values).
+fn words_dtype_ok(dtype: DType) -> bool {
+    matches!(dtype, DType::I32 | DType::I64)
 }
 
 impl<B: Backend> TernaryWeight<B> {
@@ -89,7 +84,7 @@ impl<B: Backend> TernaryWeight<B> {
     pub fn from_matrix(matrix: &TernaryMatrix, device: &B::Device) -> Self {
         let words: Vec<i32> =
             matrix.data().chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let shape = [matrix.rows_padded(), matrix.cols_padded() / 16];
+        let shape = packed_words_shape(matrix.rows(), matrix.cols());
         // The device's default int dtype (I32 on Flex and CubeCL, I64 on candle) holds the i32 words by value.
         let words = Tensor::from_data(TensorData::new(words, shape), device);
         let scales = Tensor::from_data(TensorData::new(matrix.row_scales().to_vec(), [matrix.rows()]), device);
@@ -106,9 +101,18 @@ impl<B: Backend> TernaryWeight<B> {
         Ok(Self::from_matrix(&TernaryMatrix::quantize_absmean(weights, rows, cols)?, device))
     }
 
+    /// An all-zero weight (every code 1) with unit scales: the skeleton a saved record is loaded into.
+    pub fn zeros(rows: usize, cols: usize, device: &B::Device) -> Self {
+        // Code 1 in every 2-bit slot: 0b01 repeated, 0x55555555 as a word.
+        let [r, w] = packed_words_shape(rows, cols);
+        let words = Tensor::from_data(TensorData::new(vec![0x5555_5555i32; r * w], [r, w]), device);
+        let scales = Tensor::from_data(TensorData::new(vec![1f32; rows], [rows]), device);
+        Self { words, scales, rows, cols }
+    }
+
     /// Rebuilds from the two tensors (e.g. after loading a record), checking their shapes and dtype.
     pub fn from_tensors(words: Tensor<B, 2, Int>, scales: Tensor<B, 1>, rows: usize, cols: usize) -> Result<Self> {
-        let expected = [rows.div_ceil(4) * 4, cols.div_ceil(256) * 16];
+        let expected = packed_words_shape(rows, cols);
         if words.dims() != expected {
             return Err(BackendError::Shape {
                 what: "ternary weight words",
@@ -123,7 +127,7 @@ impl<B: Backend> TernaryWeight<B> {
                 got: scales.dims().to_vec(),
             });
         }
-        if !crate::host::words_dtype_ok(words.dtype()) {
+        if !words_dtype_ok(words.dtype()) {
             return Err(BackendError::DType {
                 what: "ternary weight words",
                 expected: "I32 or I64".to_string(),
@@ -145,6 +149,18 @@ impl<B: Backend> TernaryWeight<B> {
         Ok(TernaryMatrix::from_codes(&view.to_codes()?, scales.to_vec())?)
     }
 
+    /// The packed words, `[rows_padded, cols_padded / 16]`.
+    pub fn words(&self) -> &Tensor<B, 2, Int> {
+        &self.words
+    }
+    /// The per-row scales, `[rows]`.
+    pub fn scales(&self) -> &Tensor<B, 1> {
+        &self.scales
+    }
+    /// The two tensors, consuming the handle.
+    pub fn into_tensors(self) -> (Tensor<B, 2, Int>, Tensor<B, 1>) {
+        (self.words, self.scales)
+    }
     /// Output features `N`.
     pub fn rows(&self) -> usize {
         self.rows
@@ -183,26 +199,7 @@ pub(crate) fn assert_input_fits<B: Backend>(op: &str, m: usize, k: usize, weight
     );
 }
 
-/// `x W^T` with burn's matmul on `W` cast to f32 (the default of [`TernaryBackend::dense_linear`], and the
-/// path of backends whose GEMV only pays off for a few tokens).
-pub(crate) fn dense_linear_matmul<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
-    let x = float_tensor::<B, 2>(x);
-    let w = float_tensor::<B, 2>(weight).cast(FloatDType::F32);
-    x.matmul(w.transpose()).into_primitive().tensor()
-}
-
-/// [`TernaryBackend::cache_write`] with burn's `slice_assign` (the default).
-pub(crate) fn cache_write_slice_assign<B: Backend>(
-    cache: FloatTensor<B>,
-    start: usize,
-    values: FloatTensor<B>,
-) -> FloatTensor<B> {
-    let values = float_tensor::<B, 3>(values);
-    let [h, t, d] = values.dims();
-    float_tensor::<B, 3>(cache).slice_assign([0..h, start..start + t, 0..d], values).into_primitive().tensor()
-}
-
-fn float_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+pub(crate) fn float_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
@@ -228,31 +225,6 @@ pub fn ternary_linear_many<B: TernaryBackend>(x: Tensor<B, 2>, weights: &[&Terna
         assert_input_fits("ternary_linear_many", m, k, w);
     }
     B::ternary_linear_many(x.into_primitive().tensor(), prims).into_iter().map(float_tensor).collect()
-}
-
-/// `y = x W^T` for a dense `W` (`[N, K]`, f32, bf16 or f16) and f32 `x` (`[M, K]`), in f32.
-///
-/// # Panics
-/// If the widths differ, naming both shapes.
-pub fn dense_linear<B: TernaryBackend>(x: Tensor<B, 2>, weight: &Tensor<B, 2>) -> Tensor<B, 2> {
-    let ([m, k], [n, kw]) = (x.dims(), weight.dims());
-    assert!(k == kw, "dense_linear: input [{m}, {k}] does not match a weight of shape [{n}, {kw}]");
-    float_tensor(B::dense_linear(x.into_primitive().tensor(), weight.clone().into_primitive().tensor()))
-}
-
-/// Writes `values` (`[H, T, D]`) into `cache` (`[H, C, D]`) at positions `start..start + T` and returns the
-/// cache, in place where the backend can (see [`TernaryBackend::cache_write`]). Views of the cache that are
-/// still alive make the write copy the buffer first (copy-on-write), so drop them before the next write.
-///
-/// # Panics
-/// If the head counts or widths differ, or `start + T` exceeds `C`, naming the shapes.
-pub fn cache_write<B: TernaryBackend>(cache: Tensor<B, 3>, start: usize, values: Tensor<B, 3>) -> Tensor<B, 3> {
-    let ([h, c, d], [hv, t, dv]) = (cache.dims(), values.dims());
-    assert!(
-        h == hv && d == dv && start + t <= c,
-        "cache_write: values [{hv}, {t}, {dv}] at position {start} do not fit a cache of shape [{h}, {c}, {d}]"
-    );
-    float_tensor(B::cache_write(cache.into_primitive().tensor(), start, values.into_primitive().tensor()))
 }
 
 /// Per-token int8 codes and scales of `x` (`[M, K]`): `x ≈ codes / scales[:, None]`.

@@ -25,3 +25,20 @@ fn bitlinear_latent_matches_packed() {
 fn packed_op_gradient_is_ste() {
     common::packed_op_gradient_is_ste::<Autodiff<Candle>>(&device());
 }
+
+#[test]
+fn packed_record_round_trips() {
+    common::packed_record_round_trips::<Candle>(&device());
+}
+
+#[test]
+fn shared_forward_equals_separate_forwards() {
+    common::shared_forward_equals_separate_forwards::<Candle>(&device());
+    common::shared_forward_equals_separate_forwards::<Autodiff<Candle>>(&device());
+}
+
+#[test]
+fn dense_and_cache_ops_match_burn() {
+    common::dense_and_cache_ops_match_burn::<Candle>(&device());
+    common::dense_and_cache_ops_match_burn::<Autodiff<Candle>>(&device());
+}

@@ -59,12 +59,35 @@ fn wrong_input_width_names_both_shapes_when_packed() {
 fn malformed_packed_tensors_are_typed_errors() {
     let device = Default::default();
     let w = TernaryWeight::<B>::quantize_absmean(&[0.5; 8 * 300], 8, 300, &device).unwrap();
-    assert!(TernaryWeight::<B>::from_tensors(w.words.clone(), w.scales.clone(), 8, 300).is_ok());
-    assert!(TernaryWeight::<B>::from_tensors(w.words.clone(), w.scales.clone(), 8, 600).is_err());
-    assert!(TernaryWeight::<B>::from_tensors(w.words.clone(), w.scales.clone(), 7, 300).is_err());
+    let (words, scales) = (w.words().clone(), w.scales().clone());
+    assert!(TernaryWeight::<B>::from_tensors(words.clone(), scales.clone(), 8, 300).is_ok());
+    assert!(TernaryWeight::<B>::from_tensors(words.clone(), scales.clone(), 8, 600).is_err());
+    assert!(TernaryWeight::<B>::from_tensors(words, scales, 7, 300).is_err());
     assert!(TernaryWeight::<B>::quantize_absmean(&[0.5; 10], 8, 300, &device).is_err());
     let bias = Tensor::<B, 1>::zeros([9], &device);
-    assert!(BitLinear::from_packed(w, Some(bias)).is_err());
+    assert!(BitLinear::from_packed(w.clone(), Some(bias), None).is_err());
+    let norm = burn::nn::RmsNormConfig::new(299).init(&device);
+    assert!(BitLinear::from_packed(w, None, Some(norm)).is_err());
+}
+
+#[test]
+fn packed_record_round_trips() {
+    common::packed_record_round_trips::<B>(&Default::default());
+}
+
+#[test]
+fn shared_forward_equals_separate_forwards() {
+    common::shared_forward_equals_separate_forwards::<B>(&Default::default());
+    common::shared_forward_equals_separate_forwards::<AB>(&Default::default());
+}
+
+#[test]
+fn bitlinear_display_names_the_state() {
+    let layer: BitLinear<B> = BitLinearConfig::new(64, 32).with_bias(false).init(&Default::default());
+    let text = format!("{layer}");
+    assert!(text.contains("d_input: 64") && text.contains("state: latent"), "{text}");
+    let text = format!("{}", layer.pack().unwrap());
+    assert!(text.contains("state: packed"), "{text}");
 }
 
 #[test]
@@ -147,4 +170,10 @@ fn cache_write_past_the_capacity_panics_with_shapes() {
     let device = Default::default();
     let cache = Tensor::<Flex, 3>::zeros([2, 5, 4], &device);
     bitnet_backend::cache_write(cache, 4, Tensor::zeros([2, 2, 4], &device));
+}
+
+#[test]
+fn dense_and_cache_ops_match_burn() {
+    common::dense_and_cache_ops_match_burn::<B>(&Default::default());
+    common::dense_and_cache_ops_match_burn::<AB>(&Default::default());
 }

@@ -50,3 +50,23 @@ fn two_layer_bitlinear_model_lowers_its_loss() {
     let (first, last) = common::two_layer_model_trains::<Autodiff<Cuda>>(&device(), 300);
     assert!(last < 0.25 * first, "loss went from {first} to {last}");
 }
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: run with --ignored"]
+fn packed_record_round_trips() {
+    common::packed_record_round_trips::<Cuda>(&device());
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: run with --ignored"]
+fn shared_forward_equals_separate_forwards() {
+    common::shared_forward_equals_separate_forwards::<Cuda>(&device());
+    common::shared_forward_equals_separate_forwards::<Autodiff<Cuda>>(&device());
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: run with --ignored"]
+fn dense_and_cache_ops_match_burn() {
+    common::dense_and_cache_ops_match_burn::<Cuda>(&device());
+    common::dense_and_cache_ops_match_burn::<Autodiff<Cuda>>(&device());
+}

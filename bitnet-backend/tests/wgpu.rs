@@ -54,3 +54,20 @@ fn linear_many_matches_separate_calls() {
 fn lambda_zero_is_plain_linear() {
     common::lambda_zero_is_plain_linear::<Wgpu>(&device());
 }
+
+#[test]
+fn packed_record_round_trips() {
+    common::packed_record_round_trips::<Wgpu>(&device());
+}
+
+#[test]
+fn shared_forward_equals_separate_forwards() {
+    common::shared_forward_equals_separate_forwards::<Wgpu>(&device());
+    common::shared_forward_equals_separate_forwards::<Autodiff<Wgpu>>(&device());
+}
+
+#[test]
+fn dense_and_cache_ops_match_burn() {
+    common::dense_and_cache_ops_match_burn::<Wgpu>(&device());
+    common::dense_and_cache_ops_match_burn::<Autodiff<Wgpu>>(&device());
+}

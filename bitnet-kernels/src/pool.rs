@@ -167,16 +167,54 @@ impl std::fmt::Debug for ThreadPool {
     }
 }
 
-/// The process-wide pool: `BITNET_THREADS` threads if set to a positive integer, else the number of CPUs.
+/// The largest thread count a pool accepts (far beyond any machine this runs on; a typo such as `--threads 10000`
+/// is an error, not ten thousand threads).
+pub const MAX_THREADS: usize = 1024;
+
+static GLOBAL_POOL: OnceLock<ThreadPool> = OnceLock::new();
+
+/// The default thread count: `BITNET_THREADS` if set to a positive integer, else the CPUs this process may run on
+/// (its affinity mask and cgroup CPU quota, as `std::thread::available_parallelism` reports them).
+pub fn default_threads() -> usize {
+    std::env::var(THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .min(MAX_THREADS)
+}
+
+/// Creates the process-wide pool with `threads` threads. It must run before anything uses [`global_pool`]: a pool
+/// that already exists with another thread count is an error (the pool is created once per process).
+pub fn init_global_pool(threads: usize) -> Result<&'static ThreadPool> {
+    if threads == 0 || threads > MAX_THREADS {
+        return Err(KernelError::ThreadPool(format!("the thread count must be 1 to {MAX_THREADS}, got {threads}")));
+    }
+    let mut created = None;
+    let pool = GLOBAL_POOL.get_or_init(|| match ThreadPool::new(threads) {
+        Ok(pool) => pool,
+        Err(e) => {
+            created = Some(e);
+            ThreadPool::new(1).expect("a one-thread pool spawns nothing")
+        }
+    });
+    if let Some(e) = created {
+        return Err(e);
+    }
+    if pool.threads() != threads {
+        return Err(KernelError::ThreadPool(format!(
+            "the thread pool already runs {} threads and cannot be resized to {threads}",
+            pool.threads()
+        )));
+    }
+    Ok(pool)
+}
+
+/// The process-wide pool, created on first use with [`default_threads`] threads (or as [`init_global_pool`] set).
 pub fn global_pool() -> &'static ThreadPool {
-    static POOL: OnceLock<ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::env::var(THREADS_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-        ThreadPool::new(threads).unwrap_or_else(|_| ThreadPool::new(1).expect("a one-thread pool spawns nothing"))
+    GLOBAL_POOL.get_or_init(|| {
+        ThreadPool::new(default_threads())
+            .unwrap_or_else(|_| ThreadPool::new(1).expect("a one-thread pool spawns nothing"))
     })
 }
 
@@ -230,6 +268,14 @@ mod tests {
             count.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(count.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn global_pool_takes_its_size_once() {
+        assert!(init_global_pool(0).is_err() && init_global_pool(MAX_THREADS + 1).is_err());
+        let threads = global_pool().threads();
+        assert!(init_global_pool(threads).is_ok(), "the same count is accepted");
+        assert!(init_global_pool(threads + 1).is_err(), "a second, different count is refused");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::generate::{generate, Generation};
 use crate::model::BitNetModel;
 use crate::sampling::{Sampler, SamplingConfig};
-use bitnet_backend::TernaryBackend;
+use bitnet_backend::BitNetBackend;
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -86,12 +86,12 @@ pub fn synthetic_prompt(len: usize, vocab_size: usize) -> Vec<u32> {
 }
 
 /// Runs the benchmark; `on_run(index, run)` sees each timed run as it ends (for progress output).
-pub fn bench_decode<B: TernaryBackend>(
+pub fn bench_decode<B: BitNetBackend>(
     model: &BitNetModel<B>,
     config: DecodeBenchConfig,
     mut on_run: impl FnMut(usize, &DecodeRun),
 ) -> Result<DecodeBench> {
-    let c = &model.config;
+    let c = model.config();
     if config.prompt_tokens == 0 || config.decode_tokens < 2 || config.runs == 0 {
         return Err(ModelError::Request(
             "a decode benchmark needs at least 1 prompt token, 2 generated tokens and 1 run".into(),
@@ -107,7 +107,7 @@ pub fn bench_decode<B: TernaryBackend>(
     let prompt = synthetic_prompt(config.prompt_tokens, c.vocab_size);
     let mut runs = Vec::with_capacity(config.runs);
     for i in 0..config.warmup_runs + config.runs {
-        let mut cache = model.new_cache(needed);
+        let mut cache = model.new_cache(1, needed)?;
         let mut sampler = Sampler::new(SamplingConfig::default());
         let generation = generate(model, &mut cache, &prompt, config.decode_tokens, &mut sampler, &[], |_| true)?;
         if i >= config.warmup_runs {

@@ -4,7 +4,6 @@
 
 use crate::error::{ModelError, Result};
 use serde::Serialize;
-use std::path::Path;
 
 /// One chat message.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -58,37 +57,21 @@ impl ChatTemplate {
     }
 
     /// The template a GGUF file carries (`tokenizer.chat_template`, with its BOS/EOS token strings), if any.
-    pub fn from_gguf(file: &crate::load::gguf::GgufFile) -> Option<Self> {
-        use crate::load::gguf::GgufValue;
-        let GgufValue::Str(source) = file.metadata.get("tokenizer.chat_template")? else {
-            return None;
-        };
+    pub fn from_gguf(file: &crate::gguf::GgufFile) -> Option<Self> {
+        let source = file.get("tokenizer.chat_template")?.as_str()?;
         let token = |key: &str| -> String {
-            let (Some(GgufValue::Int(id)), Some(GgufValue::Array(tokens))) =
-                (file.metadata.get(key), file.metadata.get("tokenizer.ggml.tokens"))
-            else {
-                return String::new();
-            };
-            match usize::try_from(*id).ok().and_then(|i| tokens.get(i)) {
-                Some(GgufValue::Str(s)) => s.clone(),
+            let id = crate::gguf::token_id(file, key);
+            let tokens = file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).and_then(|a| a.strings());
+            match (id, tokens) {
+                (Some(id), Some(mut tokens)) => tokens.nth(id as usize).unwrap_or_default().to_string(),
                 _ => String::new(),
             }
         };
         Some(ChatTemplate::Jinja {
-            source: source.clone(),
+            source: source.to_string(),
             bos_token: token("tokenizer.ggml.bos_token_id"),
             eos_token: token("tokenizer.ggml.eos_token_id"),
         })
-    }
-
-    /// The template of a model directory's `tokenizer_config.json`, or 2B-4T's when the file is absent.
-    pub fn from_model_dir(dir: &Path) -> Result<Self> {
-        let path = dir.join("tokenizer_config.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::from_tokenizer_config(&text).map_err(|message| ModelError::Config { path, message }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ChatTemplate::BitNet2B4T),
-            Err(cause) => Err(ModelError::Io { path, cause }),
-        }
     }
 
     /// The prompt for `messages`, ending where the assistant's reply begins.
@@ -155,11 +138,11 @@ mod tests {
 /// runs through the model, so the result is exactly that of a fresh run.
 /// When a turn would not fit in the context, the conversation restarts from the system message and the new
 /// user message ([`TurnInfo::restarted`]).
-pub struct ChatSession<'m, B: bitnet_backend::TernaryBackend> {
+pub struct ChatSession<'m, B: bitnet_backend::BitNetBackend> {
     model: &'m crate::model::BitNetModel<B>,
     tokenizer: &'m crate::tokenizer::Tokenizer,
     template: ChatTemplate,
-    cache: crate::cache::KvCache<B>,
+    cache: crate::model::KvCache<B>,
     cached: Vec<u32>,
     messages: Vec<Message>,
     system: Option<String>,
@@ -178,26 +161,28 @@ pub struct TurnInfo {
     pub generation: crate::generate::Generation,
 }
 
-impl<'m, B: bitnet_backend::TernaryBackend> ChatSession<'m, B> {
-    /// A new conversation with an optional system message and a context of `capacity` tokens.
+impl<'m, B: bitnet_backend::BitNetBackend> ChatSession<'m, B> {
+    /// A new conversation with an optional system message and a context of `capacity` tokens (at most the
+    /// model's `max_position_embeddings`).
     pub fn new(
         model: &'m crate::model::BitNetModel<B>,
         tokenizer: &'m crate::tokenizer::Tokenizer,
         template: ChatTemplate,
         system: Option<String>,
         capacity: usize,
-    ) -> Self {
+    ) -> Result<Self> {
+        let capacity = capacity.min(model.config().max_position_embeddings);
         let mut session = Self {
             model,
             tokenizer,
             template,
-            cache: model.new_cache(capacity),
+            cache: model.new_cache(1, capacity)?,
             cached: vec![],
             messages: vec![],
             system,
         };
         session.reset();
-        session
+        Ok(session)
     }
 
     /// Forgets the conversation (keeps the system message).

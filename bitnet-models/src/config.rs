@@ -1,7 +1,7 @@
 //! The model configuration, read from a Hugging Face `config.json` (`model_type` "bitnet").
 //!
-//! Accepts both config styles DESIGN.md section 3 names: `rope_theta` at the top level (released checkpoints) or
-//! inside `rope_parameters` (transformers 5), and `torch_dtype` or `dtype`.
+//! Accepts both config styles checkpoints come in: `rope_theta` at the top level (released checkpoints) or inside
+//! `rope_parameters` (transformers 5 saves), and `torch_dtype` or `dtype`.
 
 use crate::error::{ModelError, Result};
 use serde_json::Value;
@@ -30,6 +30,13 @@ pub enum Family {
     /// tiiuae Falcon3-*-1.58bit, Falcon-E): LLaMA blocks with BitLinear projections, no sub-norms, SiLU,
     /// optionally an RMSNorm inside every BitLinear (`use_rms_norm`).
     LlamaBitNet,
+}
+
+impl Family {
+    /// Whether the block has the sub-norms before the output and down projections.
+    pub fn has_sub_norms(self) -> bool {
+        self != Self::LlamaBitNet
+    }
 }
 
 /// How a packed checkpoint's `weight_scale` relates to the absmean scale `g` (transformers'

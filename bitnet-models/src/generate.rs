@@ -5,11 +5,11 @@
 //! seen), or at the context limit: when the cache is full, generation ends with [`FinishReason::ContextFull`]
 //! (no sliding window: the model was trained on at most `max_position_embeddings` positions).
 
-use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
-use crate::model::BitNetModel;
+use crate::model::{BitNetModel, KvCache};
 use crate::sampling::Sampler;
-use bitnet_backend::TernaryBackend;
+use bitnet_backend::BitNetBackend;
+use burn::tensor::Tensor;
 use std::time::{Duration, Instant};
 
 /// Why generation ended.
@@ -51,9 +51,11 @@ impl Generation {
     }
 }
 
-/// Generates up to `max_new_tokens` after `prompt`, continuing from whatever `cache` already holds (so a chat
-/// can reuse it across turns). `on_token` sees each token as it is chosen and returns `false` to stop.
-pub fn generate<B: TernaryBackend>(
+/// Generates up to `max_new_tokens` after `prompt`, continuing from whatever `cache` (of one sequence) already
+/// holds, so a chat can reuse it across turns. `on_token` sees each token as it is chosen and returns `false` to
+/// stop. Per decoded token only the chosen id crosses from the device (greedy: an on-device argmax), or the one
+/// logits row the sampler needs.
+pub fn generate<B: BitNetBackend>(
     model: &BitNetModel<B>,
     cache: &mut KvCache<B>,
     prompt: &[u32],
@@ -68,12 +70,12 @@ pub fn generate<B: TernaryBackend>(
     let mut context: Vec<u32> = prompt.to_vec();
     let mut tokens = Vec::new();
     let started = Instant::now();
-    let mut logits = last_row(model.forward_last(prompt, cache)?)?;
+    let mut logits = model.forward_cached_last(&[prompt], cache)?;
     let prefill_time = started.elapsed();
     let decode_start = Instant::now();
     let mut finish = FinishReason::Length;
     while tokens.len() < max_new_tokens {
-        let next = sampler.sample(&logits, &context);
+        let next = next_token(logits, sampler, &context)?;
         tokens.push(next);
         context.push(next);
         if !on_token(next) {
@@ -91,15 +93,19 @@ pub fn generate<B: TernaryBackend>(
             finish = FinishReason::ContextFull;
             break;
         }
-        logits = last_row(model.forward_last(&[next], cache)?)?;
+        logits = model.forward_cached_last(&[&[next]], cache)?;
     }
     Ok(Generation { tokens, finish, prefill_tokens: prompt.len(), prefill_time, decode_time: decode_start.elapsed() })
 }
 
-fn last_row<B: TernaryBackend>(logits: burn::tensor::Tensor<B, 2>) -> Result<Vec<f32>> {
-    logits
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| ModelError::Request(format!("reading logits: {e:?}")))
+/// The token `sampler` picks from `logits` (`[1, vocab]`): an on-device argmax when greedy, else a draw from the
+/// row read back to the host.
+pub fn next_token<B: BitNetBackend>(logits: Tensor<B, 2>, sampler: &mut Sampler, context: &[u32]) -> Result<u32> {
+    let read = |e: burn::tensor::DataError| ModelError::Request(format!("reading logits: {e:?}"));
+    if sampler.is_greedy() {
+        let id = logits.argmax(1).into_data().convert::<i64>().into_vec::<i64>().map_err(read)?;
+        return id.first().map(|&id| id as u32).ok_or_else(|| ModelError::Request("no logits".into()));
+    }
+    let row = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(read)?;
+    Ok(sampler.sample(&row, context))
 }

@@ -20,6 +20,14 @@ pub fn write_f32_npy(mut out: impl Write, shape: &[usize], values: &[f32]) -> st
     Ok(())
 }
 
+/// Writes `values` with `shape` as a float32 `.npy` file at `path`, atomically (a failed write, e.g. to a full
+/// device, is an error and leaves no partial file).
+pub fn save_f32_npy(path: &std::path::Path, shape: &[usize], values: &[f32]) -> crate::Result<()> {
+    let mut file = crate::io::AtomicFile::create(path)?;
+    write_f32_npy(&mut file, shape, values).map_err(|cause| crate::ModelError::Io { path: path.into(), cause })?;
+    file.commit()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,9 @@
 
 use crate::error::{ModelError, Result};
 use crate::model::BitNetModel;
-use bitnet_backend::TernaryBackend;
+use bitnet_backend::BitNetBackend;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// The score of a sequence.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,8 +34,9 @@ pub fn token_nll(row: &[f32], target: usize) -> f64 {
     max + sum.ln() - row[target] as f64
 }
 
-/// Scores `tokens` in windows of `context`; `on_window(done, total)` reports progress.
-pub fn perplexity<B: TernaryBackend>(
+/// Scores `tokens` in windows of `context`; `on_window(done, total)` reports progress. The log-softmax runs on
+/// the model's device (in f32); only one value per scored token crosses to the host, where the sum is f64.
+pub fn perplexity<B: BitNetBackend>(
     model: &BitNetModel<B>,
     tokens: &[u32],
     context: usize,
@@ -45,28 +48,30 @@ pub fn perplexity<B: TernaryBackend>(
     if tokens.len() < 2 {
         return Err(ModelError::Request(format!("need at least 2 tokens to score, got {}", tokens.len())));
     }
-    let windows: Vec<&[u32]> = tokens.chunks(context).filter(|w| w.len() >= 2).collect();
-    let mut cache = model.new_cache(context);
-    if cache.capacity() < context {
+    if context > model.config().max_position_embeddings {
         return Err(ModelError::Request(format!(
             "context {context} exceeds the model's max_position_embeddings {}",
-            model.config.max_position_embeddings
+            model.config().max_position_embeddings
         )));
     }
+    let windows: Vec<&[u32]> = tokens.chunks(context).filter(|w| w.len() >= 2).collect();
+    let mut cache = model.new_cache(1, context)?;
+    let device = model.device();
     let (mut total, mut count) = (0f64, 0usize);
     for (i, window) in windows.iter().enumerate() {
         cache.clear();
-        let logits = model.forward(window, &mut cache)?;
-        let [t, v] = logits.dims();
-        let values = logits
+        let t = window.len() - 1;
+        let logits = model.forward_ids(&window[..t], &mut cache)?;
+        let targets: Vec<i32> = window[1..].iter().map(|&id| id as i32).collect();
+        let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [t, 1]), &device);
+        let nll = log_softmax(logits, 1).gather(1, targets).neg();
+        let values = nll
             .into_data()
             .convert::<f32>()
             .into_vec::<f32>()
-            .map_err(|e| ModelError::Request(format!("reading logits: {e:?}")))?;
-        for p in 0..t - 1 {
-            total += token_nll(&values[p * v..(p + 1) * v], window[p + 1] as usize);
-            count += 1;
-        }
+            .map_err(|e| ModelError::Request(format!("reading losses: {e:?}")))?;
+        total += values.iter().map(|&v| v as f64).sum::<f64>();
+        count += values.len();
         on_window(i + 1, windows.len());
     }
     Ok(Perplexity { tokens: count, nll: total / count as f64 })

@@ -61,6 +61,12 @@ impl Sampler {
         Self { config, state }
     }
 
+    /// Whether the next token is the argmax of the logits alone (temperature 0, no repetition penalty), so a
+    /// backend can pick it without reading the logits back.
+    pub fn is_greedy(&self) -> bool {
+        self.config.temperature == 0.0 && self.config.repetition_penalty == 1.0
+    }
+
     /// A uniform draw in [0, 1) (splitmix64).
     fn next_f64(&mut self) -> f64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);

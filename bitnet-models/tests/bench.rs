@@ -28,9 +28,9 @@ fn decode_weight_bytes_count_every_streamed_weight_once() {
 
     // Untied: the head is counted, the embedding (one row per token) is not.
     let untied = tiny("tiny-autobitlinear");
-    let c = &untied.config;
-    let head = untied.lm_head.as_ref().expect("untied head");
-    assert_eq!(head.dims(), [c.vocab_size, c.hidden_size]);
+    let c = untied.config();
+    assert!(!c.tie_word_embeddings);
+    assert_eq!(untied.head().dims(), [c.vocab_size, c.hidden_size]);
     let without_head = untied.decode_weight_bytes() - (c.vocab_size * c.hidden_size * 4) as u64;
     assert!(without_head > 0 && without_head < untied.decode_weight_bytes());
 }

@@ -2,14 +2,24 @@
 //! converter does, written by our GGUF writer and read back, and malformed or unsupported ones refused.
 
 use bitnet_models::chat::{ChatTemplate, Message};
-use bitnet_models::load::gguf::{GgufFile, GgufValue};
-use bitnet_models::load::gguf_vocab::GgufVocab;
-use bitnet_models::load::gguf_write::TernaryGgufType;
-use bitnet_models::load::write::write_random_gguf;
+use bitnet_models::export::{random_model, write_gguf_model, TernaryGgufType};
+use bitnet_models::gguf::{write_gguf, GgufArray, GgufFile, GgufValue, GgufVocab};
 use bitnet_models::tokenizer::{llama3_tokenizer_json, Tokenizer, LLAMA3_TOKENIZER_CONFIG};
 use bitnet_models::BitNetConfig;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use burn::backend::Flex;
+use burn::tensor::DType;
+use std::path::{Path, PathBuf};
+
+/// The tokenizer a file carries, if any.
+fn embedded(file: &GgufFile) -> Option<Tokenizer> {
+    GgufVocab::from_file(file).unwrap().map(|v| v.to_tokenizer().unwrap())
+}
+
+/// A random tiny model with `config`'s shapes written as an I2_S GGUF file at `path` with `vocab`.
+fn write_random_gguf(path: &Path, config: &BitNetConfig, vocab: Option<&GgufVocab>) {
+    let model = random_model::<Flex>(config, DType::F16, 1, &Default::default()).unwrap();
+    write_gguf_model(&model, path, TernaryGgufType::I2s, "tokenizer test", vocab).unwrap();
+}
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -37,7 +47,7 @@ fn assert_same_tokenization(a: &Tokenizer, b: &Tokenizer) {
 #[test]
 fn a_llama_cpp_style_gguf_tokenizer_reproduces_hugging_face_ids() {
     let file = GgufFile::open(&fixtures().join("tokenizer-gpt2.gguf")).unwrap();
-    let tokenizer = file.tokenizer().unwrap().expect("the fixture carries a tokenizer");
+    let tokenizer = embedded(&file).expect("the fixture carries a tokenizer");
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokenizer-gpt2.json")).unwrap()).unwrap();
     for case in expected.as_array().unwrap() {
@@ -73,9 +83,9 @@ fn written_gguf_files_carry_their_tokenizer() {
         .unwrap();
     assert!(vocab.chat_template.is_some());
     let path = std::env::temp_dir().join(format!("bitnet-gguf-tokenizer-{}.gguf", std::process::id()));
-    write_random_gguf(&path, &config, TernaryGgufType::I2s, "tokenizer test", 1, Some(&vocab)).unwrap();
+    write_random_gguf(&path, &config, Some(&vocab));
     let file = GgufFile::open(&path).unwrap();
-    assert_same_tokenization(&Tokenizer::llama3(), &file.tokenizer().unwrap().unwrap());
+    assert_same_tokenization(&Tokenizer::llama3(), &embedded(&file).unwrap());
     // The chat template travels too, with the BOS/EOS strings of the file's token ids.
     let messages = [Message::new("system", "Be brief."), Message::new("user", "Hello!")];
     let from_file = ChatTemplate::from_gguf(&file).expect("a template").render(&messages).unwrap();
@@ -83,34 +93,37 @@ fn written_gguf_files_carry_their_tokenizer() {
     assert_eq!(from_file, from_config);
     assert!(from_file.starts_with("<|begin_of_text|>"), "{from_file}");
     // Without a vocabulary there is no tokenizer, and that is not an error.
-    write_random_gguf(&path, &config, TernaryGgufType::I2s, "no tokenizer", 1, None).unwrap();
+    write_random_gguf(&path, &config, None);
     let file = GgufFile::open(&path).unwrap();
-    assert!(file.tokenizer().unwrap().is_none() && ChatTemplate::from_gguf(&file).is_none());
+    assert!(embedded(&file).is_none() && ChatTemplate::from_gguf(&file).is_none());
     std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn unsupported_or_malformed_embedded_tokenizers_are_named() {
     let file = GgufFile::open(&fixtures().join("tokenizer-gpt2.gguf")).unwrap();
-    let edit = |key: &str, value: GgufValue| {
-        let mut m: BTreeMap<String, GgufValue> = file.metadata.clone();
-        m.insert(key.into(), value);
-        GgufVocab::from_metadata(&m).unwrap_err()
+    // The fixture's metadata with `key` replaced by `value` (or removed), as a file of its own.
+    let rewritten = |tag: &str, keep: &dyn Fn(&str) -> bool, extra: Option<(&str, GgufValue)>| {
+        let mut meta: Vec<(String, GgufValue)> =
+            file.metadata().iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        meta.extend(extra.map(|(k, v)| (k.to_string(), v)));
+        let path = std::env::temp_dir().join(format!("bitnet-gguf-vocab-{tag}-{}.gguf", std::process::id()));
+        write_gguf(&path, &meta, vec![]).unwrap();
+        let result = GgufVocab::from_file(&GgufFile::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        result
     };
-    let s = |v: &str| GgufValue::Str(v.into());
+    let edit = |key: &str, value: GgufValue| rewritten("edit", &|k| k != key, Some((key, value))).unwrap_err();
+    let s = |v: &str| GgufValue::String(v.into());
     assert!(edit("tokenizer.ggml.model", s("llama")).contains("only byte-level BPE"));
     assert!(edit("tokenizer.ggml.pre", s("qwen2")).contains("\"qwen2\" is not supported"));
-    assert!(edit("tokenizer.ggml.merges", GgufValue::Array(vec![s("a b c")])).contains("is not two tokens"));
-    assert!(edit("tokenizer.ggml.token_type", GgufValue::Array(vec![GgufValue::Int(1)])).contains("1 token types"));
+    let merges = GgufValue::Array(GgufArray::from_strings(&["a b c"]));
+    assert!(edit("tokenizer.ggml.merges", merges).contains("is not two tokens"));
+    let types = GgufValue::Array(GgufArray::from_i32s(&[1]));
+    assert!(edit("tokenizer.ggml.token_type", types).contains("1 token types"));
     assert!(edit("tokenizer.ggml.tokens", s("x")).contains("not an array"));
     // No tokenizer keys at all: nothing to convert.
-    let bare: BTreeMap<String, GgufValue> = file
-        .metadata
-        .iter()
-        .filter(|(k, _)| !k.starts_with("tokenizer."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    assert_eq!(GgufVocab::from_metadata(&bare), Ok(None));
+    assert!(matches!(rewritten("bare", &|k| !k.starts_with("tokenizer."), None), Ok(None)));
     // A tokenizer.json that is not byte-level BPE cannot be embedded.
     let wordlevel = br#"{"model": {"type": "WordLevel", "vocab": {}}, "decoder": null, "pre_tokenizer": null}"#;
     assert!(GgufVocab::from_tokenizer_json(wordlevel).unwrap_err().contains("byte-level BPE"));

@@ -145,7 +145,7 @@ fn download_through_the_hub_layout_then_offline_cache() {
     assert!(!dir.join("README.md").exists(), "only model files are fetched");
     assert!(dir.starts_with(&home), "files land in the HF_HOME cache");
     let model = load_model::<Flex>(&dir, &Default::default()).unwrap();
-    assert_eq!(model.config.vocab_size, 300);
+    assert_eq!(model.config().vocab_size, 300);
     let served = server.requests.load(Ordering::Relaxed);
     assert!(served >= 3, "listing + metadata + downloads: {served}");
     // A GGUF-only repo resolves to its .gguf file.

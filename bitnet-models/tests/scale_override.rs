@@ -17,5 +17,5 @@ fn weight_scale_override_flips_the_convention() {
     let err = load_hf_dir::<B>(&dir, &Default::default()).unwrap_err().to_string();
     std::env::remove_var("BITNET_WEIGHT_SCALE");
     assert!(err.contains("sideways"), "{err}");
-    assert_eq!(flipped.config.scale_convention, bitnet_models::config::ScaleConvention::Multiply);
+    assert_eq!(flipped.config().scale_convention, bitnet_models::config::ScaleConvention::Multiply);
 }

@@ -4,10 +4,10 @@
 
 use crate::data::{batch_of, TokenWindows, TrainLoader};
 use crate::error::{Result, TrainError};
-use crate::model::TrainableBitNet;
+use crate::model::LanguageModel;
 use crate::optim::StagedAdamW;
 use crate::train::TrainConfig;
-use bitnet_backend::TernaryBackend;
+use bitnet_models::backend::BitNetBackend;
 use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::TrainStep;
@@ -23,8 +23,8 @@ pub fn seconds_per_step<B>(
     device: &B::Device,
 ) -> Result<f64>
 where
-    B: AutodiffBackend + TernaryBackend,
-    B::InnerBackend: TernaryBackend,
+    B: AutodiffBackend + BitNetBackend,
+    B::InnerBackend: BitNetBackend,
 {
     if steps == 0 {
         return Err(TrainError::Config("--bench needs at least 1 step".into()));
@@ -33,8 +33,8 @@ where
         return Err(TrainError::Data("the training text is shorter than one window".into()));
     }
     B::seed(device, config.seed);
-    let mut model = TrainableBitNet::<B>::new(&config.model, quantized, config.lambda_warmup_steps, device);
-    let mut optim = StagedAdamW::new(config.weight_decay, usize::MAX).init::<B, TrainableBitNet<B>>(config.grad_clip);
+    let mut model = LanguageModel::<B>::new(&config.model, quantized, config.lambda_warmup_steps, device)?;
+    let mut optim = StagedAdamW::new(config.weight_decay, usize::MAX).init::<B, LanguageModel<B>>(config.grad_clip);
     let loader = TrainLoader::<B>::new(data.clone(), config.batch_size, 1, config.seed, 0, device.clone());
     let mut started = Instant::now();
     for step in 0..=steps {
@@ -46,6 +46,6 @@ where
         model = optim.step(config.lr, model, output.grads);
     }
     // Reading one value back waits for any asynchronous backend to finish the steps.
-    let _ = model.embed_tokens.weight.val().slice([0..1, 0..1]).into_data();
+    let _ = model.decoder().embedding().val().slice([0..1, 0..1]).into_data();
     Ok(started.elapsed().as_secs_f64() / steps as f64)
 }

@@ -9,7 +9,6 @@
 use burn::record::{FileRecorder, FullPrecisionSettings, NamedMpkBytesRecorder, Recorder, RecorderError};
 use burn::tensor::backend::Backend;
 use serde::{de::DeserializeOwned, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The file extension of checkpoint records.
@@ -23,23 +22,7 @@ pub struct AtomicFileRecorder {
     inner: NamedMpkBytesRecorder<FullPrecisionSettings>,
 }
 
-/// Writes `bytes` to `path` atomically.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    // Make the rename itself durable.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+use bitnet_models::io::write_atomically;
 
 impl<B: Backend> Recorder<B> for AtomicFileRecorder {
     type Settings = FullPrecisionSettings;

@@ -19,17 +19,7 @@ use std::sync::Arc;
 
 /// Reads a UTF-8 text file, gunzipping it first when its name ends in `.gz`.
 pub fn read_text(path: &std::path::Path) -> crate::Result<String> {
-    use std::io::Read;
-    let io = |e: std::io::Error| crate::TrainError::Io(format!("reading {}: {e}", path.display()));
-    let bytes = std::fs::read(path).map_err(io)?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out).map_err(io)?;
-        out
-    } else {
-        bytes
-    };
-    String::from_utf8(bytes).map_err(|e| crate::TrainError::Data(format!("{}: not UTF-8 text ({e})", path.display())))
+    Ok(bitnet_models::io::read_text(path)?)
 }
 
 /// One batch: `inputs` and `targets`, both `[batch, T]`.

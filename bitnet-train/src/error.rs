@@ -20,9 +20,6 @@ pub enum TrainError {
     /// From the model crate.
     #[error(transparent)]
     Model(#[from] bitnet_models::ModelError),
-    /// From the kernels crate.
-    #[error(transparent)]
-    Kernel(#[from] bitnet_kernels::KernelError),
 }
 
 /// `Result` with [`TrainError`].

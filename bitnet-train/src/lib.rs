@@ -2,15 +2,15 @@
 //!
 //! Quantization-aware training (QAT) of BitNet b1.58 models with burn autodiff and burn-train's `Learner`:
 //!
-//! * [`model::TrainableBitNet`]: the decoder of `bitnet_models` with latent `BitLinear` projections (straight-
-//!   through fake quantization of weights and activations, optional λ warm-up) or, for the full-precision
-//!   baseline, plain `Linear` ones;
+//! * [`model::LanguageModel`]: the one decoder of `bitnet_models` (latent `BitLinear` projections: straight-
+//!   through fake quantization of weights and activations) with its λ warm-up schedule; the full-precision
+//!   baseline is the same model at λ = 0;
 //! * [`data`]: token windows, deterministic shuffling by seed and step, a validation split scored like
 //!   `bitnet perplexity`;
 //! * [`schedule::TwoStageSchedule`] + [`optim::StagedAdamW`]: the 2B-4T recipe's two stages (cosine LR, then a
 //!   lower cooldown without weight decay), gradient clipping;
 //! * [`checkpoint`]: checkpoints every N steps, written atomically, and resume;
-//! * [`export`]: the packed HF checkpoint the model crate (and transformers) load;
+//! * [`export`]: `pack()` plus the HF or GGUF writer of the model crate;
 //! * [`tokenizer::train_bpe`]: a byte-level BPE for users without a tokenizer.
 
 #![warn(missing_docs)]
@@ -31,5 +31,5 @@ pub mod train;
 
 pub use bitnet_models as models;
 pub use error::{Result, TrainError};
-pub use model::TrainableBitNet;
+pub use model::LanguageModel;
 pub use train::{evaluate, train, TrainConfig, TrainReport};

@@ -1,16 +1,16 @@
-//! burn-train steps: the training step (loss, backward) and the validation step of [`TrainableBitNet`].
+//! burn-train steps: the training step (loss, backward) and the validation step of [`LanguageModel`].
 //!
 //! The output's `loss` holds one loss per target token, so burn-train's loss metric (a mean weighted by the
 //! number of entries) averages over tokens across batches of different sizes: the validation loss is the mean
 //! next-token negative log-likelihood over every scored token, the number `bitnet perplexity` reports as `nll`.
 
 use crate::data::LmBatch;
-use crate::model::TrainableBitNet;
-use bitnet_backend::TernaryBackend;
+use crate::model::LanguageModel;
+use bitnet_models::backend::BitNetBackend;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
-impl<B: TernaryBackend> TrainableBitNet<B> {
+impl<B: BitNetBackend> LanguageModel<B> {
     /// Per-token losses, flattened logits and targets of a batch.
     pub fn forward_batch(&self, batch: LmBatch<B>) -> ClassificationOutput<B> {
         let [b, t] = batch.targets.dims();
@@ -19,9 +19,9 @@ impl<B: TernaryBackend> TrainableBitNet<B> {
     }
 }
 
-impl<B: AutodiffBackend + TernaryBackend> TrainStep for TrainableBitNet<B>
+impl<B: AutodiffBackend + BitNetBackend> TrainStep for LanguageModel<B>
 where
-    B::InnerBackend: TernaryBackend,
+    B::InnerBackend: BitNetBackend,
 {
     type Input = LmBatch<B>;
     type Output = ClassificationOutput<B>;
@@ -34,7 +34,7 @@ where
     }
 }
 
-impl<B: TernaryBackend> InferenceStep for TrainableBitNet<B> {
+impl<B: BitNetBackend> InferenceStep for LanguageModel<B> {
     type Input = LmBatch<B>;
     type Output = ClassificationOutput<B>;
 

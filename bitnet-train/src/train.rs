@@ -5,10 +5,10 @@ use crate::checkpoint::{latest_complete_checkpoint, AtomicFileRecorder};
 use crate::data::{TokenWindows, TrainLoader, ValidLoader};
 use crate::error::{Result, TrainError};
 use crate::metric::TokensPerSecond;
-use crate::model::TrainableBitNet;
+use crate::model::LanguageModel;
 use crate::optim::StagedAdamW;
 use crate::schedule::TwoStageSchedule;
-use bitnet_backend::TernaryBackend;
+use bitnet_models::backend::BitNetBackend;
 use bitnet_models::BitNetConfig;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
@@ -20,7 +20,7 @@ use std::time::Instant;
 /// Settings of a training run (the `bitnet train` flags).
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
-    /// The architecture (tied embeddings).
+    /// The architecture (any member of the family).
     pub model: BitNetConfig,
     /// Train the full-precision baseline (plain `Linear`) instead of the ternary model.
     pub full_precision: bool,
@@ -74,12 +74,6 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.stage_one_fraction) {
             return bad(format!("--stage-one-fraction must be in [0, 1], got {}", self.stage_one_fraction));
         }
-        if self.model.family != bitnet_models::config::Family::BitNet || self.model.linear_rms_norm_eps.is_some() {
-            return bad("training builds the 2B-4T block (model_type \"bitnet\", sub-norms, no use_rms_norm)".into());
-        }
-        if !self.model.tie_word_embeddings {
-            return bad("trained models use tied embeddings (tie_word_embeddings = true)".into());
-        }
         Ok(())
     }
 
@@ -120,8 +114,8 @@ pub struct TrainReport {
 }
 
 /// Mean next-token loss of `model` over all validation windows (the definition of `bitnet_models::perplexity`).
-pub fn evaluate<B: TernaryBackend>(
-    model: &TrainableBitNet<B>,
+pub fn evaluate<B: BitNetBackend>(
+    model: &LanguageModel<B>,
     valid: &Arc<TokenWindows>,
     batch_size: usize,
     device: &B::Device,
@@ -150,10 +144,10 @@ pub fn train<B>(
     artifact_dir: &Path,
     resume: bool,
     device: &B::Device,
-) -> Result<(TrainableBitNet<B::InnerBackend>, TrainReport)>
+) -> Result<(LanguageModel<B::InnerBackend>, TrainReport)>
 where
-    B: AutodiffBackend + TernaryBackend,
-    B::InnerBackend: TernaryBackend,
+    B: AutodiffBackend + BitNetBackend,
+    B::InnerBackend: BitNetBackend,
 {
     config.check()?;
     if train_data.full_windows() < 1 {
@@ -188,7 +182,7 @@ where
         )));
     }
     B::seed(device, config.seed);
-    let model = TrainableBitNet::<B>::new(&config.model, !config.full_precision, config.lambda_warmup_steps, device);
+    let model = LanguageModel::<B>::new(&config.model, !config.full_precision, config.lambda_warmup_steps, device)?;
     model.set_steps(done_steps);
     let train_loader = TrainLoader::<B>::new(
         train_data,
@@ -201,7 +195,7 @@ where
     let valid_loader = ValidLoader::<B::InnerBackend>::new(valid_data.clone(), config.batch_size, device.clone());
     let stage_one_steps = config.schedule().stage_one_steps;
     let optimizer =
-        StagedAdamW::new(config.weight_decay, stage_one_steps).init::<B, TrainableBitNet<B>>(config.grad_clip);
+        StagedAdamW::new(config.weight_decay, stage_one_steps).init::<B, LanguageModel<B>>(config.grad_clip);
     let mut training = SupervisedTraining::new(artifact_dir, Arc::new(train_loader), Arc::new(valid_loader))
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new())

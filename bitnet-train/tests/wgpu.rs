@@ -49,7 +49,7 @@ fn trains_on_wgpu_and_exports() {
     let dir = std::env::temp_dir().join(format!("bitnet-train-wgpu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let device = Default::default();
-    let untrained = bitnet_train::TrainableBitNet::<Wgpu>::new(&config.model, true, 0, &device);
+    let untrained = bitnet_train::LanguageModel::<Wgpu>::new(&config.model, true, 0, &device).unwrap();
     let (before, _) = evaluate(&untrained, &valid, 4, &device).unwrap();
     let (model, report) = train::<Autodiff<Wgpu>>(&config, train_data, valid.clone(), &dir, false, &device).unwrap();
     assert!(report.valid_loss < before - 0.1, "validation loss {before} -> {}", report.valid_loss);

@@ -1,13 +1,14 @@
-//! The `bitnet` command-line tool (the contract of DESIGN.md section 4).
+//! The `bitnet` command-line tool.
 //!
-//! Exit codes: 0 success, 2 usage error, 1 any other error, with a one-line cause on stderr.
+//! Exit codes: 0 success, 2 usage error, 1 any other error, with a one-line cause on stderr. A closed stdout
+//! (the reader of a pipe went away, as in `bitnet generate ... | head -c 1`) ends the command quietly.
 
 mod commands;
-mod default_model;
+mod output;
 
 use clap::{Parser, Subcommand};
 
-/// BitNet b1.58 (ternary weights, 8-bit activations) inference on CPU.
+/// BitNet b1.58 (ternary weights, 8-bit activations): run, inspect, benchmark and train models on the CPU or a GPU.
 #[derive(Parser)]
 #[command(name = "bitnet", version, about, long_about = None)]
 struct Cli {
@@ -32,8 +33,10 @@ enum Command {
     /// Write a random-weight model of a known architecture (HF packed directory or GGUF), for benchmarks.
     Init(commands::init::InitArgs),
     /// Train a BitNet b1.58 model (quantization-aware, burn-train) on text files and export it.
+    #[cfg(feature = "train")]
     Train(commands::train::TrainArgs),
     /// Train a byte-level BPE tokenizer on text files.
+    #[cfg(feature = "train")]
     TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
     /// Measure prefill and decode speed, and decode against the memory-bandwidth roofline.
     Bench(commands::bench::BenchArgs),
@@ -51,14 +54,19 @@ fn main() {
         Command::Perplexity(args) => commands::perplexity::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Download(args) => commands::download::run(args),
+        #[cfg(feature = "train")]
         Command::Train(args) => commands::train::run(args),
+        #[cfg(feature = "train")]
         Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Kernels => commands::kernels::run(),
     };
     if let Err(e) = result {
+        if output::is_closed_stdout(&e) {
+            std::process::exit(0);
+        }
         let usage = e.downcast_ref::<commands::UsageError>().is_some();
-        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        output::note(&format!("error: {}", format!("{e:#}").replace('\n', " ")));
         std::process::exit(if usage { 2 } else { 1 });
     }
 }

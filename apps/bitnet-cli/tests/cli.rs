@@ -1,6 +1,6 @@
-//! The `bitnet` binary against the contract of DESIGN.md section 4, on the transformers-made fixtures of
-//! bitnet-models: greedy `generate --json` reproduces the reference continuation, `logits` writes the
-//! reference logits as .npy, and bad input exits 1 (or 2 for usage) with a one-line cause.
+//! The `bitnet` binary against its command-line contract, on the transformers-made fixtures of bitnet-models:
+//! greedy `generate --json` reproduces the reference continuation, `logits` writes the reference logits as
+//! .npy, and bad input exits 1 (or 2 for usage) with a one-line cause.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -225,14 +225,15 @@ fn init_random_tiny_model_loads_and_generates() {
 
 /// A random tiny model with the LLaMA-3 vocabulary, so the shipped tokenizer fits; `with_tokenizer` adds it.
 fn tiny_llama3_vocab_model(tag: &str, with_tokenizer: bool) -> PathBuf {
-    use bitnet_train::models::load::write::write_random_hf_packed;
-    use bitnet_train::models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
-    use bitnet_train::models::zoo::arch_config_json;
-    use bitnet_train::models::BitNetConfig;
-    let text = arch_config_json("tiny").unwrap().replace("\"vocab_size\": 300", "\"vocab_size\": 128256");
-    let config = BitNetConfig::from_json(&text).unwrap();
+    use bitnet_models::export::{random_model, write_hf_checkpoint};
+    use bitnet_models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
+    use bitnet_models::zoo::arch_config;
+    let mut config = arch_config("tiny").unwrap();
+    config.vocab_size = 128_256;
     let dir = std::env::temp_dir().join(format!("bitnet-cli-{tag}-{}", std::process::id()));
-    write_random_hf_packed(&dir, &text, &config, 5).unwrap();
+    let model =
+        random_model::<burn::backend::Flex>(&config, burn::tensor::DType::BF16, 5, &Default::default()).unwrap();
+    write_hf_checkpoint(&model, &dir, None).unwrap();
     if with_tokenizer {
         std::fs::write(dir.join("tokenizer.json"), llama3_tokenizer_json()).unwrap();
         std::fs::write(dir.join("tokenizer_config.json"), LLAMA3_TOKENIZER_CONFIG).unwrap();

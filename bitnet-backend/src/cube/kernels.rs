@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 /// Units per cube of the activation-quantization kernel (one cube per token).
 pub const QUANT_CUBE_DIM: u32 = 64;
-/// Units per cube of the matmul and dequantization kernels (one unit per output).
+/// Units per cube side of the dequantization kernel (one unit per weight).
 pub const TILE_CUBE_DIM: u32 = 16;
 
 /// `round(v)` with ties to even, written out so every backend agrees (WGSL, SPIR-V and CUDA differ on
@@ -82,7 +82,54 @@ pub fn quantize_activations_kernel<F: Float, I: Int>(
     }
 }
 
-/// `out[m, n] = (sum_k c[n,k] q[m,k] - sum_k q[m,k]) * g_n * (1 / s_m)`: one unit per output element.
+/// Lanes of one row tile in [`ternary_matmul_kernel`]: one plane (warp) on GPUs whose planes are 32 wide.
+pub const TILE_LANES: u32 = 32;
+/// Row tiles (of 4 rows) per cube of [`ternary_matmul_kernel`].
+pub const TILES_PER_CUBE: u32 = 4;
+
+/// Sum of `v` over the 16 lanes of the half tile `lane / 16` belongs to: plane sums when `use_plane`, else
+/// [`half_plane_sum`].
+#[cube]
+fn row_sum(v: i32, y: usize, lane: usize, #[comptime] use_plane: bool) -> i32 {
+    if use_plane {
+        let low = lane < 16;
+        let sum_low = plane_sum(select(low, v, 0i32));
+        let sum_high = plane_sum(select(low, 0i32, v));
+        select(low, sum_low, sum_high)
+    } else {
+        let mut shared = SharedMemory::<i32>::new((TILE_LANES * TILES_PER_CUBE) as usize);
+        half_plane_sum(v, &mut shared, y, lane)
+    }
+}
+
+/// Sum of `v` over the 16 lanes of a half plane (`lane / 16` picks the half), in `shared` (`TILE_LANES` slots
+/// per tile, tile `y`): a tree reduction, every unit of the cube reaching each barrier.
+#[cube]
+fn half_plane_sum(v: i32, shared: &mut SharedMemory<i32>, y: usize, lane: usize) -> i32 {
+    let base = y * TILE_LANES as usize;
+    shared[base + lane] = v;
+    sync_cube();
+    let mut stride = 8usize;
+    while stride > 0 {
+        if lane % 16 < stride {
+            shared[base + lane] += shared[base + lane + stride];
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    let total = shared[base + (lane / 16) * 16];
+    sync_cube();
+    total
+}
+
+/// `out[m, n] = (sum_k (c[n,k] - 1) q[m,k]) * g_n * (1 / s_m)`, exact in i32 before the scaling.
+///
+/// Coalesced: the 32 lanes of a row tile (4 rows) walk its 256-weight blocks together. A block of a tile is 64
+/// consecutive words (16 per row), so lane `l` reads words `l` and `l + 32`: one coalesced 128-byte load per
+/// half. Word `jw` of row slot `r` holds weights `256b + 64p + 4jw + i` at bits `8i + 2p`. Each lane accumulates
+/// two rows (`l / 16` and `2 + l / 16`); the 16 lanes of each row are summed at the end, with plane sums where
+/// the device's planes are exactly 32 lanes (`use_plane`) and through shared memory otherwise.
+/// Cube `(x, m)` covers tiles `x * TILES_PER_CUBE ..` of token `m`.
 #[cube(launch)]
 pub fn ternary_matmul_kernel<F: Float, I: Int>(
     codes: &Tensor<I>,
@@ -90,40 +137,53 @@ pub fn ternary_matmul_kernel<F: Float, I: Int>(
     words: &Tensor<I>,
     weight_scales: &Tensor<F>,
     out: &mut Tensor<F>,
+    #[comptime] use_plane: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
-    let n = ABSOLUTE_POS_X as usize;
-    let m = ABSOLUTE_POS_Y as usize;
+    let lane = UNIT_POS_X as usize;
+    let y = UNIT_POS_Y as usize;
+    let tile = CUBE_POS_X as usize * TILES_PER_CUBE as usize + y;
+    let m = CUBE_POS_Y as usize;
     let rows = out.shape(1);
-    let tokens = out.shape(0);
-    if n >= rows || m >= tokens {
-        terminate!();
-    }
     let k = codes.shape(1);
     let words_per_row = words.shape(1);
+    let tiles = (rows + 3) / 4;
     let blocks = words_per_row / 16;
-    let mut acc = 0i32;
-    let mut qsum = 0i32;
-    for b in 0..blocks {
-        let base = block_word_base(n, b, words_per_row);
-        for jw in 0..16usize {
-            let word = i32::cast_from(words[base + jw]);
+    let mut acc_a = 0i32;
+    let mut acc_b = 0i32;
+    if tile < tiles {
+        let base = tile * 4 * words_per_row;
+        let jw = lane % 16;
+        for b in 0..blocks {
+            let word_a = i32::cast_from(words[base + b * 64 + lane]);
+            let word_b = i32::cast_from(words[base + b * 64 + lane + 32]);
             for i in 0..4usize {
                 for p in 0..4usize {
                     let kk = b * 256 + p * 64 + jw * 4 + i;
                     if kk < k {
-                        let shift = i32::cast_from(8 * i + 2 * p);
-                        let c = (word >> shift) & 3i32;
                         let q = i32::cast_from(codes[m * k + kk]);
-                        acc += c * q;
-                        qsum += q;
+                        let shift = i32::cast_from(8 * i + 2 * p);
+                        acc_a += (((word_a >> shift) & 3i32) - 1i32) * q;
+                        acc_b += (((word_b >> shift) & 3i32) - 1i32) * q;
                     }
                 }
             }
         }
     }
-    let inv_s = F::new(1.0) / act_scales[m];
-    out[m * rows + n] = F::cast_from(acc - qsum) * (weight_scales[n] * inv_s);
+    let row_a = row_sum(acc_a, y, lane, use_plane);
+    let row_b = row_sum(acc_b, y, lane, use_plane);
+    // Lane 0 writes rows 0 and 2 of the tile, lane 16 rows 1 and 3.
+    if tile < tiles && lane % 16 == 0 {
+        let inv_s = F::new(1.0) / act_scales[m];
+        let n_a = tile * 4 + lane / 16;
+        let n_b = n_a + 2;
+        if n_a < rows {
+            out[m * rows + n_a] = F::cast_from(row_a) * (weight_scales[n_a] * inv_s);
+        }
+        if n_b < rows {
+            out[m * rows + n_b] = F::cast_from(row_b) * (weight_scales[n_b] * inv_s);
+        }
+    }
 }
 
 /// `out[n, k] = (c[n,k] - 1) * g_n`: one unit per weight.

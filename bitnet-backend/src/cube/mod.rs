@@ -1,5 +1,6 @@
-//! [`TernaryBackend`] for burn's CubeCL backends (`CubeBackend<R, F, I, BT>`: wgpu, cuda), and through
-//! [`crate::fusion`] for the `Fusion` wrappers users get as `burn::backend::Wgpu` / `Cuda`.
+//! The extension traits for burn's CubeCL backends (`CubeBackend<R, F, I, BT>`: wgpu, cuda), and through
+//! [`crate::fusion`] for the `Fusion` wrappers users get as `burn::backend::Wgpu` / `Cuda`: the ternary ops are
+//! CubeCL kernels ([`kernels`]); the dense head and the cache append are burn's own ops.
 
 pub mod kernels;
 
@@ -12,14 +13,17 @@ pub use cubecl::cuda::CudaRuntime;
 #[cfg(feature = "wgpu")]
 pub use cubecl::wgpu::WgpuRuntime;
 
+use crate::cache::CacheWriteBackend;
+use crate::dense::DenseLinearBackend;
 use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
+use cubecl::ir::features::Plane;
 use cubecl::prelude::{CubeCount, CubeDim};
-use kernels::{QUANT_CUBE_DIM, TILE_CUBE_DIM};
+use kernels::{QUANT_CUBE_DIM, TILES_PER_CUBE, TILE_CUBE_DIM, TILE_LANES};
 
 fn dims2<R: CubeRuntime>(t: &CubeTensor<R>, what: &str) -> [usize; 2] {
     let shape = t.shape();
@@ -37,27 +41,46 @@ fn tile_dim() -> CubeDim {
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBackend for CubeBackend<R, F, I, BT> {
     fn ternary_linear(x: CubeTensor<R>, weight: TernaryWeightPrimitive<Self>) -> CubeTensor<R> {
+        Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
+    }
+
+    fn ternary_linear_many(x: CubeTensor<R>, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<CubeTensor<R>> {
         let [m, k] = dims2(&x, "ternary_linear input");
-        assert_input_fits("ternary_linear", m, k, &weight);
+        for w in &weights {
+            assert_input_fits("ternary_linear", m, k, w);
+        }
         let float_dtype = x.dtype;
         let q = Self::quantize_activations(x);
-        let words = into_contiguous(weight.words);
-        let scales = into_contiguous(weight.scales);
-        let n = weight.rows;
-        let out = empty_device_dtype(q.codes.client.clone(), q.codes.device.clone(), Shape::new([m, n]), float_dtype);
-        let dtypes = [float_dtype.into(), words.dtype.into()];
-        kernels::ternary_matmul_kernel::launch::<R>(
-            &out.client,
-            CubeCount::Static(groups(n), groups(m), 1),
-            tile_dim(),
-            q.codes.into_tensor_arg(),
-            q.scales.into_tensor_arg(),
-            words.into_tensor_arg(),
-            scales.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            dtypes,
-        );
-        out
+        let props = q.codes.client.properties();
+        // Plane sums need planes of exactly the 32 lanes a row tile uses.
+        let use_plane = props.features.plane.contains(Plane::Ops)
+            && props.hardware.plane_size_min == TILE_LANES
+            && props.hardware.plane_size_max == TILE_LANES;
+        weights
+            .into_iter()
+            .map(|weight| {
+                let words = into_contiguous(weight.words);
+                let scales = into_contiguous(weight.scales);
+                let n = weight.rows;
+                let out =
+                    empty_device_dtype(q.codes.client.clone(), q.codes.device.clone(), Shape::new([m, n]), float_dtype);
+                let tiles = n.div_ceil(4) as u32;
+                let dtypes = [float_dtype.into(), words.dtype.into()];
+                kernels::ternary_matmul_kernel::launch::<R>(
+                    &out.client,
+                    CubeCount::Static(tiles.div_ceil(TILES_PER_CUBE), m as u32, 1),
+                    CubeDim { x: TILE_LANES, y: TILES_PER_CUBE, z: 1 },
+                    q.codes.clone().into_tensor_arg(),
+                    q.scales.clone().into_tensor_arg(),
+                    words.into_tensor_arg(),
+                    scales.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    use_plane,
+                    dtypes,
+                );
+                out
+            })
+            .collect()
     }
 
     fn quantize_activations(x: CubeTensor<R>) -> QuantizedActivationsPrimitive<Self> {
@@ -97,3 +120,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
         out
     }
 }
+
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> DenseLinearBackend for CubeBackend<R, F, I, BT> {}
+
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CacheWriteBackend for CubeBackend<R, F, I, BT> {}

@@ -75,13 +75,13 @@ pub fn bitlinear_latent_matches_packed<B: TernaryBackend>(device: &B::Device) {
         let mut rng = StdRng::seed_from_u64(bias as u64);
         let x = Tensor::<B, 3>::from_data(TensorData::new(random_vec(&mut rng, 2 * 3 * 300, 2.0), [2, 3, 300]), device);
         let latent = to_vec(layer.forward(x.clone()));
-        let packed = layer.pack().unwrap();
-        assert!(packed.is_packed() && packed.weight.is_none());
+        let packed = layer.clone().pack().unwrap();
+        assert!(packed.is_packed() && packed.latent_weight().is_none() && !layer.is_packed());
         let fast = to_vec(packed.forward(x));
         for (i, (a, b)) in latent.iter().zip(&fast).enumerate() {
             assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "bias={bias} [{i}]: latent {a} vs packed {b}");
         }
-        assert!(packed.pack().is_err(), "packing twice is an error");
+        assert!(packed.clone().pack().unwrap().is_packed(), "packing a packed layer keeps it");
     }
 }
 
@@ -126,7 +126,7 @@ pub fn latent_bitlinear_gradients_are_ste<B: AutodiffBackend + TernaryBackend>(d
     let r = Tensor::<B, 2>::random([4, 12], burn::tensor::Distribution::Normal(0.0, 1.0), device);
     let loss = (layer.forward(x.clone()) * r.clone()).sum();
     let grads = loss.backward();
-    let w = layer.weight.as_ref().unwrap();
+    let w = layer.latent_weight().unwrap();
     let gw = to_vec(w.grad(&grads).expect("latent weight has a gradient"));
     let gx = to_vec(x.grad(&grads).expect("input has a gradient"));
     let xq = activation_quant_dequant(x.clone().inner());
@@ -189,6 +189,16 @@ where
     // The packed inference model computes the same loss.
     let packed =
         TwoLayer::<B::InnerBackend> { l1: model.l1.valid().pack().unwrap(), l2: model.l2.valid().pack().unwrap() };
+    // ... and so does the packed model after a save and a load into a packed skeleton.
+    let recorder = burn::record::BinBytesRecorder::<burn::record::FullPrecisionSettings>::default();
+    let bytes = burn::record::Recorder::<B::InnerBackend>::record(&recorder, packed.clone().into_record(), ()).unwrap();
+    let record = burn::record::Recorder::<B::InnerBackend>::load(&recorder, bytes, &x.device()).unwrap();
+    let skeleton = TwoLayer::<B::InnerBackend> {
+        l1: BitLinearConfig::new(d_in, d_hidden).init_packed(&x.device()),
+        l2: BitLinearConfig::new(d_hidden, d_out).init_packed(&x.device()),
+    };
+    let reloaded = skeleton.load_record(record);
+    assert_eq!(to_vec(reloaded.forward(x.clone().inner())), to_vec(packed.forward(x.clone().inner())), "reloaded");
     let packed_loss = (packed.forward(x.inner()) - y.inner()).powi_scalar(2).mean().into_scalar().elem_f32();
     assert!((packed_loss - last).abs() <= 1e-3 * last.max(1.0), "packed loss {packed_loss} vs trained {last}");
     (first, last)
@@ -221,11 +231,78 @@ pub fn linear_many_matches_separate_calls<B: TernaryBackend>(device: &B::Device)
 /// With `λ = 0` the latent BitLinear is exactly a float linear layer (warm-up start).
 pub fn lambda_zero_is_plain_linear<B: TernaryBackend>(device: &B::Device) {
     B::seed(device, 7);
-    let mut layer: BitLinear<B> = BitLinearConfig::new(32, 8).init(device);
-    layer.set_lambda(0.0);
+    let layer: BitLinear<B> = BitLinearConfig::new(32, 8).init(device).with_lambda(0.0);
     let x = Tensor::<B, 2>::random([3, 32], burn::tensor::Distribution::Normal(0.0, 1.0), device);
-    let w = layer.weight.as_ref().unwrap().val();
-    let b = layer.bias.as_ref().unwrap().val();
+    let w = layer.latent_weight().unwrap().val();
+    let b = layer.bias().unwrap().val();
     let want = to_vec(burn::tensor::module::linear(x.clone(), w, Some(b)));
     assert_close(&to_vec(layer.forward(x)), &want, "lambda = 0");
+}
+
+/// A packed BitLinear saved with burn's recorders and loaded into a packed skeleton built from the same config
+/// gives identical outputs; the latent skeleton is the other state, so the record does not fit it.
+pub fn packed_record_round_trips<B: TernaryBackend>(device: &B::Device) {
+    use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+    B::seed(device, 11);
+    for (bias, norm) in [(false, None), (true, None), (false, Some(1e-6)), (true, Some(1e-6))] {
+        let config = BitLinearConfig::new(300, 70).with_bias(bias).with_input_norm_eps(norm);
+        let packed = config.init::<B>(device).pack().unwrap();
+        let x = Tensor::<B, 2>::random([3, 300], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = Recorder::<B>::record(&recorder, packed.clone().into_record(), ()).unwrap();
+        let record = Recorder::<B>::load(&recorder, bytes, device).unwrap();
+        let skeleton = config.init_packed::<B>(device);
+        assert_ne!(to_vec(skeleton.forward(x.clone())), to_vec(packed.forward(x.clone())), "a skeleton is blank");
+        let reloaded = skeleton.load_record(record);
+        assert!(reloaded.is_packed());
+        assert_eq!(to_vec(reloaded.forward(x.clone())), to_vec(packed.forward(x)), "bias={bias} norm={norm:?}");
+    }
+}
+
+/// `BitLinear::forward_shared` (one activation quantization for q/k/v-like layers) equals separate forwards,
+/// packed and latent, with and without input norms.
+pub fn shared_forward_equals_separate_forwards<B: TernaryBackend>(device: &B::Device) {
+    B::seed(device, 5);
+    let x = Tensor::<B, 3>::random([2, 3, 300], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    for norm in [None, Some(1e-5)] {
+        let layers: Vec<BitLinear<B>> = [64, 16, 16]
+            .iter()
+            .map(|&o| BitLinearConfig::new(300, o).with_bias(false).with_input_norm_eps(norm).init(device))
+            .collect();
+        let packed: Vec<BitLinear<B>> = layers.iter().map(|l| l.clone().pack().unwrap()).collect();
+        for set in [&layers, &packed] {
+            let refs: Vec<&BitLinear<B>> = set.iter().collect();
+            let shared = BitLinear::forward_shared(&refs, x.clone());
+            for (layer, y) in set.iter().zip(shared) {
+                assert_eq!(y.dims(), [2, 3, layer.d_output()]);
+                assert_eq!(to_vec(y), to_vec(layer.forward(x.clone())), "norm {norm:?}");
+            }
+        }
+    }
+}
+
+/// `dense_linear` equals burn's matmul with the weight widened to f32, and `cache_write` equals
+/// `slice_assign`, on any backend (with and without autodiff tracking).
+pub fn dense_and_cache_ops_match_burn<B: bitnet_backend::BitNetBackend>(device: &B::Device) {
+    use burn::tensor::Distribution;
+    B::seed(device, 9);
+    for m in [1usize, 3, 12] {
+        let x = Tensor::<B, 2>::random([m, 70], Distribution::Uniform(-1.0, 1.0), device);
+        let w = Tensor::<B, 2>::random([37, 70], Distribution::Uniform(-1.0, 1.0), device);
+        let want = to_vec(x.clone().matmul(w.clone().transpose()));
+        let got = to_vec(bitnet_backend::dense_linear(x, &w));
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "dense_linear {m} tokens: {a} vs {b}");
+        }
+    }
+    let mut cache = Tensor::<B, 3>::zeros([3, 10, 4], device);
+    let mut reference = cache.clone();
+    let mut start = 0;
+    for t in [4usize, 1, 3] {
+        let values = Tensor::<B, 3>::random([3, t, 4], Distribution::Uniform(-1.0, 1.0), device);
+        reference = reference.slice_assign([0..3, start..start + t, 0..4], values.clone());
+        cache = bitnet_backend::cache_write(cache, start, values);
+        start += t;
+        assert_eq!(to_vec(cache.clone()), to_vec(reference.clone()), "cache after {start} positions");
+    }
 }

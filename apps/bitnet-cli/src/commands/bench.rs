@@ -1,19 +1,31 @@
 //! `bitnet bench`: prefill and decode speed of a model, and decode against the memory-bandwidth roofline.
 //!
 //! Decode streams every weight once per token, so `tokens/s x weight bytes per token` is the bandwidth it
-//! draws; a streaming-read probe on the same thread pool, run between the timed runs, measures what the machine
-//! gives at that moment (on shared or virtual machines it varies from minute to minute). The ratio of the two is
-//! the fraction of the roofline decode reaches.
+//! draws; a streaming-read probe run between the timed runs measures what the device gives at that moment (on
+//! shared or virtual machines it varies from minute to minute). On the CPU the probe reads a buffer on the
+//! kernels' thread pool; on a GPU it sums a buffer on the device. The ratio of the two is the fraction of the
+//! roofline decode reaches.
 
+use super::device::{on_device, Device, OnDevice};
 use super::{ModelArgs, UsageError};
+use crate::output;
 use anyhow::Result;
-use bitnet_train::models::backend::kernels::probe::{probe_buffer, read_rate};
-use bitnet_train::models::backend::kernels::{global_pool, Kernel};
-use bitnet_train::models::bench::{bench_decode, median, DecodeBenchConfig};
+use bitnet_models::backend::kernels::probe::{probe_buffer, read_rate};
+use bitnet_models::backend::kernels::{global_pool, Kernel};
+use bitnet_models::backend::BitNetBackend;
+use bitnet_models::bench::{bench_decode, median, DecodeBenchConfig};
+use bitnet_models::{Checkpoint, ModelBundle};
+use burn::tensor::Tensor;
 use clap::Args;
+use std::time::Instant;
 
 /// Below this many weight bytes per token a model may live in the caches (L2 + L3 reach tens of MB).
 const CACHE_SIZED_BYTES: u64 = 64 << 20;
+/// The largest probe buffer (MiB).
+const MAX_PROBE_MIB: usize = 64 << 10;
+/// The most tokens a run may take (prompt + decode), and the most runs.
+const MAX_TOKENS: usize = 1 << 20;
+const MAX_RUNS: usize = 10_000;
 
 /// Arguments of `bitnet bench`.
 #[derive(Args, Debug)]
@@ -47,91 +59,154 @@ pub fn run(args: BenchArgs) -> Result<()> {
             UsageError("--runs and --prompt-tokens must be at least 1, --decode-tokens at least 2".into()).into()
         );
     }
-    if args.probe_mib > 0 && args.probe_mib < 64 {
-        return Err(
-            UsageError("--probe-mib must be 0 (no probe) or at least 64: the caches would hold it".into()).into()
-        );
+    if args.runs > MAX_RUNS || args.warmup_runs > MAX_RUNS {
+        return Err(UsageError(format!("--runs and --warmup-runs must be at most {MAX_RUNS}")).into());
     }
-    let model = args.model.load()?;
-    let pool = global_pool();
-    let c = &model.config;
-    eprintln!(
-        "model: {} ({} layers, hidden {}, vocab {}); {} threads, kernel {}",
-        args.model.path()?.display(),
-        c.num_hidden_layers,
-        c.hidden_size,
-        c.vocab_size,
-        pool.threads(),
-        Kernel::selected().name()
-    );
-    let buffer = (args.probe_mib > 0).then(|| probe_buffer(args.probe_mib << 20));
-    let probe = || buffer.as_ref().map(|b| read_rate(b, pool, 3));
-    let mut probes: Vec<f64> = probe().into_iter().collect();
-    let config = DecodeBenchConfig {
-        prompt_tokens: args.prompt_tokens,
-        decode_tokens: args.decode_tokens,
-        runs: args.runs,
-        warmup_runs: args.warmup_runs,
-    };
-    let bench = bench_decode(&model, config, |i, run| {
-        let rate = probe();
-        probes.extend(rate);
-        eprintln!(
-            "run {}/{}: prefill {} tokens at {:.1} tokens/s, decode {} steps at {:.2} tokens/s{}",
-            i + 1,
-            args.runs,
-            args.prompt_tokens,
-            run.prefill_tokens_per_s,
-            args.decode_tokens - 1,
-            run.decode_tokens_per_s,
-            rate.map(|r| format!("; memory read probe {:.1} GB/s", r / 1e9)).unwrap_or_default()
-        );
-    })?;
-    let probe_rate = (!probes.is_empty()).then(|| median(probes.clone()));
-    let roofline = probe_rate.map(|p| p / bench.weight_bytes_per_token as f64);
-    let fraction = roofline.map(|r| bench.decode_tokens_per_s() / r);
-    if args.json {
-        let json = serde_json::json!({
-            "model": args.model.path()?.display().to_string(),
-            "threads": pool.threads(),
-            "kernel": Kernel::selected().name(),
-            "prompt_tokens": args.prompt_tokens,
-            "decode_tokens": args.decode_tokens,
-            "runs": bench.runs.iter().map(|r| serde_json::json!({
-                "prefill_tokens_per_s": r.prefill_tokens_per_s,
-                "decode_tokens_per_s": r.decode_tokens_per_s,
-            })).collect::<Vec<_>>(),
-            "prefill_tokens_per_s": bench.prefill_tokens_per_s(),
-            "decode_tokens_per_s": bench.decode_tokens_per_s(),
-            "weight_bytes_per_token": bench.weight_bytes_per_token,
-            "decode_bytes_per_s": bench.decode_bytes_per_s(),
-            "probe_bytes_per_s": probe_rate,
-            "probe_samples_bytes_per_s": probes,
-            "roofline_tokens_per_s": roofline,
-            "roofline_fraction": fraction,
-        });
-        println!("{json}");
-        return Ok(());
+    if args.prompt_tokens > MAX_TOKENS || args.decode_tokens > MAX_TOKENS {
+        return Err(UsageError(format!("--prompt-tokens and --decode-tokens must be at most {MAX_TOKENS}")).into());
     }
-    println!("weights streamed per decoded token: {:.3} GB", bench.weight_bytes_per_token as f64 / 1e9);
-    println!("prefill: {:.1} tokens/s (median of {})", bench.prefill_tokens_per_s(), args.runs);
-    println!(
-        "decode: {:.2} tokens/s (median of {}) = {:.1} GB/s of weights",
-        bench.decode_tokens_per_s(),
-        args.runs,
-        bench.decode_bytes_per_s() / 1e9
-    );
-    if let (Some(p), Some(r), Some(f)) = (probe_rate, roofline, fraction) {
-        println!(
-            "memory read probe: {:.1} GB/s (median of {}) -> roofline {:.2} tokens/s; decode reaches {:.0}% of it",
-            p / 1e9,
-            probes.len(),
-            r,
-            f * 100.0
-        );
-        if bench.weight_bytes_per_token < CACHE_SIZED_BYTES {
-            println!("(the weights fit in the CPU caches, so memory bandwidth does not bound this model's decode)");
+    if args.probe_mib > 0 && !(64..=MAX_PROBE_MIB).contains(&args.probe_mib) {
+        return Err(UsageError(format!(
+            "--probe-mib must be 0 (no probe) or 64 to {MAX_PROBE_MIB}: smaller buffers fit the caches"
+        ))
+        .into());
+    }
+    let checkpoint = args.model.open()?;
+    let device = args.model.device.device;
+    on_device(device, Bench { args, checkpoint, device })
+}
+
+struct Bench {
+    args: BenchArgs,
+    checkpoint: Checkpoint,
+    device: Device,
+}
+
+/// A streaming-read probe of the device the model runs on.
+enum Probe<B: BitNetBackend> {
+    None,
+    Cpu(Vec<u64>),
+    Device(Tensor<B, 1>),
+}
+
+impl<B: BitNetBackend> Probe<B> {
+    fn new(device: Device, mib: usize, on: &B::Device) -> Self {
+        match (mib, device) {
+            (0, _) => Self::None,
+            (_, Device::Cpu) => Self::Cpu(probe_buffer(mib << 20)),
+            _ => Self::Device(Tensor::ones([(mib << 20) / 4], on)),
         }
     }
-    Ok(())
+
+    /// Bytes per second read, the median of three passes.
+    fn rate(&self) -> Option<f64> {
+        match self {
+            Self::None => None,
+            Self::Cpu(buffer) => Some(read_rate(buffer, global_pool(), 3)),
+            Self::Device(buffer) => {
+                let bytes = buffer.dims()[0] as f64 * 4.0;
+                let rates = (0..3)
+                    .map(|_| {
+                        let started = Instant::now();
+                        // Reading the scalar back waits for the reduction.
+                        let _ = buffer.clone().sum().into_scalar();
+                        bytes / started.elapsed().as_secs_f64().max(1e-9)
+                    })
+                    .collect();
+                Some(median(rates))
+            }
+        }
+    }
+}
+
+impl OnDevice for Bench {
+    type Output = ();
+
+    fn run<B: BitNetBackend>(self, on: &B::Device) -> Result<()> {
+        let Self { args, checkpoint, device } = self;
+        let bundle = ModelBundle::<B>::load(&checkpoint, on)?;
+        let model = bundle.model();
+        let c = model.config();
+        let engine = match device {
+            Device::Cpu => format!("{} threads, kernel {}", global_pool().threads(), Kernel::selected().name()),
+            other => format!("device {}", other.name()),
+        };
+        output::note(&format!(
+            "model: {} ({} layers, hidden {}, vocab {}); {engine}",
+            bundle.path().display(),
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.vocab_size,
+        ));
+        let probe = Probe::<B>::new(device, args.probe_mib, on);
+        let mut probes: Vec<f64> = probe.rate().into_iter().collect();
+        let config = DecodeBenchConfig {
+            prompt_tokens: args.prompt_tokens,
+            decode_tokens: args.decode_tokens,
+            runs: args.runs,
+            warmup_runs: args.warmup_runs,
+        };
+        let bench = bench_decode(model, config, |i, run| {
+            let rate = probe.rate();
+            probes.extend(rate);
+            output::note(&format!(
+                "run {}/{}: prefill {} tokens at {:.1} tokens/s, decode {} steps at {:.2} tokens/s{}",
+                i + 1,
+                args.runs,
+                args.prompt_tokens,
+                run.prefill_tokens_per_s,
+                args.decode_tokens - 1,
+                run.decode_tokens_per_s,
+                rate.map(|r| format!("; memory read probe {:.1} GB/s", r / 1e9)).unwrap_or_default()
+            ));
+        })?;
+        let probe_rate = (!probes.is_empty()).then(|| median(probes.clone()));
+        let roofline = probe_rate.map(|p| p / bench.weight_bytes_per_token as f64);
+        let fraction = roofline.map(|r| bench.decode_tokens_per_s() / r);
+        if args.json {
+            let json = serde_json::json!({
+                "model": bundle.path().display().to_string(),
+                "device": device.name(),
+                "threads": global_pool().threads(),
+                "kernel": Kernel::selected().name(),
+                "prompt_tokens": args.prompt_tokens,
+                "decode_tokens": args.decode_tokens,
+                "runs": bench.runs.iter().map(|r| serde_json::json!({
+                    "prefill_tokens_per_s": r.prefill_tokens_per_s,
+                    "decode_tokens_per_s": r.decode_tokens_per_s,
+                })).collect::<Vec<_>>(),
+                "prefill_tokens_per_s": bench.prefill_tokens_per_s(),
+                "decode_tokens_per_s": bench.decode_tokens_per_s(),
+                "weight_bytes_per_token": bench.weight_bytes_per_token,
+                "decode_bytes_per_s": bench.decode_bytes_per_s(),
+                "probe_bytes_per_s": probe_rate,
+                "probe_samples_bytes_per_s": probes,
+                "roofline_tokens_per_s": roofline,
+                "roofline_fraction": fraction,
+            });
+            return output::println(&json.to_string());
+        }
+        let mut text =
+            format!("weights streamed per decoded token: {:.3} GB\n", bench.weight_bytes_per_token as f64 / 1e9);
+        text += &format!("prefill: {:.1} tokens/s (median of {})\n", bench.prefill_tokens_per_s(), args.runs);
+        text += &format!(
+            "decode: {:.2} tokens/s (median of {}) = {:.1} GB/s of weights\n",
+            bench.decode_tokens_per_s(),
+            args.runs,
+            bench.decode_bytes_per_s() / 1e9
+        );
+        if let (Some(p), Some(r), Some(f)) = (probe_rate, roofline, fraction) {
+            text += &format!(
+                "memory read probe: {:.1} GB/s (median of {}) -> roofline {:.2} tokens/s; decode reaches {:.0}% of it\n",
+                p / 1e9,
+                probes.len(),
+                r,
+                f * 100.0
+            );
+            if device == Device::Cpu && bench.weight_bytes_per_token < CACHE_SIZED_BYTES {
+                text += "(the weights fit in the CPU caches, so memory bandwidth does not bound this model's decode)\n";
+            }
+        }
+        output::print(&text)
+    }
 }

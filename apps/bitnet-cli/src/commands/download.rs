@@ -2,8 +2,9 @@
 //! its local path (HF_HOME, HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE apply).
 
 use super::UsageError;
+use crate::output;
 use anyhow::Result;
-use bitnet_train::models::hub::{fetch, is_hub_id};
+use bitnet_models::hub::{fetch, is_hub_id};
 use clap::Args;
 
 /// Arguments of `bitnet download`.
@@ -23,6 +24,5 @@ pub fn run(args: DownloadArgs) -> Result<()> {
         return Err(UsageError(format!("'{}' is not a hub model id (OWNER/NAME)", args.repo)).into());
     }
     let path = fetch(&args.repo, &args.revision)?;
-    println!("{}", path.display());
-    Ok(())
+    output::println(&path.display().to_string())
 }

@@ -1,15 +1,17 @@
 //! `bitnet init --random --arch NAME --out PATH [--format hf|tq2_0|i2s]`: writes a random-weight model of a
 //! family member's shapes, in the Hugging Face packed layout (a directory) or as a GGUF file with TQ2_0
-//! (llama.cpp) or I2_S (bitnet.cpp) ternary tensors, for benchmarks and tests.
+//! (llama.cpp) or I2_S (bitnet.cpp) ternary tensors, for benchmarks and tests. Models with the LLaMA-3
+//! vocabulary (2b-4t) get its tokenizer and chat template, beside the weights or inside the GGUF file.
 
 use super::UsageError;
+use crate::output;
 use anyhow::Result;
-use bitnet_train::models::load::gguf_vocab::GgufVocab;
-use bitnet_train::models::load::gguf_write::TernaryGgufType;
-use bitnet_train::models::load::write::{write_random_gguf, write_random_hf_packed};
-use bitnet_train::models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
-use bitnet_train::models::zoo::{arch_config_json, ARCHS};
-use bitnet_train::models::BitNetConfig;
+use bitnet_models::export::{random_model, write_gguf_model, write_hf_checkpoint, TernaryGgufType, TokenizerFiles};
+use bitnet_models::gguf::GgufVocab;
+use bitnet_models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
+use bitnet_models::zoo::{arch_config, ARCHS};
+use burn::backend::Flex;
+use burn::tensor::DType;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,25 +39,26 @@ pub struct InitArgs {
 /// The formats `init` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitFormat {
-    /// Hugging Face directory: config.json + packed uint8 model.safetensors (+ tokenizer for 2b-4t).
+    /// Hugging Face directory: config.json + packed uint8 model.safetensors (bf16 embedding).
     Hf,
-    /// GGUF with llama.cpp TQ2_0 ternary tensors (every projection's input width a multiple of 256).
+    /// GGUF with llama.cpp TQ2_0 ternary tensors (every projection's input width a multiple of 256; f16 embedding).
     #[value(name = "tq2_0")]
     Tq2_0,
-    /// GGUF with bitnet.cpp I2_S ternary tensors.
+    /// GGUF with bitnet.cpp I2_S ternary tensors (f16 embedding).
     #[value(name = "i2s")]
     I2s,
 }
+
+/// The LLaMA-3 vocabulary size: models with it get the LLaMA-3 tokenizer.
+const LLAMA3_VOCAB: usize = 128_256;
 
 /// Runs the command.
 pub fn run(args: InitArgs) -> Result<()> {
     if !args.random {
         return Err(UsageError("only --random models can be initialized: pass --random".into()).into());
     }
-    let text = arch_config_json(&args.arch)
+    let config = arch_config(&args.arch)
         .ok_or_else(|| UsageError(format!("unknown --arch '{}': expected one of {}", args.arch, ARCHS.join(", "))))?;
-    let config = BitNetConfig::from_json(&text).map_err(anyhow::Error::msg)?;
-    let started = Instant::now();
     let gguf = match args.format {
         InitFormat::Hf => None,
         InitFormat::Tq2_0 => Some(TernaryGgufType::Tq2_0),
@@ -64,30 +67,32 @@ pub fn run(args: InitArgs) -> Result<()> {
     if let Some(ty) = gguf {
         ty.check_shapes(&config).map_err(|why| UsageError(format!("--arch {}: {why}: use --format i2s", args.arch)))?;
     }
-    eprintln!("writing a random {} model to {} ...", args.arch, args.out.display());
-    if let Some(ty) = gguf {
-        // The LLaMA-3 vocabulary of the 2B-4T family and its chat template travel inside the file, so --prompt
-        // and chat work on it alone.
-        let vocab = (config.vocab_size == 128_256)
-            .then(|| {
-                GgufVocab::from_tokenizer_json(&llama3_tokenizer_json())?.with_chat_template_of(LLAMA3_TOKENIZER_CONFIG)
-            })
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("the shipped LLaMA-3 tokenizer: {e}"))?;
-        write_random_gguf(&args.out, &config, ty, &format!("random {}", args.arch), args.seed, vocab.as_ref())?;
-        eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
-        return Ok(());
+    let started = Instant::now();
+    output::note(&format!("writing a random {} model to {} ...", args.arch, args.out.display()));
+    let dense = if gguf.is_some() { DType::F16 } else { DType::BF16 };
+    let model = random_model::<Flex>(&config, dense, args.seed, &Default::default())?;
+    let llama3 = config.vocab_size == LLAMA3_VOCAB;
+    match gguf {
+        Some(ty) => {
+            // The LLaMA-3 vocabulary of the 2B-4T family and its chat template travel inside the file, so --prompt
+            // and chat work on it alone.
+            let vocab = llama3
+                .then(|| {
+                    GgufVocab::from_tokenizer_json(&llama3_tokenizer_json())?
+                        .with_chat_template_of(LLAMA3_TOKENIZER_CONFIG)
+                })
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("the shipped LLaMA-3 tokenizer: {e}"))?;
+            write_gguf_model(&model, &args.out, ty, &format!("random {}", args.arch), vocab.as_ref())?;
+        }
+        None => {
+            let tokenizer = llama3.then(|| TokenizerFiles {
+                tokenizer_json: llama3_tokenizer_json(),
+                tokenizer_config: Some(LLAMA3_TOKENIZER_CONFIG.to_string()),
+            });
+            write_hf_checkpoint(&model, &args.out, tokenizer.as_ref())?;
+        }
     }
-    write_random_hf_packed(&args.out, &text, &config, args.seed)?;
-    if config.vocab_size == 128_256 {
-        // The LLaMA-3 vocabulary of the 2B-4T family: ship its tokenizer so --prompt works.
-        let write = |name: &str, bytes: &[u8]| {
-            let path = args.out.join(name);
-            std::fs::write(&path, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-        };
-        write("tokenizer.json", &llama3_tokenizer_json())?;
-        write("tokenizer_config.json", LLAMA3_TOKENIZER_CONFIG.as_bytes())?;
-    }
-    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    output::note(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! `bitnet inspect --model PATH`: what a model file or directory holds, without loading the weights.
 
 use super::ModelArgs;
-use anyhow::{Context, Result};
-use bitnet_train::models::load::gguf::{GgufFile, GgufValue};
-use bitnet_train::models::BitNetConfig;
+use crate::output;
+use anyhow::Result;
+use bitnet_models::Checkpoint;
 use clap::Args;
 use std::collections::BTreeMap;
 
@@ -17,89 +17,65 @@ pub struct InspectArgs {
     json: bool,
 }
 
-/// The JSON header of a safetensors file, read without reading the tensors (at most 100 MB, as the format allows).
-fn read_safetensors_header(file: &std::path::Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).with_context(|| format!("{}: truncated safetensors header", file.display()))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100_000_000 {
-        anyhow::bail!("{}: safetensors header length {len} is beyond the format's 100 MB limit", file.display());
-    }
-    let mut header = vec![0u8; len as usize];
-    f.read_exact(&mut header).with_context(|| format!("{}: truncated safetensors header", file.display()))?;
-    Ok(header)
+/// One tensor: stored type and shape.
+struct TensorLine {
+    dtype: String,
+    shape: Vec<u64>,
 }
 
 /// Runs the command.
 pub fn run(args: InspectArgs) -> Result<()> {
-    let path = args.model.path()?.clone();
-    let (format, config, tensors, metadata) = if path.is_dir() {
-        let config = BitNetConfig::from_file(&path.join("config.json"))?;
-        let file = path.join("model.safetensors");
-        let header = read_safetensors_header(&file)?;
-        let json: serde_json::Value = serde_json::from_slice(&header)
-            .with_context(|| format!("{}: invalid safetensors header", file.display()))?;
-        let mut tensors = BTreeMap::new();
-        for (name, info) in json.as_object().into_iter().flatten().filter(|(n, _)| *n != "__metadata__") {
-            let dtype = info["dtype"].as_str().unwrap_or("?").to_string();
-            let shape: Vec<u64> = info["shape"].as_array().into_iter().flatten().filter_map(|d| d.as_u64()).collect();
-            tensors.insert(name.clone(), (dtype, shape));
+    let checkpoint = args.model.open()?;
+    let config = checkpoint.config()?;
+    let mut tensors: BTreeMap<String, TensorLine> = BTreeMap::new();
+    let mut metadata: BTreeMap<String, String> = BTreeMap::new();
+    let format = match &checkpoint {
+        Checkpoint::Hf(c) => {
+            for (name, info) in c.tensor_infos() {
+                let shape = info.shape.iter().map(|&d| d as u64).collect();
+                tensors.insert(name.to_string(), TensorLine { dtype: format!("{:?}", info.dtype), shape });
+            }
+            "huggingface-safetensors".to_string()
         }
-        ("huggingface-safetensors".to_string(), config, tensors, BTreeMap::new())
-    } else {
-        let file = GgufFile::open(&path)?;
-        let config = file.config()?;
-        let type_name = |t: u32| match t {
-            0 => "F32".to_string(),
-            1 => "F16".into(),
-            8 => "Q8_0".into(),
-            30 => "BF16".into(),
-            34 => "TQ1_0".into(),
-            35 => "TQ2_0".into(),
-            36 => "I2_S".into(),
-            other => format!("type{other}"),
-        };
-        let tensors = file.tensors.values().map(|t| (t.name.clone(), (type_name(t.ggml_type), t.ne.clone()))).collect();
-        let metadata: BTreeMap<String, String> = file
-            .metadata
-            .iter()
-            .filter(|(_, v)| !matches!(v, GgufValue::Array(a) if a.len() > 8))
-            .map(|(k, v)| {
-                let text = format!("{v:?}");
-                let shown = match text.char_indices().nth(100) {
-                    Some((cut, _)) => format!("{}... ({} characters)", &text[..cut], text.chars().count()),
-                    None => text,
-                };
-                (k.clone(), shown)
-            })
-            .collect();
-        (format!("gguf-v{} ({})", file.version, file.architecture()), config, tensors, metadata)
+        Checkpoint::Gguf(f) => {
+            for t in f.tensors() {
+                tensors.insert(
+                    t.name.clone(),
+                    TensorLine { dtype: t.ggml_type.name().to_string(), shape: t.dims.clone() },
+                );
+            }
+            for (key, value) in f.metadata() {
+                metadata.insert(key.clone(), value.describe(100));
+            }
+            format!("gguf-v{} ({})", f.version(), f.architecture())
+        }
     };
-    let params: u64 = tensors.values().map(|(_, s)| s.iter().product::<u64>()).sum();
+    // Saturating: a hostile header may claim shapes whose product overflows.
+    let elements = |shape: &[u64]| shape.iter().fold(1u64, |acc, &d| acc.saturating_mul(d));
+    let stored: u64 = tensors.values().fold(0u64, |acc, t| acc.saturating_add(elements(&t.shape)));
     let mut by_dtype: BTreeMap<&str, usize> = BTreeMap::new();
-    for (dtype, _) in tensors.values() {
-        *by_dtype.entry(dtype.as_str()).or_default() += 1;
+    for t in tensors.values() {
+        *by_dtype.entry(t.dtype.as_str()).or_default() += 1;
     }
     let c = &config;
     if args.json {
         let object = serde_json::json!({
+            "model": checkpoint.path().display().to_string(),
             "format": format,
+            "family": format!("{:?}", c.family),
             "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size, "layers": c.num_hidden_layers,
             "heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads, "head_dim": c.head_dim,
             "vocab_size": c.vocab_size, "max_positions": c.max_position_embeddings, "rope_theta": c.rope_theta,
             "activation": format!("{:?}", c.activation), "tied_embeddings": c.tie_word_embeddings,
             "scale_convention": format!("{:?}", c.scale_convention),
-            "tensors": tensors.len(), "stored_elements": params, "tensors_by_dtype": by_dtype,
+            "tensors": tensors.len(), "stored_elements": stored, "tensors_by_dtype": by_dtype,
         });
-        println!("{object}");
-        return Ok(());
+        return output::println(&object.to_string());
     }
-    println!("model: {}", path.display());
-    println!("format: {format}");
-    println!(
-        "architecture: {} layers, hidden {}, ffn {}, heads {} (kv {}, head_dim {}), vocab {}, context {}, rope theta {}",
+    let mut text = format!("model: {}\nformat: {format}\n", checkpoint.path().display());
+    text += &format!(
+        "architecture: {:?}, {} layers, hidden {}, ffn {}, heads {} (kv {}, head_dim {}), vocab {}, context {}, rope theta {}\n",
+        c.family,
         c.num_hidden_layers,
         c.hidden_size,
         c.intermediate_size,
@@ -110,18 +86,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
         c.max_position_embeddings,
         c.rope_theta
     );
-    println!(
-        "activation: {:?}; embeddings {}; weight_scale convention: {:?}",
+    text += &format!(
+        "activation: {:?}; embeddings {}; weight_scale convention: {:?}\n",
         c.activation,
         if c.tie_word_embeddings { "tied" } else { "untied" },
         c.scale_convention
     );
-    println!("tensors: {} ({} stored elements)", tensors.len(), params);
+    text += &format!("tensors: {} ({stored} stored elements)\n", tensors.len());
     for (dtype, n) in &by_dtype {
-        println!("  {dtype}: {n}");
+        text += &format!("  {dtype}: {n}\n");
     }
     for (k, v) in &metadata {
-        println!("  {k} = {v}");
+        text += &format!("  {k} = {v}\n");
     }
-    Ok(())
+    output::print(&text)
 }

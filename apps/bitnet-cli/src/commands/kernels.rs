@@ -1,21 +1,20 @@
 //! `bitnet kernels`: what the compute core detected on this machine.
 
+use crate::output;
 use anyhow::Result;
-use bitnet_train::models::backend::kernels::dispatch::KERNEL_ENV;
-use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
-use bitnet_train::models::backend::kernels::Kernel;
+use bitnet_models::backend::kernels::dispatch::KERNEL_ENV;
+use bitnet_models::backend::kernels::pool::{default_threads, THREADS_ENV};
+use bitnet_models::backend::kernels::Kernel;
 
 /// Prints the available and selected kernels and the thread count.
 pub fn run() -> Result<()> {
     let forced = Kernel::from_env()?;
     let names: Vec<&str> = Kernel::available().iter().map(|k| k.name()).collect();
-    println!("available kernels (fastest first): {}", names.join(", "));
-    println!("selected kernel: {}", forced.unwrap_or_else(Kernel::best));
+    let mut text = format!("available kernels (fastest first): {}\n", names.join(", "));
+    text += &format!("selected kernel: {}\n", forced.unwrap_or_else(Kernel::best));
     if forced.is_some() {
-        println!("  (forced by {KERNEL_ENV})");
+        text += &format!("  (forced by {KERNEL_ENV})\n");
     }
-    let threads = std::env::var(THREADS_ENV)
-        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, |n| n.get()).to_string());
-    println!("threads: {threads}");
-    Ok(())
+    text += &format!("threads: {} (--threads, {THREADS_ENV}, else the CPUs this process may use)\n", default_threads());
+    output::print(&text)
 }

@@ -1,10 +1,14 @@
-//! `bitnet logits`: the float32 `[tokens, vocab]` logits of one full forward pass, as `.npy`.
+//! `bitnet logits`: the float32 `[tokens, vocab]` logits of one full forward pass, as `.npy` (written
+//! atomically: a failed write is an error and leaves no partial file).
 
+use super::device::{on_device, OnDevice};
 use super::{parse_ids, ModelArgs};
-use anyhow::{Context, Result};
-use bitnet_train::models::npy::write_f32_npy;
+use crate::output;
+use anyhow::Result;
+use bitnet_models::backend::BitNetBackend;
+use bitnet_models::npy::save_f32_npy;
+use bitnet_models::{Checkpoint, ModelBundle};
 use clap::Args;
-use std::io::BufWriter;
 use std::path::PathBuf;
 
 /// Arguments of `bitnet logits`.
@@ -22,14 +26,30 @@ pub struct LogitsArgs {
 
 /// Runs the command.
 pub fn run(args: LogitsArgs) -> Result<()> {
-    let ids = parse_ids(&args.prompt_ids)?;
-    let model = args.model.load()?;
-    let mut cache = model.new_cache(ids.len());
-    let logits = model.forward(&ids, &mut cache)?;
-    let [t, v] = logits.dims();
-    let values = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    write_f32_npy(BufWriter::new(file), &[t, v], &values).with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("wrote logits [{t}, {v}] to {}", args.out.display());
-    Ok(())
+    let ids = parse_ids(&args.prompt_ids, "--prompt-ids")?;
+    let checkpoint = args.model.open()?;
+    let device = args.model.device.device;
+    on_device(device, Logits { args, checkpoint, ids })
+}
+
+struct Logits {
+    args: LogitsArgs,
+    checkpoint: Checkpoint,
+    ids: Vec<u32>,
+}
+
+impl OnDevice for Logits {
+    type Output = ();
+
+    fn run<B: BitNetBackend>(self, device: &B::Device) -> Result<()> {
+        let bundle = ModelBundle::<B>::load(&self.checkpoint, device)?;
+        let model = bundle.model();
+        let mut cache = model.new_cache(1, self.ids.len())?;
+        let logits = model.forward_ids(&self.ids, &mut cache)?;
+        let [t, v] = logits.dims();
+        let values = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        save_f32_npy(&self.args.out, &[t, v], &values)?;
+        output::note(&format!("wrote logits [{t}, {v}] to {}", self.args.out.display()));
+        Ok(())
+    }
 }

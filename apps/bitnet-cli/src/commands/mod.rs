@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod device;
 pub mod download;
 pub mod generate;
 pub mod init;
@@ -9,21 +10,16 @@ pub mod inspect;
 pub mod kernels;
 pub mod logits;
 pub mod perplexity;
+#[cfg(feature = "train")]
 pub mod train;
+#[cfg(feature = "train")]
 pub mod train_tokenizer;
 
 use anyhow::Result;
-use bitnet_train::models::backend::kernels::pool::THREADS_ENV;
-use bitnet_train::models::hub::{fetch, is_hub_id};
-use bitnet_train::models::load::gguf::GgufFile;
-use bitnet_train::models::tokenizer::Tokenizer;
-use bitnet_train::models::{load_model, BitNetConfig, BitNetModel, SamplingConfig};
-use burn::backend::Flex;
+use bitnet_models::{Checkpoint, ModelSpec, SamplingConfig};
 use clap::Args;
-use std::path::{Path, PathBuf};
-
-/// The backend the CLI runs on.
-pub type Backend = Flex;
+use device::DeviceArg;
+use std::path::PathBuf;
 
 /// An error in how the command was called (exit code 2).
 #[derive(Debug)]
@@ -48,76 +44,21 @@ pub struct ModelArgs {
     /// default model (a 3.5M-parameter ternary model trained on Shakespeare, see the README).
     #[arg(long, value_name = "DIR|FILE.gguf|OWNER/NAME")]
     pub model: Option<PathBuf>,
-    /// Threads of the CPU kernels (default: all cores; also BITNET_THREADS).
+    /// Threads of the CPU kernels (default: BITNET_THREADS, else the CPUs this process may use).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// The resolved local path of a hub id.
-    #[arg(skip)]
-    resolved: std::sync::OnceLock<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 impl ModelArgs {
-    /// Applies `--threads` and loads the model.
-    pub fn load(&self) -> Result<BitNetModel<Backend>> {
+    /// Applies `--threads` and opens the model's files (a hub id is downloaded first if it is not cached).
+    pub fn open(&self) -> Result<Checkpoint> {
         if let Some(n) = self.threads {
-            if n == 0 {
-                return Err(UsageError("--threads must be at least 1".into()).into());
-            }
-            // Read once, when the kernels' pool is first used (below, during loading and inference).
-            std::env::set_var(THREADS_ENV, n.to_string());
+            bitnet_models::backend::set_cpu_threads(n).map_err(|e| UsageError(format!("--threads: {e}")))?;
         }
-        load_model::<Backend>(self.path()?, &Default::default()).map_err(anyhow::Error::from)
-    }
-}
-
-impl ModelArgs {
-    /// The local path of the model: `--model` itself, or the hub snapshot of a hub id (fetched once).
-    pub fn path(&self) -> Result<&PathBuf> {
-        let Some(spec) = self.model.as_ref() else {
-            if let Some(path) = self.resolved.get() {
-                return Ok(path);
-            }
-            let path = crate::default_model::path()?;
-            return Ok(self.resolved.get_or_init(|| path));
-        };
-        if spec.exists() {
-            return Ok(spec);
-        }
-        let text = spec.to_string_lossy();
-        if !is_hub_id(&text) {
-            return Ok(spec);
-        }
-        if let Some(path) = self.resolved.get() {
-            return Ok(path);
-        }
-        let path = fetch(&text, "main")?;
-        Ok(self.resolved.get_or_init(|| path))
-    }
-
-    /// The model's tokenizer: a `tokenizer.json` in its directory (or beside its .gguf file), else the one a
-    /// .gguf file carries in its metadata; `None` if neither exists.
-    pub fn tokenizer(&self) -> Result<Option<Tokenizer>> {
-        let model = self.path()?;
-        let dir = if model.is_dir() { model.as_path() } else { model.parent().unwrap_or(Path::new(".")) };
-        let path = dir.join("tokenizer.json");
-        if path.exists() {
-            return Ok(Some(Tokenizer::from_file(&path)?));
-        }
-        if model.is_file() {
-            return Ok(GgufFile::open(model)?.tokenizer()?);
-        }
-        Ok(None)
-    }
-
-    /// The configured BOS token of the model.
-    pub fn bos_token(&self) -> Result<Option<u32>> {
-        let model = self.path()?;
-        let config = if model.is_dir() {
-            BitNetConfig::from_file(&model.join("config.json"))?
-        } else {
-            GgufFile::open(model)?.config()?
-        };
-        Ok(config.bos_token_id)
+        let spec = ModelSpec::parse(self.model.as_deref())?;
+        Ok(Checkpoint::open(&spec)?)
     }
 }
 
@@ -161,15 +102,15 @@ impl SamplingArgs {
 }
 
 /// Parses `1,2,3` into token ids.
-pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
+pub fn parse_ids(text: &str, flag: &str) -> Result<Vec<u32>> {
     let ids = text
         .split(',')
         .map(|t| t.trim())
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<u32>().map_err(|_| UsageError(format!("'{t}' in --prompt-ids is not a token id"))))
+        .map(|t| t.parse::<u32>().map_err(|_| UsageError(format!("'{t}' in {flag} is not a token id"))))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     if ids.is_empty() {
-        return Err(UsageError("--prompt-ids is empty".into()).into());
+        return Err(UsageError(format!("{flag} is empty")).into());
     }
     Ok(ids)
 }

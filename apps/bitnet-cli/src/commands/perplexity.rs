@@ -1,11 +1,14 @@
 //! `bitnet perplexity --file TEXT`: the model's perplexity on a text file (windowed, see
 //! `bitnet_models::perplexity`).
 
+use super::device::{on_device, OnDevice};
 use super::{ModelArgs, UsageError};
+use crate::output;
 use anyhow::Result;
-use bitnet_train::models::perplexity::perplexity;
+use bitnet_models::backend::BitNetBackend;
+use bitnet_models::perplexity::perplexity;
+use bitnet_models::{Checkpoint, ModelBundle};
 use clap::Args;
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Arguments of `bitnet perplexity`.
@@ -13,10 +16,11 @@ use std::path::PathBuf;
 pub struct PerplexityArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The text to score (UTF-8; `.gz` files are decompressed), tokenized with the model directory's tokenizer.json.
+    /// The text to score (UTF-8; `.gz` files are decompressed), tokenized with the model's tokenizer.
     #[arg(long, value_name = "TEXT_FILE")]
     file: PathBuf,
-    /// Window length in tokens: consecutive windows of this many tokens, each scored from an empty cache.
+    /// Window length in tokens: consecutive windows of this many tokens, each scored from an empty cache (at
+    /// most the model's context).
     #[arg(long, default_value_t = 512, value_name = "N")]
     context: usize,
     /// Print `{"tokens": n, "nll": mean nats/token, "ppl": exp(nll)}` on stdout.
@@ -26,22 +30,50 @@ pub struct PerplexityArgs {
 
 /// Runs the command.
 pub fn run(args: PerplexityArgs) -> Result<()> {
-    let text = bitnet_train::data::read_text(&args.file)?;
-    let tokenizer = args
-        .model
-        .tokenizer()?
-        .ok_or_else(|| UsageError("perplexity needs a tokenizer.json in the model directory".into()))?;
-    let tokens = tokenizer.encode(&text)?;
-    let model = args.model.load()?;
-    let score = perplexity(&model, &tokens, args.context, |done, total| {
-        eprint!("\rscoring window {done}/{total}");
-        let _ = std::io::stderr().flush();
-    })?;
-    eprintln!();
-    if args.json {
-        println!("{}", serde_json::json!({"tokens": score.tokens, "nll": score.nll, "ppl": score.ppl()}));
-    } else {
-        println!("tokens: {}  nll: {:.6} nats/token  ppl: {:.4}", score.tokens, score.nll, score.ppl());
+    if args.context < 2 {
+        return Err(UsageError(format!("--context must be at least 2 tokens, got {}", args.context)).into());
     }
-    Ok(())
+    let text = bitnet_models::io::read_text(&args.file)?;
+    let checkpoint = args.model.open()?;
+    let device = args.model.device.device;
+    on_device(device, Perplexity { args, checkpoint, text })
+}
+
+struct Perplexity {
+    args: PerplexityArgs,
+    checkpoint: Checkpoint,
+    text: String,
+}
+
+impl OnDevice for Perplexity {
+    type Output = ();
+
+    fn run<B: BitNetBackend>(self, device: &B::Device) -> Result<()> {
+        let bundle = ModelBundle::<B>::load(&self.checkpoint, device)?;
+        let tokenizer = bundle.tokenizer().map_err(|e| UsageError(format!("perplexity needs a tokenizer: {e}")))?;
+        let tokens = tokenizer.encode(&self.text)?;
+        let max = bundle.model().config().max_position_embeddings;
+        if self.args.context > max {
+            return Err(
+                UsageError(format!("--context {} exceeds the model's context of {max}", self.args.context)).into()
+            );
+        }
+        let score = perplexity(bundle.model(), &tokens, self.args.context, |done, total| {
+            output::note_inline(&format!("\rscoring window {done}/{total}"));
+        })?;
+        output::note("");
+        if self.args.json {
+            output::println(
+                &serde_json::json!({"tokens": score.tokens, "nll": score.nll, "ppl": score.ppl()}).to_string(),
+            )?;
+        } else {
+            output::println(&format!(
+                "tokens: {}  nll: {:.6} nats/token  ppl: {:.4}",
+                score.tokens,
+                score.nll,
+                score.ppl()
+            ))?;
+        }
+        Ok(())
+    }
 }

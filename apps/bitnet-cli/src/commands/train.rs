@@ -1,38 +1,29 @@
 //! `bitnet train`: quantization-aware training of a BitNet b1.58 model on text files (burn-train's Learner),
 //! then export to the packed HF layout that every other command loads.
 
+use super::device::Device;
 use super::UsageError;
-use anyhow::{Context, Result};
+use crate::output;
+use anyhow::Result;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use bitnet_models::backend::cube::CubeBackend;
+#[cfg(feature = "cuda")]
+use bitnet_models::backend::cube::CudaRuntime;
+#[cfg(feature = "wgpu")]
+use bitnet_models::backend::cube::WgpuRuntime;
+use bitnet_models::backend::BitNetBackend;
+use bitnet_models::export::TernaryGgufType;
+use bitnet_models::gguf::GgufVocab;
+use bitnet_models::tokenizer::Tokenizer;
+use bitnet_models::zoo::{arch_config_json, ARCHS};
+use bitnet_models::BitNetConfig;
 use bitnet_train::data::TokenWindows;
 use bitnet_train::export::export_hf_packed;
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-use bitnet_train::models::backend::cube::CubeBackend;
-#[cfg(feature = "cuda")]
-use bitnet_train::models::backend::cube::CudaRuntime;
-#[cfg(feature = "wgpu")]
-use bitnet_train::models::backend::cube::WgpuRuntime;
-use bitnet_train::models::backend::TernaryBackend;
-use bitnet_train::models::load::gguf_vocab::GgufVocab;
-use bitnet_train::models::load::gguf_write::TernaryGgufType;
-use bitnet_train::models::tokenizer::Tokenizer;
-use bitnet_train::models::zoo::{arch_config_json, ARCHS};
-use bitnet_train::models::BitNetConfig;
 use bitnet_train::{train, TrainConfig};
 use burn::tensor::backend::AutodiffBackend;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Where training runs.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum TrainDevice {
-    /// burn's CPU backend (Flex) with the bitnet-kernels SIMD kernels.
-    Cpu,
-    /// burn-wgpu (Vulkan/Metal/DX12; build with `--features wgpu`).
-    Wgpu,
-    /// burn-cuda (build with `--features cuda`).
-    Cuda,
-}
 
 /// Arguments of `bitnet train`.
 #[derive(Args, Debug)]
@@ -109,14 +100,15 @@ pub struct TrainArgs {
     /// (same configuration and batches) and print {"qat_ms_per_step", "fp_ms_per_step", "ratio", ...}.
     #[arg(long, value_name = "N")]
     pub bench: Option<usize>,
-    /// The device to train on.
-    #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
-    pub device: TrainDevice,
+    /// The device to train on: cpu, wgpu or cuda (the GPU backends need a binary built with `--features wgpu`
+    /// or `--features cuda`).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
 }
 
 /// Reads and tokenizes a text file.
 pub fn tokenize_file(tokenizer: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
-    let text = bitnet_train::data::read_text(path)?;
+    let text = bitnet_models::io::read_text(path)?;
     Ok(tokenizer.encode(&text)?)
 }
 
@@ -170,22 +162,13 @@ impl TrainArgs {
 
 /// Runs the command.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let built = match args.device {
-        TrainDevice::Cpu => true,
-        TrainDevice::Wgpu => cfg!(feature = "wgpu"),
-        TrainDevice::Cuda => cfg!(feature = "cuda"),
-    };
-    if !built {
-        let name = format!("{:?}", args.device).to_lowercase();
-        return Err(UsageError(format!("--device {name} needs a bitnet built with `--features {name}`")).into());
-    }
-    let tokenizer_bytes =
-        std::fs::read(&args.tokenizer).with_context(|| format!("reading {}", args.tokenizer.display()))?;
+    args.device.check_built()?;
+    let tokenizer_bytes = bitnet_models::io::read_regular_file(&args.tokenizer)?;
     let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
         .map_err(|e| anyhow::anyhow!("{}: invalid tokenizer: {e}", args.tokenizer.display()))?;
     let model = args.model_config(tokenizer.vocab_size())?;
     let config = args.train_config(model)?;
-    eprintln!("tokenizing {} ...", args.train.display());
+    output::note(&format!("tokenizing {} ...", args.train.display()));
     let mut train_tokens = tokenize_file(&tokenizer, &args.train)?;
     let valid_tokens = match &args.valid {
         Some(path) => tokenize_file(&tokenizer, path)?,
@@ -201,7 +184,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let train_data = Arc::new(TokenWindows::new(train_tokens, config.context));
     let valid_data = Arc::new(TokenWindows::new(valid_tokens, config.context));
-    eprintln!(
+    output::note(&format!(
         "{} model, {} train tokens, {} validation tokens, {} steps of {} x {} tokens",
         if config.full_precision { "full-precision" } else { "ternary" },
         train_data.len_tokens(),
@@ -209,18 +192,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         config.total_steps(),
         config.batch_size,
         config.context - 1
-    );
+    ));
     let prepared = Prepared { args: &args, config: &config, tokenizer_json: &tokenizer_bytes, train_data, valid_data };
     match args.device {
-        TrainDevice::Cpu => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(&prepared, &Default::default()),
+        Device::Cpu => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(&prepared, &Default::default()),
         #[cfg(feature = "wgpu")]
         // The raw CubeCL backends: burn 0.21's Fusion wrapper loses tensor handles when burn-train's asynchronous
         // checkpointer reads the records during the next step.
-        TrainDevice::Wgpu => {
+        Device::Wgpu => {
             run_on::<burn::backend::Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>>(&prepared, &Default::default())
         }
         #[cfg(feature = "cuda")]
-        TrainDevice::Cuda => {
+        Device::Cuda => {
             run_on::<burn::backend::Autodiff<CubeBackend<CudaRuntime, f32, i32, u8>>>(&prepared, &Default::default())
         }
         #[allow(unreachable_patterns)]
@@ -239,8 +222,8 @@ struct Prepared<'a> {
 
 fn run_on<B>(prepared: &Prepared<'_>, device: &B::Device) -> Result<()>
 where
-    B: AutodiffBackend + TernaryBackend,
-    B::InnerBackend: TernaryBackend,
+    B: AutodiffBackend + BitNetBackend,
+    B::InnerBackend: BitNetBackend,
 {
     let Prepared { args, config, tokenizer_json, train_data, valid_data } = prepared;
     let (args, config, tokenizer_json) = (*args, *config, *tokenizer_json);
@@ -248,9 +231,8 @@ where
         let qat = bitnet_train::bench::seconds_per_step::<B>(config, train_data, true, steps, device)?;
         let fp = bitnet_train::bench::seconds_per_step::<B>(config, train_data, false, steps, device)?;
         let tokens = (config.batch_size * (config.context - 1)) as f64;
-        println!(
-            "{}",
-            serde_json::json!({
+        return output::println(
+            &serde_json::json!({
                 "steps": steps,
                 "tokens_per_step": tokens,
                 "qat_ms_per_step": qat * 1e3,
@@ -259,18 +241,18 @@ where
                 "qat_tokens_per_s": tokens / qat,
                 "fp_tokens_per_s": tokens / fp,
             })
+            .to_string(),
         );
-        return Ok(());
     }
     let out_dir = args.out.as_ref().ok_or_else(|| UsageError("--out is required".into()))?;
     let (model, report) = train::<B>(config, train_data.clone(), valid_data.clone(), out_dir, args.resume, device)?;
-    eprintln!(
+    output::note(&format!(
         "validation loss {:.4} nats/token (ppl {:.2}) over {} tokens; {:.0} training tokens/s",
         report.valid_loss,
         report.valid_loss.exp(),
         report.valid_tokens,
         report.tokens_per_second
-    );
+    ));
     let summary = serde_json::json!({
         "quantized": !config.full_precision,
         "valid_loss": report.valid_loss,
@@ -281,8 +263,7 @@ where
         "train_tokens_per_s": report.tokens_per_second,
     });
     let summary_path = out_dir.join("train-summary.json");
-    std::fs::write(&summary_path, format!("{summary:#}\n"))
-        .with_context(|| format!("writing {}", summary_path.display()))?;
+    bitnet_models::io::write_atomically(&summary_path, format!("{summary:#}\n").as_bytes())?;
     if !config.full_precision {
         let dir = out_dir.join("model");
         export_hf_packed(&model, Some(tokenizer_json), &dir)?;
@@ -290,18 +271,17 @@ where
             let path = out_dir.join("model").join("model.gguf");
             // The tokenizer travels inside the GGUF file when it is byte-level BPE; tokenizer.json sits beside it.
             let vocab = GgufVocab::from_tokenizer_json(tokenizer_json)
-                .map_err(|e| eprintln!("note: the tokenizer is not embedded in {}: {e}", path.display()))
+                .map_err(|e| output::note(&format!("note: the tokenizer is not embedded in {}: {e}", path.display())))
                 .ok();
             bitnet_train::export::export_gguf(&model, ty, vocab.as_ref(), &path)?;
-            eprintln!("exported {}", path.display());
+            output::note(&format!("exported {}", path.display()));
         }
-        eprintln!(
+        output::note(&format!(
             "exported the packed model to {} (score it: bitnet perplexity --model {} --file VALID_TEXT --context {})",
             dir.display(),
             dir.display(),
             config.context
-        );
+        ));
     }
-    println!("{summary}");
-    Ok(())
+    output::println(&summary.to_string())
 }

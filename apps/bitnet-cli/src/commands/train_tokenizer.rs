@@ -1,9 +1,14 @@
 //! `bitnet train-tokenizer`: a byte-level BPE tokenizer trained on text files (the `tokenizers` crate).
 
-use anyhow::{Context, Result};
+use super::UsageError;
+use crate::output;
+use anyhow::Result;
 use bitnet_train::tokenizer::train_bpe;
 use clap::Args;
 use std::path::PathBuf;
+
+/// The largest vocabulary `train-tokenizer` builds (ids must fit the model's embedding and u32 token ids).
+const MAX_VOCAB: usize = 1 << 20;
 
 /// Arguments of `bitnet train-tokenizer`.
 #[derive(Args, Debug)]
@@ -21,9 +26,12 @@ pub struct TrainTokenizerArgs {
 
 /// Runs the command.
 pub fn run(args: TrainTokenizerArgs) -> Result<()> {
+    if !(258..=MAX_VOCAB).contains(&args.vocab_size) {
+        return Err(UsageError(format!("--vocab-size must be 258 to {MAX_VOCAB}, got {}", args.vocab_size)).into());
+    }
     let files: Vec<&std::path::Path> = args.files.iter().map(|p| p.as_path()).collect();
     let json = train_bpe(&files, args.vocab_size)?;
-    std::fs::write(&args.out, json).with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("wrote a {}-token byte-level BPE to {}", args.vocab_size, args.out.display());
+    bitnet_models::io::write_atomically(&args.out, json.as_bytes())?;
+    output::note(&format!("wrote a {}-token byte-level BPE to {}", args.vocab_size, args.out.display()));
     Ok(())
 }

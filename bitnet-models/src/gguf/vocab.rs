@@ -13,7 +13,8 @@
 //! SentencePiece vocabularies (`tokenizer.ggml.model` "llama", e.g. LLaMA-2-based 1bitLLM conversions) carry
 //! scores instead of merges and are not converted: such files need a `tokenizer.json` beside them.
 
-use super::gguf::GgufValue;
+use super::reader::GgufFile;
+use super::value::{GgufArray, GgufValue};
 use std::collections::BTreeMap;
 
 /// The LLaMA-3 pre-tokenizer split pattern (llama.cpp's "llama-bpe").
@@ -107,28 +108,23 @@ pub struct GgufVocab {
 }
 
 impl GgufVocab {
-    /// The vocabulary in `metadata`: `Ok(None)` when the file carries no tokenizer, an error naming the reason
-    /// when it carries one this converter does not handle or a malformed one.
-    pub fn from_metadata(metadata: &BTreeMap<String, GgufValue>) -> Result<Option<Self>, String> {
-        let Some(tokens) = metadata.get("tokenizer.ggml.tokens") else {
+    /// The vocabulary a GGUF file carries: `Ok(None)` when the file carries no tokenizer, an error naming the
+    /// reason when it carries one this converter does not handle or a malformed one.
+    pub fn from_file(file: &GgufFile) -> Result<Option<Self>, String> {
+        let Some(tokens) = file.get("tokenizer.ggml.tokens") else {
             return Ok(None);
         };
-        let string = |key: &str| match metadata.get(key) {
-            Some(GgufValue::Str(s)) => Ok(Some(s.as_str())),
+        let string = |key: &str| match file.get(key) {
+            Some(GgufValue::String(s)) => Ok(Some(s.as_str())),
             None => Ok(None),
             Some(_) => Err(format!("{key} is not a string")),
         };
         let strings = |key: &str, value: &GgufValue| -> Result<Vec<String>, String> {
-            match value {
-                GgufValue::Array(items) => items
-                    .iter()
-                    .map(|v| match v {
-                        GgufValue::Str(s) => Ok(s.clone()),
-                        _ => Err(format!("{key} holds a non-string")),
-                    })
-                    .collect(),
-                _ => Err(format!("{key} is not an array")),
-            }
+            value
+                .as_array()
+                .and_then(GgufArray::strings)
+                .map(|items| items.map(str::to_string).collect())
+                .ok_or_else(|| format!("{key} is not an array of strings"))
         };
         let model = string("tokenizer.ggml.model")?.unwrap_or("");
         if model != "gpt2" {
@@ -141,19 +137,17 @@ impl GgufVocab {
             format!("the embedded tokenizer's pre-tokenizer \"{pre_name}\" is not supported (llama-bpe, gpt-2)")
         })?;
         let tokens = strings("tokenizer.ggml.tokens", tokens)?;
-        let merges = match metadata.get("tokenizer.ggml.merges") {
+        let merges = match file.get("tokenizer.ggml.merges") {
             Some(v) => strings("tokenizer.ggml.merges", v)?,
             None => return Err("the embedded BPE tokenizer has no tokenizer.ggml.merges".into()),
         };
-        let token_types = match metadata.get("tokenizer.ggml.token_type") {
-            Some(GgufValue::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    GgufValue::Int(i) => i32::try_from(*i).map_err(|_| format!("token type {i} is out of range")),
-                    _ => Err("tokenizer.ggml.token_type holds a non-integer".to_string()),
-                })
+        let token_types = match file.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .as_array()
+                .and_then(GgufArray::integers)
+                .ok_or("tokenizer.ggml.token_type is not an array of integers")?
+                .map(|i| i32::try_from(i).map_err(|_| format!("token type {i} is out of range")))
                 .collect::<Result<Vec<_>, _>>()?,
-            Some(_) => return Err("tokenizer.ggml.token_type is not an array".into()),
             None => vec![token_type::NORMAL; tokens.len()],
         };
         if token_types.len() != tokens.len() {
@@ -219,20 +213,24 @@ impl GgufVocab {
         Ok(self)
     }
 
-    /// The `tokenizer.*` metadata of this vocabulary, for [`super::gguf_write::write_gguf`].
-    pub fn metadata(&self) -> Vec<(String, super::gguf_write::MetaValue)> {
-        use super::gguf_write::MetaValue;
+    /// The `tokenizer.*` metadata of this vocabulary, for [`super::write_gguf`].
+    pub fn metadata(&self) -> Vec<(String, GgufValue)> {
         let mut meta = vec![
-            ("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into())),
-            ("tokenizer.ggml.pre".into(), MetaValue::Str(self.pre.gguf_name().into())),
-            ("tokenizer.ggml.tokens".into(), MetaValue::StrArray(self.tokens.clone())),
-            ("tokenizer.ggml.token_type".into(), MetaValue::I32Array(self.token_types.clone())),
-            ("tokenizer.ggml.merges".into(), MetaValue::StrArray(self.merges.clone())),
+            ("tokenizer.ggml.model".into(), GgufValue::String("gpt2".into())),
+            ("tokenizer.ggml.pre".into(), GgufValue::String(self.pre.gguf_name().into())),
+            ("tokenizer.ggml.tokens".into(), GgufValue::Array(GgufArray::from_strings(&self.tokens))),
+            ("tokenizer.ggml.token_type".into(), GgufValue::Array(GgufArray::from_i32s(&self.token_types))),
+            ("tokenizer.ggml.merges".into(), GgufValue::Array(GgufArray::from_strings(&self.merges))),
         ];
         if let Some(template) = &self.chat_template {
-            meta.push(("tokenizer.chat_template".into(), MetaValue::Str(template.clone())));
+            meta.push(("tokenizer.chat_template".into(), GgufValue::String(template.clone())));
         }
         meta
+    }
+
+    /// The tokenizer of this vocabulary.
+    pub fn to_tokenizer(&self) -> Result<crate::tokenizer::Tokenizer, String> {
+        crate::tokenizer::Tokenizer::from_bytes(&self.to_tokenizer_json())
     }
 
     /// The equivalent `tokenizer.json` (what [`crate::tokenizer::Tokenizer::from_bytes`] reads).

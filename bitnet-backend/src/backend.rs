@@ -1,0 +1,12 @@
+//! [`BitNetBackend`]: every op a BitNet model runs, as one bound.
+
+use crate::cache::CacheWriteBackend;
+use crate::dense::DenseLinearBackend;
+use crate::ops::TernaryBackend;
+
+/// A backend that runs a whole BitNet model: the ternary ops ([`TernaryBackend`]), the dense head in its stored
+/// precision ([`DenseLinearBackend`]) and the in-place cache append ([`CacheWriteBackend`]). Implemented for
+/// every backend that implements the three.
+pub trait BitNetBackend: TernaryBackend + DenseLinearBackend + CacheWriteBackend {}
+
+impl<B: TernaryBackend + DenseLinearBackend + CacheWriteBackend> BitNetBackend for B {}

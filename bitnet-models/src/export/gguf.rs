@@ -1,0 +1,133 @@
+//! A packed model as a GGUF file that bitnet.cpp-style readers (and [`crate::gguf`]) load: architecture
+//! `bitnet-b1.58` (the 2B-4T block), projections as TQ2_0 (llama.cpp, type 35; input widths a multiple of 256)
+//! or I2_S (bitnet.cpp, type 36; one scale per tensor), norms and dense tensors in their stored precision, and
+//! the tokenizer in `tokenizer.ggml.*` metadata when given.
+
+use super::{projection_codes, single_scale, tensor_bytes};
+use crate::config::{BitNetConfig, Family};
+use crate::error::{ModelError, Result};
+use crate::gguf::{metadata_from_config, write_gguf, GgmlType, GgufTensorSpec, GgufVocab};
+use crate::model::{BitNetModel, ModelTensor};
+use crate::source::gguf::gguf_name;
+use bitnet_kernels::formats::i2s::pack_i2s;
+use bitnet_kernels::formats::tq2_0::pack_tq2_0;
+use bitnet_kernels::TernaryCodes;
+use burn::tensor::backend::Backend;
+use burn::tensor::DType;
+use std::path::Path;
+
+/// The ternary encoding of a GGUF file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TernaryGgufType {
+    /// llama.cpp TQ2_0: 2.06 bits/weight, an f16 scale per 256-weight block; rows must be a multiple of 256 wide.
+    Tq2_0,
+    /// bitnet.cpp I2_S: 2 bits/weight, one f32 scale per tensor.
+    I2s,
+}
+
+impl TernaryGgufType {
+    /// The ggml type.
+    pub fn ggml_type(self) -> GgmlType {
+        match self {
+            Self::Tq2_0 => GgmlType::TQ2_0,
+            Self::I2s => GgmlType::I2_S,
+        }
+    }
+
+    /// Whether every projection of `config` can be stored in this type; the error says why not.
+    pub fn check_shapes(self, config: &BitNetConfig) -> std::result::Result<(), String> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let q = config.num_attention_heads * config.head_dim;
+        if self == Self::Tq2_0 && !(h.is_multiple_of(256) && i.is_multiple_of(256) && q.is_multiple_of(256)) {
+            return Err(format!(
+                "TQ2_0 needs hidden_size and intermediate_size multiples of 256 (got {h} and {i}); I2_S has no such limit"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Encodes `codes` (`[rows, cols]`, values 0/1/2 for -1/0/+1) with per-row scales.
+    pub fn encode(self, what: &str, codes: &TernaryCodes, row_scales: &[f32]) -> Result<Vec<u8>> {
+        let bytes = match self {
+            Self::Tq2_0 => {
+                let blocks_per_row = codes.cols() / 256;
+                let block_scales: Vec<f32> =
+                    row_scales.iter().flat_map(|&g| std::iter::repeat_n(g, blocks_per_row)).collect();
+                pack_tq2_0(codes, &block_scales)
+            }
+            Self::I2s => pack_i2s(codes, single_scale(what, row_scales, "I2_S")?),
+        };
+        bytes.map_err(|e| ModelError::Request(format!("encoding {what}: {e}")))
+    }
+}
+
+fn gguf_dtype(dtype: DType) -> Result<GgmlType> {
+    match dtype {
+        DType::F32 => Ok(GgmlType::F32),
+        DType::F16 => Ok(GgmlType::F16),
+        DType::BF16 => Ok(GgmlType::BF16),
+        other => Err(ModelError::Request(format!("tensors of dtype {other:?} cannot be written (F32, F16, BF16)"))),
+    }
+}
+
+/// Writes packed `model` to `path` as a GGUF file with projections of type `ty`, named `name`, with `vocab` (and
+/// its chat template) in the metadata if given.
+pub fn write_gguf_model<B: Backend>(
+    model: &BitNetModel<B>,
+    path: &Path,
+    ty: TernaryGgufType,
+    name: &str,
+    vocab: Option<&GgufVocab>,
+) -> Result<()> {
+    let config = model.config();
+    if config.family != Family::BitNet || config.linear_rms_norm_eps.is_some() {
+        return Err(ModelError::Request(
+            "GGUF files are written with the 2B-4T block (architecture bitnet-b1.58): this model's family differs"
+                .into(),
+        ));
+    }
+    ty.check_shapes(config).map_err(ModelError::Request)?;
+    let mut tensors: Vec<GgufTensorSpec<'_>> = Vec::new();
+    for (id, tensor) in model.tensors() {
+        let name = format!("{}.weight", gguf_name(id));
+        match tensor {
+            ModelTensor::Dense(p) => {
+                let t = p.val();
+                let [rows, cols] = t.dims();
+                let ggml_type = gguf_dtype(t.dtype())?;
+                tensors.push(GgufTensorSpec {
+                    name,
+                    dims: vec![cols as u64, rows as u64],
+                    ggml_type,
+                    data: Box::new(move || Ok(tensor_bytes(t).0)),
+                });
+            }
+            ModelTensor::Norm(n) => {
+                let t = n.gamma.val();
+                let ggml_type = gguf_dtype(t.dtype())?;
+                tensors.push(GgufTensorSpec {
+                    name,
+                    dims: vec![t.dims()[0] as u64],
+                    ggml_type,
+                    data: Box::new(move || Ok(tensor_bytes(t).0)),
+                });
+            }
+            ModelTensor::Projection(p) => {
+                if !p.is_packed() {
+                    return Err(ModelError::Request(format!("{name} holds latent weights: pack the model first")));
+                }
+                let dims = vec![p.d_input() as u64, p.d_output() as u64];
+                let what = name.clone();
+                // Read back and encoded when the tensor's turn comes: one projection in memory at a time.
+                let data = Box::new(move || {
+                    let (codes, scales) = projection_codes(&what, p)?;
+                    ty.encode(&what, &codes, &scales)
+                });
+                tensors.push(GgufTensorSpec { name, dims, ggml_type: ty.ggml_type(), data });
+            }
+        }
+    }
+    let mut metadata = metadata_from_config(config, name);
+    metadata.extend(vocab.map(GgufVocab::metadata).unwrap_or_default());
+    write_gguf(path, &metadata, tensors)
+}

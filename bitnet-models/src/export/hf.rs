@@ -1,0 +1,111 @@
+//! A packed model as a Hugging Face checkpoint directory: `config.json`, `model.safetensors` and the tokenizer
+//! files, in the layout microsoft/bitnet-b1.58-2B-4T ships (and transformers' `BitNetForCausalLM` loads with
+//! `linear_class` "bitlinear"): each projection as uint8 `[out/4, in]` codes packed along the output dimension
+//! with an f32 `weight_scale = 1 / g`; norms, embedding and head in their stored precision.
+
+use super::safetensors::{write_safetensors, TensorSpec};
+use super::{projection_codes, single_scale, tensor_bytes};
+use crate::config::ScaleConvention;
+use crate::error::{ModelError, Result};
+use crate::model::{BitNetModel, ModelTensor};
+use crate::source::hf::hf_name;
+use bitnet_kernels::formats::hf_packed::pack_hf_packed;
+use burn::tensor::backend::Backend;
+use burn::tensor::DType;
+use std::path::Path;
+
+/// The tokenizer files written beside a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizerFiles {
+    /// `tokenizer.json`.
+    pub tokenizer_json: Vec<u8>,
+    /// `tokenizer_config.json` (special tokens, chat template), if any.
+    pub tokenizer_config: Option<String>,
+}
+
+fn safetensors_dtype(dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok("F32"),
+        DType::BF16 => Ok("BF16"),
+        DType::F16 => Ok("F16"),
+        other => Err(ModelError::Request(format!("tensors of dtype {other:?} cannot be written (F32, BF16, F16)"))),
+    }
+}
+
+/// Writes packed `model` into `dir` (created if needed) as an HF checkpoint, with `tokenizer` if given.
+pub fn write_hf_checkpoint<B: Backend>(
+    model: &BitNetModel<B>,
+    dir: &Path,
+    tokenizer: Option<&TokenizerFiles>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|cause| ModelError::Io { path: dir.into(), cause })?;
+    let mut config = model.config().clone();
+    config.scale_convention = ScaleConvention::Divide;
+    let mut tensors: Vec<TensorSpec<'_>> = Vec::new();
+    for (id, tensor) in model.tensors() {
+        let name = hf_name(&config, id);
+        match tensor {
+            ModelTensor::Dense(p) => {
+                let t = p.val();
+                let shape = t.dims().to_vec();
+                let dtype = safetensors_dtype(t.dtype())?;
+                tensors.push(TensorSpec {
+                    name: format!("{name}.weight"),
+                    dtype,
+                    shape,
+                    data: Box::new(move || Ok(tensor_bytes(t).0)),
+                });
+            }
+            ModelTensor::Norm(n) => {
+                let t = n.gamma.val();
+                let shape = t.dims().to_vec();
+                let dtype = safetensors_dtype(t.dtype())?;
+                tensors.push(TensorSpec {
+                    name: format!("{name}.weight"),
+                    dtype,
+                    shape,
+                    data: Box::new(move || Ok(tensor_bytes(t).0)),
+                });
+            }
+            ModelTensor::Projection(p) => {
+                let (rows, cols) = (p.d_output(), p.d_input());
+                if !p.is_packed() {
+                    return Err(ModelError::Request(format!("{name} holds latent weights: pack the model first")));
+                }
+                if !rows.is_multiple_of(4) {
+                    return Err(ModelError::Request(format!(
+                        "{name}: {rows} outputs is not a multiple of 4, which the HF packed layout needs"
+                    )));
+                }
+                // Read back and encoded when the tensor's turn comes: one projection in memory at a time.
+                let what = name.clone();
+                tensors.push(TensorSpec {
+                    name: format!("{name}.weight"),
+                    dtype: "U8",
+                    shape: vec![rows / 4, cols],
+                    data: Box::new(move || Ok(pack_hf_packed(&projection_codes(&what, p)?.0)?)),
+                });
+                let what = name.clone();
+                tensors.push(TensorSpec {
+                    name: format!("{name}.weight_scale"),
+                    dtype: "F32",
+                    shape: vec![1],
+                    data: Box::new(move || {
+                        let scales = p.packed_weight().expect("checked packed above")?.scales().clone();
+                        let g = single_scale(&what, &super::tensor_f32(scales)?, "the HF packed layout")?;
+                        Ok((1.0 / g).to_le_bytes().to_vec())
+                    }),
+                });
+            }
+        }
+    }
+    write_safetensors(&dir.join("model.safetensors"), tensors)?;
+    if let Some(t) = tokenizer {
+        crate::io::write_atomically(&dir.join("tokenizer.json"), &t.tokenizer_json)?;
+        if let Some(config) = &t.tokenizer_config {
+            crate::io::write_atomically(&dir.join("tokenizer_config.json"), config.as_bytes())?;
+        }
+    }
+    // Last: a directory with config.json is complete.
+    crate::io::write_atomically(&dir.join("config.json"), config.to_json().as_bytes())
+}

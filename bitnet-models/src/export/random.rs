@@ -1,0 +1,74 @@
+//! Random-weight models of a family member's shapes (for benchmarks and tests): uniform random codes with the
+//! scale `g = 1 / sqrt(cols)` a latent weight of standard deviation `~1 / sqrt(cols)` would get, unit norms, and
+//! dense tensors uniform in `[-0.05, 0.05]` in a chosen 16-bit or f32 precision. Deterministic from the seed.
+
+use crate::config::BitNetConfig;
+use crate::error::Result;
+use crate::model::{BitNetModel, ParamFactory, TensorId};
+use bitnet_backend::{BitLinear, BitNetBackend, TernaryWeight};
+use bitnet_kernels::{TernaryCodes, TernaryMatrix};
+use burn::module::Param;
+use burn::nn::{RmsNorm, RmsNormConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData};
+
+/// A deterministic generator (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+struct RandomPacked<'a, B: Backend> {
+    rng: Rng,
+    dense_dtype: DType,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> ParamFactory<B> for RandomPacked<'_, B> {
+    fn projection(&mut self, _: TensorId, rows: usize, cols: usize, norm: Option<RmsNorm<B>>) -> Result<BitLinear<B>> {
+        let codes: Vec<u8> = (0..rows * cols).map(|_| (self.rng.next() % 3) as u8).collect();
+        let g = 1.0 / (cols as f32).sqrt();
+        let matrix = TernaryMatrix::from_codes_with_scale(&TernaryCodes::new(rows, cols, codes)?, g)?;
+        Ok(BitLinear::from_packed(TernaryWeight::from_matrix(&matrix, self.device), None, norm)?)
+    }
+
+    fn norm(&mut self, _: TensorId, width: usize, eps: f64) -> Result<RmsNorm<B>> {
+        Ok(RmsNormConfig::new(width).with_epsilon(eps).init(self.device))
+    }
+
+    fn dense(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>> {
+        let n = rows * cols;
+        let data = match self.dense_dtype {
+            DType::BF16 => {
+                TensorData::new((0..n).map(|_| half::bf16::from_f32(self.rng.uniform() * 0.05)).collect(), [rows, cols])
+            }
+            DType::F16 => {
+                TensorData::new((0..n).map(|_| half::f16::from_f32(self.rng.uniform() * 0.05)).collect(), [rows, cols])
+            }
+            _ => TensorData::new((0..n).map(|_| self.rng.uniform() * 0.05).collect::<Vec<f32>>(), [rows, cols]),
+        };
+        let dtype = data.dtype;
+        Ok(Param::from_tensor(Tensor::from_data(data, (self.device, dtype))))
+    }
+}
+
+/// A packed random-weight model of `config`'s shapes with dense tensors (embedding, head) in `dense_dtype`
+/// (F32, F16 or BF16), deterministic from `seed`.
+pub fn random_model<B: BitNetBackend>(
+    config: &BitNetConfig,
+    dense_dtype: DType,
+    seed: u64,
+    device: &B::Device,
+) -> Result<BitNetModel<B>> {
+    BitNetModel::build(config, &mut RandomPacked { rng: Rng(seed), dense_dtype, device })
+}

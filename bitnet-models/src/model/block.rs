@@ -1,0 +1,94 @@
+//! One decoder block: pre-norm attention and pre-norm FFN, each added to the residual stream.
+//!
+//! ```text
+//! h = h + attention(input_layernorm(h))
+//! h = h + mlp(post_attention_layernorm(h))
+//! ```
+
+use super::attention::{norm, Attention};
+use super::build::{BlockTensor, ParamFactory};
+use super::cache::LayerCache;
+use super::mlp::Mlp;
+use super::rope::RopeTables;
+use crate::config::BitNetConfig;
+use crate::error::Result;
+use bitnet_backend::{BitLinear, BitNetBackend};
+use burn::module::Module;
+use burn::nn::RmsNorm;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+/// A decoder block.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    input_layernorm: RmsNorm<B>,
+    self_attn: Attention<B>,
+    post_attention_layernorm: RmsNorm<B>,
+    mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    pub(crate) fn build(config: &BitNetConfig, layer: usize, factory: &mut dyn ParamFactory<B>) -> Result<Self> {
+        let required = |n: Option<RmsNorm<B>>| n.expect("every family has the two pre-norms");
+        Ok(Self {
+            input_layernorm: required(norm(config, layer, BlockTensor::InputNorm, factory)?),
+            self_attn: Attention::build(config, layer, factory)?,
+            post_attention_layernorm: required(norm(config, layer, BlockTensor::PostAttentionNorm, factory)?),
+            mlp: Mlp::build(config, layer, factory)?,
+        })
+    }
+
+    /// The attention module.
+    pub fn attention(&self) -> &Attention<B> {
+        &self.self_attn
+    }
+
+    /// The FFN module.
+    pub fn mlp(&self) -> &Mlp<B> {
+        &self.mlp
+    }
+
+    /// Every norm of the block with its role, in the order of the computation.
+    pub fn norms(&self) -> Vec<(BlockTensor, &RmsNorm<B>)> {
+        let mut norms = vec![(BlockTensor::InputNorm, &self.input_layernorm)];
+        norms.extend(self.self_attn.sub_norm().map(|n| (BlockTensor::AttnSubNorm, n)));
+        norms.push((BlockTensor::PostAttentionNorm, &self.post_attention_layernorm));
+        norms.extend(self.mlp.sub_norm().map(|n| (BlockTensor::FfnSubNorm, n)));
+        norms
+    }
+
+    /// Every projection of the block with its role, in the order of the computation.
+    pub fn projections(&self) -> Vec<(BlockTensor, &BitLinear<B>)> {
+        let mut all = self.self_attn.projections().to_vec();
+        all.extend(self.mlp.projections());
+        all
+    }
+
+    /// The block with `f` applied to every projection.
+    pub(crate) fn map_projections(
+        self,
+        f: &mut dyn FnMut(BitLinear<B>) -> bitnet_backend::Result<BitLinear<B>>,
+    ) -> bitnet_backend::Result<Self> {
+        Ok(Self {
+            input_layernorm: self.input_layernorm,
+            self_attn: self.self_attn.map_projections(f)?,
+            post_attention_layernorm: self.post_attention_layernorm,
+            mlp: self.mlp.map_projections(f)?,
+        })
+    }
+}
+
+impl<B: BitNetBackend> Block<B> {
+    /// The block applied to the residual stream `h` (`[batch, T, hidden]`); see [`Attention`] for `cache` and
+    /// `mask`.
+    pub(crate) fn forward(
+        &self,
+        h: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        mask: Option<&Tensor<B, 2>>,
+        cache: Option<(&mut LayerCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let h = h.clone() + self.self_attn.forward(self.input_layernorm.forward(h), rope, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}

@@ -1,0 +1,122 @@
+//! GGUF files as a [`TensorSource`]: llama.cpp's tensor names (`token_embd`, `blk.N.attn_q`, ...), ternary
+//! projections in TQ1_0, TQ2_0 or I2_S (repacked into the kernel layout), float projections (ternary values
+//! times one scale, as converters write them, or latent weights), and F32 / F16 / BF16 / Q8_0 dense tensors.
+//! Dimensions are innermost first: a `[rows, cols]` weight has ggml dims `[cols, rows]`.
+
+use super::{DenseData, ProjectionData, TensorSource};
+use crate::error::{ModelError, Result};
+use crate::gguf::{GgmlType, GgufFile, GgufTensorInfo};
+use crate::model::{BlockTensor, TensorId};
+use bitnet_kernels::{TernaryCodes, TernaryMatrix};
+use burn::tensor::DType;
+use std::path::Path;
+
+/// The GGUF (llama.cpp) name of `id`, without the `.weight` suffix.
+pub fn gguf_name(id: TensorId) -> String {
+    let block = |layer: usize, tensor: BlockTensor| {
+        let name = match tensor {
+            BlockTensor::InputNorm => "attn_norm",
+            BlockTensor::Q => "attn_q",
+            BlockTensor::K => "attn_k",
+            BlockTensor::V => "attn_v",
+            BlockTensor::AttnSubNorm => "attn_sub_norm",
+            BlockTensor::O => "attn_output",
+            BlockTensor::PostAttentionNorm => "ffn_norm",
+            BlockTensor::Gate => "ffn_gate",
+            BlockTensor::Up => "ffn_up",
+            BlockTensor::FfnSubNorm => "ffn_sub_norm",
+            BlockTensor::Down => "ffn_down",
+        };
+        format!("blk.{layer}.{name}")
+    };
+    match id {
+        TensorId::Embedding => "token_embd".into(),
+        TensorId::Head => "output".into(),
+        TensorId::FinalNorm => "output_norm".into(),
+        TensorId::Block { layer, tensor } => block(layer, tensor),
+        TensorId::ProjectionNorm { layer, projection } => format!("{}_norm_in", block(layer, projection)),
+    }
+}
+
+impl GgufFile {
+    fn info_of(&self, name: &str, dims: &[u64]) -> Result<&GgufTensorInfo> {
+        let info = self
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor { path: self.path().into(), name: name.into() })?;
+        if info.dims != dims {
+            return Err(self.tensor_error(name, format!("dims {:?}, expected {dims:?}", info.dims)));
+        }
+        Ok(info)
+    }
+
+    fn tensor_error(&self, name: &str, message: String) -> ModelError {
+        ModelError::Tensor { path: self.path().into(), name: name.into(), message }
+    }
+
+    /// A float tensor (F32, F16, BF16 or Q8_0) as f32.
+    fn floats(&self, name: &str, info: &GgufTensorInfo) -> Result<Vec<f32>> {
+        let data = self.data(info);
+        Ok(match info.ggml_type {
+            GgmlType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            GgmlType::F16 => super::widen(data, DType::F16),
+            GgmlType::BF16 => super::widen(data, DType::BF16),
+            GgmlType::Q8_0 => data
+                .chunks_exact(34)
+                .flat_map(|b| {
+                    let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    b[2..].iter().map(move |&q| q as i8 as f32 * d)
+                })
+                .collect(),
+            other => {
+                return Err(self.tensor_error(name, format!("type {other} is not a float type (F32, F16, BF16, Q8_0)")))
+            }
+        })
+    }
+}
+
+impl TensorSource for GgufFile {
+    fn path(&self) -> &Path {
+        GgufFile::path(self)
+    }
+
+    fn norm(&self, id: TensorId, width: usize) -> Result<Vec<f32>> {
+        let name = format!("{}.weight", gguf_name(id));
+        let info = self.info_of(&name, &[width as u64])?;
+        self.floats(&name, info)
+    }
+
+    fn dense(&self, id: TensorId, rows: usize, cols: usize) -> Result<DenseData> {
+        let name = format!("{}.weight", gguf_name(id));
+        let info = self.info_of(&name, &[cols as u64, rows as u64])?;
+        Ok(match info.ggml_type {
+            GgmlType::F16 => DenseData::Half(self.data(info).to_vec(), DType::F16),
+            GgmlType::BF16 => DenseData::Half(self.data(info).to_vec(), DType::BF16),
+            _ => DenseData::F32(self.floats(&name, info)?),
+        })
+    }
+
+    fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData> {
+        let name = format!("{}.weight", gguf_name(id));
+        let info = self.info_of(&name, &[cols as u64, rows as u64])?;
+        let data = self.data(info);
+        let wrap = |e: bitnet_kernels::KernelError| self.tensor_error(&name, e.to_string());
+        Ok(match info.ggml_type {
+            GgmlType::TQ1_0 => ProjectionData::Ternary(TernaryMatrix::from_tq1_0(data, rows, cols).map_err(wrap)?),
+            GgmlType::TQ2_0 => ProjectionData::Ternary(TernaryMatrix::from_tq2_0(data, rows, cols).map_err(wrap)?),
+            GgmlType::I2_S => ProjectionData::Ternary(TernaryMatrix::from_i2s(data, rows, cols).map_err(wrap)?),
+            _ => {
+                // Float weights: either ternary values times one scale (converted checkpoints) or latent weights.
+                let values = self.floats(&name, info)?;
+                let scale = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let ternary = scale > 0.0 && scale.is_finite() && values.iter().all(|&v| v == 0.0 || v.abs() == scale);
+                if ternary {
+                    let codes: Vec<u8> = values.iter().map(|&v| (v > 0.0) as u8 + (v >= 0.0) as u8).collect();
+                    let codes = TernaryCodes::new(rows, cols, codes)?;
+                    ProjectionData::Ternary(TernaryMatrix::from_codes_with_scale(&codes, scale).map_err(wrap)?)
+                } else {
+                    ProjectionData::Float(values)
+                }
+            }
+        })
+    }
+}

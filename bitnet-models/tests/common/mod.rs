@@ -1,0 +1,174 @@
+//! Backend-generic fidelity checks against transformers (fixtures made by `fixtures/make_hf_fixtures.py` and
+//! `make_family_fixtures.py`): logits within 0.05 of the reference (one int8 rounding flip moves a logit by
+//! ~1e-2; more is a bug), the same argmax wherever the reference's top-2 margin exceeds 0.05, every block's
+//! output within 0.05 of the layer's largest magnitude, and the same greedy continuation decoded token by token
+//! through the KV cache. Each test file runs them on its backend (CPU, wgpu).
+#![allow(dead_code)]
+
+use bitnet_models::backend::BitNetBackend;
+use bitnet_models::{load_hf_dir, BitNetModel};
+use burn::tensor::Tensor;
+use std::path::PathBuf;
+
+/// Every transformers-made family fixture.
+pub const FAMILY_FIXTURES: [&str; 8] = [
+    "tiny-bitlinear",
+    "tiny-autobitlinear",
+    "tiny-bf16-master",
+    "tiny-bitlinear-256",
+    "tiny-llama-bitnet-rmsnorm",
+    "tiny-llama-bitnet-online",
+    "tiny-1bitllm",
+    "tiny-bitlinear",
+];
+
+pub struct Expected {
+    pub prompt: Vec<u32>,
+    pub logits: Vec<f32>,
+    pub vocab: usize,
+    pub greedy: Vec<u32>,
+    pub layer_outputs: Vec<Vec<f32>>,
+}
+
+pub fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn expected(name: &str) -> Expected {
+    let text = std::fs::read_to_string(fixture_dir(name).join("expected.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = |key: &str| v[key].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>();
+    Expected {
+        prompt: ids("prompt"),
+        logits: v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect(),
+        vocab: v["vocab_size"].as_u64().unwrap() as usize,
+        greedy: ids("greedy"),
+        layer_outputs: v["layer_outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+            .collect(),
+    }
+}
+
+pub fn fixture<B: BitNetBackend>(name: &str, device: &B::Device) -> (BitNetModel<B>, Expected) {
+    let model = load_hf_dir::<B>(&fixture_dir(name), device).unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    (model, expected(name))
+}
+
+pub fn to_vec<B: BitNetBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, &x)| if x > row[best] { i } else { best })
+}
+
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+}
+
+pub fn check_logits<B: BitNetBackend>(name: &str, device: &B::Device) {
+    let (model, expected) = fixture::<B>(name, device);
+    let mut cache = model.new_cache(1, 64).unwrap();
+    let got = to_vec(model.forward_ids(&expected.prompt, &mut cache).unwrap());
+    let diff = max_diff(&got, &expected.logits);
+    eprintln!("{name}: max |logit difference| = {diff}");
+    assert!(diff <= 0.05, "{name}: max |logit difference| {diff} > 0.05");
+    for (t, (g, e)) in got.chunks(expected.vocab).zip(expected.logits.chunks(expected.vocab)).enumerate() {
+        let top = argmax(e);
+        let runner_up = e.iter().enumerate().filter(|&(i, _)| i != top).map(|(_, &x)| x).fold(f32::MIN, f32::max);
+        if e[top] - runner_up > 0.05 {
+            assert_eq!(argmax(g), top, "{name}: argmax differs at position {t}");
+        }
+    }
+}
+
+pub fn check_layers<B: BitNetBackend>(name: &str, device: &B::Device) {
+    let (model, expected) = fixture::<B>(name, device);
+    let mut cache = model.new_cache(1, 64).unwrap();
+    let (_, layers) = model.forward_traced(&expected.prompt, &mut cache).unwrap();
+    assert_eq!(layers.len(), expected.layer_outputs.len());
+    for (i, (got, want)) in layers.into_iter().zip(&expected.layer_outputs).enumerate() {
+        let got = to_vec(got);
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let diff = max_diff(&got, want);
+        assert!(diff <= 0.05 * scale, "{name}: layer {i} differs by {diff} (scale {scale})");
+    }
+}
+
+pub fn check_greedy<B: BitNetBackend>(name: &str, device: &B::Device) {
+    use bitnet_models::{generate, Sampler, SamplingConfig};
+    let (model, expected) = fixture::<B>(name, device);
+    let mut cache = model.new_cache(1, 64).unwrap();
+    let mut sampler = Sampler::new(SamplingConfig::default());
+    let out =
+        generate(&model, &mut cache, &expected.prompt, expected.greedy.len(), &mut sampler, &[], |_| true).unwrap();
+    assert_eq!(out.tokens, expected.greedy, "{name}: greedy continuation");
+}
+
+/// Every fidelity check on every family fixture.
+pub fn all_fixtures_match_transformers<B: BitNetBackend>(device: &B::Device) {
+    for name in &FAMILY_FIXTURES[..7] {
+        check_logits::<B>(name, device);
+        check_layers::<B>(name, device);
+        check_greedy::<B>(name, device);
+    }
+}
+
+/// Decoding token by token through the cache equals one full forward pass, and a batch of two sequences gives
+/// each sequence's own logits.
+pub fn incremental_and_batched_decode_equal_the_full_forward<B: BitNetBackend>(device: &B::Device) {
+    let (model, expected) = fixture::<B>("tiny-autobitlinear", device);
+    let mut full_cache = model.new_cache(1, 64).unwrap();
+    let full = to_vec(model.forward_ids(&expected.prompt, &mut full_cache).unwrap());
+    let mut cache = model.new_cache(1, 64).unwrap();
+    let (head, tail) = expected.prompt.split_at(3);
+    let mut incremental = to_vec(model.forward_ids(head, &mut cache).unwrap());
+    for &t in tail {
+        incremental.extend(to_vec(model.forward_ids(&[t], &mut cache).unwrap()));
+    }
+    let diff = max_diff(&full, &incremental);
+    assert!(diff < 1e-4, "cached decode differs from the full forward by {diff}");
+    assert_eq!(cache.len(), expected.prompt.len());
+
+    // A batch of the prompt and its reversal: each row equals that sequence run alone.
+    let reversed: Vec<u32> = expected.prompt.iter().rev().copied().collect();
+    let mut batch_cache = model.new_cache(2, 64).unwrap();
+    let both = model.forward_cached(&[&expected.prompt, &reversed], &mut batch_cache).unwrap();
+    let [b, t, v] = both.dims();
+    assert_eq!((b, t, v), (2, expected.prompt.len(), expected.vocab));
+    let both = to_vec(both);
+    let mut alone_cache = model.new_cache(1, 64).unwrap();
+    let alone = to_vec(model.forward_ids(&reversed, &mut alone_cache).unwrap());
+    assert!(max_diff(&both[..t * v], &full) < 1e-4, "first sequence of the batch");
+    assert!(max_diff(&both[t * v..], &alone) < 1e-4, "second sequence of the batch");
+    // The training forward (no cache) computes the same logits.
+    let tokens = burn::tensor::Tensor::<B, 2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(expected.prompt.iter().map(|&x| x as i32).collect::<Vec<_>>(), [1, t]),
+        device,
+    );
+    assert!(max_diff(&to_vec(model.forward(tokens)), &full) < 1e-4, "uncached forward");
+}
+
+/// A packed model saved with burn's recorders and loaded into a packed skeleton of its config gives identical
+/// logits.
+pub fn packed_model_record_round_trips<B: BitNetBackend>(device: &B::Device) {
+    use burn::module::Module;
+    use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+    for name in ["tiny-bitlinear", "tiny-llama-bitnet-rmsnorm", "tiny-1bitllm"] {
+        let (model, expected) = fixture::<B>(name, device);
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = Recorder::<B>::record(&recorder, model.clone().into_record(), ()).unwrap();
+        let record = Recorder::<B>::load(&recorder, bytes, device).unwrap();
+        let skeleton = model.config().init_packed::<B>(device).unwrap();
+        let reloaded = skeleton.load_record(record);
+        let logits = |m: &BitNetModel<B>| {
+            let mut cache = m.new_cache(1, 64).unwrap();
+            to_vec(m.forward_ids(&expected.prompt, &mut cache).unwrap())
+        };
+        assert_eq!(logits(&reloaded), logits(&model), "{name}: reloaded packed model");
+    }
+}

@@ -1,0 +1,23 @@
+//! The model on burn-wgpu (lavapipe in CI): every transformers fixture with the CPU's tolerances, batched and
+//! cached decoding, and packed-model records.
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::backend::wgpu::WgpuDevice;
+use burn::backend::Wgpu;
+
+#[test]
+fn every_family_fixture_matches_transformers_on_wgpu() {
+    common::all_fixtures_match_transformers::<Wgpu>(&WgpuDevice::default());
+}
+
+#[test]
+fn incremental_and_batched_decode_equal_the_full_forward_on_wgpu() {
+    common::incremental_and_batched_decode_equal_the_full_forward::<Wgpu>(&WgpuDevice::default());
+}
+
+#[test]
+fn packed_model_record_round_trips_on_wgpu() {
+    common::packed_model_record_round_trips::<Wgpu>(&WgpuDevice::default());
+}
