@@ -50,7 +50,7 @@ fn bench_bitlinear(c: &mut Criterion) {
     drop(matrices);
 
     let layers: Vec<BitLinear<Flex>> = (0..n)
-        .map(|_| BitLinear::from_packed(TernaryWeight::from_matrix(&matrix, &device), None).expect("layer"))
+        .map(|_| BitLinear::from_packed(TernaryWeight::from_matrix(&matrix, &device), None, None).expect("layer"))
         .collect();
     let x = Tensor::<Flex, 2>::from_floats(burn::tensor::TensorData::new(x_host.clone(), [1, D_IN]), &device);
     group.bench_function("bitlinear_packed_flex", |b| {

@@ -1,5 +1,5 @@
 //! Tensor-level fake quantization with straight-through estimators, for quantization-aware training on any
-//! backend (DESIGN.md section 1):
+//! backend:
 //!
 //! * weights (per tensor, absmean): `W_used = W + λ · stop_grad(dequant(quant(W)) - W)`,
 //!   `dequant(quant(W)) = clamp(round(W / g), -1, 1) · g`, `g = max(mean|W|, 1e-5)`;

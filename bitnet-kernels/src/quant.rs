@@ -1,4 +1,4 @@
-//! The two quantizers of BitLinear (DESIGN.md section 1), bit-compatible with the Hugging Face reference.
+//! The two quantizers of BitLinear (W1.58A8), bit-compatible with the Hugging Face reference.
 //!
 //! * Weights, per tensor (absmean): `g = max(mean|W|, 1e-5)`, `Wq = clamp(round(W * (1/g)), -1, 1)`,
 //!   stored as 2-bit codes `c = Wq + 1` in {0, 1, 2}. Dequantized weight: `Wq * g`.

@@ -91,76 +91,86 @@ enum TokenizerSource {
     None(String),
 }
 
-/// The files of a model, opened.
+/// A model's weight files, opened.
 #[derive(Debug)]
-pub enum Checkpoint {
+pub enum CheckpointFiles {
     /// A Hugging Face directory (or the embedded default model).
     Hf(HfCheckpoint),
     /// A GGUF file.
     Gguf(GgufFile),
 }
 
+/// The files of a model, opened once.
+#[derive(Debug)]
+pub struct Checkpoint {
+    files: CheckpointFiles,
+    /// The embedded default model (no side files on disk).
+    embedded: bool,
+}
+
 impl Checkpoint {
     /// Resolves and opens `spec` (downloading a hub model first if it is not cached).
     pub fn open(spec: &ModelSpec) -> Result<Self> {
-        let Some(path) = spec.local_path()? else { return Self::open_default() };
-        if path.is_dir() {
-            Ok(Self::Hf(HfCheckpoint::open(&path)?))
+        let Some(path) = spec.local_path()? else {
+            return Ok(Self { files: CheckpointFiles::Hf(default_model::checkpoint()?), embedded: true });
+        };
+        let files = if path.is_dir() {
+            CheckpointFiles::Hf(HfCheckpoint::open(&path)?)
         } else {
-            Ok(Self::Gguf(GgufFile::open(&path)?))
-        }
+            CheckpointFiles::Gguf(GgufFile::open(&path)?)
+        };
+        Ok(Self { files, embedded: false })
     }
 
-    fn open_default() -> Result<Self> {
-        Ok(Self::Hf(default_model::checkpoint()?))
+    /// The opened files.
+    pub fn files(&self) -> &CheckpointFiles {
+        &self.files
     }
 
     /// The directory or file (or the default model's name).
     pub fn path(&self) -> &Path {
-        match self {
-            Self::Hf(c) => c.dir(),
-            Self::Gguf(f) => f.path(),
+        match &self.files {
+            CheckpointFiles::Hf(c) => c.dir(),
+            CheckpointFiles::Gguf(f) => f.path(),
         }
-    }
-
-    fn is_default(&self) -> bool {
-        cfg!(feature = "default-model") && self.path() == Path::new(default_model::NAME)
     }
 
     /// The directory holding the model's side files (`tokenizer.json`, `tokenizer_config.json`, ...).
     fn side_dir(&self) -> Option<&Path> {
-        match self {
-            _ if self.is_default() => None,
-            Self::Hf(c) => Some(c.dir()),
-            Self::Gguf(f) => Some(f.path().parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))),
+        match &self.files {
+            _ if self.embedded => None,
+            CheckpointFiles::Hf(c) => Some(c.dir()),
+            CheckpointFiles::Gguf(f) => {
+                Some(f.path().parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+            }
         }
     }
 
     /// The model configuration.
     pub fn config(&self) -> Result<BitNetConfig> {
-        match self {
-            Self::Hf(c) => Ok(c.config().clone()),
-            Self::Gguf(f) => crate::gguf::config_from_metadata(f),
+        match &self.files {
+            CheckpointFiles::Hf(c) => Ok(c.config().clone()),
+            CheckpointFiles::Gguf(f) => crate::gguf::config_from_metadata(f),
         }
     }
 
     /// The tensors, as a source to build a model from.
     pub fn source(&self) -> &dyn TensorSource {
-        match self {
-            Self::Hf(c) => c,
-            Self::Gguf(f) => f,
+        match &self.files {
+            CheckpointFiles::Hf(c) => c,
+            CheckpointFiles::Gguf(f) => f,
         }
     }
 
     fn tokenizer_source(&self) -> TokenizerSource {
-        if self.is_default() {
+        if self.embedded {
             return TokenizerSource::Default;
         }
         if let Some(file) = self.side_dir().map(|d| d.join("tokenizer.json")).filter(|p| p.is_file()) {
             return TokenizerSource::File(file);
         }
-        match self {
-            Self::Gguf(f) => match GgufVocab::from_file(f) {
+        match &self.files {
+            CheckpointFiles::Gguf(f) => match GgufVocab::from_file(f) {
                 Ok(Some(vocab)) => TokenizerSource::Gguf(vocab),
                 Ok(None) => TokenizerSource::None(format!(
                     "{} carries no tokenizer and has no tokenizer.json beside it",
@@ -168,7 +178,7 @@ impl Checkpoint {
                 )),
                 Err(why) => TokenizerSource::None(format!("{}: {why}", f.path().display())),
             },
-            Self::Hf(c) => TokenizerSource::None(format!("{} has no tokenizer.json", c.dir().display())),
+            CheckpointFiles::Hf(c) => TokenizerSource::None(format!("{} has no tokenizer.json", c.dir().display())),
         }
     }
 
@@ -180,7 +190,7 @@ impl Checkpoint {
                 .map_err(|_| ModelError::Config { path: path.clone(), message: "not UTF-8".into() })?;
             return ChatTemplate::from_tokenizer_config(&text).map_err(|message| ModelError::Config { path, message });
         }
-        if let Self::Gguf(f) = self {
+        if let CheckpointFiles::Gguf(f) = &self.files {
             if let Some(template) = ChatTemplate::from_gguf(f) {
                 return Ok(template);
             }
@@ -192,8 +202,8 @@ impl Checkpoint {
     fn stop_ids(&self, config: &BitNetConfig) -> Vec<u32> {
         let mut ids = config.eos_token_ids.clone();
         let named = |name: &str| END_OF_TURN_TOKENS.contains(&name);
-        match self {
-            Self::Gguf(f) => {
+        match &self.files {
+            CheckpointFiles::Gguf(f) => {
                 ids.extend(
                     ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eos_token_id"]
                         .iter()
@@ -205,7 +215,7 @@ impl Checkpoint {
                     ids.extend(tokens.enumerate().filter(|(_, t)| named(t)).map(|(i, _)| i as u32));
                 }
             }
-            Self::Hf(_) => {
+            CheckpointFiles::Hf(_) => {
                 let side = self.side_dir();
                 if let Some(dir) = side {
                     ids.extend(generation_config_eos(&dir.join("generation_config.json")));
@@ -345,14 +355,12 @@ impl<B: BitNetBackend> ModelBundle<B> {
 /// The embedded default model, or errors naming its absence in builds without the `default-model` feature.
 #[cfg(feature = "default-model")]
 mod default_model {
-    pub use crate::default_model::{checkpoint, tokenizer, tokenizer_json, DEFAULT_MODEL_NAME as NAME};
+    pub use crate::default_model::{checkpoint, tokenizer, tokenizer_json};
 }
 
 #[cfg(not(feature = "default-model"))]
 mod default_model {
     use crate::error::{ModelError, Result};
-
-    pub const NAME: &str = "<embedded default model>";
 
     fn absent() -> ModelError {
         ModelError::Request("no --model given, and this build has no embedded default model".into())

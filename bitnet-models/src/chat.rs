@@ -1,5 +1,5 @@
 //! Chat prompts: the model's Jinja `chat_template` (from `tokenizer_config.json`, rendered with minijinja), or
-//! the 2B-4T template of DESIGN.md when a model ships none:
+//! the BitNet b1.58 2B-4T chat format when a model ships none:
 //! `<|begin_of_text|>System: {sys}<|eot_id|>User: {msg}<|eot_id|>Assistant: {reply}<|eot_id|>...Assistant: `.
 
 use crate::error::{ModelError, Result};

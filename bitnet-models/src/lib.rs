@@ -45,7 +45,7 @@ pub mod tokenizer;
 pub mod zoo;
 
 pub use bitnet_backend as backend;
-pub use bundle::{Checkpoint, ModelBundle, ModelSpec};
+pub use bundle::{Checkpoint, CheckpointFiles, ModelBundle, ModelSpec};
 pub use config::BitNetConfig;
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, Generation};

@@ -1,8 +1,10 @@
 //! GGUF loading (TQ2_0, TQ1_0, I2_S; fixtures made by `fixtures/make_gguf_fixtures.py` from the transformers
 //! model `tiny-bitlinear-256`) against that model's reference logits, and malformed GGUF files.
 
+mod common;
+
 use bitnet_models::gguf::GgufFile;
-use bitnet_models::{load_gguf, load_hf_dir, BitNetModel};
+use bitnet_models::load_gguf;
 use burn::backend::Flex;
 use std::path::PathBuf;
 
@@ -12,42 +14,14 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn expected() -> (Vec<u32>, Vec<f32>) {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tiny-bitlinear-256/expected.json")).unwrap())
-            .unwrap();
-    let prompt = v["prompt"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    let logits = v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-    (prompt, logits)
-}
-
-fn max_logit_diff(model: &BitNetModel<B>) -> f32 {
-    let (prompt, reference) = expected();
-    let mut cache = model.new_cache(1, 16).unwrap();
-    let got = model.forward_ids(&prompt, &mut cache).unwrap().into_data().to_vec::<f32>().unwrap();
-    assert_eq!(got.len(), reference.len());
-    got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
-}
-
 #[test]
 fn hf_source_model_matches_transformers() {
-    let model = load_hf_dir::<B>(&fixtures().join("tiny-bitlinear-256"), &Default::default()).unwrap();
-    let diff = max_logit_diff(&model);
-    assert!(diff <= 0.05, "max |logit difference| {diff}");
+    common::check_logits::<B>("tiny-bitlinear-256", &Default::default());
 }
 
 #[test]
 fn ternary_gguf_types_match_transformers() {
-    for kind in ["tq2_0", "tq1_0", "i2_s"] {
-        let path = fixtures().join(format!("tiny-{kind}.gguf"));
-        let model = load_gguf::<B>(&path, &Default::default()).unwrap_or_else(|e| panic!("{kind}: {e}"));
-        assert_eq!(model.config().num_key_value_heads, 2);
-        assert!(model.config().tie_word_embeddings);
-        let diff = max_logit_diff(&model);
-        eprintln!("{kind}: max |logit difference| = {diff}");
-        // TQ types store the scale in f16, I2_S in f32.
-        assert!(diff <= 0.05, "{kind}: max |logit difference| {diff}");
-    }
+    common::gguf_types_match_transformers::<B>(&Default::default());
 }
 
 /// Writes `bytes` to a scratch file and returns the load error's text.

@@ -128,3 +128,40 @@ fn unsupported_or_malformed_embedded_tokenizers_are_named() {
     let wordlevel = br#"{"model": {"type": "WordLevel", "vocab": {}}, "decoder": null, "pre_tokenizer": null}"#;
     assert!(GgufVocab::from_tokenizer_json(wordlevel).unwrap_err().contains("byte-level BPE"));
 }
+
+#[test]
+fn a_gguf_whose_vocabulary_cannot_be_converted_still_runs_token_ids() {
+    use bitnet_models::gguf::GgufTensorSpec;
+    use bitnet_models::{generate, Checkpoint, ModelBundle, ModelSpec, Sampler, SamplingConfig};
+    // The TQ2_0 fixture with a SentencePiece-style vocabulary (which this converter refuses) added.
+    let source = GgufFile::open(&fixtures().join("tiny-tq2_0.gguf")).unwrap();
+    let mut meta: Vec<(String, GgufValue)> = source.metadata().to_vec();
+    let tokens: Vec<String> = (0..300).map(|i| format!("<tok{i}>")).collect();
+    meta.push(("tokenizer.ggml.model".into(), GgufValue::String("llama".into())));
+    meta.push(("tokenizer.ggml.tokens".into(), GgufValue::Array(GgufArray::from_strings(&tokens))));
+    let tensors = source
+        .tensors()
+        .iter()
+        .map(|t| GgufTensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ggml_type: t.ggml_type,
+            data: Box::new(|| Ok(source.data(t).to_vec())),
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("bitnet-gguf-spm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("spm.gguf");
+    write_gguf(&path, &meta, tensors).unwrap();
+    let checkpoint = Checkpoint::open(&ModelSpec::Gguf(path.clone())).unwrap();
+    let bundle = ModelBundle::<Flex>::load(&checkpoint, &Default::default()).unwrap();
+    // Text needs the tokenizer, and the error names why there is none ...
+    let err = bundle.tokenizer().unwrap_err().to_string();
+    assert!(err.contains("only byte-level BPE"), "{err}");
+    // ... but token ids run.
+    let mut cache = bundle.model().new_cache(1, 16).unwrap();
+    let mut sampler = Sampler::new(SamplingConfig::default());
+    let out = generate(bundle.model(), &mut cache, &[5, 6, 7], 4, &mut sampler, bundle.stop_ids(), |_| true).unwrap();
+    assert_eq!(out.tokens.len(), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,6 +13,11 @@ fn every_family_fixture_matches_transformers_on_wgpu() {
 }
 
 #[test]
+fn ternary_gguf_types_match_transformers_on_wgpu() {
+    common::gguf_types_match_transformers::<Wgpu>(&WgpuDevice::default());
+}
+
+#[test]
 fn incremental_and_batched_decode_equal_the_full_forward_on_wgpu() {
     common::incremental_and_batched_decode_equal_the_full_forward::<Wgpu>(&WgpuDevice::default());
 }

@@ -20,12 +20,12 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod export;
-pub mod metric;
+mod metric;
 pub mod model;
 pub mod optim;
-pub mod progress;
+mod progress;
 pub mod schedule;
-pub mod step;
+mod step;
 pub mod tokenizer;
 pub mod train;
 

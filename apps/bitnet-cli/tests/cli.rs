@@ -416,3 +416,144 @@ fn bench_reports_decode_against_the_probe() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("context of 128"));
 }
+
+#[test]
+fn closed_stdout_and_full_devices_are_handled() {
+    use std::io::Read;
+    // The reader of stdout goes away after one byte: the command stops quietly, without a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(["generate", "--prompt", "ROMEO:", "--max-new-tokens", "400", "--temperature", "0"])
+        .env("BITNET_THREADS", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    stdout.read_exact(&mut byte).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // A write that fails (a full device) is an error, never "wrote".
+    if Path::new("/dev/full").exists() {
+        let e = expected("tiny-bitlinear");
+        let model = fixture("tiny-bitlinear");
+        let prompt = join(&ids(&e["prompt"]));
+        let args = ["logits", "--model", model.to_str().unwrap(), "--prompt-ids", &prompt, "--out", "/dev/full"];
+        let out = bitnet(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(one_line_error(&out).contains("/dev/full"));
+        assert!(Path::new("/dev/full").metadata().is_ok_and(|m| !m.is_file()), "the device node is untouched");
+    }
+}
+
+#[test]
+fn device_flag_is_checked_and_gpu_devices_match_the_cpu() {
+    let e = expected("tiny-bitlinear");
+    let model = fixture("tiny-bitlinear");
+    let prompt = join(&ids(&e["prompt"]));
+    for device in ["wgpu", "cuda"] {
+        let built = match device {
+            "wgpu" => cfg!(feature = "wgpu"),
+            _ => cfg!(feature = "cuda"),
+        };
+        if built {
+            continue;
+        }
+        let out =
+            bitnet(&["generate", "--model", model.to_str().unwrap(), "--prompt-ids", &prompt, "--device", device]);
+        assert_eq!(out.status.code(), Some(2), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(one_line_error(&out).contains(&format!("--features {device}")));
+    }
+    if !cfg!(feature = "wgpu") {
+        return;
+    }
+    // On wgpu (lavapipe in CI), the fixtures generate the reference's greedy tokens and write its logits.
+    for name in ["tiny-bitlinear", "tiny-llama-bitnet-rmsnorm"] {
+        let e = expected(name);
+        let dir = fixture(name);
+        let greedy = ids(&e["greedy"]);
+        let max_new = greedy.len().to_string();
+        let prompt = join(&ids(&e["prompt"]));
+        let model = dir.to_str().unwrap();
+        let common = ["--model", model, "--prompt-ids", &prompt, "--device", "wgpu"];
+        let args =
+            [&["generate"][..], &common, &["--temperature", "0", "--max-new-tokens", &max_new, "--json"]].concat();
+        let out = bitnet(&args);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ids(&json["tokens"]), greedy, "{name} greedy on wgpu");
+
+        let out_file = std::env::temp_dir().join(format!("bitnet-cli-wgpu-{name}-{}.npy", std::process::id()));
+        let args = [&["logits"][..], &common, &["--out", out_file.to_str().unwrap()]].concat();
+        let out = bitnet(&args);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(&out_file).unwrap();
+        std::fs::remove_file(&out_file).ok();
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let values: Vec<f32> =
+            bytes[10 + header_len..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let reference: Vec<f64> = e["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(values.len(), reference.len());
+        let max_diff = values.iter().zip(&reference).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        assert!(max_diff <= 0.05, "{name} on wgpu: max |logit difference| {max_diff}");
+    }
+}
+
+#[test]
+fn inspect_reads_sharded_directories() {
+    // The tiny fixture split into two shards with an index, as large checkpoints ship.
+    let dir = std::env::temp_dir().join(format!("bitnet-cli-shards-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture("tiny-bitlinear");
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+        let mut head = serde_json::Map::new();
+        let mut body = Vec::new();
+        for name in part {
+            let info = &header[name.as_str()];
+            let offsets = info["data_offsets"].as_array().unwrap();
+            let (s, e) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+            let mut entry = info.clone();
+            entry["data_offsets"] = serde_json::json!([body.len(), body.len() + e - s]);
+            body.extend_from_slice(&data[s..e]);
+            head.insert(name.to_string(), entry);
+            weight_map.insert(name.to_string(), serde_json::json!(shard));
+        }
+        let mut head = serde_json::Value::Object(head).to_string();
+        while !head.len().is_multiple_of(8) {
+            head.push(' ');
+        }
+        let mut file = (head.len() as u64).to_le_bytes().to_vec();
+        file.extend(head.as_bytes());
+        file.extend(body);
+        std::fs::write(dir.join(shard), file).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let out = bitnet(&["inspect", "--model", dir.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tensors"].as_u64().unwrap() as usize, names.len());
+    // And the sharded model runs like the single-file one.
+    let e = expected("tiny-bitlinear");
+    let args = ["--prompt-ids", &join(&ids(&e["prompt"])), "--temperature", "0", "--max-new-tokens", "4", "--json"];
+    let gen = |m: &Path| {
+        let out = bitnet(&[&["generate", "--model", m.to_str().unwrap()][..], &args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ids(&serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["tokens"])
+    };
+    assert_eq!(gen(&dir), gen(&src));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,8 +9,9 @@
 
 // The `#[cube(launch)]` macro generates undocumented launch modules and structs.
 #![allow(missing_docs)]
-// Kernel code is translated by the `#[cube]` macro, which supports plain arithmetic, not `div_ceil`.
-#![allow(clippy::manual_div_ceil)]
+// Kernel code is translated by the `#[cube]` macro, which supports plain arithmetic, not `div_ceil` or
+// `is_multiple_of`.
+#![allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)]
 
 use cubecl::prelude::*;
 

@@ -3,7 +3,7 @@
 //! Packing runs along the OUTPUT dimension: with `R = rows / 4`, byte `[r, c]` holds the codes of weight
 //! rows `r` (bits 1-0), `r + R` (bits 3-2), `r + 2R` (bits 5-4) and `r + 3R` (bits 7-6) at column `c`.
 //! The scale lives in a separate `weight_scale` tensor whose meaning depends on the checkpoint's
-//! `linear_class` (see DESIGN.md section 3); this module only moves codes.
+//! `linear_class` (see `bitnet_models::source::hf`); this module only moves codes.
 
 use super::{code_at, TernaryCodes};
 use crate::error::{checked_elems, ensure_eq, ensure_multiple, KernelError, Result};

@@ -1,4 +1,4 @@
-//! Ternary weight layouts: the on-disk formats of DESIGN.md section 3 and the kernel-native layout.
+//! Ternary weight layouts: the on-disk formats (HF packed, GGUF I2_S / TQ2_0 / TQ1_0) and the kernel-native layout.
 //!
 //! Every format stores the 2-bit code `c = w + 1` (`w` in {-1, 0, +1}); they differ in how codes are
 //! ordered inside bytes and where scales live. All of them convert to and from [`TernaryCodes`], the

@@ -98,7 +98,7 @@ impl TernaryMatrix {
         Self::from_codes(codes, vec![scale; codes.rows()])
     }
 
-    /// Quantizes f32 latent weights `[rows, cols]` per tensor with absmean (DESIGN.md section 1).
+    /// Quantizes f32 latent weights `[rows, cols]` per tensor with absmean ([`crate::quant`]).
     pub fn quantize_absmean(weights: &[f32], rows: usize, cols: usize) -> Result<Self> {
         ensure_eq("weight count", checked_elems("weights", rows, cols)?, weights.len())?;
         let (codes, g) = quantize_weights_absmean(weights);

@@ -13,7 +13,7 @@ use bitnet_kernels::formats::i2s::pack_i2s;
 use bitnet_kernels::formats::tq2_0::pack_tq2_0;
 use bitnet_kernels::TernaryCodes;
 use burn::tensor::backend::Backend;
-use burn::tensor::DType;
+use burn::tensor::{DType, Tensor};
 use std::path::Path;
 
 /// The ternary encoding of a GGUF file.
@@ -70,6 +70,13 @@ fn gguf_dtype(dtype: DType) -> Result<GgmlType> {
     }
 }
 
+/// A float tensor written in its own dtype (ggml dimensions innermost first).
+fn stored<'a, B: Backend, const D: usize>(name: String, t: Tensor<B, D>) -> Result<GgufTensorSpec<'a>> {
+    let dims = t.dims().iter().rev().map(|&d| d as u64).collect();
+    let ggml_type = gguf_dtype(t.dtype())?;
+    Ok(GgufTensorSpec { name, dims, ggml_type, data: Box::new(move || Ok(tensor_bytes(t).0)) })
+}
+
 /// Writes packed `model` to `path` as a GGUF file with projections of type `ty`, named `name`, with `vocab` (and
 /// its chat template) in the metadata if given.
 pub fn write_gguf_model<B: Backend>(
@@ -91,27 +98,8 @@ pub fn write_gguf_model<B: Backend>(
     for (id, tensor) in model.tensors() {
         let name = format!("{}.weight", gguf_name(id));
         match tensor {
-            ModelTensor::Dense(p) => {
-                let t = p.val();
-                let [rows, cols] = t.dims();
-                let ggml_type = gguf_dtype(t.dtype())?;
-                tensors.push(GgufTensorSpec {
-                    name,
-                    dims: vec![cols as u64, rows as u64],
-                    ggml_type,
-                    data: Box::new(move || Ok(tensor_bytes(t).0)),
-                });
-            }
-            ModelTensor::Norm(n) => {
-                let t = n.gamma.val();
-                let ggml_type = gguf_dtype(t.dtype())?;
-                tensors.push(GgufTensorSpec {
-                    name,
-                    dims: vec![t.dims()[0] as u64],
-                    ggml_type,
-                    data: Box::new(move || Ok(tensor_bytes(t).0)),
-                });
-            }
+            ModelTensor::Dense(p) => tensors.push(stored(name, p.val())?),
+            ModelTensor::Norm(n) => tensors.push(stored(name, n.gamma.val())?),
             ModelTensor::Projection(p) => {
                 if !p.is_packed() {
                     return Err(ModelError::Request(format!("{name} holds latent weights: pack the model first")));

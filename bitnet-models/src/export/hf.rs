@@ -11,7 +11,7 @@ use crate::model::{BitNetModel, ModelTensor};
 use crate::source::hf::hf_name;
 use bitnet_kernels::formats::hf_packed::pack_hf_packed;
 use burn::tensor::backend::Backend;
-use burn::tensor::DType;
+use burn::tensor::{DType, Tensor};
 use std::path::Path;
 
 /// The tokenizer files written beside a checkpoint.
@@ -32,6 +32,12 @@ fn safetensors_dtype(dtype: DType) -> Result<&'static str> {
     }
 }
 
+/// A float tensor written in its own dtype.
+fn stored<'a, B: Backend, const D: usize>(name: String, t: Tensor<B, D>) -> Result<TensorSpec<'a>> {
+    let (shape, dtype) = (t.dims().to_vec(), safetensors_dtype(t.dtype())?);
+    Ok(TensorSpec { name, dtype, shape, data: Box::new(move || Ok(tensor_bytes(t).0)) })
+}
+
 /// Writes packed `model` into `dir` (created if needed) as an HF checkpoint, with `tokenizer` if given.
 pub fn write_hf_checkpoint<B: Backend>(
     model: &BitNetModel<B>,
@@ -45,28 +51,8 @@ pub fn write_hf_checkpoint<B: Backend>(
     for (id, tensor) in model.tensors() {
         let name = hf_name(&config, id);
         match tensor {
-            ModelTensor::Dense(p) => {
-                let t = p.val();
-                let shape = t.dims().to_vec();
-                let dtype = safetensors_dtype(t.dtype())?;
-                tensors.push(TensorSpec {
-                    name: format!("{name}.weight"),
-                    dtype,
-                    shape,
-                    data: Box::new(move || Ok(tensor_bytes(t).0)),
-                });
-            }
-            ModelTensor::Norm(n) => {
-                let t = n.gamma.val();
-                let shape = t.dims().to_vec();
-                let dtype = safetensors_dtype(t.dtype())?;
-                tensors.push(TensorSpec {
-                    name: format!("{name}.weight"),
-                    dtype,
-                    shape,
-                    data: Box::new(move || Ok(tensor_bytes(t).0)),
-                });
-            }
+            ModelTensor::Dense(p) => tensors.push(stored(format!("{name}.weight"), p.val())?),
+            ModelTensor::Norm(n) => tensors.push(stored(format!("{name}.weight"), n.gamma.val())?),
             ModelTensor::Projection(p) => {
                 let (rows, cols) = (p.d_output(), p.d_input());
                 if !p.is_packed() {

@@ -8,7 +8,7 @@
 //! y = BitLinear_o(attn_sub_norm(a))
 //! ```
 
-use super::build::{BlockTensor, ParamFactory, TensorId};
+use super::build::{block_norm, projection, BlockTensor, ParamFactory};
 use super::cache::LayerCache;
 use super::rope::RopeTables;
 use crate::config::BitNetConfig;
@@ -33,41 +33,13 @@ pub struct Attention<B: Backend> {
     head_dim: usize,
 }
 
-/// Builds projection `tensor` of block `layer`, with its input norm where the family has one.
-pub(crate) fn projection<B: Backend>(
-    config: &BitNetConfig,
-    layer: usize,
-    tensor: BlockTensor,
-    factory: &mut dyn ParamFactory<B>,
-) -> Result<BitLinear<B>> {
-    let [d_output, d_input] = tensor.projection_shape(config).expect("a projection");
-    let norm = match config.linear_rms_norm_eps {
-        Some(eps) => Some(factory.norm(TensorId::ProjectionNorm { layer, projection: tensor }, d_input, eps)?),
-        None => None,
-    };
-    factory.projection(TensorId::Block { layer, tensor }, d_output, d_input, norm)
-}
-
-/// Builds norm `tensor` of block `layer` if the family has it.
-pub(crate) fn norm<B: Backend>(
-    config: &BitNetConfig,
-    layer: usize,
-    tensor: BlockTensor,
-    factory: &mut dyn ParamFactory<B>,
-) -> Result<Option<RmsNorm<B>>> {
-    match tensor.norm_width(config) {
-        Some(width) => Ok(Some(factory.norm(TensorId::Block { layer, tensor }, width, config.rms_norm_eps)?)),
-        None => Ok(None),
-    }
-}
-
 impl<B: Backend> Attention<B> {
     pub(crate) fn build(config: &BitNetConfig, layer: usize, factory: &mut dyn ParamFactory<B>) -> Result<Self> {
         Ok(Self {
             q_proj: projection(config, layer, BlockTensor::Q, factory)?,
             k_proj: projection(config, layer, BlockTensor::K, factory)?,
             v_proj: projection(config, layer, BlockTensor::V, factory)?,
-            attn_sub_norm: norm(config, layer, BlockTensor::AttnSubNorm, factory)?,
+            attn_sub_norm: block_norm(config, layer, BlockTensor::AttnSubNorm, factory)?,
             o_proj: projection(config, layer, BlockTensor::O, factory)?,
             heads: config.num_attention_heads,
             kv_heads: config.num_key_value_heads,
@@ -125,22 +97,24 @@ impl<B: BitNetBackend> Attention<B> {
             .unwrap_or_else(|_| unreachable!("three layers give three outputs"));
         let split = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
         let q = rope.apply(split(q, heads));
-        let k = rope.apply(split(k, kv_heads));
-        let v = split(v, kv_heads);
+        // Keys and values as `[batch * kv_heads, T, d]`, the cache's layout.
+        let k = rope.apply(split(k, kv_heads)).reshape([b * kv_heads, t, d]);
+        let v = split(v, kv_heads).reshape([b * kv_heads, t, d]);
         let (keys, values) = match cache {
             Some((cache, start)) => cache.append(start, k, v),
             None => (k, v),
         };
         // GQA without copying keys: query head h uses key/value head h / rep, so the `rep` query heads of a group
-        // are stacked as extra rows, `[batch, kv_heads, rep * T, d]`, against that group's keys and values.
+        // are stacked as extra rows, `[batch * kv_heads, rep * T, d]`, against that group's keys and values. The
+        // products stay 3-D: burn's matmul reads the cache's strided prefix views in place.
         let rep = heads / kv_heads;
-        let q = q.reshape([b, kv_heads, rep * t, d]);
-        let mut scores = q.matmul(keys.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+        let q = q.reshape([b * kv_heads, rep * t, d]);
+        let mut scores = q.matmul(keys.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
         if let Some(mask) = mask {
-            scores = scores + mask.clone().unsqueeze::<4>();
+            scores = scores + mask.clone().unsqueeze::<3>();
         }
         let attn =
-            softmax(scores, 3).matmul(values).reshape([b, heads, t, d]).swap_dims(1, 2).reshape([b, t, heads * d]);
+            softmax(scores, 2).matmul(values).reshape([b, heads, t, d]).swap_dims(1, 2).reshape([b, t, heads * d]);
         let attn = match &self.attn_sub_norm {
             Some(norm) => norm.forward(attn),
             None => attn,

@@ -5,8 +5,8 @@
 //! h = h + mlp(post_attention_layernorm(h))
 //! ```
 
-use super::attention::{norm, Attention};
-use super::build::{BlockTensor, ParamFactory};
+use super::attention::Attention;
+use super::build::{block_norm, BlockTensor, ParamFactory};
 use super::cache::LayerCache;
 use super::mlp::Mlp;
 use super::rope::RopeTables;
@@ -31,9 +31,9 @@ impl<B: Backend> Block<B> {
     pub(crate) fn build(config: &BitNetConfig, layer: usize, factory: &mut dyn ParamFactory<B>) -> Result<Self> {
         let required = |n: Option<RmsNorm<B>>| n.expect("every family has the two pre-norms");
         Ok(Self {
-            input_layernorm: required(norm(config, layer, BlockTensor::InputNorm, factory)?),
+            input_layernorm: required(block_norm(config, layer, BlockTensor::InputNorm, factory)?),
             self_attn: Attention::build(config, layer, factory)?,
-            post_attention_layernorm: required(norm(config, layer, BlockTensor::PostAttentionNorm, factory)?),
+            post_attention_layernorm: required(block_norm(config, layer, BlockTensor::PostAttentionNorm, factory)?),
             mlp: Mlp::build(config, layer, factory)?,
         })
     }

@@ -1,15 +1,14 @@
-//! How a model is built: [`BitNetModel::build`] walks the module tree once, in a fixed order, and asks a
+//! How a model is built: `BitNetModel::build` walks the module tree once, in a fixed order, and asks a
 //! [`ParamFactory`] for every parameter by its [`TensorId`] and shape. The factory decides where the values come
-//! from: random latent weights to train ([`BitNetConfig::init`]), a zero packed skeleton to load a saved record
-//! into ([`BitNetConfig::init_packed`]), or a checkpoint ([`crate::source`]). So every way of making a model
+//! from: random latent weights to train (`BitNetConfig::init`), a zero packed skeleton to load a saved record
+//! into (`BitNetConfig::init_packed`), or a checkpoint ([`crate::source`]). So every way of making a model
 //! produces the same tree, and the shapes are decided here only.
 
-use super::decoder::BitNetModel;
 use crate::config::BitNetConfig;
 use crate::error::Result;
-use bitnet_backend::{BitLinear, BitLinearConfig};
+use bitnet_backend::BitLinear;
 use burn::module::Param;
-use burn::nn::{Initializer, RmsNorm, RmsNormConfig};
+use burn::nn::RmsNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -122,67 +121,30 @@ pub(crate) trait ParamFactory<B: Backend> {
     fn dense(&mut self, id: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>>;
 }
 
-/// The standard deviation of the normal initialization of latent weights and embeddings (LLaMA-style recipes).
-pub const INIT_STD: f64 = 0.02;
-
-/// Fresh latent weights: projections and embeddings `N(0, 0.02)`, norms one (burn's initializers, seeded by the
-/// backend's seed).
-struct RandomLatent<'a, B: Backend> {
-    device: &'a B::Device,
+/// Builds projection `tensor` of block `layer`, with its input norm where the family has one.
+pub(crate) fn projection<B: Backend>(
+    config: &BitNetConfig,
+    layer: usize,
+    tensor: BlockTensor,
+    factory: &mut dyn ParamFactory<B>,
+) -> Result<BitLinear<B>> {
+    let [d_output, d_input] = tensor.projection_shape(config).expect("a projection");
+    let norm = match config.linear_rms_norm_eps {
+        Some(eps) => Some(factory.norm(TensorId::ProjectionNorm { layer, projection: tensor }, d_input, eps)?),
+        None => None,
+    };
+    factory.projection(TensorId::Block { layer, tensor }, d_output, d_input, norm)
 }
 
-impl<B: Backend> ParamFactory<B> for RandomLatent<'_, B> {
-    fn projection(&mut self, _: TensorId, o: usize, i: usize, norm: Option<RmsNorm<B>>) -> Result<BitLinear<B>> {
-        let config = BitLinearConfig::new(i, o)
-            .with_bias(false)
-            .with_initializer(Initializer::Normal { mean: 0.0, std: INIT_STD });
-        let layer = config.init(self.device);
-        let weight = layer.latent_weight().expect("a fresh layer is latent").val();
-        Ok(BitLinear::from_latent(weight, None, norm)?)
-    }
-
-    fn norm(&mut self, _: TensorId, width: usize, eps: f64) -> Result<RmsNorm<B>> {
-        Ok(RmsNormConfig::new(width).with_epsilon(eps).init(self.device))
-    }
-
-    fn dense(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>> {
-        let init = Initializer::Normal { mean: 0.0, std: INIT_STD };
-        Ok(init.init_with([rows, cols], Some(cols), Some(rows), self.device))
-    }
-}
-
-/// A packed model with zero weights: the skeleton a saved record is loaded into.
-struct PackedSkeleton<'a, B: Backend> {
-    device: &'a B::Device,
-}
-
-impl<B: Backend> ParamFactory<B> for PackedSkeleton<'_, B> {
-    fn projection(&mut self, _: TensorId, o: usize, i: usize, norm: Option<RmsNorm<B>>) -> Result<BitLinear<B>> {
-        let layer = BitLinearConfig::new(i, o).with_bias(false).init_packed(self.device);
-        let weight = layer.packed_weight().expect("a packed skeleton")?;
-        Ok(BitLinear::from_packed(weight, None, norm)?)
-    }
-
-    fn norm(&mut self, _: TensorId, width: usize, eps: f64) -> Result<RmsNorm<B>> {
-        Ok(RmsNormConfig::new(width).with_epsilon(eps).init(self.device))
-    }
-
-    fn dense(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>> {
-        Ok(Param::from_tensor(Tensor::zeros([rows, cols], self.device)))
-    }
-}
-
-impl BitNetConfig {
-    /// A freshly initialized model in the latent (training) state: every projection a latent `BitLinear`
-    /// (`N(0, 0.02)`, no bias), the embedding `N(0, 0.02)`, every norm one. Seed the backend for a reproducible
-    /// model.
-    pub fn init<B: bitnet_backend::BitNetBackend>(&self, device: &B::Device) -> Result<BitNetModel<B>> {
-        BitNetModel::build(self, &mut RandomLatent { device })
-    }
-
-    /// A packed model of this configuration with zero weights, to load a saved record into
-    /// (`model.load_record(record)`): the record of a packed model fits it exactly.
-    pub fn init_packed<B: bitnet_backend::BitNetBackend>(&self, device: &B::Device) -> Result<BitNetModel<B>> {
-        BitNetModel::build(self, &mut PackedSkeleton { device })
+/// Builds norm `tensor` of block `layer` if the family has it.
+pub(crate) fn block_norm<B: Backend>(
+    config: &BitNetConfig,
+    layer: usize,
+    tensor: BlockTensor,
+    factory: &mut dyn ParamFactory<B>,
+) -> Result<Option<RmsNorm<B>>> {
+    match tensor.norm_width(config) {
+        Some(width) => Ok(Some(factory.norm(TensorId::Block { layer, tensor }, width, config.rms_norm_eps)?)),
+        None => Ok(None),
     }
 }

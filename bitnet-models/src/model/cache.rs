@@ -16,17 +16,18 @@ pub(crate) struct LayerCache<B: Backend> {
 }
 
 impl<B: CacheWriteBackend> LayerCache<B> {
-    /// Writes `keys`/`values` (`[batch, kv_heads, T, head_dim]`) at positions `start..start + T` and returns the
-    /// keys and values of positions `0..start + T`, `[batch, kv_heads, start + T, head_dim]`.
-    pub fn append(&mut self, start: usize, keys: Tensor<B, 4>, values: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let [b, h, t, d] = keys.dims();
+    /// Writes `keys`/`values` (`[batch * kv_heads, T, head_dim]`) at positions `start..start + T` and returns
+    /// views of the keys and values of positions `0..start + T`, `[batch * kv_heads, start + T, head_dim]` (3-D
+    /// strided views that burn's matmul reads in place; drop them before the next append).
+    pub fn append(&mut self, start: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let [bh, t, d] = keys.dims();
         let end = start + t;
-        let write = |slot: &mut Option<Tensor<B, 3>>, new: Tensor<B, 4>| {
+        let write = |slot: &mut Option<Tensor<B, 3>>, new: Tensor<B, 3>| {
             let cache = slot.take().expect("a layer cache always holds its tensors");
-            let filled = bitnet_backend::cache_write(cache, start, new.reshape([b * h, t, d]));
-            let prefix = filled.clone().slice([0..b * h, 0..end, 0..d]);
+            let filled = bitnet_backend::cache_write(cache, start, new);
+            let prefix = filled.clone().slice([0..bh, 0..end, 0..d]);
             *slot = Some(filled);
-            prefix.reshape([b, h, end, d])
+            prefix
         };
         (write(&mut self.keys, keys), write(&mut self.values, values))
     }

@@ -6,8 +6,7 @@
 //! ```
 //! relu² overflows f16, so activations stay f32.
 
-use super::attention::{norm, projection};
-use super::build::{BlockTensor, ParamFactory};
+use super::build::{block_norm, projection, BlockTensor, ParamFactory};
 use crate::config::{Activation, BitNetConfig};
 use crate::error::Result;
 use bitnet_backend::{BitLinear, BitNetBackend};
@@ -33,7 +32,7 @@ impl<B: Backend> Mlp<B> {
         Ok(Self {
             gate_proj: projection(config, layer, BlockTensor::Gate, factory)?,
             up_proj: projection(config, layer, BlockTensor::Up, factory)?,
-            ffn_sub_norm: norm(config, layer, BlockTensor::FfnSubNorm, factory)?,
+            ffn_sub_norm: block_norm(config, layer, BlockTensor::FfnSubNorm, factory)?,
             down_proj: projection(config, layer, BlockTensor::Down, factory)?,
             activation: config.activation,
         })

@@ -27,14 +27,16 @@ mod block;
 mod build;
 mod cache;
 mod decoder;
+mod init;
 mod mlp;
 mod rope;
 
 pub use attention::Attention;
 pub use block::Block;
 pub(crate) use build::ParamFactory;
-pub use build::{BlockTensor, TensorId, INIT_STD};
+pub use build::{BlockTensor, TensorId};
 pub use cache::KvCache;
 pub(crate) use decoder::describe;
 pub use decoder::{BitNetModel, ModelTensor};
+pub use init::INIT_STD;
 pub use mlp::Mlp;

@@ -172,3 +172,21 @@ pub fn packed_model_record_round_trips<B: BitNetBackend>(device: &B::Device) {
         assert_eq!(logits(&reloaded), logits(&model), "{name}: reloaded packed model");
     }
 }
+
+/// The GGUF fixtures (TQ2_0, TQ1_0, I2_S, written by `fixtures/make_gguf_fixtures.py` from `tiny-bitlinear-256`)
+/// against that model's reference logits.
+pub fn gguf_types_match_transformers<B: BitNetBackend>(device: &B::Device) {
+    let reference = expected("tiny-bitlinear-256");
+    for kind in ["tq2_0", "tq1_0", "i2_s"] {
+        let path = fixture_dir(&format!("tiny-{kind}.gguf"));
+        let model = bitnet_models::load_gguf::<B>(&path, device).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(model.config().num_key_value_heads, 2);
+        assert!(model.config().tie_word_embeddings);
+        let mut cache = model.new_cache(1, 16).unwrap();
+        let got = to_vec(model.forward_ids(&reference.prompt, &mut cache).unwrap());
+        let diff = max_diff(&got, &reference.logits);
+        eprintln!("{kind}: max |logit difference| = {diff}");
+        // TQ types store the scale in f16, I2_S in f32.
+        assert!(diff <= 0.05, "{kind}: max |logit difference| {diff}");
+    }
+}

@@ -3,7 +3,7 @@
 use super::ModelArgs;
 use crate::output;
 use anyhow::Result;
-use bitnet_models::Checkpoint;
+use bitnet_models::CheckpointFiles;
 use clap::Args;
 use std::collections::BTreeMap;
 
@@ -29,15 +29,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let config = checkpoint.config()?;
     let mut tensors: BTreeMap<String, TensorLine> = BTreeMap::new();
     let mut metadata: BTreeMap<String, String> = BTreeMap::new();
-    let format = match &checkpoint {
-        Checkpoint::Hf(c) => {
+    let format = match checkpoint.files() {
+        CheckpointFiles::Hf(c) => {
             for (name, info) in c.tensor_infos() {
                 let shape = info.shape.iter().map(|&d| d as u64).collect();
                 tensors.insert(name.to_string(), TensorLine { dtype: format!("{:?}", info.dtype), shape });
             }
             "huggingface-safetensors".to_string()
         }
-        Checkpoint::Gguf(f) => {
+        CheckpointFiles::Gguf(f) => {
             for t in f.tensors() {
                 tensors.insert(
                     t.name.clone(),
