@@ -35,11 +35,28 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "cuda" and m.get("executable"):
         print(m["executable"])')
+  rm -f "$out"/*
   cp "$target/release/bitnet" "$out/bitnet"
   cp "$tests" "$out/backend-cuda-tests"
   strip "$out/bitnet" "$out/backend-cuda-tests"
+  # The device tool carries at most 64 MiB: xz the binaries (run unpacks them).
+  xz -9 -T0 "$out/bitnet" "$out/backend-cuda-tests"
   ls -la "$out"
   du -sh "$out"
+}
+
+# Unpacks the xz-compressed binaries (with xz, or Python's lzma where xz is missing).
+unpack() {
+  local f
+  for f in "$out"/*.xz; do
+    [ -e "$f" ] || continue
+    if command -v xz >/dev/null; then
+      xz -dkf "$f"
+    else
+      python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[1][:-3], "wb"))' "$f"
+    fi
+    chmod +x "${f%.xz}"
+  done
 }
 
 # Rated memory bandwidth (GB/s) of common data-center GPUs, by nvidia-smi name.
@@ -60,8 +77,10 @@ run() {
   local device="${GPU_CHECK_DEVICE:-cuda}"
   local bitnet="$out/bitnet"
   local work
+  unpack
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  # shellcheck disable=SC2064 # expand now: `work` is local to this function
+  trap "rm -rf '$work'" EXIT
   [ -x "$bitnet" ] || { echo "error: $bitnet is missing: run 'bash scripts/gpu-check.sh build' first" >&2; exit 1; }
   local gpu="none"
   if command -v nvidia-smi >/dev/null; then
@@ -90,11 +109,16 @@ run() {
         2>>"$work/$d.err" || { cat "$work/$d.err"; failed=1; }
     done
     python3 - "$work" "$device" "$name" <<'EOF' || failed=1
-import json, sys
-import numpy as np
+import array, json, sys
 work, device, name = sys.argv[1:]
+
+def npy(path):  # float32 .npy, version 1.0, as `bitnet logits` writes it
+    data = open(path, "rb").read()
+    header = int.from_bytes(data[8:10], "little")
+    return array.array("f", data[10 + header:])
+
 cpu, gpu = (json.load(open(f"{work}/{d}.json")) for d in ("cpu", device))
-diff = float(np.abs(np.load(f"{work}/cpu.npy") - np.load(f"{work}/{device}.npy")).max())
+diff = max(abs(a - b) for a, b in zip(npy(f"{work}/cpu.npy"), npy(f"{work}/{device}.npy")))
 same = cpu["tokens"] == gpu["tokens"]
 print(f"{name:28s} greedy {'identical' if same else 'DIFFERENT'}  max |logit diff| {diff:.2e}  "
       f"decode {gpu['decode_tokens_per_s']:.0f} tokens/s on {device}")
