@@ -6,7 +6,8 @@
 //! Run: `cargo bench -p bitnet-benches --bench kernels` (filter with e.g. `-- ternary_gemv/6912x2560`).
 
 use bitnet_benches::{read_bandwidth, Rotation, WORKING_SET_BYTES};
-use bitnet_kernels::dense::{bf16_gemv_with, f16_gemv_with, f32_gemv_with, int8_gemv_with, Int8Matrix};
+use bitnet_kernels::dense::{bf16_gemv_with, f16_gemv_with, f32_gemv_with};
+use bitnet_kernels::int8::{int8_gemv_with, Int8Matrix};
 use bitnet_kernels::{
     ternary_matmul_many_with, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix,
     ThreadPool,
@@ -206,7 +207,7 @@ fn bench_lm_head(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(wi.packed_bytes() as u64));
     for pool in &pools {
         group.bench_function(BenchmarkId::new("int8", format!("{kernel}/{}t", pool.threads())), |b| {
-            b.iter(|| int8_gemv_with(kernel, &wi, &xq, &mut y, pool).expect("gemv"))
+            b.iter(|| int8_gemv_with(kernel, wi.view(), &xq, &mut y, pool).expect("gemv"))
         });
     }
     group.finish();

@@ -4,20 +4,23 @@
 //!   both quantizers as the identity, `y ≈ x W^T` with `W = (c - 1) * g`, so `dL/dx = dL/dy · W`. Packed weights
 //!   are constants (no gradient): training uses `BitLinear`'s latent f32 weights with tensor-level fake
 //!   quantization instead.
-//! * The dense head and the cache append forward to `B`'s fast op when no input is tracked (inference on an
-//!   autodiff backend), and otherwise run burn's differentiable ops (the trait defaults), so training gets the
-//!   gradients of the tied head.
+//! * The dense head, the cache append and the fused transformer ops forward to `B`'s fast op when no input is
+//!   tracked (inference on an autodiff backend), and otherwise run burn's differentiable ops (the trait
+//!   defaults), so training gets every gradient.
 
 use crate::cache::{cache_write_slice_assign, CacheWriteBackend};
-use crate::dense::{dense_linear_matmul, DenseLinearBackend};
+use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
+use crate::transformer::{
+    causal_attention_ops, gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
+};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
 fn inner<B: TernaryBackend, C: CheckpointStrategy>(
     w: TernaryWeightPrimitive<Autodiff<B, C>>,
@@ -83,6 +86,27 @@ impl<B: DenseLinearBackend, C: CheckpointStrategy> DenseLinearBackend for Autodi
             dense_linear_matmul::<Self>(x, weight)
         }
     }
+
+    fn int8_linear(x: FloatTensor<Self>, codes: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self> {
+        if untracked::<B, C>(&x) && untracked::<B, C>(&scales) {
+            Self::from_inner(B::int8_linear(x.primitive, codes, scales.primitive))
+        } else {
+            int8_linear_ops::<Self>(x, codes, scales)
+        }
+    }
+
+    fn has_native_q6k(device: &Self::Device) -> bool {
+        B::has_native_q6k(device)
+    }
+
+    /// Q6_K weights are not trained: the product runs on the inner backend and no gradient flows through it.
+    fn q6k_linear(x: FloatTensor<Self>, blocks: IntTensor<Self>, cols: usize) -> FloatTensor<Self> {
+        Self::from_inner(B::q6k_linear(x.primitive, blocks, cols))
+    }
+
+    fn q6k_rows(blocks: IntTensor<Self>, ids: IntTensor<Self>, cols: usize) -> FloatTensor<Self> {
+        Self::from_inner(B::q6k_rows(blocks, ids, cols))
+    }
 }
 
 impl<B: CacheWriteBackend, C: CheckpointStrategy> CacheWriteBackend for Autodiff<B, C> {
@@ -91,6 +115,47 @@ impl<B: CacheWriteBackend, C: CheckpointStrategy> CacheWriteBackend for Autodiff
             Self::from_inner(B::cache_write(cache.primitive, start, values.primitive))
         } else {
             cache_write_slice_assign::<Self>(cache, start, values)
+        }
+    }
+}
+
+impl<B: TransformerBackend, C: CheckpointStrategy> TransformerBackend for Autodiff<B, C> {
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        if untracked::<B, C>(&x) && untracked::<B, C>(&gamma) {
+            Self::from_inner(B::rms_norm(x.primitive, gamma.primitive, eps))
+        } else {
+            rms_norm_ops::<Self>(x, gamma, eps)
+        }
+    }
+
+    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+        if untracked::<B, C>(&x) {
+            Self::from_inner(B::rotary(x.primitive, cos.primitive, sin.primitive))
+        } else {
+            rotary_ops::<Self>(x, cos, sin)
+        }
+    }
+
+    fn causal_attention(
+        q: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        t: usize,
+        start: usize,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        if [&q, &keys, &values].iter().all(|x| untracked::<B, C>(x)) {
+            Self::from_inner(B::causal_attention(q.primitive, keys.primitive, values.primitive, t, start, scale))
+        } else {
+            causal_attention_ops::<Self>(q, keys, values, t, start, scale)
+        }
+    }
+
+    fn gated_activation(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
+        if untracked::<B, C>(&gate) && untracked::<B, C>(&up) {
+            Self::from_inner(B::gated_activation(gate.primitive, up.primitive, act))
+        } else {
+            gated_activation_ops::<Self>(gate, up, act)
         }
     }
 }

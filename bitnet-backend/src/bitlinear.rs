@@ -310,7 +310,7 @@ impl<B: TernaryBackend> BitLinear<B> {
 
     fn normed<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match &self.input_norm {
-            Some(norm) => norm.forward(x),
+            Some(norm) => crate::transformer::rms_norm(x, &norm.gamma.val(), norm.epsilon),
             None => x,
         }
     }

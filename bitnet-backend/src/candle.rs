@@ -85,3 +85,5 @@ impl<F: FloatCandleElement, I: IntCandleElement> TernaryBackend for Candle<F, I>
 impl<F: FloatCandleElement, I: IntCandleElement> DenseLinearBackend for Candle<F, I> {}
 
 impl<F: FloatCandleElement, I: IntCandleElement> CacheWriteBackend for Candle<F, I> {}
+
+impl<F: FloatCandleElement, I: IntCandleElement> crate::transformer::TransformerBackend for Candle<F, I> {}

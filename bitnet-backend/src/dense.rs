@@ -1,13 +1,17 @@
-//! [`DenseLinearBackend`]: `y = x W^T` for a dense weight kept in its stored precision (the output head and
-//! tied embedding of a BitNet model: f32, bf16 or f16).
+//! [`DenseLinearBackend`]: `y = x W^T` for the output head of a BitNet model, either a dense weight kept in its
+//! stored precision (f32, bf16 or f16) or a per-row int8 quantization of it (W8A8).
 //!
 //! Decode multiplies one token by the whole head, so it is a GEMV bound by the bytes of `W`: reading a bf16 head
-//! in place streams half the bytes of a widened f32 copy, and the values are exactly the checkpoint's.
+//! in place streams half the bytes of a widened f32 copy, and the values are exactly the checkpoint's; an int8
+//! head streams half of that again, at the cost of rounding the head to 8 bits per row and the activations to 8
+//! bits per token (`y = (sum_k Wq q) · r_n / s`); a Q6_K head (ggml's 6.5625-bit block format, as GGUF files
+//! ship their `token_embd`) streams 0.82 of that again.
 
 use crate::ops::float_tensor;
+use crate::quant::activation_quant_dequant;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 
 /// A burn backend with a dense linear op that reads its weight in the weight's own dtype.
 pub trait DenseLinearBackend: Backend {
@@ -16,6 +20,82 @@ pub trait DenseLinearBackend: Backend {
     fn dense_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         dense_linear_matmul::<Self>(x, weight)
     }
+
+    /// `y[m, n] = (sum_k Wq[n,k] q[m,k]) · r_n / s_m` for int8 codes `Wq` (`[N, K]`, values in [-127, 127]),
+    /// per-row scales `r` (`[N]`) and `x` (`[M, K]`, f32) quantized per token to int8 (`q`, `s`, as the ternary
+    /// ops quantize). The default dequantizes both with burn ops and multiplies in f32; the CPU runs exact
+    /// integer dot products.
+    fn int8_linear(x: FloatTensor<Self>, codes: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self> {
+        int8_linear_ops::<Self>(x, codes, scales)
+    }
+
+    /// Whether [`DenseLinearBackend::q6k_linear`] reads Q6_K blocks where they live on `device`. The defaults
+    /// read the blocks back to the host on every call (correct anywhere, fast nowhere), so models keep Q6_K
+    /// weights only where this is true and a dense copy elsewhere.
+    fn has_native_q6k(_device: &Self::Device) -> bool {
+        false
+    }
+
+    /// `y[m, n] = (sum_b d_b · S_b) / s_m` (see [`bitnet_kernels::q6k`]) for Q6_K blocks `W` (u8,
+    /// `[N, K / 256 · 210]`) and `x` (`[M, K]`, f32) quantized per token to int8. The default computes on the
+    /// host (see [`DenseLinearBackend::has_native_q6k`]).
+    fn q6k_linear(x: FloatTensor<Self>, blocks: IntTensor<Self>, cols: usize) -> FloatTensor<Self> {
+        q6k_linear_host::<Self>(x, blocks, cols)
+    }
+
+    /// Rows `ids` (`[T]`) of Q6_K blocks (`[N, K / 256 · 210]`), dequantized to f32 `[T, K]`: the embedding
+    /// lookup of a Q6_K table. The default selects the rows on the device and dequantizes them on the host.
+    fn q6k_rows(blocks: IntTensor<Self>, ids: IntTensor<Self>, cols: usize) -> FloatTensor<Self> {
+        let device = Self::int_device(&blocks);
+        let rows =
+            Tensor::<Self, 2, Int>::from_primitive(blocks).select(0, Tensor::<Self, 1, Int>::from_primitive(ids));
+        let [t, row_bytes] = rows.dims();
+        let data = rows.into_data();
+        let bytes = host_bytes(&data, "q6k_rows blocks");
+        let view = bitnet_kernels::q6k::Q6kView::new(bytes, t, cols).unwrap_or_else(|e| panic!("q6k_rows: {e}"));
+        assert!(row_bytes * t == bytes.len(), "q6k_rows: blocks of {row_bytes} bytes per row");
+        let mut out = vec![0f32; t * cols];
+        for (n, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+            view.dequantize_row(n, row).unwrap_or_else(|e| panic!("q6k_rows: {e}"));
+        }
+        Tensor::<Self, 2>::from_data(TensorData::new(out, [t, cols]), &device).into_primitive().tensor()
+    }
+}
+
+/// The bytes of a u8 tensor's data.
+fn host_bytes<'a>(data: &'a TensorData, what: &str) -> &'a [u8] {
+    assert!(data.dtype == DType::U8, "{what}: expected u8 blocks, got {:?}", data.dtype);
+    data.as_bytes()
+}
+
+/// [`DenseLinearBackend::q6k_linear`] on the host: reads `x` and the blocks back, runs the CPU kernel, uploads `y`.
+pub(crate) fn q6k_linear_host<B: Backend>(x: FloatTensor<B>, blocks: IntTensor<B>, cols: usize) -> FloatTensor<B> {
+    let x = float_tensor::<B, 2>(x);
+    let device = x.device();
+    let [m, k] = x.dims();
+    assert!(k == cols, "q6k_linear: input [{m}, {k}] for blocks of {cols} columns");
+    let blocks = Tensor::<B, 2, Int>::from_primitive(blocks);
+    let [n, _] = blocks.dims();
+    let xs = x.cast(FloatDType::F32).into_data().into_vec::<f32>().unwrap_or_else(|e| panic!("q6k_linear: {e:?}"));
+    let data = blocks.into_data();
+    let view = bitnet_kernels::q6k::Q6kView::new(host_bytes(&data, "q6k_linear blocks"), n, cols)
+        .unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+    let q = bitnet_kernels::QuantizedActivations::quantize(&xs, m, k).unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+    let mut y = vec![0f32; m * n];
+    bitnet_kernels::q6k::q6k_gemv(view, &q, &mut y, bitnet_kernels::global_pool())
+        .unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+    Tensor::<B, 2>::from_data(TensorData::new(y, [m, n]), &device).into_primitive().tensor()
+}
+
+/// [`DenseLinearBackend::int8_linear`] with burn ops.
+pub(crate) fn int8_linear_ops<B: Backend>(
+    x: FloatTensor<B>,
+    codes: IntTensor<B>,
+    scales: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let x = activation_quant_dequant(float_tensor::<B, 2>(x));
+    let w = Tensor::<B, 2, Int>::from_primitive(codes).float() * float_tensor::<B, 1>(scales).unsqueeze_dim(1);
+    x.matmul(w.transpose()).into_primitive().tensor()
 }
 
 /// `x W^T` with burn's matmul on `W` cast to f32 (the default of [`DenseLinearBackend::dense_linear`], and the
@@ -34,4 +114,49 @@ pub fn dense_linear<B: DenseLinearBackend>(x: Tensor<B, 2>, weight: &Tensor<B, 2
     let ([m, k], [n, kw]) = (x.dims(), weight.dims());
     assert!(k == kw, "dense_linear: input [{m}, {k}] does not match a weight of shape [{n}, {kw}]");
     float_tensor(B::dense_linear(x.into_primitive().tensor(), weight.clone().into_primitive().tensor()))
+}
+
+/// `y = x W^T` for a per-row int8 `W` (codes `[N, K]` in [-127, 127], scales `[N]`) with per-token int8
+/// activations (see [`DenseLinearBackend::int8_linear`]).
+///
+/// # Panics
+/// If the widths differ, naming both shapes.
+pub fn int8_linear<B: DenseLinearBackend>(
+    x: Tensor<B, 2>,
+    codes: &Tensor<B, 2, Int>,
+    scales: &Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    let ([m, k], [n, kw]) = (x.dims(), codes.dims());
+    assert!(k == kw && scales.dims() == [n], "int8_linear: input [{m}, {k}] does not match codes [{n}, {kw}]");
+    float_tensor(B::int8_linear(
+        x.into_primitive().tensor(),
+        codes.clone().into_primitive(),
+        scales.clone().into_primitive().tensor(),
+    ))
+}
+
+/// `y = x W^T` for Q6_K blocks `W` (u8 `[N, cols / 256 · 210]`) with per-token int8 activations (see
+/// [`DenseLinearBackend::q6k_linear`]).
+///
+/// # Panics
+/// If `x` is not `cols` wide or the blocks do not hold `cols` columns.
+pub fn q6k_linear<B: DenseLinearBackend>(x: Tensor<B, 2>, blocks: &Tensor<B, 2, Int>, cols: usize) -> Tensor<B, 2> {
+    let ([m, k], [n, bytes]) = (x.dims(), blocks.dims());
+    assert!(
+        k == cols && cols.is_multiple_of(256) && bytes == cols / 256 * 210,
+        "q6k_linear: input [{m}, {k}] does not match Q6_K blocks [{n}, {bytes}] of {cols} columns"
+    );
+    float_tensor(B::q6k_linear(x.into_primitive().tensor(), blocks.clone().into_primitive(), cols))
+}
+
+/// Rows `ids` of Q6_K blocks (u8 `[N, cols / 256 · 210]`) as f32 `[T, cols]` (see
+/// [`DenseLinearBackend::q6k_rows`]).
+pub fn q6k_rows<B: DenseLinearBackend>(
+    blocks: &Tensor<B, 2, Int>,
+    ids: Tensor<B, 1, Int>,
+    cols: usize,
+) -> Tensor<B, 2> {
+    let [n, bytes] = blocks.dims();
+    assert!(cols.is_multiple_of(256) && bytes == cols / 256 * 210, "q6k_rows: blocks [{n}, {bytes}] of {cols} columns");
+    float_tensor(B::q6k_rows(blocks.clone().into_primitive(), ids.into_primitive(), cols))
 }

@@ -1,11 +1,14 @@
-//! The extension traits for burn's CPU backend, Flex: the `bitnet-kernels` SIMD kernels run directly on the
-//! tensors' buffers (zero-copy slices of the activations, the packed words, the scales and the dense head),
-//! through [`crate::host`].
+//! The extension traits for burn's CPU backend, Flex: the `bitnet-kernels` SIMD and fused kernels run directly
+//! on the tensors' buffers (zero-copy slices of the activations, the packed words, the scales, the dense head and
+//! the KV cache), through [`crate::host`].
 
 use crate::cache::{cache_write_slice_assign, CacheWriteBackend};
-use crate::dense::{dense_linear_matmul, DenseLinearBackend};
+use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::host::{self, DenseWeight};
 use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
+use crate::transformer::{
+    causal_attention_ops, gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
+};
 use bitnet_kernels::{QuantizedActivations, TernaryView};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
@@ -130,6 +133,39 @@ impl DenseLinearBackend for Flex {
         };
         f32_tensor(host::dense_gemv(xs, m, w, n, k), Shape::new([m, n]))
     }
+
+    fn int8_linear(x: FlexTensor, codes: FlexTensor, scales: FlexTensor) -> FlexTensor {
+        if codes.dtype() != DType::I8 || x.dtype() != DType::F32 || scales.dtype() != DType::F32 {
+            return int8_linear_ops::<Flex>(x, codes, scales);
+        }
+        let [n, k] = dims2(&codes, "int8_linear codes");
+        let q = quantize_input(x, "int8_linear input");
+        assert!(q.cols() == k, "int8_linear: input of width {} for codes [{n}, {k}]", q.cols());
+        let codes = contiguous(codes, DType::I8, "int8_linear codes");
+        let scales = contiguous(scales, DType::F32, "int8_linear scales");
+        let y = host::int8_gemv(
+            &q,
+            codes.as_slice::<i8>().expect("contiguous i8 tensor"),
+            [n, k],
+            scales.as_slice::<f32>().expect("contiguous f32 tensor"),
+        );
+        f32_tensor(y, Shape::new([q.rows(), n]))
+    }
+
+    fn has_native_q6k(_device: &Self::Device) -> bool {
+        true
+    }
+
+    fn q6k_linear(x: FlexTensor, blocks: FlexTensor, cols: usize) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return crate::dense::q6k_linear_host::<Flex>(x, blocks, cols);
+        }
+        let [n, _] = dims2(&blocks, "q6k_linear blocks");
+        let q = quantize_input(x, "q6k_linear input");
+        let blocks = contiguous(blocks, DType::U8, "q6k_linear blocks");
+        let y = host::q6k_gemv(&q, blocks.as_slice::<u8>().expect("contiguous u8 tensor"), [n, cols]);
+        f32_tensor(y, Shape::new([q.rows(), n]))
+    }
 }
 
 impl CacheWriteBackend for Flex {
@@ -145,5 +181,102 @@ impl CacheWriteBackend for Flex {
         let dst = cache.storage_mut::<f32>();
         host::write_positions(dst, offset, dims, start, values.as_slice::<f32>().expect("contiguous f32 tensor"));
         cache
+    }
+}
+
+/// A contiguous f32 view of `t`, or `None` for another dtype (the caller falls back to burn ops).
+fn f32_contiguous(t: FlexTensor) -> Option<FlexTensor> {
+    (t.dtype() == DType::F32).then(|| contiguous(t, DType::F32, "f32 input"))
+}
+
+/// The element offset and group stride of a `[groups, len, d]` view whose rows are contiguous and `d` apart
+/// (a prefix of a KV cache buffer), or `None` for another layout.
+fn grouped_rows(t: &FlexTensor) -> Option<(usize, usize)> {
+    let layout = t.layout();
+    let [_, _, d] = t.shape().dims::<3>();
+    match *layout.strides() {
+        [g, r, 1] if r == d as isize && g >= 0 => Some((layout.start_offset(), g as usize)),
+        _ => None,
+    }
+}
+
+impl TransformerBackend for Flex {
+    fn rms_norm(x: FlexTensor, gamma: FlexTensor, eps: f64) -> FlexTensor {
+        let shape = x.shape();
+        match (f32_contiguous(x.clone()), f32_contiguous(gamma.clone())) {
+            (Some(xs), Some(g)) => {
+                let values = host::rms_norm(
+                    xs.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    g.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    eps,
+                );
+                f32_tensor(values, shape)
+            }
+            _ => rms_norm_ops::<Flex>(x, gamma, eps),
+        }
+    }
+
+    fn rotary(x: FlexTensor, cos: FlexTensor, sin: FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        let t = shape.dims::<4>()[2];
+        match (f32_contiguous(x.clone()), f32_contiguous(cos.clone()), f32_contiguous(sin.clone())) {
+            (Some(xs), Some(c), Some(s)) => {
+                let values = host::rotary(
+                    xs.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    c.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    s.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    t,
+                );
+                f32_tensor(values, shape)
+            }
+            _ => rotary_ops::<Flex>(x, cos, sin),
+        }
+    }
+
+    fn causal_attention(
+        q: FlexTensor,
+        keys: FlexTensor,
+        values: FlexTensor,
+        t: usize,
+        start: usize,
+        scale: f64,
+    ) -> FlexTensor {
+        let f32_inputs = [&q, &keys, &values].iter().all(|x| x.dtype() == DType::F32);
+        if !f32_inputs {
+            return causal_attention_ops::<Flex>(q, keys, values, t, start, scale);
+        }
+        let shape = q.shape();
+        let [groups, len, d] = keys.shape().dims::<3>();
+        let q = contiguous(q, DType::F32, "attention queries");
+        // Keys and values are read in place when their rows are contiguous (a KV cache prefix), else copied.
+        let same_layout = grouped_rows(&keys).is_some() && grouped_rows(&keys) == grouped_rows(&values);
+        let (keys, values) = if same_layout { (keys, values) } else { (keys.to_contiguous(), values.to_contiguous()) };
+        let (k_offset, k_stride) = grouped_rows(&keys).expect("contiguous rows");
+        let (v_offset, v_stride) = grouped_rows(&values).expect("contiguous rows");
+        let out = host::causal_attention(
+            q.as_slice::<f32>().expect("contiguous f32 tensor"),
+            (keys.storage::<f32>(), k_offset, k_stride),
+            (values.storage::<f32>(), v_offset, v_stride),
+            [groups, len, d],
+            t,
+            start,
+            scale,
+        );
+        f32_tensor(out, shape)
+    }
+
+    fn gated_activation(gate: FlexTensor, up: FlexTensor, act: GateActivation) -> FlexTensor {
+        let shape = gate.shape();
+        match (f32_contiguous(gate.clone()), f32_contiguous(up.clone())) {
+            (Some(g), Some(u)) => {
+                let values = host::gated_activation(
+                    g.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    u.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    act,
+                );
+                f32_tensor(values, shape)
+            }
+            _ => gated_activation_ops::<Flex>(gate, up, act),
+        }
     }
 }

@@ -147,3 +147,5 @@ impl<B: FusionBackend + TernaryBackend> TernaryBackend for Fusion<B> {
 impl<B: FusionBackend> DenseLinearBackend for Fusion<B> {}
 
 impl<B: FusionBackend> CacheWriteBackend for Fusion<B> {}
+
+impl<B: FusionBackend> crate::transformer::TransformerBackend for Fusion<B> {}

@@ -66,3 +66,63 @@ pub(crate) fn write_positions(
         cache[at..at + t * d].copy_from_slice(&values[head * t * d..(head + 1) * t * d]);
     }
 }
+
+/// RMSNorm of each row of `x` (rows of `gamma.len()`).
+pub(crate) fn rms_norm(x: &[f32], gamma: &[f32], eps: f64) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    bitnet_kernels::transformer::rms_norm(x, gamma, eps as f32, &mut out).unwrap_or_else(|e| panic!("rms_norm: {e}"));
+    out
+}
+
+/// Rotary embedding of rows of `x` whose position is `row % t`.
+pub(crate) fn rotary(x: &[f32], cos: &[f32], sin: &[f32], t: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    bitnet_kernels::transformer::rotate_half(x, cos, sin, t, &mut out).unwrap_or_else(|e| panic!("rotary: {e}"));
+    out
+}
+
+/// Causal grouped-query attention; keys and values are `(buffer, offset, group stride)` with rows `d` apart.
+pub(crate) fn causal_attention(
+    q: &[f32],
+    (keys, k_offset, k_stride): (&[f32], usize, usize),
+    (values, v_offset, v_stride): (&[f32], usize, usize),
+    [groups, len, d]: [usize; 3],
+    t: usize,
+    start: usize,
+    scale: f64,
+) -> Vec<f32> {
+    use bitnet_kernels::transformer::{causal_attention, KvLayout};
+    let mut out = vec![0f32; q.len()];
+    // Keys and values may lie at different offsets of different buffers: give each its own view.
+    let span = |offset: usize, stride: usize| offset..offset + (groups - 1) * stride + len * d;
+    let (k, v) = (&keys[span(k_offset, k_stride)], &values[span(v_offset, v_stride)]);
+    assert_eq!(k_stride, v_stride, "causal_attention: keys and values of different layouts");
+    let layout = KvLayout { groups, len, offset: 0, group_stride: k_stride };
+    causal_attention(q, k, v, layout, d, t, start, scale as f32, &mut out, global_pool())
+        .unwrap_or_else(|e| panic!("causal_attention: {e}"));
+    out
+}
+
+/// `act(gate) * up`.
+pub(crate) fn gated_activation(gate: &[f32], up: &[f32], act: bitnet_kernels::transformer::GateActivation) -> Vec<f32> {
+    let mut out = vec![0f32; gate.len()];
+    bitnet_kernels::transformer::gated_activation(gate, up, act, &mut out)
+        .unwrap_or_else(|e| panic!("gated_activation: {e}"));
+    out
+}
+
+/// `y = (Wq q) · r / s` for int8 codes `[n, k]` and quantized activations `q` (`[m, k]`): `[m, n]`.
+pub(crate) fn int8_gemv(q: &QuantizedActivations, codes: &[i8], [n, k]: [usize; 2], scales: &[f32]) -> Vec<f32> {
+    let view = bitnet_kernels::Int8View::new(codes, n, k, k, scales).unwrap_or_else(|e| panic!("int8_linear: {e}"));
+    let mut y = vec![0f32; q.rows() * n];
+    bitnet_kernels::int8_gemv(view, q, &mut y, global_pool()).unwrap_or_else(|e| panic!("int8_linear: {e}"));
+    y
+}
+
+/// `y = x W^T` for Q6_K blocks `[n, cols / 256 · 210]` and quantized activations `q` (`[m, cols]`): `[m, n]`.
+pub(crate) fn q6k_gemv(q: &QuantizedActivations, blocks: &[u8], [n, cols]: [usize; 2]) -> Vec<f32> {
+    let view = bitnet_kernels::q6k::Q6kView::new(blocks, n, cols).unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+    let mut y = vec![0f32; q.rows() * n];
+    bitnet_kernels::q6k::q6k_gemv(view, q, &mut y, global_pool()).unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+    y
+}

@@ -8,7 +8,9 @@
 //! * [`DenseLinearBackend`]: `y = x W^T` with `W` read in its stored precision (f32, bf16, f16): the output
 //!   head of a BitNet model.
 //! * [`CacheWriteBackend`]: the in-place append of a key/value cache.
-//! * [`BitNetBackend`]: the three together, what a whole model needs. Implemented for burn's CPU backend Flex
+//! * [`TransformerBackend`]: RMSNorm, rotary embedding, causal grouped-query attention and the gated FFN
+//!   activation, each one op (fused kernels on the CPU, burn ops elsewhere).
+//! * [`BitNetBackend`]: the four together, what a whole model needs. Implemented for burn's CPU backend Flex
 //!   (feature `cpu`, default: the `bitnet-kernels` SIMD kernels on the tensors' buffers), the CubeCL backends
 //!   (features `wgpu`, `cuda`), their `Fusion` wrappers, candle (feature `candle`, host-side) and `Autodiff<B>`
 //!   of each (straight-through estimator for the ternary op; the inner backend's fast paths when nothing is
@@ -57,17 +59,19 @@ mod fusion;
 mod host;
 mod ops;
 pub mod quant;
+mod transformer;
 
 pub use backend::BitNetBackend;
 pub use bitlinear::{BitLinear, BitLinearConfig, BitLinearWeight, PackedTernary};
 pub use bitnet_kernels as kernels;
 pub use cache::{cache_write, CacheWriteBackend};
-pub use dense::{dense_linear, DenseLinearBackend};
+pub use dense::{dense_linear, int8_linear, q6k_linear, q6k_rows, DenseLinearBackend};
 pub use error::{BackendError, Result};
 pub use ops::{
     packed_words_shape, quantize_activations, ternary_dequantize, ternary_linear, ternary_linear_many,
     QuantizedActivationsPrimitive, TernaryBackend, TernaryWeight, TernaryWeightPrimitive,
 };
+pub use transformer::{causal_attention, gated_activation, rms_norm, rotary, GateActivation, TransformerBackend};
 
 /// Sets the number of threads the CPU kernels run on (the process-wide pool of `bitnet-kernels`). Call it before
 /// the first CPU op: the pool is created once, with the default of `BITNET_THREADS` or the CPUs this process may

@@ -38,8 +38,9 @@ pub struct QuantizedActivationsPrimitive<B: Backend> {
     pub scales: FloatTensor<B>,
 }
 
-/// A burn backend that runs BitNet's ternary ops.
-pub trait TernaryBackend: Backend {
+/// A burn backend that runs BitNet's ternary ops. It also runs the fused norm [`TransformerBackend`] provides
+/// (a [`crate::BitLinear`] with an input norm calls it), so every ternary backend implements both.
+pub trait TernaryBackend: crate::TransformerBackend {
     /// `y = ternary_linear(x, W)`: per-token int8 quantization of `x` (`[M, K]`) and the ternary x int8 product
     /// with the packed weights; returns `[M, N]` in f32.
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self>;

@@ -4,23 +4,18 @@
 //! * [`f32_gemv`]: `y[n] = sum_k W[n,k] x[k]`, W stored as f32;
 //! * [`bf16_gemv`] and [`f16_gemv`]: the same with W stored as bf16 or IEEE f16 (widened exactly to f32 in
 //!   registers, half the bytes: GGUF files store embeddings in f16, Hugging Face checkpoints in bf16);
-//! * [`Int8Matrix`] + [`int8_gemv`]: W quantized per row to int8 (`W[n,k] ≈ Wq[n,k] * r_n`,
-//!   `r_n = max|W[n,:]| / 127`, codes in [-127, 127]) against per-token int8 activations:
-//!   `y[n] = (sum_k Wq[n,k] q[k]) * r_n / s` (a quarter of the f32 bytes).
+//! * the int8 head (W8A8) lives in [`crate::int8`].
 //!
 //! Each dot product keeps a fixed set of independent accumulator lanes and reduces them in a fixed order,
 //! written so the compiler vectorizes it; the ISA variants are the same code compiled with more target
 //! features, so they give identical results (no FMA contraction happens without fast-math).
 
-use crate::aligned::AlignedBytes;
 use crate::dispatch::Kernel;
 use crate::error::{checked_elems, ensure_eq, ensure_len, Result};
 use crate::gemv::OutPtr;
-use crate::pool::{split_range, ThreadPool};
-use crate::quant::{round_half_even, QuantizedActivations, ACT_PAD};
+use crate::pool::{chunk_count, split_range, ThreadPool};
 
 const F32_LANES: usize = 64;
-const I8_LANES: usize = 64;
 
 /// Pairwise reduction of the lane array, in a fixed order.
 #[inline(always)]
@@ -97,17 +92,6 @@ fn dot_f16_body(w: &[u16], x: &[f32]) -> f32 {
         acc[l] += f16_to_f32(*a) * b;
     }
     reduce_f32(acc)
-}
-
-#[inline(always)]
-fn dot_i8_body(w: &[i8], x: &[i8]) -> i32 {
-    let mut acc = [0i32; I8_LANES];
-    for (a, b) in w.chunks_exact(I8_LANES).zip(x.chunks_exact(I8_LANES)) {
-        for l in 0..I8_LANES {
-            acc[l] += a[l] as i32 * b[l] as i32;
-        }
-    }
-    acc.iter().sum()
 }
 
 multiversion!(dot_f32, dot_f32_body, (w: &[f32], x: &[f32]) -> f32);
@@ -200,7 +184,6 @@ mod dot_f16 {
         }
     }
 }
-multiversion!(dot_i8, dot_i8_body, (w: &[i8], x: &[i8]) -> i32);
 
 /// The kernel a dense GEMV runs: `kernel` if available, checked.
 fn checked(kernel: Kernel) -> Result<Kernel> {
@@ -211,13 +194,11 @@ fn checked(kernel: Kernel) -> Result<Kernel> {
     }
 }
 
-/// Runs `row(n) -> y[n]` over `rows` rows on the pool, each thread a contiguous range.
-fn for_rows(rows: usize, y: &mut [f32], pool: &ThreadPool, row: impl Fn(usize) -> f32 + Sync) {
-    for_rows_tokens(rows, 1, y, pool, |n, _| row(n));
-}
+/// Rows below which a dense GEMV runs on the calling thread alone (a dispatch costs more than the work).
+const MIN_PARALLEL_ROWS: usize = 256;
 
-/// Runs `dot(n, t) -> y[t * rows + n]` for every row `n` and token `t < tokens` on the pool, each thread a
-/// contiguous range of rows: a weight row is read from memory once and reused from L1 for every token.
+/// Runs `dot(n, t) -> y[t * rows + n]` for every row `n` and token `t < tokens` on the pool, in chunks of
+/// contiguous rows: a weight row is read from memory once and reused from L1 for every token.
 fn for_rows_tokens(
     rows: usize,
     tokens: usize,
@@ -226,15 +207,12 @@ fn for_rows_tokens(
     dot: impl Fn(usize, usize) -> f32 + Sync,
 ) {
     let out = OutPtr(y.as_mut_ptr());
-    let threads = pool.threads().min(rows.div_ceil(16)).max(1);
-    pool.run(&|t| {
-        if t >= threads {
-            return;
-        }
-        for n in split_range(rows, threads, t, 16) {
+    let chunks = chunk_count(pool, rows.div_ceil(16), MIN_PARALLEL_ROWS / 16);
+    pool.run(chunks, &|c| {
+        for n in split_range(rows, chunks, c, 16) {
             for token in 0..tokens {
                 // SAFETY: `token * rows + n < tokens * rows <= y.len()` (checked by callers) and row ranges are
-                // disjoint per thread.
+                // disjoint per chunk.
                 unsafe { out.write(token * rows + n, dot(n, token)) };
             }
         }
@@ -329,107 +307,5 @@ fn half_gemv(
     for_rows_tokens(rows, tokens, y, pool, |n, t| {
         dot(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
     });
-    Ok(())
-}
-
-/// A dense matrix quantized per row to int8: `W[n,k] ≈ codes[n,k] * row_scales[n]`, codes in [-127, 127],
-/// rows zero-padded to a multiple of 256 to match [`QuantizedActivations`].
-#[derive(Debug, Clone)]
-pub struct Int8Matrix {
-    rows: usize,
-    cols: usize,
-    cols_padded: usize,
-    codes: AlignedBytes,
-    row_scales: Vec<f32>,
-}
-
-impl Int8Matrix {
-    /// Quantizes f32 `[rows, cols]` row-major: `r_n = max(max|W[n,:]|, 1e-5) / 127`,
-    /// `codes = clamp(round(W / r_n), -127, 127)` (round half to even).
-    pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        Self::quantize_rows(rows, cols, w.len(), |n| w[n * cols..(n + 1) * cols].to_vec())
-    }
-
-    /// Quantizes bf16-stored `[rows, cols]` weights.
-    pub fn quantize_bf16(w: &[u16], rows: usize, cols: usize) -> Result<Self> {
-        Self::quantize_rows(rows, cols, w.len(), |n| {
-            w[n * cols..(n + 1) * cols].iter().map(|&b| bf16_to_f32(b)).collect()
-        })
-    }
-
-    fn quantize_rows(rows: usize, cols: usize, len: usize, row: impl Fn(usize) -> Vec<f32>) -> Result<Self> {
-        ensure_eq("weight element count", checked_elems("int8 weights", rows, cols)?, len)?;
-        let cols_padded = cols.div_ceil(ACT_PAD) * ACT_PAD;
-        let mut codes = AlignedBytes::zeroed(checked_elems("int8 weights", rows, cols_padded)?);
-        let mut row_scales = Vec::with_capacity(rows);
-        let dst_all = codes.as_i8_mut();
-        for n in 0..rows {
-            let src = row(n);
-            let absmax = src.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = absmax.max(crate::quant::SCALE_EPS) / 127.0;
-            let inv = 1.0 / scale;
-            let dst = &mut dst_all[n * cols_padded..n * cols_padded + cols];
-            for (d, &v) in dst.iter_mut().zip(&src) {
-                *d = round_half_even(v * inv).clamp(-127.0, 127.0) as i8;
-            }
-            row_scales.push(scale);
-        }
-        Ok(Self { rows, cols, cols_padded, codes, row_scales })
-    }
-
-    /// Number of rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-    /// Number of columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-    /// Codes of row `n`, padded.
-    pub fn row(&self, n: usize) -> &[i8] {
-        &self.codes.as_i8()[n * self.cols_padded..(n + 1) * self.cols_padded]
-    }
-    /// Per-row scales `r_n`.
-    pub fn row_scales(&self) -> &[f32] {
-        &self.row_scales
-    }
-    /// Bytes of weight codes (what a GEMV reads).
-    pub fn packed_bytes(&self) -> usize {
-        self.codes.len()
-    }
-}
-
-/// Raw `acc[n] = sum_k Wq[n,k] q[k]` of an int8 GEMV (the integer core the ISA copies must agree on).
-pub fn int8_accumulators(kernel: Kernel, w: &Int8Matrix, x: &QuantizedActivations, acc: &mut [i32]) -> Result<()> {
-    let kernel = checked(kernel)?;
-    ensure_eq("activation width (K)", w.cols, x.cols())?;
-    ensure_eq("GEMV token count", 1, x.rows())?;
-    ensure_len("accumulators", w.rows, acc.len())?;
-    for (n, a) in acc.iter_mut().enumerate().take(w.rows) {
-        *a = dot_i8::call(kernel, w.row(n), x.row(0));
-    }
-    Ok(())
-}
-
-/// `y[n] = (sum_k Wq[n,k] q[k]) * r_n / s` for the single token of `x`.
-pub fn int8_gemv(w: &Int8Matrix, x: &QuantizedActivations, y: &mut [f32], pool: &ThreadPool) -> Result<()> {
-    int8_gemv_with(Kernel::selected(), w, x, y, pool)
-}
-
-/// [`int8_gemv`] with an explicit kernel.
-pub fn int8_gemv_with(
-    kernel: Kernel,
-    w: &Int8Matrix,
-    x: &QuantizedActivations,
-    y: &mut [f32],
-    pool: &ThreadPool,
-) -> Result<()> {
-    let kernel = checked(kernel)?;
-    ensure_eq("activation width (K)", w.cols, x.cols())?;
-    ensure_eq("GEMV token count", 1, x.rows())?;
-    ensure_len("output", w.rows, y.len())?;
-    let inv_s = 1.0 / x.scales()[0];
-    let act = x.row(0);
-    for_rows(w.rows, y, pool, |n| dot_i8::call(kernel, w.row(n), act) as f32 * (w.row_scales[n] * inv_s));
     Ok(())
 }

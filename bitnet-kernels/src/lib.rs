@@ -11,7 +11,8 @@
 //!   i32 by a scalar reference and hand-written AVX2, AVX-512 (VNNI / BW) and NEON (sdot / plain) kernels.
 //! * [`dispatch`]: run-time kernel choice by CPU feature detection, overridable with `BITNET_KERNEL`.
 //! * [`pool`]: a persistent thread pool; results are identical for any thread count.
-//! * [`dense`]: f32, bf16 and int8 GEMV for the output embedding.
+//! * [`dense`]: f32, bf16 and f16 GEMV for the output embedding; [`int8`]: the per-row int8 head (W8A8).
+//! * [`transformer`]: fused RMSNorm, rotary embedding, causal grouped-query attention and gated activation.
 //!
 //! ```
 //! use bitnet_kernels::{global_pool, ternary_gemv, QuantizedActivations, TernaryCodes, TernaryMatrix};
@@ -39,11 +40,14 @@ pub mod dispatch;
 pub mod error;
 pub mod formats;
 pub mod gemv;
+pub mod int8;
 pub mod pool;
 pub mod probe;
+pub mod q6k;
 pub mod quant;
+pub mod transformer;
 
-pub use dense::{bf16_gemv, f16_gemv, f32_gemv, int8_gemv, Int8Matrix};
+pub use dense::{bf16_gemv, f16_gemv, f32_gemv};
 pub use dispatch::Kernel;
 pub use error::{KernelError, Result};
 pub use formats::native::TernaryView;
@@ -52,5 +56,6 @@ pub use gemv::{
     ternary_accumulators, ternary_gemv, ternary_matmul, ternary_matmul_many, ternary_matmul_many_with,
     ternary_matmul_with,
 };
+pub use int8::{int8_gemv, Int8Matrix, Int8View};
 pub use pool::{global_pool, ThreadPool};
 pub use quant::QuantizedActivations;

@@ -1,11 +1,13 @@
-//! A small persistent thread pool for the kernels.
+//! A small persistent thread pool for the kernels, built to keep going when other processes compete for the
+//! cores.
 //!
-//! Decode calls the kernels hundreds of times per token, each call a few tens of microseconds of work, so
-//! the pool keeps its workers alive across calls: after a job they spin briefly (a new job usually follows
-//! within microseconds) and then sleep on a condition variable. [`ThreadPool::run`] hands worker `t` of
-//! `T` the index `t` (the caller runs index 0) and returns when all are done; kernels split rows statically
-//! by that index, so each output element is computed by exactly one thread in a fixed order and results
-//! are identical for any thread count.
+//! Decode calls the kernels hundreds of times per token, each call a few tens of microseconds of work, so the
+//! pool keeps its workers alive across calls. A job is cut into chunks (`ThreadPool::run(chunks, job)`) that the
+//! caller and the workers take one at a time from a shared counter: work a descheduled worker has not started is
+//! done by whoever is free, and the caller never waits for a worker that has not joined the job (it waits only
+//! for chunks in progress). Idle workers spin briefly (a new job usually follows within microseconds), yield,
+//! and then park on a condition variable. Each chunk computes its outputs alone, in a fixed order, so results
+//! are identical for any thread count and any assignment of chunks to threads.
 
 use crate::error::{KernelError, Result};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -16,19 +18,20 @@ use std::thread::JoinHandle;
 /// Environment variable with the default thread count of [`global_pool`].
 pub const THREADS_ENV: &str = "BITNET_THREADS";
 
-/// How long an idle worker spins before it sleeps (iterations of `spin_loop`, roughly 50-100 µs).
-const SPIN_ITERATIONS: u32 = 1 << 16;
+/// How long an idle worker spins before it yields (iterations of `spin_loop`, a few microseconds).
+const SPIN_ITERATIONS: u32 = 1 << 12;
+/// How many times an idle worker yields its core before it parks.
+const YIELDS: u32 = 16;
 
 type Job = dyn Fn(usize) + Sync;
 
-/// A job pointer whose lifetime `run` guarantees by waiting for every worker.
+/// A job pointer whose lifetime `run` guarantees by waiting for every worker inside the job.
 #[derive(Clone, Copy)]
 struct JobRef(*const Job);
 // SAFETY: the pointee is `Sync` and outlives every use (see `ThreadPool::run`).
 unsafe impl Send for JobRef {}
 
 struct State {
-    generation: u64,
     job: Option<JobRef>,
     shutdown: bool,
 }
@@ -36,9 +39,49 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Generation of the latest job (workers watch it).
     generation: AtomicU64,
-    pending: AtomicUsize,
+    /// The generation whose job may still be joined, 0 once the caller closed it.
+    open: AtomicU64,
+    /// Workers inside the current job.
+    active: AtomicUsize,
+    /// Workers parked on `wake`.
+    sleepers: AtomicUsize,
+    /// Chunk counter of the current job, and its chunk count.
+    next_chunk: AtomicUsize,
+    chunks: AtomicUsize,
+    /// Chunks finished.
+    done: AtomicUsize,
     worker_panicked: AtomicBool,
+}
+
+impl Shared {
+    /// Takes and runs chunks of the current job until none is left; `true` if one of them panicked.
+    fn work(&self, job: &(dyn Fn(usize) + Sync + '_)) -> bool {
+        let chunks = self.chunks.load(Ordering::Acquire);
+        let mut panicked = false;
+        loop {
+            let chunk = self.next_chunk.fetch_add(1, Ordering::AcqRel);
+            if chunk >= chunks {
+                return panicked;
+            }
+            panicked |= catch_unwind(AssertUnwindSafe(|| job(chunk))).is_err();
+            self.done.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Waits for `ready()` without holding the core: spins briefly, then yields.
+fn wait_until(ready: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !ready() {
+        spins = spins.saturating_add(1);
+        if spins < SPIN_ITERATIONS {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// A fixed-size pool of `threads - 1` workers plus the calling thread.
@@ -56,10 +99,15 @@ impl ThreadPool {
             return Err(KernelError::ThreadPool("thread count must be at least 1".into()));
         }
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { generation: 0, job: None, shutdown: false }),
+            state: Mutex::new(State { job: None, shutdown: false }),
             wake: Condvar::new(),
             generation: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
+            open: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            next_chunk: AtomicUsize::new(0),
+            chunks: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
             worker_panicked: AtomicBool::new(false),
         });
         let mut workers = Vec::with_capacity(threads - 1);
@@ -67,84 +115,103 @@ impl ThreadPool {
             let shared = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name(format!("bitnet-kernel-{index}"))
-                .spawn(move || worker_loop(&shared, index))
+                .spawn(move || worker_loop(&shared))
                 .map_err(|e| KernelError::ThreadPool(format!("cannot spawn worker: {e}")))?;
             workers.push(handle);
         }
         Ok(Self { threads, shared, workers, run_lock: Mutex::new(()) })
     }
 
-    /// Number of threads a job runs on.
+    /// Number of threads a job may run on.
     pub fn threads(&self) -> usize {
         self.threads
     }
 
-    /// Runs `job(t)` for every `t` in `0..threads()` in parallel and waits for all of them.
-    /// A panic in any of them is re-raised here after all have finished.
-    pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
-        if self.threads == 1 {
-            job(0);
+    /// Runs `job(c)` for every chunk `c` in `0..chunks`, on the calling thread and whichever workers join, and
+    /// returns when all chunks are done. Every chunk runs exactly once. A panic in any chunk is re-raised here
+    /// after the others have finished.
+    pub fn run(&self, chunks: usize, job: &(dyn Fn(usize) + Sync)) {
+        if self.threads == 1 || chunks <= 1 {
+            for chunk in 0..chunks {
+                job(chunk);
+            }
             return;
         }
         let _serial = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: erases the borrow's lifetime; we do not return before every worker has finished with
-        // the job (the `pending` wait below), and the slot is cleared before returning.
+        let shared = &*self.shared;
+        // SAFETY: erases the borrow's lifetime; no worker uses the job after `run` returns: the job is closed
+        // below and `run` then waits for every worker that joined it (`active`), and a worker that joins later
+        // sees the job closed and leaves without touching it.
         let job_ref = JobRef(unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(job) });
-        self.shared.pending.store(self.threads - 1, Ordering::SeqCst);
-        {
-            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        shared.next_chunk.store(0, Ordering::SeqCst);
+        shared.chunks.store(chunks, Ordering::SeqCst);
+        shared.done.store(0, Ordering::SeqCst);
+        let generation = {
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.job = Some(job_ref);
-            state.generation += 1;
-            self.shared.generation.store(state.generation, Ordering::SeqCst);
+            let generation = shared.generation.load(Ordering::SeqCst) + 1;
+            shared.open.store(generation, Ordering::SeqCst);
+            shared.generation.store(generation, Ordering::SeqCst);
+            generation
+        };
+        if shared.sleepers.load(Ordering::SeqCst) > 0 {
+            shared.wake.notify_all();
         }
-        self.shared.wake.notify_all();
-        let own = catch_unwind(AssertUnwindSafe(|| job(0)));
-        let mut spins = 0u32;
-        while self.shared.pending.load(Ordering::Acquire) != 0 {
-            spins += 1;
-            if spins < SPIN_ITERATIONS {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).job = None;
-        if let Err(payload) = own {
-            resume_unwind(payload);
-        }
-        if self.shared.worker_panicked.swap(false, Ordering::SeqCst) {
-            panic!("a bitnet-kernels worker thread panicked");
+        let own_panic = shared.work(job);
+        // Chunks other threads took may still run.
+        wait_until(|| shared.done.load(Ordering::Acquire) >= chunks);
+        // Close the job (Dekker-style with the workers' `active` increment, both SeqCst): a worker either
+        // joined before this store and is waited for, or sees the job closed and leaves.
+        let _ = shared.open.compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
+        wait_until(|| shared.active.load(Ordering::SeqCst) == 0);
+        shared.state.lock().unwrap_or_else(|e| e.into_inner()).job = None;
+        if own_panic || shared.worker_panicked.swap(false, Ordering::SeqCst) {
+            resume_unwind(Box::new("a bitnet-kernels pool job panicked"));
         }
     }
 }
 
-fn worker_loop(shared: &Shared, index: usize) {
+fn worker_loop(shared: &Shared) {
     let mut seen = 0u64;
     loop {
+        // Wait for a new generation: spin, yield, then park.
         let mut spins = 0u32;
-        while shared.generation.load(Ordering::Acquire) == seen && spins < SPIN_ITERATIONS {
-            std::hint::spin_loop();
+        while shared.generation.load(Ordering::Acquire) == seen {
             spins += 1;
-        }
-        let job = {
-            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            while state.generation == seen && !state.shutdown {
-                state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-            if state.shutdown {
-                return;
-            }
-            seen = state.generation;
-            state.job
-        };
-        if let Some(JobRef(ptr)) = job {
-            // SAFETY: `run` keeps the job alive until `pending` reaches zero, which happens after this call.
-            let job = unsafe { &*ptr };
-            if catch_unwind(AssertUnwindSafe(|| job(index))).is_err() {
-                shared.worker_panicked.store(true, Ordering::SeqCst);
+            if spins < SPIN_ITERATIONS {
+                std::hint::spin_loop();
+            } else if spins < SPIN_ITERATIONS + YIELDS {
+                std::thread::yield_now();
+            } else {
+                let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                shared.sleepers.fetch_add(1, Ordering::SeqCst);
+                while shared.generation.load(Ordering::SeqCst) == seen && !state.shutdown {
+                    state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+                if state.shutdown {
+                    return;
+                }
+                break;
             }
         }
-        shared.pending.fetch_sub(1, Ordering::AcqRel);
+        let generation = shared.generation.load(Ordering::SeqCst);
+        seen = generation;
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        if shared.open.load(Ordering::SeqCst) == generation {
+            let job = shared.state.lock().unwrap_or_else(|e| e.into_inner()).job;
+            if let Some(JobRef(ptr)) = job {
+                // SAFETY: the job is open and this worker is counted in `active`, so `run` has not returned
+                // and keeps the job alive until this worker leaves (see `ThreadPool::run`).
+                if shared.work(unsafe { &*ptr }) {
+                    shared.worker_panicked.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        if shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown {
+            return;
+        }
     }
 }
 
@@ -153,6 +220,8 @@ impl Drop for ThreadPool {
         {
             let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.shutdown = true;
+            // Wake spinning workers too: a new generation with no open job.
+            self.shared.generation.fetch_add(1, Ordering::SeqCst);
         }
         self.shared.wake.notify_all();
         for handle in self.workers.drain(..) {
@@ -218,6 +287,17 @@ pub fn global_pool() -> &'static ThreadPool {
     })
 }
 
+/// How many chunks to cut `items` units of work into on `pool`: one when the work is below `min_items` (a tiny
+/// matrix is not worth a dispatch: the caller does it alone), else about four per thread (so a thread that was
+/// descheduled leaves little behind), never more than `items`.
+pub fn chunk_count(pool: &ThreadPool, items: usize, min_items: usize) -> usize {
+    if pool.threads() == 1 || items < min_items {
+        1
+    } else {
+        (pool.threads() * 4).min(items).max(1)
+    }
+}
+
 /// The range of `total` items that part `index` of `parts` takes, each part a multiple of `align` items
 /// (the last part takes the remainder). Ranges are contiguous, disjoint and cover `0..total`.
 pub fn split_range(total: usize, parts: usize, index: usize, align: usize) -> std::ops::Range<usize> {
@@ -234,17 +314,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_index_runs_once_per_call() {
+    fn every_chunk_runs_once_per_call() {
         for threads in 1..=4 {
             let pool = ThreadPool::new(threads).unwrap();
-            for _ in 0..200 {
-                let hits: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
-                pool.run(&|t| {
-                    hits[t].fetch_add(1, Ordering::Relaxed);
+            for round in 0..300 {
+                let chunks = round % 17;
+                let hits: Vec<AtomicUsize> = (0..chunks).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(chunks, &|c| {
+                    hits[c].fetch_add(1, Ordering::Relaxed);
                 });
-                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "{threads} threads, {chunks} chunks");
             }
         }
+    }
+
+    #[test]
+    fn a_stalled_worker_does_not_hold_the_caller() {
+        // One worker is kept busy outside the pool's control by a chunk that blocks until the caller has done
+        // every other chunk: the caller takes them all instead of waiting for a static share to be done.
+        let pool = ThreadPool::new(2).unwrap();
+        let others_done = AtomicUsize::new(0);
+        let chunks = 64;
+        let stalled = AtomicBool::new(false);
+        pool.run(chunks, &|_| {
+            if !stalled.swap(true, Ordering::SeqCst) {
+                // The first chunk taken waits for the other 63.
+                let started = std::time::Instant::now();
+                while others_done.load(Ordering::SeqCst) < chunks - 1 {
+                    assert!(started.elapsed().as_secs() < 10, "the other chunks were not taken");
+                    std::thread::yield_now();
+                }
+            } else {
+                others_done.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        assert_eq!(others_done.load(Ordering::SeqCst), chunks - 1);
     }
 
     #[test]
@@ -253,21 +357,21 @@ mod tests {
     }
 
     #[test]
-    fn worker_panic_reaches_the_caller_and_pool_survives() {
+    fn a_panicking_chunk_reaches_the_caller_and_the_pool_survives() {
         let pool = ThreadPool::new(2).unwrap();
         let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.run(&|t| {
-                if t == 1 {
+            pool.run(8, &|c| {
+                if c == 5 {
                     panic!("boom");
                 }
             })
         }));
         assert!(r.is_err());
         let count = AtomicUsize::new(0);
-        pool.run(&|_| {
+        pool.run(8, &|_| {
             count.fetch_add(1, Ordering::Relaxed);
         });
-        assert_eq!(count.load(Ordering::Relaxed), 2);
+        assert_eq!(count.load(Ordering::Relaxed), 8);
     }
 
     #[test]

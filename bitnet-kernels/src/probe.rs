@@ -24,7 +24,7 @@ fn sum_words(words: &[u64]) -> u64 {
 pub fn read_bandwidth(buf: &[u64], pool: &ThreadPool) -> u64 {
     let total = AtomicU64::new(0);
     let threads = pool.threads();
-    pool.run(&|t| {
+    pool.run(threads, &|t| {
         let part = &buf[split_range(buf.len(), threads, t, 4096)];
         total.fetch_add(sum_words(part), Ordering::Relaxed);
     });

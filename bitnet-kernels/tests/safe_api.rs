@@ -1,6 +1,7 @@
 //! The safe API rejects mismatched shapes, short buffers and unavailable kernels with typed errors.
 
-use bitnet_kernels::dense::{f32_gemv, int8_gemv, Int8Matrix};
+use bitnet_kernels::dense::f32_gemv;
+use bitnet_kernels::int8::{int8_gemv, Int8Matrix, Int8View};
 use bitnet_kernels::{
     bf16_gemv, ternary_accumulators, ternary_gemv, ternary_matmul, Kernel, KernelError, QuantizedActivations,
     TernaryCodes, TernaryMatrix, ThreadPool,
@@ -65,7 +66,10 @@ fn dense_gemv_shape_errors() {
     assert!(Int8Matrix::quantize(&[0.0; 5], 2, 3).is_err());
     let m = Int8Matrix::quantize(&[0.5; 12], 3, 4).unwrap();
     let x = QuantizedActivations::quantize(&[1.0; 5], 1, 5).unwrap();
-    assert!(int8_gemv(&m, &x, &mut y, &pool).is_err());
+    assert!(int8_gemv(m.view(), &x, &mut y, &pool).is_err());
+    assert!(Int8View::new(&[0; 11], 3, 4, 4, &[1.0; 3]).is_err(), "too few codes");
+    assert!(Int8View::new(&[0; 12], 3, 4, 3, &[1.0; 3]).is_err(), "stride below the width");
+    assert!(Int8View::new(&[0; 12], 3, 4, 4, &[1.0; 2]).is_err(), "scale count");
 }
 
 #[test]

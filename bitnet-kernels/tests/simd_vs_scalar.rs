@@ -1,7 +1,8 @@
 //! Every SIMD kernel equals the scalar reference bit for bit on the integer accumulators, and the f32
 //! outputs equal a naive dequantized reference.
 
-use bitnet_kernels::dense::{int8_accumulators, Int8Matrix};
+use bitnet_kernels::int8::{int8_accumulators, int8_gemv_with, Int8Matrix, Int8View};
+use bitnet_kernels::q6k::{q6k_block_sums, q6k_gemv_with, Q6kMatrix, Q6kView, Q6K_BLOCK_BYTES};
 use bitnet_kernels::{
     ternary_accumulators, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix, ThreadPool,
 };
@@ -147,21 +148,111 @@ fn f32_output_matches_dequantized_reference_for_every_kernel_and_thread_count() 
 #[test]
 fn int8_dense_kernels_match_scalar_exactly() {
     let mut rng = StdRng::seed_from_u64(5);
-    for &(rows, cols) in &[(1, 1), (5, 300), (17, 2560), (3, 1000)] {
+    for &(rows, cols) in &[(1, 1), (5, 300), (17, 2560), (3, 1000), (8, 64), (9, 127)] {
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
         let m = Int8Matrix::quantize(&w, rows, cols).unwrap();
-        let xf: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
-        let x = QuantizedActivations::quantize(&xf, 1, cols).unwrap();
-        let mut expected = vec![0i32; rows];
-        int8_accumulators(Kernel::Scalar, &m, &x, &mut expected).unwrap();
-        let naive: Vec<i32> =
-            (0..rows).map(|n| m.row(n).iter().zip(x.row(0)).map(|(&a, &b)| a as i32 * b as i32).sum()).collect();
-        assert_eq!(expected, naive);
-        for kernel in Kernel::available() {
-            let mut acc = vec![0i32; rows];
-            int8_accumulators(kernel, &m, &x, &mut acc).unwrap();
-            assert_eq!(acc, expected, "int8 kernel {kernel}");
+        let xf: Vec<f32> = (0..3 * cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+        let x = QuantizedActivations::quantize(&xf, 3, cols).unwrap();
+        // The same codes unpadded (as a tensor holds them), and with extreme values: +-127 against -128.
+        let mut codes: Vec<i8> = (0..rows).flat_map(|n| m.view().row(n).to_vec()).collect();
+        let scales = m.view().row_scales().to_vec();
+        for views in [false, true] {
+            if views {
+                codes.iter_mut().step_by(7).for_each(|c| *c = if *c >= 0 { 127 } else { -127 });
+            }
+            let view = Int8View::new(&codes, rows, cols, cols, &scales).unwrap();
+            for token in 0..3 {
+                let mut expected = vec![0i32; rows];
+                int8_accumulators(Kernel::Scalar, view, &x, token, &mut expected).unwrap();
+                let act = &x.row(token)[..cols];
+                let naive: Vec<i32> =
+                    (0..rows).map(|n| view.row(n).iter().zip(act).map(|(&a, &b)| a as i32 * b as i32).sum()).collect();
+                assert_eq!(expected, naive);
+                for kernel in Kernel::available() {
+                    let mut acc = vec![0i32; rows];
+                    int8_accumulators(kernel, view, &x, token, &mut acc).unwrap();
+                    assert_eq!(acc, expected, "int8 kernel {kernel}, {rows}x{cols}");
+                }
+            }
+            // The GEMV over all tokens, any thread count, equals the scalar accumulators scaled.
+            let pool = ThreadPool::new(2).unwrap();
+            let mut want = vec![0f32; 3 * rows];
+            int8_gemv_with(Kernel::Scalar, view, &x, &mut want, &pool).unwrap();
+            for kernel in Kernel::available() {
+                let mut y = vec![0f32; 3 * rows];
+                int8_gemv_with(kernel, view, &x, &mut y, &pool).unwrap();
+                assert_eq!(y, want, "int8 GEMV {kernel}");
+            }
         }
+    }
+}
+
+/// Random Q6_K blocks: every code, scale and sign pattern (scales include -128), with a finite f16 block scale.
+fn random_q6k(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..rows * cols / 256 * Q6K_BLOCK_BYTES).map(|_| rng.random()).collect();
+    for block in bytes.chunks_exact_mut(Q6K_BLOCK_BYTES) {
+        let d = half::f16::from_f32(rng.random_range(-0.01..0.01f32));
+        block[208..].copy_from_slice(&d.to_bits().to_le_bytes());
+    }
+    bytes
+}
+
+#[test]
+fn q6k_kernels_match_scalar_exactly() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let pool = ThreadPool::new(2).unwrap();
+    for &(rows, cols) in &[(1, 256), (5, 512), (17, 2560), (300, 256)] {
+        let bytes = random_q6k(&mut rng, rows, cols);
+        let w = Q6kView::new(&bytes, rows, cols).unwrap();
+        let xf: Vec<f32> = (0..3 * cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+        let mut x = QuantizedActivations::quantize(&xf, 3, cols).unwrap();
+        if rows == 5 {
+            // Extreme activations: every code -128 or 127.
+            let codes: Vec<i8> = (0..3 * cols).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
+            x = QuantizedActivations::from_codes(&codes, &[1.0, 2.0, 3.0], 3, cols).unwrap();
+        }
+        // The integer block sums equal a naive sum over the dequantized integer weights `sc * q`.
+        let mut dense = vec![0f32; cols];
+        for n in 0..rows {
+            w.dequantize_row(n, &mut dense).unwrap();
+            for token in 0..3 {
+                let mut sums = vec![0i32; cols / 256];
+                q6k_block_sums(w, &x, token, n, &mut sums).unwrap();
+                for (b, &sum) in sums.iter().enumerate() {
+                    let block = &w.row(n)[b * Q6K_BLOCK_BYTES..(b + 1) * Q6K_BLOCK_BYTES];
+                    let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32() as f64;
+                    let naive: f64 =
+                        (0..256).map(|e| dense[b * 256 + e] as f64 * x.row(token)[b * 256 + e] as f64).sum();
+                    if d != 0.0 {
+                        assert!((naive / d - sum as f64).abs() < 1e-3 * (1.0 + sum.abs() as f64), "block {b}");
+                    }
+                }
+            }
+        }
+        let mut want = vec![0f32; 3 * rows];
+        q6k_gemv_with(Kernel::Scalar, w, &x, &mut want, &pool).unwrap();
+        for kernel in Kernel::available() {
+            let mut y = vec![0f32; 3 * rows];
+            q6k_gemv_with(kernel, w, &x, &mut y, &pool).unwrap();
+            assert_eq!(y, want, "Q6_K GEMV {kernel}, {rows}x{cols}");
+        }
+    }
+    // A quantized matrix: the product equals the f32 product of the dequantized weights and activations, and
+    // the weights are within about half a step (1/32 of the largest) of the originals.
+    let wf: Vec<f32> = (0..8 * 512).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+    let m = Q6kMatrix::quantize(&wf, 8, 512).unwrap();
+    let xf: Vec<f32> = (0..512).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+    let x = QuantizedActivations::quantize(&xf, 1, 512).unwrap();
+    let mut y = vec![0f32; 8];
+    q6k_gemv_with(Kernel::selected(), m.view(), &x, &mut y, &pool).unwrap();
+    let mut dense = vec![0f32; 512];
+    for n in 0..8 {
+        m.view().dequantize_row(n, &mut dense).unwrap();
+        for (a, b) in wf[n * 512..(n + 1) * 512].iter().zip(&dense) {
+            assert!((a - b).abs() <= 1.0 / 40.0, "{a} quantized to {b}");
+        }
+        let exact: f32 = dense.iter().zip(&x.row(0)[..512]).map(|(a, &q)| a * q as f32).sum::<f32>() / x.scales()[0];
+        assert!((y[n] - exact).abs() < 1e-4 * (1.0 + exact.abs()), "row {n}: {} vs {exact}", y[n]);
     }
 }
 

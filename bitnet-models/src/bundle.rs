@@ -15,9 +15,9 @@ use crate::chat::ChatTemplate;
 use crate::config::BitNetConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::{token_id, GgufFile, GgufVocab};
-use crate::model::BitNetModel;
+use crate::model::{BitNetModel, HeadFormat};
 use crate::source::hf::HfCheckpoint;
-use crate::source::{build_model, LoadAs, TensorSource};
+use crate::source::{build_model, LoadOptions, TensorSource};
 use crate::tokenizer::Tokenizer;
 use bitnet_backend::BitNetBackend;
 use std::path::{Path, PathBuf};
@@ -287,10 +287,15 @@ impl<B: BitNetBackend> ModelBundle<B> {
         Self::load(&Checkpoint::open(spec)?, device)
     }
 
-    /// Loads an opened checkpoint onto `device`.
+    /// Loads an opened checkpoint onto `device`, packed, with the head as stored.
     pub fn load(checkpoint: &Checkpoint, device: &B::Device) -> Result<Self> {
+        Self::load_with(checkpoint, LoadOptions::packed(), device)
+    }
+
+    /// Loads an opened checkpoint onto `device` as `options` say.
+    pub fn load_with(checkpoint: &Checkpoint, options: LoadOptions, device: &B::Device) -> Result<Self> {
         let config = checkpoint.config()?;
-        let model = build_model(&config, checkpoint.source(), LoadAs::Packed, device)?;
+        let model = build_model(&config, checkpoint.source(), options, device)?;
         Ok(Self {
             stop_ids: checkpoint.stop_ids(&config),
             model,
@@ -299,6 +304,11 @@ impl<B: BitNetBackend> ModelBundle<B> {
             tokenizer: OnceLock::new(),
             chat_template: checkpoint.chat_template()?,
         })
+    }
+
+    /// The bundle with its model's output head in `format` (see [`HeadFormat`]).
+    pub fn with_head(self, format: HeadFormat) -> Result<Self> {
+        Ok(Self { model: self.model.with_head(format)?, ..self })
     }
 
     /// The model.

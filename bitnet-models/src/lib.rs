@@ -49,6 +49,6 @@ pub use bundle::{Checkpoint, CheckpointFiles, ModelBundle, ModelSpec};
 pub use config::BitNetConfig;
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, Generation};
-pub use model::{BitNetModel, KvCache};
+pub use model::{BitNetModel, HeadFormat, KvCache};
 pub use sampling::{Sampler, SamplingConfig};
-pub use source::{build_model, load_gguf, load_hf_dir, load_model, LoadAs};
+pub use source::{build_model, load_gguf, load_hf_dir, load_model, LoadAs, LoadOptions};

@@ -24,6 +24,44 @@ fn ternary_gguf_types_match_transformers() {
     common::gguf_types_match_transformers::<B>(&Default::default());
 }
 
+/// A GGUF file whose `token_embd` is Q6_K (made by `fixtures/make_gguf_fixtures.py`, which also stores the
+/// embedding as gguf-py's reference dequantizer reads it) loads with the blocks in place: the embedding lookup
+/// returns ggml's values, and the Q6_K head's logits stay close to those of the same file read with an f32 head.
+#[test]
+fn q6k_token_embedding_reads_as_ggml_dequantizes() {
+    use bitnet_models::{build_model, HeadFormat, LoadOptions};
+    use burn::tensor::{Int, Tensor};
+    let device = Default::default();
+    let path = fixtures().join("tiny-q6k-embd.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let info = file.tensor("test.token_embd_f32").unwrap();
+    let want: Vec<f32> =
+        file.data(info).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let config = bitnet_models::gguf::config_from_metadata(&file).unwrap();
+    let load = |format| build_model::<B>(&config, &file, LoadOptions::packed().with_head(format), &device).unwrap();
+    let model = load(HeadFormat::Stored);
+    assert_eq!(model.embedding().format_name(), "q6k");
+    assert_eq!(model.head().bytes(), (config.vocab_size * config.hidden_size / 256 * 210) as u64);
+    let [v, _] = model.embedding().dims();
+    let rows = common::to_vec(model.embedding().rows(Tensor::<B, 1, Int>::arange(0..v as i64, &device)));
+    assert_eq!(rows, want, "the lookup dequantizes as ggml does");
+    let reference = common::expected("tiny-bitlinear-256");
+    let q6k = common::prompt_logits(&model, &reference.prompt);
+    let dense = common::prompt_logits(&load(HeadFormat::F32), &reference.prompt);
+    let diff = common::max_diff(&q6k, &dense);
+    eprintln!("Q6_K head vs its f32 dequantization: max |logit difference| = {diff}");
+    assert!(diff < 0.05, "{diff}");
+    // Written back (TQ2_0 projections), the file keeps its Q6_K blocks and gives the same logits.
+    let out = std::env::temp_dir().join(format!("bitnet-q6k-roundtrip-{}.gguf", std::process::id()));
+    bitnet_models::export::write_gguf_model(&model, &out, bitnet_models::export::TernaryGgufType::Tq2_0, "t", None)
+        .unwrap();
+    let reread = GgufFile::open(&out).unwrap();
+    assert_eq!(reread.tensor("token_embd.weight").unwrap().ggml_type, bitnet_models::gguf::GgmlType::Q6_K);
+    let again = bitnet_models::load_gguf::<B>(&out, &device).unwrap();
+    assert_eq!(common::prompt_logits(&again, &reference.prompt), q6k);
+    std::fs::remove_file(&out).ok();
+}
+
 /// Writes `bytes` to a scratch file and returns the load error's text.
 fn load_error(tag: &str, bytes: &[u8]) -> String {
     let path = std::env::temp_dir().join(format!("bitnet-gguf-{tag}-{}.gguf", std::process::id()));

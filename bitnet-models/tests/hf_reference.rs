@@ -103,3 +103,8 @@ fn perplexity_matches_the_reference_logits() {
     assert_eq!(windowed.tokens, 3 + 2);
     assert!(perplexity(&model, &expected.prompt, 1, |_, _| {}).is_err());
 }
+
+#[test]
+fn head_formats_stay_close() {
+    common::head_formats_stay_close::<B>(&Default::default());
+}

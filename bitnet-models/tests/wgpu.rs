@@ -26,3 +26,8 @@ fn incremental_and_batched_decode_equal_the_full_forward_on_wgpu() {
 fn packed_model_record_round_trips_on_wgpu() {
     common::packed_model_record_round_trips::<Wgpu>(&WgpuDevice::default());
 }
+
+#[test]
+fn head_formats_stay_close() {
+    common::head_formats_stay_close::<Wgpu>(&WgpuDevice::default());
+}

@@ -124,3 +124,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> DenseLinearBackend for CubeBackend<R, F, I, BT> {}
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CacheWriteBackend for CubeBackend<R, F, I, BT> {}
+
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> crate::transformer::TransformerBackend
+    for CubeBackend<R, F, I, BT>
+{
+}

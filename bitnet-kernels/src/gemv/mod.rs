@@ -26,10 +26,13 @@ mod neon;
 use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, KernelError, Result};
 use crate::formats::native::TernaryView;
-use crate::pool::{split_range, ThreadPool};
+use crate::pool::{chunk_count, split_range, ThreadPool};
 use crate::quant::QuantizedActivations;
 
 pub use crate::formats::native::ROW_TILE;
+
+/// Tiles (x tokens) below which a product runs on the calling thread alone.
+const MIN_PARALLEL_TILES: usize = 64;
 
 /// A kernel's entry point: the four sums of one interleaved tile.
 type Dot4 = unsafe fn(*const u8, *const i8, usize) -> [i32; 4];
@@ -151,9 +154,10 @@ pub fn ternary_matmul_many(
 
 /// [`ternary_matmul_many`] with an explicit kernel.
 ///
-/// Work split: the 4-row tiles of all weights, in order, are cut into one contiguous range per pool thread;
-/// each thread runs all tokens over its tiles, so a tile is read from memory once and reused from L1 for every
-/// token (GEMM), and each output is written by exactly one thread, in the same order for any thread count.
+/// Work split: the 4-row tiles of all weights, in order, are cut into contiguous chunks that the pool's threads
+/// take one at a time (one chunk, on the caller, when the weights are too small to be worth a dispatch); a chunk
+/// runs all tokens over its tiles, so a tile is read from memory once and reused from L1 for every token (GEMM),
+/// and each output is written by exactly one chunk, in the same order for any thread count.
 pub fn ternary_matmul_many_with(
     kernel: Kernel,
     weights: &[TernaryView<'_>],
@@ -175,12 +179,10 @@ pub fn ternary_matmul_many_with(
     }
     let tiles = first_tile[weights.len()];
     let tokens = x.rows();
-    let threads = pool.threads().min(tiles).max(1);
-    let work = |thread: usize| {
-        if thread >= threads {
-            return;
-        }
-        let range = split_range(tiles, threads, thread, 1);
+    // A tile of a 2560-wide row is 2.5 KB: below ~64 tiles (160 KB) the caller does it faster alone.
+    let chunks = chunk_count(pool, tiles, MIN_PARALLEL_TILES.div_ceil(tokens.max(1)));
+    let work = |chunk: usize| {
+        let range = split_range(tiles, chunks, chunk, 1);
         for (j, w) in weights.iter().enumerate() {
             let (begin, end) = (range.start.max(first_tile[j]), range.end.min(first_tile[j + 1]));
             let rows = w.rows();
@@ -196,14 +198,14 @@ pub fn ternary_matmul_many_with(
                     for (i, (&acc, &g)) in sums.iter().zip(scales).enumerate() {
                         let value = (acc - qsum) as f32 * (g * inv_s);
                         // SAFETY: `m * rows + n + i < tokens * rows <= ys[j].len()`; tile `t` of weight `j`
-                        // belongs to this thread alone, so no two threads write the same element.
+                        // belongs to this chunk alone, so no two threads write the same element.
                         unsafe { outs[j].write(m * rows + n + i, value) };
                     }
                 }
             }
         }
     };
-    pool.run(&work);
+    pool.run(chunks, &work);
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use super::{projection_codes, single_scale, tensor_bytes};
 use crate::config::{BitNetConfig, Family};
 use crate::error::{ModelError, Result};
 use crate::gguf::{metadata_from_config, write_gguf, GgmlType, GgufTensorSpec, GgufVocab};
-use crate::model::{BitNetModel, ModelTensor};
+use crate::model::{BitNetModel, ModelTensor, TokenMatrix};
 use crate::source::gguf::gguf_name;
 use bitnet_kernels::formats::i2s::pack_i2s;
 use bitnet_kernels::formats::tq2_0::pack_tq2_0;
@@ -98,7 +98,19 @@ pub fn write_gguf_model<B: Backend>(
     for (id, tensor) in model.tensors() {
         let name = format!("{}.weight", gguf_name(id));
         match tensor {
-            ModelTensor::Dense(p) => tensors.push(stored(name, p.val())?),
+            ModelTensor::Matrix(TokenMatrix::Dense(p)) => tensors.push(stored(name, p.val())?),
+            ModelTensor::Matrix(m @ TokenMatrix::Q6K(_)) => {
+                let blocks = m.q6k_blocks().expect("a Q6_K matrix");
+                let dims = m.dims().iter().rev().map(|&d| d as u64).collect();
+                let data = Box::new(move || Ok(blocks.into_data().as_bytes().to_vec()));
+                tensors.push(GgufTensorSpec { name, dims, ggml_type: GgmlType::Q6_K, data });
+            }
+            ModelTensor::Matrix(TokenMatrix::Int8(_)) => {
+                return Err(ModelError::Request(format!(
+                    "{name} is int8, which GGUF files do not store: write it as loaded (without --head int8), or \
+                     as q6k"
+                )))
+            }
             ModelTensor::Norm(n) => tensors.push(stored(name, n.gamma.val())?),
             ModelTensor::Projection(p) => {
                 if !p.is_packed() {

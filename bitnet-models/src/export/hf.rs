@@ -7,7 +7,7 @@ use super::safetensors::{write_safetensors, TensorSpec};
 use super::{projection_codes, single_scale, tensor_bytes};
 use crate::config::ScaleConvention;
 use crate::error::{ModelError, Result};
-use crate::model::{BitNetModel, ModelTensor};
+use crate::model::{BitNetModel, ModelTensor, TokenMatrix};
 use crate::source::hf::hf_name;
 use bitnet_kernels::formats::hf_packed::pack_hf_packed;
 use burn::tensor::backend::Backend;
@@ -51,7 +51,13 @@ pub fn write_hf_checkpoint<B: Backend>(
     for (id, tensor) in model.tensors() {
         let name = hf_name(&config, id);
         match tensor {
-            ModelTensor::Dense(p) => tensors.push(stored(format!("{name}.weight"), p.val())?),
+            ModelTensor::Matrix(TokenMatrix::Dense(p)) => tensors.push(stored(format!("{name}.weight"), p.val())?),
+            ModelTensor::Matrix(m) => {
+                return Err(ModelError::Request(format!(
+                    "{name} is {}, which Hugging Face checkpoints do not store: write it as loaded (without --head)",
+                    m.format_name()
+                )))
+            }
             ModelTensor::Norm(n) => tensors.push(stored(format!("{name}.weight"), n.gamma.val())?),
             ModelTensor::Projection(p) => {
                 let (rows, cols) = (p.d_output(), p.d_input());

@@ -4,10 +4,9 @@
 
 use crate::config::BitNetConfig;
 use crate::error::Result;
-use crate::model::{BitNetModel, ParamFactory, TensorId};
+use crate::model::{BitNetModel, ParamFactory, TensorId, TokenMatrix};
 use bitnet_backend::{BitLinear, BitNetBackend, TernaryWeight};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
-use burn::module::Param;
 use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
@@ -46,7 +45,7 @@ impl<B: Backend> ParamFactory<B> for RandomPacked<'_, B> {
         Ok(RmsNormConfig::new(width).with_epsilon(eps).init(self.device))
     }
 
-    fn dense(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>> {
+    fn matrix(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<TokenMatrix<B>> {
         let n = rows * cols;
         let data = match self.dense_dtype {
             DType::BF16 => {
@@ -58,7 +57,7 @@ impl<B: Backend> ParamFactory<B> for RandomPacked<'_, B> {
             _ => TensorData::new((0..n).map(|_| self.rng.uniform() * 0.05).collect::<Vec<f32>>(), [rows, cols]),
         };
         let dtype = data.dtype;
-        Ok(Param::from_tensor(Tensor::from_data(data, (self.device, dtype))))
+        Ok(TokenMatrix::dense(Tensor::from_data(data, (self.device, dtype))))
     }
 }
 

@@ -285,6 +285,11 @@ impl GgufFile {
         &self.bytes.as_slice()[info.start..info.start + info.len]
     }
 
+    /// A tensor's bytes, sharing the file mapping (no copy).
+    pub fn shared_data(&self, info: &GgufTensorInfo) -> SharedBytes {
+        self.bytes.slice(info.start..info.start + info.len).expect("tensor ranges are checked when the file is parsed")
+    }
+
     /// An error about this file.
     pub(crate) fn error(&self, message: String) -> ModelError {
         ModelError::Weights { path: self.path.clone(), message }

@@ -13,10 +13,9 @@ use super::cache::LayerCache;
 use super::rope::RopeTables;
 use crate::config::BitNetConfig;
 use crate::error::Result;
-use bitnet_backend::{BitLinear, BitNetBackend};
+use bitnet_backend::{causal_attention, rms_norm, BitLinear, BitNetBackend};
 use burn::module::Module;
 use burn::nn::RmsNorm;
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -80,14 +79,12 @@ impl<B: Backend> Attention<B> {
 
 impl<B: BitNetBackend> Attention<B> {
     /// Attention over `x` (`[batch, T, hidden]`) at positions `start..start + T`: with a cache, the new keys and
-    /// values are appended and every cached position is attended to; without, `start` must be 0 and the T
-    /// tokens attend causally among themselves. `mask` is the additive causal mask `[rep * T, start + T]`
-    /// (`None` for a single token).
+    /// values are appended and every cached position is attended to; without, `start` is 0 and the T tokens
+    /// attend causally among themselves.
     pub(crate) fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        mask: Option<&Tensor<B, 2>>,
         cache: Option<(&mut LayerCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
@@ -100,23 +97,22 @@ impl<B: BitNetBackend> Attention<B> {
         // Keys and values as `[batch * kv_heads, T, d]`, the cache's layout.
         let k = rope.apply(split(k, kv_heads)).reshape([b * kv_heads, t, d]);
         let v = split(v, kv_heads).reshape([b * kv_heads, t, d]);
-        let (keys, values) = match cache {
-            Some((cache, start)) => cache.append(start, k, v),
-            None => (k, v),
+        let (keys, values, start) = match cache {
+            Some((cache, start)) => {
+                let (keys, values) = cache.append(start, k, v);
+                (keys, values, start)
+            }
+            None => (k, v, 0),
         };
         // GQA without copying keys: query head h uses key/value head h / rep, so the `rep` query heads of a group
-        // are stacked as extra rows, `[batch * kv_heads, rep * T, d]`, against that group's keys and values. The
-        // products stay 3-D: burn's matmul reads the cache's strided prefix views in place.
+        // are stacked as extra rows, `[batch * kv_heads, rep * T, d]`, against that group's keys and values (the
+        // cache's strided prefix views, read in place).
         let rep = heads / kv_heads;
         let q = q.reshape([b * kv_heads, rep * t, d]);
-        let mut scores = q.matmul(keys.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
-        if let Some(mask) = mask {
-            scores = scores + mask.clone().unsqueeze::<3>();
-        }
-        let attn =
-            softmax(scores, 2).matmul(values).reshape([b, heads, t, d]).swap_dims(1, 2).reshape([b, t, heads * d]);
+        let attn = causal_attention(q, keys, values, t, start, 1.0 / (d as f64).sqrt());
+        let attn = attn.reshape([b, heads, t, d]).swap_dims(1, 2).reshape([b, t, heads * d]);
         let attn = match &self.attn_sub_norm {
-            Some(norm) => norm.forward(attn),
+            Some(norm) => rms_norm(attn, &norm.gamma.val(), norm.epsilon),
             None => attn,
         };
         self.o_proj.forward(attn)

@@ -12,7 +12,7 @@ use super::mlp::Mlp;
 use super::rope::RopeTables;
 use crate::config::BitNetConfig;
 use crate::error::Result;
-use bitnet_backend::{BitLinear, BitNetBackend};
+use bitnet_backend::{rms_norm, BitLinear, BitNetBackend};
 use burn::module::Module;
 use burn::nn::RmsNorm;
 use burn::tensor::backend::Backend;
@@ -79,16 +79,15 @@ impl<B: Backend> Block<B> {
 }
 
 impl<B: BitNetBackend> Block<B> {
-    /// The block applied to the residual stream `h` (`[batch, T, hidden]`); see [`Attention`] for `cache` and
-    /// `mask`.
+    /// The block applied to the residual stream `h` (`[batch, T, hidden]`); see [`Attention`] for `cache`.
     pub(crate) fn forward(
         &self,
         h: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        mask: Option<&Tensor<B, 2>>,
         cache: Option<(&mut LayerCache<B>, usize)>,
     ) -> Tensor<B, 3> {
-        let h = h.clone() + self.self_attn.forward(self.input_layernorm.forward(h), rope, mask, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let norm = |n: &RmsNorm<B>, x| rms_norm(x, &n.gamma.val(), n.epsilon);
+        let h = h.clone() + self.self_attn.forward(norm(&self.input_layernorm, h), rope, cache);
+        h.clone() + self.mlp.forward(norm(&self.post_attention_layernorm, h))
     }
 }

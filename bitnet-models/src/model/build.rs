@@ -7,10 +7,8 @@
 use crate::config::BitNetConfig;
 use crate::error::Result;
 use bitnet_backend::BitLinear;
-use burn::module::Param;
 use burn::nn::RmsNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 
 /// A tensor of a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,8 +115,8 @@ pub(crate) trait ParamFactory<B: Backend> {
     ) -> Result<BitLinear<B>>;
     /// The norm `id` of `width` gains.
     fn norm(&mut self, id: TensorId, width: usize, eps: f64) -> Result<RmsNorm<B>>;
-    /// The dense matrix `id`, `[rows, cols]`.
-    fn dense(&mut self, id: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>>;
+    /// The token matrix `id` (embedding, head), `[rows, cols]`.
+    fn matrix(&mut self, id: TensorId, rows: usize, cols: usize) -> Result<super::TokenMatrix<B>>;
 }
 
 /// Builds projection `tensor` of block `layer`, with its input norm where the family has one.

@@ -14,21 +14,23 @@ use super::block::Block;
 use super::build::{ParamFactory, TensorId};
 use super::cache::KvCache;
 use super::rope::RopeTables;
+use super::token_matrix::{HeadFormat, TokenMatrix};
 use crate::config::BitNetConfig;
 use crate::error::{ModelError, Result};
-use bitnet_backend::{dense_linear, BitLinear, BitNetBackend};
-use burn::module::{Module, Param};
+use bitnet_backend::{rms_norm, BitLinear, BitNetBackend};
+use burn::module::Module;
 use burn::nn::RmsNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
 /// A BitNet b1.58 model (see the module docs).
 #[derive(Module, Debug)]
 pub struct BitNetModel<B: Backend> {
-    embed_tokens: Param<Tensor<B, 2>>,
+    embed_tokens: TokenMatrix<B>,
     layers: Vec<Block<B>>,
     norm: RmsNorm<B>,
-    lm_head: Option<Param<Tensor<B, 2>>>,
+    /// The output head of an untied model (a tied model multiplies by its embedding).
+    lm_head: Option<TokenMatrix<B>>,
     #[module(skip)]
     config: BitNetConfig,
 }
@@ -36,8 +38,8 @@ pub struct BitNetModel<B: Backend> {
 /// A parameter of a model, by kind (what the writers need to store it).
 #[derive(Debug)]
 pub enum ModelTensor<'a, B: Backend> {
-    /// A dense matrix (embedding, head).
-    Dense(&'a Param<Tensor<B, 2>>),
+    /// A token matrix (embedding, head) in its format.
+    Matrix(&'a TokenMatrix<B>),
     /// An RMSNorm's gains.
     Norm(&'a RmsNorm<B>),
     /// A ternary projection.
@@ -50,11 +52,11 @@ impl<B: Backend> BitNetModel<B> {
     pub(crate) fn build(config: &BitNetConfig, factory: &mut dyn ParamFactory<B>) -> Result<Self> {
         config.check().map_err(|message| ModelError::Request(format!("invalid configuration: {message}")))?;
         let (v, h) = (config.vocab_size, config.hidden_size);
-        let embed_tokens = factory.dense(TensorId::Embedding, v, h)?;
+        let embed_tokens = factory.matrix(TensorId::Embedding, v, h)?;
         let layers =
             (0..config.num_hidden_layers).map(|l| Block::build(config, l, factory)).collect::<Result<Vec<_>>>()?;
         let norm = factory.norm(TensorId::FinalNorm, h, config.rms_norm_eps)?;
-        let lm_head = if config.tie_word_embeddings { None } else { Some(factory.dense(TensorId::Head, v, h)?) };
+        let lm_head = if config.tie_word_embeddings { None } else { Some(factory.matrix(TensorId::Head, v, h)?) };
         Ok(Self { embed_tokens, layers, norm, lm_head, config: config.clone() })
     }
 
@@ -68,14 +70,26 @@ impl<B: Backend> BitNetModel<B> {
         &self.layers
     }
 
-    /// The token embedding `[vocab, hidden]`.
-    pub fn embedding(&self) -> &Param<Tensor<B, 2>> {
+    /// The token embedding `[vocab, hidden]` (also the output head of a tied model).
+    pub fn embedding(&self) -> &TokenMatrix<B> {
         &self.embed_tokens
     }
 
-    /// The output projection `[vocab, hidden]`: the untied head, or the embedding.
-    pub fn head(&self) -> &Param<Tensor<B, 2>> {
+    /// The output head: the untied head, or the embedding of a tied model.
+    pub fn head(&self) -> &TokenMatrix<B> {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// The model with its output head in `format`. A tied model converts its one matrix, which the embedding
+    /// lookup then reads too (as llama.cpp does with a Q6_K `token_embd`); an untied model converts its head.
+    pub fn with_head(self, format: HeadFormat) -> Result<Self>
+    where
+        B: bitnet_backend::DenseLinearBackend,
+    {
+        match self.lm_head {
+            None => Ok(Self { embed_tokens: self.embed_tokens.convert(format)?, ..self }),
+            Some(head) => Ok(Self { lm_head: Some(head.convert(format)?), ..self }),
+        }
     }
 
     /// The final norm.
@@ -86,7 +100,7 @@ impl<B: Backend> BitNetModel<B> {
     /// Every parameter with its id, in the model's order: embedding, blocks (norms, projection input norms,
     /// projections), final norm, untied head.
     pub fn tensors(&self) -> Vec<(TensorId, ModelTensor<'_, B>)> {
-        let mut out = vec![(TensorId::Embedding, ModelTensor::Dense(&self.embed_tokens))];
+        let mut out = vec![(TensorId::Embedding, ModelTensor::Matrix(&self.embed_tokens))];
         for (layer, block) in self.layers.iter().enumerate() {
             for (tensor, norm) in block.norms() {
                 out.push((TensorId::Block { layer, tensor }, ModelTensor::Norm(norm)));
@@ -100,7 +114,7 @@ impl<B: Backend> BitNetModel<B> {
         }
         out.push((TensorId::FinalNorm, ModelTensor::Norm(&self.norm)));
         if let Some(head) = &self.lm_head {
-            out.push((TensorId::Head, ModelTensor::Dense(head)));
+            out.push((TensorId::Head, ModelTensor::Matrix(head)));
         }
         out
     }
@@ -128,7 +142,7 @@ impl<B: Backend> BitNetModel<B> {
     }
 
     /// Bytes of weights one decode step streams: every projection (packed codes and row scales, or the latent
-    /// weight), every norm gain, and the output head in its stored precision. The embedding lookup reads one row
+    /// weight), every norm gain, and the output head in its format. The embedding lookup reads one row
     /// and is not counted; with a tied head the embedding is counted once, as the head. `bytes / memory read
     /// rate` is the shortest possible time per token (`bitnet bench` reports decode against it).
     pub fn decode_weight_bytes(&self) -> u64 {
@@ -156,15 +170,14 @@ impl<B: Backend> BitNetModel<B> {
                     + b.projections().iter().map(|(_, p)| projection(p)).sum::<u64>()
             })
             .sum();
-        let head = self.head().val();
-        blocks + norm(&self.norm) + bytes(head.shape(), head.dtype())
+        blocks + norm(&self.norm) + self.head().bytes()
     }
 }
 
 impl<B: BitNetBackend> BitNetModel<B> {
     /// The device the model lives on.
     pub fn device(&self) -> B::Device {
-        self.embed_tokens.val().device()
+        self.embed_tokens.device()
     }
 
     /// An empty KV cache for `batch` sequences of up to `capacity` positions (at most `max_position_embeddings`).
@@ -269,41 +282,25 @@ impl<B: BitNetBackend> BitNetModel<B> {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         let start = cache.as_ref().map_or(0, |cache| cache.len());
-        let embedding = self.embed_tokens.val();
-        let mut h = embedding.select(0, tokens.reshape([b * t]));
-        if h.dtype() != DType::F32 {
-            // Checkpoints ship 16-bit embeddings; activations are f32.
-            h = h.cast(FloatDType::F32);
-        }
-        let mut h = h.reshape([b, t, c.hidden_size]);
+        let mut h = self.embed_tokens.rows(tokens.reshape([b * t])).reshape([b, t, c.hidden_size]);
         let rope = RopeTables::new(c.head_dim, c.rope_theta, start, t, &device);
-        let mask = (t > 1).then(|| causal_mask::<B>(t, start, c.kv_groups(), &device));
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|cache| (cache.layer(i), start));
-            h = layer.forward(h, &rope, mask.as_ref(), layer_cache);
+            h = layer.forward(h, &rope, layer_cache);
             on_layer(&h);
         }
         if let Some(cache) = cache {
             cache.advance(t);
         }
-        self.norm.forward(h)
+        rms_norm(h, &self.norm.gamma.val(), self.norm.epsilon)
     }
 
     /// Logits `[batch, T, vocab]` of final-normed hidden states.
     fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = h.dims();
-        dense_linear(h.reshape([b * t, d]), &self.head().val()).reshape([b, t, self.config.vocab_size])
+        let h = h.reshape([b * t, d]);
+        self.head().logits(h).reshape([b, t, self.config.vocab_size])
     }
-}
-
-/// The additive causal mask `[rep * T, start + T]` of `T` queries at positions `start..start + T` (query `i` sees
-/// keys `0..=start + i`), repeated for the `rep` query heads stacked per key/value head. Built on the device.
-fn causal_mask<B: Backend>(t: usize, start: usize, rep: usize, device: &B::Device) -> Tensor<B, 2> {
-    let len = start + t;
-    let keys = Tensor::<B, 1, Int>::arange(0..len as i64, device).reshape([1, len]).expand([t, len]);
-    let queries = Tensor::<B, 1, Int>::arange(start as i64..len as i64, device).reshape([t, 1]).expand([t, len]);
-    let hidden = keys.greater(queries);
-    Tensor::<B, 2>::zeros([t, len], device).mask_fill(hidden, f32::NEG_INFINITY).repeat_dim(0, rep)
 }
 
 /// The role of a block tensor in the computation, for messages.

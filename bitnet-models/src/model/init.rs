@@ -4,10 +4,10 @@
 
 use super::build::{ParamFactory, TensorId};
 use super::decoder::BitNetModel;
+use super::token_matrix::TokenMatrix;
 use crate::config::BitNetConfig;
 use crate::error::Result;
 use bitnet_backend::{BitLinear, BitLinearConfig};
-use burn::module::Param;
 use burn::nn::{Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -35,9 +35,9 @@ impl<B: Backend> ParamFactory<B> for RandomLatent<'_, B> {
         Ok(RmsNormConfig::new(width).with_epsilon(eps).init(self.device))
     }
 
-    fn dense(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>> {
+    fn matrix(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<TokenMatrix<B>> {
         let init = Initializer::Normal { mean: 0.0, std: INIT_STD };
-        Ok(init.init_with([rows, cols], Some(cols), Some(rows), self.device))
+        Ok(TokenMatrix::Dense(init.init_with([rows, cols], Some(cols), Some(rows), self.device)))
     }
 }
 
@@ -57,8 +57,8 @@ impl<B: Backend> ParamFactory<B> for PackedSkeleton<'_, B> {
         Ok(RmsNormConfig::new(width).with_epsilon(eps).init(self.device))
     }
 
-    fn dense(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>> {
-        Ok(Param::from_tensor(Tensor::zeros([rows, cols], self.device)))
+    fn matrix(&mut self, _: TensorId, rows: usize, cols: usize) -> Result<TokenMatrix<B>> {
+        Ok(TokenMatrix::dense(Tensor::zeros([rows, cols], self.device)))
     }
 }
 

@@ -9,10 +9,9 @@
 use super::build::{block_norm, projection, BlockTensor, ParamFactory};
 use crate::config::{Activation, BitNetConfig};
 use crate::error::Result;
-use bitnet_backend::{BitLinear, BitNetBackend};
+use bitnet_backend::{gated_activation, rms_norm, BitLinear, BitNetBackend, GateActivation};
 use burn::module::Module;
 use burn::nn::RmsNorm;
-use burn::tensor::activation::{relu, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -69,13 +68,13 @@ impl<B: BitNetBackend> Mlp<B> {
         let [gate, up]: [Tensor<B, 3>; 2] = BitLinear::forward_shared(&[&self.gate_proj, &self.up_proj], x)
             .try_into()
             .unwrap_or_else(|_| unreachable!("two layers give two outputs"));
-        let gate = match self.activation {
-            Activation::Relu2 => relu(gate).powi_scalar(2),
-            Activation::Silu => silu(gate),
+        let act = match self.activation {
+            Activation::Relu2 => GateActivation::ReluSquared,
+            Activation::Silu => GateActivation::Silu,
         };
-        let m = gate * up;
+        let m = gated_activation(gate, up, act);
         let m = match &self.ffn_sub_norm {
-            Some(norm) => norm.forward(m),
+            Some(norm) => rms_norm(m, &norm.gamma.val(), norm.epsilon),
             None => m,
         };
         self.down_proj.forward(m)

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! BitNetModel
-//! ├── embed_tokens          [vocab, hidden] dense (f32, bf16 or f16)
+//! ├── embed_tokens          TokenMatrix [vocab, hidden]: dense (f32, bf16, f16), int8 or Q6_K
 //! ├── layers: Vec<Block>
 //! │   ├── input_layernorm   RMSNorm
 //! │   ├── self_attn: Attention
@@ -16,7 +16,7 @@
 //! │       ├── ffn_sub_norm             RMSNorm, 2B-4T and 1bitLLM members only
 //! │       └── down_proj                BitLinear
 //! ├── norm                  RMSNorm
-//! └── lm_head               [vocab, hidden] dense, absent when tied to the embedding
+//! └── lm_head               TokenMatrix [vocab, hidden] (absent when the embedding is the head)
 //! ```
 //!
 //! Members whose checkpoints normalize each projection's input (`quantization_config.use_rms_norm`) carry that
@@ -30,6 +30,7 @@ mod decoder;
 mod init;
 mod mlp;
 mod rope;
+mod token_matrix;
 
 pub use attention::Attention;
 pub use block::Block;
@@ -40,3 +41,4 @@ pub(crate) use decoder::describe;
 pub use decoder::{BitNetModel, ModelTensor};
 pub use init::INIT_STD;
 pub use mlp::Mlp;
+pub use token_matrix::{HeadFormat, Int8Table, MatrixData, Q6kTable, TokenMatrix};

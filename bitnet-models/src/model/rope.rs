@@ -40,12 +40,10 @@ impl<B: Backend> RopeTables<B> {
     }
 
     /// Rotates `x` (`[batch, heads, T, head_dim]`).
-    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, h, t, d] = x.dims();
-        let half = d / 2;
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone().unsqueeze::<4>() + rotated * self.sin.clone().unsqueeze::<4>()
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4>
+    where
+        B: bitnet_backend::TransformerBackend,
+    {
+        bitnet_backend::rotary(x, &self.cos, &self.sin)
     }
 }

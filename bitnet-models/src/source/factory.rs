@@ -1,22 +1,24 @@
 //! The factory that fills the module tree of [`crate::model`] from a [`TensorSource`], packed or latent, and the
 //! loading entry points.
 
-use super::{hf, widen, DenseData, LoadAs, ProjectionData, TensorSource};
+use super::{hf, LoadAs, LoadOptions, ProjectionData, TensorSource};
 use crate::config::BitNetConfig;
 use crate::error::{ModelError, Result};
-use crate::model::{describe, BitNetModel, ParamFactory, TensorId};
-use bitnet_backend::{BitLinear, BitNetBackend, TernaryWeight};
+use crate::model::{describe, BitNetModel, HeadFormat, ParamFactory, TensorId, TokenMatrix};
+use bitnet_backend::{BitLinear, BitNetBackend, DenseLinearBackend, TernaryWeight};
 use bitnet_kernels::TernaryMatrix;
 use burn::module::Param;
 use burn::nn::RmsNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use std::path::Path;
 
 /// Fills a model from a [`TensorSource`].
 struct SourceFactory<'a, B: Backend> {
     source: &'a dyn TensorSource,
-    load_as: LoadAs,
+    options: LoadOptions,
+    /// Whether the embedding is also the head.
+    tied: bool,
     device: &'a B::Device,
 }
 
@@ -31,10 +33,10 @@ fn check_finite(source: &dyn TensorSource, id: TensorId, values: &[f32]) -> Resu
     }
 }
 
-impl<B: Backend> ParamFactory<B> for SourceFactory<'_, B> {
+impl<B: DenseLinearBackend> ParamFactory<B> for SourceFactory<'_, B> {
     fn projection(&mut self, id: TensorId, rows: usize, cols: usize, norm: Option<RmsNorm<B>>) -> Result<BitLinear<B>> {
         let data = self.source.projection(id, rows, cols)?;
-        let layer = match (data, self.load_as) {
+        let layer = match (data, self.options.state) {
             (ProjectionData::Ternary(m), LoadAs::Packed) => {
                 BitLinear::from_packed(TernaryWeight::from_matrix(&m, self.device), None, norm)?
             }
@@ -64,63 +66,46 @@ impl<B: Backend> ParamFactory<B> for SourceFactory<'_, B> {
         Ok(RmsNorm { gamma: Param::from_tensor(gamma), epsilon: eps })
     }
 
-    fn dense(&mut self, id: TensorId, rows: usize, cols: usize) -> Result<Param<Tensor<B, 2>>> {
-        let tensor = match self.source.dense(id, rows, cols)? {
-            // 16-bit values stay 16-bit where the backend stores them (half the bytes for the head's GEMV, and
-            // exactly the checkpoint's values); training widens them to f32 latent parameters.
-            DenseData::Half(bytes, dtype)
-                if self.load_as == LoadAs::Packed && B::supports_dtype(self.device, dtype) =>
-            {
-                check_finite_half(self.source, id, &bytes, dtype)?;
-                Tensor::from_data(TensorData::from_bytes_vec(bytes, [rows, cols], dtype), (self.device, dtype))
-            }
-            DenseData::Half(bytes, dtype) => {
-                let values = widen(&bytes, dtype);
-                check_finite(self.source, id, &values)?;
-                Tensor::from_data(TensorData::new(values, [rows, cols]), self.device)
-            }
-            DenseData::F32(values) => {
-                check_finite(self.source, id, &values)?;
-                Tensor::from_data(TensorData::new(values, [rows, cols]), self.device)
-            }
+    fn matrix(&mut self, id: TensorId, rows: usize, cols: usize) -> Result<TokenMatrix<B>> {
+        let data = self.source.matrix(id, rows, cols)?;
+        // The head format applies to the head, and to the embedding of a tied model (its one matrix); a
+        // checkpoint's 16-bit values stay 16-bit where the backend stores them (half the bytes for the head's
+        // GEMV, exactly the checkpoint's values); training gets f32 parameters.
+        let format = match (self.options.state, id) {
+            (LoadAs::Latent, _) => HeadFormat::F32,
+            (LoadAs::Packed, TensorId::Head) => self.options.head,
+            (LoadAs::Packed, TensorId::Embedding) if self.tied => self.options.head,
+            (LoadAs::Packed, _) => HeadFormat::Stored,
         };
-        Ok(Param::from_tensor(tensor))
+        data.check([rows, cols]).map_err(|message| ModelError::Weights {
+            path: self.source.path().into(),
+            message: format!("{}: {message}", describe(id)),
+        })?;
+        TokenMatrix::from_checked_data(data, [rows, cols], format, self.device)
     }
 }
 
-fn check_finite_half(source: &dyn TensorSource, id: TensorId, bytes: &[u8], dtype: DType) -> Result<()> {
-    // A 16-bit float is not finite when its exponent bits are all ones.
-    let exponent_mask: u16 = if dtype == DType::BF16 { 0x7f80 } else { 0x7c00 };
-    let bad = bytes.chunks_exact(2).position(|b| u16::from_le_bytes([b[0], b[1]]) & exponent_mask == exponent_mask);
-    match bad {
-        None => Ok(()),
-        Some(i) => Err(ModelError::Weights {
-            path: source.path().into(),
-            message: format!("{}: element {i} is not finite (weights must be finite)", describe(id)),
-        }),
-    }
-}
-
-/// Builds a model of `config` from `source`, its projections packed or latent as `load_as` says.
+/// Builds a model of `config` from `source` as `options` say (packed or latent projections, the head's format).
 pub fn build_model<B: BitNetBackend>(
     config: &BitNetConfig,
     source: &dyn TensorSource,
-    load_as: LoadAs,
+    options: LoadOptions,
     device: &B::Device,
 ) -> Result<BitNetModel<B>> {
-    BitNetModel::build(config, &mut SourceFactory { source, load_as, device })
+    let tied = config.tie_word_embeddings;
+    BitNetModel::build(config, &mut SourceFactory { source, options, tied, device })
 }
 
 /// Loads a Hugging Face checkpoint directory onto `device`, packed for inference.
 pub fn load_hf_dir<B: BitNetBackend>(dir: &Path, device: &B::Device) -> Result<BitNetModel<B>> {
     let checkpoint = hf::HfCheckpoint::open(dir)?;
-    build_model(checkpoint.config(), &checkpoint, LoadAs::Packed, device)
+    build_model(checkpoint.config(), &checkpoint, LoadOptions::packed(), device)
 }
 
 /// Loads a GGUF file onto `device`, packed for inference.
 pub fn load_gguf<B: BitNetBackend>(path: &Path, device: &B::Device) -> Result<BitNetModel<B>> {
     let file = crate::gguf::GgufFile::open(path)?;
-    build_model(&crate::gguf::config_from_metadata(&file)?, &file, LoadAs::Packed, device)
+    build_model(&crate::gguf::config_from_metadata(&file)?, &file, LoadOptions::packed(), device)
 }
 
 /// Loads a Hugging Face directory or a `.gguf` file onto `device`, packed for inference.

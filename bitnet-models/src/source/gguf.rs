@@ -1,12 +1,13 @@
 //! GGUF files as a [`TensorSource`]: llama.cpp's tensor names (`token_embd`, `blk.N.attn_q`, ...), ternary
 //! projections in TQ1_0, TQ2_0 or I2_S (repacked into the kernel layout), float projections (ternary values
-//! times one scale, as converters write them, or latent weights), and F32 / F16 / BF16 / Q8_0 dense tensors.
+//! times one scale, as converters write them, or latent weights), F32 / F16 / BF16 / Q8_0 norms and token
+//! matrices, and Q6_K token matrices (16-bit and Q6_K matrices are read in place from the mapping).
 //! Dimensions are innermost first: a `[rows, cols]` weight has ggml dims `[cols, rows]`.
 
-use super::{DenseData, ProjectionData, TensorSource};
+use super::{ProjectionData, TensorSource};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile, GgufTensorInfo};
-use crate::model::{BlockTensor, TensorId};
+use crate::model::{BlockTensor, MatrixData, TensorId};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
 use burn::tensor::DType;
 use std::path::Path;
@@ -85,13 +86,14 @@ impl TensorSource for GgufFile {
         self.floats(&name, info)
     }
 
-    fn dense(&self, id: TensorId, rows: usize, cols: usize) -> Result<DenseData> {
+    fn matrix(&self, id: TensorId, rows: usize, cols: usize) -> Result<MatrixData> {
         let name = format!("{}.weight", gguf_name(id));
         let info = self.info_of(&name, &[cols as u64, rows as u64])?;
         Ok(match info.ggml_type {
-            GgmlType::F16 => DenseData::Half(self.data(info).to_vec(), DType::F16),
-            GgmlType::BF16 => DenseData::Half(self.data(info).to_vec(), DType::BF16),
-            _ => DenseData::F32(self.floats(&name, info)?),
+            GgmlType::F16 => MatrixData::Half(self.shared_data(info), DType::F16),
+            GgmlType::BF16 => MatrixData::Half(self.shared_data(info), DType::BF16),
+            GgmlType::Q6_K => MatrixData::Q6K(self.shared_data(info)),
+            _ => MatrixData::F32(self.floats(&name, info)?),
         })
     }
 

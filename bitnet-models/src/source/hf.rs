@@ -14,11 +14,11 @@
 //! multiplies, `g = weight_scale`. Public reports disagree on which one the released 2B-4T config names, so
 //! [`WEIGHT_SCALE_ENV`] overrides it.
 
-use super::{DenseData, ProjectionData, TensorSource};
+use super::{ProjectionData, TensorSource};
 use crate::config::{BitNetConfig, Family, ScaleConvention};
 use crate::error::{ModelError, Result};
 use crate::gguf::SharedBytes;
-use crate::model::{BlockTensor, TensorId};
+use crate::model::{BlockTensor, MatrixData, TensorId};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
 use burn::tensor::DType;
 use safetensors::{Dtype, SafeTensors};
@@ -268,14 +268,18 @@ impl TensorSource for HfCheckpoint {
         to_f32(path, &name, info.dtype, data)
     }
 
-    fn dense(&self, id: TensorId, rows: usize, cols: usize) -> Result<DenseData> {
+    fn matrix(&self, id: TensorId, rows: usize, cols: usize) -> Result<MatrixData> {
         let name = format!("{}.weight", self.name(id));
         let (info, data, path) = self.require(&name)?;
         check_shape(path, &name, &info.shape, &[rows, cols])?;
+        let shared = || {
+            let info = &self.index[&name];
+            self.shards[info.shard].1.slice(info.range.clone()).expect("tensor ranges are checked when indexed")
+        };
         Ok(match info.dtype {
-            Dtype::BF16 => DenseData::Half(data.to_vec(), DType::BF16),
-            Dtype::F16 => DenseData::Half(data.to_vec(), DType::F16),
-            dtype => DenseData::F32(to_f32(path, &name, dtype, data)?),
+            Dtype::BF16 => MatrixData::Half(shared(), DType::BF16),
+            Dtype::F16 => MatrixData::Half(shared(), DType::F16),
+            dtype => MatrixData::F32(to_f32(path, &name, dtype, data)?),
         })
     }
 

@@ -2,8 +2,8 @@
 //! safetensors directories in [`hf`], GGUF files in [`gguf`]), and the factory that fills the module tree of
 //! [`crate::model`] from any of them, packed for inference or latent for training.
 //!
-//! A source answers three questions by [`TensorId`]: a norm's gains (f32), a dense matrix in its stored
-//! precision (embedding, head), and a projection, either already ternary ([`ProjectionData::Ternary`], any
+//! A source answers three questions by [`TensorId`]: a norm's gains (f32), a token matrix in its stored format
+//! (embedding, head: f32, 16-bit or Q6_K, see [`MatrixData`]), and a projection, either already ternary ([`ProjectionData::Ternary`], any
 //! packed format repacked to the kernels' layout) or as float weights ([`ProjectionData::Float`]: latent master
 //! weights, quantized with absmean when a packed model is wanted).
 
@@ -14,7 +14,7 @@ pub mod hf;
 pub use factory::{build_model, load_gguf, load_hf_dir, load_model};
 
 use crate::error::Result;
-use crate::model::TensorId;
+use crate::model::{HeadFormat, MatrixData, TensorId};
 use bitnet_kernels::TernaryMatrix;
 use burn::tensor::DType;
 use std::path::Path;
@@ -28,34 +28,54 @@ pub enum ProjectionData {
     Float(Vec<f32>),
 }
 
-/// A dense matrix as a checkpoint stores it.
-#[derive(Debug, Clone)]
-pub enum DenseData {
-    /// f32 values.
-    F32(Vec<f32>),
-    /// 16-bit values (`DType::F16` or `DType::BF16`), little-endian bytes.
-    Half(Vec<u8>, DType),
-}
-
 /// A checkpoint's tensors, by role.
 pub trait TensorSource {
     /// The file or directory, for messages.
     fn path(&self) -> &Path;
     /// The gains of norm `id` (`width` values).
     fn norm(&self, id: TensorId, width: usize) -> Result<Vec<f32>>;
-    /// The dense matrix `id`, `[rows, cols]`.
-    fn dense(&self, id: TensorId, rows: usize, cols: usize) -> Result<DenseData>;
+    /// The token matrix `id` (embedding, head), `[rows, cols]`, in its stored format (in place in the file
+    /// where it can be).
+    fn matrix(&self, id: TensorId, rows: usize, cols: usize) -> Result<MatrixData>;
     /// The projection `id`, `[rows, cols]` (rows = output features).
     fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData>;
 }
 
 /// The state the loaded projections are put in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LoadAs {
     /// Packed ternary weights (inference); float checkpoints are quantized with absmean per tensor.
+    #[default]
     Packed,
     /// Latent f32 weights (training, fine-tuning); ternary checkpoints are dequantized to `(c - 1) * g`.
     Latent,
+}
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Packed (inference) or latent (training) projections.
+    pub state: LoadAs,
+    /// The output head's format (inference only: a latent model's matrices are f32 parameters). A tied model's
+    /// one matrix takes it.
+    pub head: HeadFormat,
+}
+
+impl LoadOptions {
+    /// Packed projections, the head as stored.
+    pub fn packed() -> Self {
+        Self::default()
+    }
+
+    /// Latent projections and f32 matrices (for training).
+    pub fn latent() -> Self {
+        Self { state: LoadAs::Latent, head: HeadFormat::F32 }
+    }
+
+    /// These options with the head in `format`.
+    pub fn with_head(self, format: HeadFormat) -> Self {
+        Self { head: format, ..self }
+    }
 }
 
 /// f32 values of 16-bit little-endian data.

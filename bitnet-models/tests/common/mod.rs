@@ -190,3 +190,65 @@ pub fn gguf_types_match_transformers<B: BitNetBackend>(device: &B::Device) {
         assert!(diff <= 0.05, "{kind}: max |logit difference| {diff}");
     }
 }
+
+/// Logits of `expected.prompt` through a fresh cache.
+pub fn prompt_logits<B: BitNetBackend>(model: &BitNetModel<B>, prompt: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(1, 64).unwrap();
+    to_vec(model.forward_ids(prompt, &mut cache).unwrap())
+}
+
+/// Every head format on a tied (256 wide) and an untied fixture: 16/32-bit heads stay within the transformers
+/// tolerance, int8 and Q6_K (which also round the activations to 8 bits) within 0.1 with the same argmax where
+/// the reference's margin is clear; converting after loading equals converting at load; a Q6_K head is refused
+/// where Q6_K is not native (and a 16-bit or int8 one where the device does not store the dtype), and where it is, the tied model's embedding lookup reads the Q6_K rows.
+pub fn head_formats_stay_close<B: BitNetBackend>(device: &B::Device) {
+    use bitnet_models::{build_model, Checkpoint, HeadFormat, LoadOptions, ModelSpec};
+    for name in ["tiny-bitlinear-256", "tiny-autobitlinear"] {
+        let expected = expected(name);
+        let checkpoint = Checkpoint::open(&ModelSpec::parse(Some(&fixture_dir(name))).unwrap()).unwrap();
+        let config = checkpoint.config().unwrap();
+        let load = |format: HeadFormat| {
+            build_model::<B>(&config, checkpoint.source(), LoadOptions::packed().with_head(format), device)
+        };
+        let stored = load(HeadFormat::Stored).unwrap();
+        for (format, _) in HeadFormat::ALL {
+            let wide = config.hidden_size.is_multiple_of(256);
+            if format == HeadFormat::Q6K && !(wide && B::has_native_q6k(device)) {
+                let err = load(format).expect_err("Q6_K needs a native backend and whole blocks").to_string();
+                assert!(err.contains("Q6_K"), "{name}: {err}");
+                continue;
+            }
+            let needs = match format {
+                HeadFormat::F16 => Some(burn::tensor::DType::F16),
+                HeadFormat::Bf16 => Some(burn::tensor::DType::BF16),
+                HeadFormat::Int8 => Some(burn::tensor::DType::I8),
+                _ => None,
+            };
+            if needs.is_some_and(|dtype| !B::supports_dtype(device, dtype)) {
+                let err = load(format).expect_err("a dtype the device does not store").to_string();
+                assert!(err.contains("store"), "{name} {format:?}: {err}");
+                continue;
+            }
+            let model = load(format).unwrap_or_else(|e| panic!("{name} {format:?}: {e}"));
+            let got = prompt_logits(&model, &expected.prompt);
+            let diff = max_diff(&got, &expected.logits);
+            let bound = if matches!(format, HeadFormat::Int8 | HeadFormat::Q6K) { 0.1 } else { 0.05 };
+            eprintln!("{name} head {}: {} bytes, max |logit difference| = {diff}", format.name(), model.head().bytes());
+            assert!(diff <= bound, "{name} head {format:?}: max |logit difference| {diff} > {bound}");
+            for (t, (g, e)) in got.chunks(expected.vocab).zip(expected.logits.chunks(expected.vocab)).enumerate() {
+                let top = argmax(e);
+                let runner_up =
+                    e.iter().enumerate().filter(|&(i, _)| i != top).map(|(_, &x)| x).fold(f32::MIN, f32::max);
+                if e[top] - runner_up > 2.0 * bound {
+                    assert_eq!(argmax(g), top, "{name} head {format:?}: argmax differs at position {t}");
+                }
+            }
+            // The same conversion after loading.
+            let converted = stored.clone().with_head(format).unwrap();
+            assert_eq!(prompt_logits(&converted, &expected.prompt), got, "{name}: with_head({format:?})");
+            if config.tie_word_embeddings && format != HeadFormat::Stored {
+                assert_eq!(model.embedding().format_name(), model.head().format_name(), "{name}: one tied matrix");
+            }
+        }
+    }
+}

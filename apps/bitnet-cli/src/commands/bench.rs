@@ -14,7 +14,7 @@ use bitnet_models::backend::kernels::probe::{probe_buffer, read_rate};
 use bitnet_models::backend::kernels::{global_pool, Kernel};
 use bitnet_models::backend::BitNetBackend;
 use bitnet_models::bench::{bench_decode, median, DecodeBenchConfig};
-use bitnet_models::{Checkpoint, ModelBundle};
+use bitnet_models::Checkpoint;
 use burn::tensor::Tensor;
 use clap::Args;
 use std::time::Instant;
@@ -124,7 +124,7 @@ impl OnDevice for Bench {
 
     fn run<B: BitNetBackend>(self, on: &B::Device) -> Result<()> {
         let Self { args, checkpoint, device } = self;
-        let bundle = ModelBundle::<B>::load(&checkpoint, on)?;
+        let bundle = args.model.load::<B>(&checkpoint, on)?;
         let model = bundle.model();
         let c = model.config();
         let engine = match device {

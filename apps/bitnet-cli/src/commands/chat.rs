@@ -11,7 +11,7 @@ use crate::output;
 use anyhow::Result;
 use bitnet_models::backend::BitNetBackend;
 use bitnet_models::chat::ChatSession;
-use bitnet_models::{Checkpoint, ModelBundle, Sampler, SamplingConfig};
+use bitnet_models::{Checkpoint, Sampler, SamplingConfig};
 use clap::Args;
 use std::io::{BufRead, IsTerminal};
 
@@ -61,7 +61,7 @@ impl OnDevice for Chat {
 
     fn run<B: BitNetBackend>(self, device: &B::Device) -> Result<()> {
         let Self { args, checkpoint, sampling, extra_stops } = self;
-        let bundle = ModelBundle::<B>::load(&checkpoint, device)?;
+        let bundle = args.model.load::<B>(&checkpoint, device)?;
         let tokenizer = bundle.tokenizer().map_err(|e| UsageError(format!("chat needs a tokenizer: {e}")))?;
         let mut stops = bundle.stop_ids().to_vec();
         stops.extend(extra_stops);

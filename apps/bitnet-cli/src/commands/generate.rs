@@ -8,7 +8,7 @@ use crate::output;
 use anyhow::Result;
 use bitnet_models::backend::BitNetBackend;
 use bitnet_models::tokenizer::TextStream;
-use bitnet_models::{generate, Checkpoint, ModelBundle, Sampler, SamplingConfig};
+use bitnet_models::{generate, Checkpoint, Sampler, SamplingConfig};
 use clap::Args;
 
 /// Arguments of `bitnet generate`.
@@ -62,7 +62,7 @@ impl OnDevice for Generate {
 
     fn run<B: BitNetBackend>(self, device: &B::Device) -> Result<()> {
         let Self { args, checkpoint, prompt_ids, extra_stops, sampling } = self;
-        let bundle = ModelBundle::<B>::load(&checkpoint, device)?;
+        let bundle = args.model.load::<B>(&checkpoint, device)?;
         let prompt = match (&args.prompt, prompt_ids) {
             (Some(text), _) => bundle.encode_prompt(text).map_err(|e| UsageError(format!("--prompt: {e}")))?,
             (None, Some(ids)) => ids,

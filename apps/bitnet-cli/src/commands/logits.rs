@@ -7,7 +7,7 @@ use crate::output;
 use anyhow::Result;
 use bitnet_models::backend::BitNetBackend;
 use bitnet_models::npy::save_f32_npy;
-use bitnet_models::{Checkpoint, ModelBundle};
+use bitnet_models::Checkpoint;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -42,7 +42,7 @@ impl OnDevice for Logits {
     type Output = ();
 
     fn run<B: BitNetBackend>(self, device: &B::Device) -> Result<()> {
-        let bundle = ModelBundle::<B>::load(&self.checkpoint, device)?;
+        let bundle = self.args.model.load::<B>(&self.checkpoint, device)?;
         let model = bundle.model();
         let mut cache = model.new_cache(1, self.ids.len())?;
         let logits = model.forward_ids(&self.ids, &mut cache)?;

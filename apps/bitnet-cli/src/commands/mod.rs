@@ -16,7 +16,8 @@ pub mod train;
 pub mod train_tokenizer;
 
 use anyhow::Result;
-use bitnet_models::{Checkpoint, ModelSpec, SamplingConfig};
+use bitnet_models::backend::BitNetBackend;
+use bitnet_models::{Checkpoint, HeadFormat, LoadOptions, ModelBundle, ModelSpec, SamplingConfig};
 use clap::Args;
 use device::DeviceArg;
 use std::path::PathBuf;
@@ -49,6 +50,12 @@ pub struct ModelArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// The output head's format: stored (as the checkpoint holds it), f32, f16, bf16, int8 (per-row int8
+    /// weights, half the bytes of bf16 per decode step) or q6k (ggml's Q6_K blocks, 0.41 of bf16; CPU only).
+    /// int8 and q6k also quantize the activations to 8 bits per token; a tied model's embedding lookup reads
+    /// the converted matrix too. docs/PERFORMANCE.md gives each format's speed and perplexity.
+    #[arg(long, default_value = "stored", value_name = "FORMAT")]
+    pub head: HeadFormat,
 }
 
 impl ModelArgs {
@@ -59,6 +66,12 @@ impl ModelArgs {
         }
         let spec = ModelSpec::parse(self.model.as_deref())?;
         Ok(Checkpoint::open(&spec)?)
+    }
+
+    /// Loads an opened checkpoint onto `device` with the options given (`--head`).
+    pub fn load<B: BitNetBackend>(&self, checkpoint: &Checkpoint, device: &B::Device) -> Result<ModelBundle<B>> {
+        let options = LoadOptions::packed().with_head(self.head);
+        Ok(ModelBundle::<B>::load_with(checkpoint, options, device)?)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::output;
 use anyhow::Result;
 use bitnet_models::backend::BitNetBackend;
 use bitnet_models::perplexity::perplexity;
-use bitnet_models::{Checkpoint, ModelBundle};
+use bitnet_models::Checkpoint;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -49,7 +49,7 @@ impl OnDevice for Perplexity {
     type Output = ();
 
     fn run<B: BitNetBackend>(self, device: &B::Device) -> Result<()> {
-        let bundle = ModelBundle::<B>::load(&self.checkpoint, device)?;
+        let bundle = self.args.model.load::<B>(&self.checkpoint, device)?;
         let tokenizer = bundle.tokenizer().map_err(|e| UsageError(format!("perplexity needs a tokenizer: {e}")))?;
         let tokens = tokenizer.encode(&self.text)?;
         let max = bundle.model().config().max_position_embeddings;

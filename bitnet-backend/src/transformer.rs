@@ -1,0 +1,175 @@
+//! [`TransformerBackend`]: the non-ternary ops of a transformer block (RMSNorm, rotary embedding, causal
+//! grouped-query attention, gated activation), each one op that a backend can fuse.
+//!
+//! The defaults are chains of burn ops (differentiable, and what GPU backends run, where fusion merges them).
+//! The CPU backend overrides them with the fused kernels of `bitnet_kernels::transformer`: in decode these ops
+//! run on one token between the large ternary products, and a chain of small framework ops (an allocation and
+//! a pass over memory each) costs more than the arithmetic.
+
+use crate::ops::float_tensor;
+pub use bitnet_kernels::transformer::GateActivation;
+use burn::tensor::activation::{relu, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Int, Tensor};
+
+/// A burn backend with the transformer block's non-ternary ops as single ops.
+pub trait TransformerBackend: Backend {
+    /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * gamma` (`gamma`: `[d]`).
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        rms_norm_ops::<Self>(x, gamma, eps)
+    }
+
+    /// Rotary embedding of `x` (`[batch, heads, T, d]`) with `cos` and `sin` (`[T, d]`):
+    /// `x * cos + rotate_half(x) * sin`, `rotate_half([x1, x2]) = [-x2, x1]`.
+    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+        rotary_ops::<Self>(x, cos, sin)
+    }
+
+    /// Causal grouped-query attention: `q` is `[groups, rep * T, d]` (the `rep` query heads of a key/value
+    /// group stacked, head-major), `keys` and `values` `[groups, L, d]`; query row `i` sits at position
+    /// `start + i % T` (`L = start + T`) and sees positions `0..=start + i % T`. Returns
+    /// `softmax(q k^T * scale + mask) v`, `[groups, rep * T, d]`.
+    fn causal_attention(
+        q: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        t: usize,
+        start: usize,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        causal_attention_ops::<Self>(q, keys, values, t, start, scale)
+    }
+
+    /// `act(gate) * up`, elementwise.
+    fn gated_activation(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
+        gated_activation_ops::<Self>(gate, up, act)
+    }
+}
+
+/// [`TransformerBackend::rms_norm`] with burn ops (the statistic in f32, as burn's `RmsNorm`).
+pub(crate) fn rms_norm_ops<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+    let x = float_tensor::<B, 2>(x);
+    let rms = (x.clone().cast(DType::F32).square().mean_dim(1) + eps).sqrt();
+    ((x / rms) * float_tensor::<B, 1>(gamma).unsqueeze()).into_primitive().tensor()
+}
+
+/// [`TransformerBackend::rotary`] with burn ops.
+pub(crate) fn rotary_ops<B: Backend>(x: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor<B>) -> FloatTensor<B> {
+    let x = float_tensor::<B, 4>(x);
+    let [b, h, t, d] = x.dims();
+    let half = d / 2;
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    let (cos, sin) = (float_tensor::<B, 2>(cos).unsqueeze::<4>(), float_tensor::<B, 2>(sin).unsqueeze::<4>());
+    (x * cos + rotated * sin).into_primitive().tensor()
+}
+
+/// [`TransformerBackend::causal_attention`] with burn ops (an additive mask built on the device).
+pub(crate) fn causal_attention_ops<B: Backend>(
+    q: FloatTensor<B>,
+    keys: FloatTensor<B>,
+    values: FloatTensor<B>,
+    t: usize,
+    start: usize,
+    scale: f64,
+) -> FloatTensor<B> {
+    let q = float_tensor::<B, 3>(q);
+    let [_, rows, _] = q.dims();
+    let mut scores = q.matmul(float_tensor::<B, 3>(keys).swap_dims(1, 2)) * scale;
+    if t > 1 {
+        let device = scores.device();
+        let len = start + t;
+        let positions = Tensor::<B, 1, Int>::arange(0..len as i64, &device).reshape([1, len]).expand([t, len]);
+        let queries = Tensor::<B, 1, Int>::arange(start as i64..len as i64, &device).reshape([t, 1]).expand([t, len]);
+        let mask = Tensor::<B, 2>::zeros([t, len], &device)
+            .mask_fill(positions.greater(queries), f32::NEG_INFINITY)
+            .repeat_dim(0, rows / t);
+        scores = scores + mask.unsqueeze::<3>();
+    }
+    softmax(scores, 2).matmul(float_tensor::<B, 3>(values)).into_primitive().tensor()
+}
+
+/// [`TransformerBackend::gated_activation`] with burn ops.
+pub(crate) fn gated_activation_ops<B: Backend>(
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+    act: GateActivation,
+) -> FloatTensor<B> {
+    let gate = float_tensor::<B, 2>(gate);
+    let gate = match act {
+        GateActivation::ReluSquared => relu(gate).powi_scalar(2),
+        GateActivation::Silu => silu(gate),
+    };
+    (gate * float_tensor::<B, 2>(up)).into_primitive().tensor()
+}
+
+/// RMSNorm of `x` over its last dimension.
+pub fn rms_norm<B: TransformerBackend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: &Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let d = dims[D - 1];
+    assert_eq!(gamma.dims(), [d], "rms_norm: gains {:?} for rows of {d}", gamma.dims());
+    let rows = dims[..D - 1].iter().product();
+    float_tensor::<B, 2>(B::rms_norm(
+        x.reshape([rows, d]).into_primitive().tensor(),
+        gamma.clone().into_primitive().tensor(),
+        eps,
+    ))
+    .reshape(dims)
+}
+
+/// Rotary embedding of `x` (`[batch, heads, T, d]`) with the tables `cos`, `sin` (`[T, d]`).
+pub fn rotary<B: TransformerBackend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+    let [_, _, t, d] = x.dims();
+    assert!(cos.dims() == [t, d] && sin.dims() == [t, d], "rotary: tables {:?} for {t} positions of {d}", cos.dims());
+    float_tensor(B::rotary(
+        x.into_primitive().tensor(),
+        cos.clone().into_primitive().tensor(),
+        sin.clone().into_primitive().tensor(),
+    ))
+}
+
+/// Causal grouped-query attention (see [`TransformerBackend::causal_attention`]).
+pub fn causal_attention<B: TransformerBackend>(
+    q: Tensor<B, 3>,
+    keys: Tensor<B, 3>,
+    values: Tensor<B, 3>,
+    t: usize,
+    start: usize,
+    scale: f64,
+) -> Tensor<B, 3> {
+    let ([g, rows, d], [gk, len, dk]) = (q.dims(), keys.dims());
+    assert!(
+        g == gk && d == dk && values.dims() == keys.dims() && t > 0 && rows.is_multiple_of(t) && len == start + t,
+        "causal_attention: queries [{g}, {rows}, {d}] at {start}..{} do not fit keys [{gk}, {len}, {dk}]",
+        start + t
+    );
+    float_tensor(B::causal_attention(
+        q.into_primitive().tensor(),
+        keys.into_primitive().tensor(),
+        values.into_primitive().tensor(),
+        t,
+        start,
+        scale,
+    ))
+}
+
+/// `act(gate) * up`, elementwise, for tensors of any rank.
+pub fn gated_activation<B: TransformerBackend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+    act: GateActivation,
+) -> Tensor<B, D> {
+    let dims = gate.dims();
+    assert_eq!(dims, up.dims(), "gated_activation: gate {dims:?} and up {:?}", up.dims());
+    let d = dims[D - 1];
+    let rows = dims[..D - 1].iter().product();
+    let (gate, up) = (gate.reshape([rows, d]), up.reshape([rows, d]));
+    float_tensor::<B, 2>(B::gated_activation(gate.into_primitive().tensor(), up.into_primitive().tensor(), act))
+        .reshape(dims)
+}

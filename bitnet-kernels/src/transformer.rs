@@ -1,0 +1,274 @@
+//! Fused f32 kernels for the non-ternary ops of a transformer block: RMSNorm, rotary embedding, causal
+//! grouped-query attention and the gated FFN activation. Each replaces a chain of tensor-framework ops
+//! (allocations and passes over memory per op) by one pass, which matters in decode, where these ops run on a
+//! single token between the large ternary products.
+//!
+//! Reductions keep a fixed set of lanes summed in a fixed order (the per-ISA copies are the same code, see
+//! `multiversion`), so every kernel gives identical results on every ISA and any thread count.
+
+use crate::dispatch::Kernel;
+use crate::error::{ensure_eq, ensure_len, KernelError, Result};
+use crate::gemv::OutPtr;
+use crate::pool::{chunk_count, ThreadPool};
+
+const LANES: usize = 16;
+
+#[inline(always)]
+fn reduce(mut acc: [f32; LANES]) -> f32 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0]
+}
+
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
+        acc[l] += x * y;
+    }
+    reduce(acc)
+}
+multiversion!(dot, dot_body, (a: &[f32], b: &[f32]) -> f32);
+
+/// `acc += p * v`, elementwise.
+#[inline(always)]
+fn axpy_body(acc: &mut [f32], p: f32, v: &[f32]) {
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a += p * x;
+    }
+}
+multiversion!(axpy, axpy_body, (acc: &mut [f32], p: f32, v: &[f32]) -> ());
+
+fn selected() -> Result<Kernel> {
+    let kernel = Kernel::selected();
+    if kernel.is_available() {
+        Ok(kernel)
+    } else {
+        Err(KernelError::KernelUnavailable(kernel.name()))
+    }
+}
+
+/// RMSNorm of each `d`-wide row of `x`: `out = x / sqrt(sum(x²) / d + eps) * gamma`.
+pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) -> Result<()> {
+    let d = gamma.len();
+    if d == 0 || !x.len().is_multiple_of(d) {
+        return Err(KernelError::ShapeMismatch {
+            what: "rms_norm input (a multiple of the width)",
+            expected: d,
+            got: x.len(),
+        });
+    }
+    ensure_len("rms_norm output", x.len(), out.len())?;
+    let kernel = selected()?;
+    for (row, dst) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let rms = (dot::call(kernel, row, row) / d as f32 + eps).sqrt();
+        for ((o, &v), &g) in dst.iter_mut().zip(row).zip(gamma) {
+            *o = v / rms * g;
+        }
+    }
+    Ok(())
+}
+
+/// Rotary embedding in the rotate-half layout: `x` holds rows of `d` values whose position index (the row of
+/// `cos` / `sin`, each `[t, d]`) is `row % t`; `out = x * cos + rotate_half(x) * sin`, with
+/// `rotate_half([x1, x2]) = [-x2, x1]` over the two halves of a row.
+pub fn rotate_half(x: &[f32], cos: &[f32], sin: &[f32], t: usize, out: &mut [f32]) -> Result<()> {
+    let d = cos.len().checked_div(t).unwrap_or(0);
+    if d == 0 || !d.is_multiple_of(2) || cos.len() != t * d || sin.len() != cos.len() || !x.len().is_multiple_of(d) {
+        return Err(KernelError::ShapeMismatch {
+            what: "rotary tables [t, d] and rows",
+            expected: t * d,
+            got: cos.len(),
+        });
+    }
+    ensure_len("rotary output", x.len(), out.len())?;
+    let half = d / 2;
+    for (r, (row, dst)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+        let p = (r % t) * d;
+        let (c, s) = (&cos[p..p + d], &sin[p..p + d]);
+        for i in 0..half {
+            dst[i] = row[i] * c[i] + -row[i + half] * s[i];
+            dst[i + half] = row[i + half] * c[i + half] + row[i] * s[i + half];
+        }
+    }
+    Ok(())
+}
+
+/// Where the keys and values of each group lie in their buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct KvLayout {
+    /// Key/value groups (batch x key/value heads).
+    pub groups: usize,
+    /// Positions per group.
+    pub len: usize,
+    /// Element offset of group `g`'s first row: `offset + g * group_stride`; rows are `d` apart.
+    pub offset: usize,
+    /// Elements between groups.
+    pub group_stride: usize,
+}
+
+/// Causal grouped-query attention. `q` is `[groups, rows, d]` with `rows = rep * t` (the `rep` query heads of a
+/// group stacked, head-major); query row `i` sits at position `start + i % t` and sees the keys of positions
+/// `0..=start + i % t`. `keys` and `values` hold each group's `len` rows as `layout` says. Per row:
+/// `out = softmax(q k^T * scale) v` (max subtracted before `exp`).
+#[allow(clippy::too_many_arguments)]
+pub fn causal_attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    layout: KvLayout,
+    d: usize,
+    t: usize,
+    start: usize,
+    scale: f32,
+    out: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let KvLayout { groups, len, offset, group_stride } = layout;
+    if d == 0 || t == 0 || groups == 0 {
+        return Err(KernelError::ShapeMismatch { what: "attention sizes", expected: 1, got: 0 });
+    }
+    let rows = q.len() / (groups * d);
+    ensure_eq("attention query length", groups * rows * d, q.len())?;
+    ensure_len("attention output", q.len(), out.len())?;
+    if !rows.is_multiple_of(t) || start + t > len {
+        return Err(KernelError::ShapeMismatch { what: "attention key positions", expected: start + t, got: len });
+    }
+    let last = offset + (groups - 1) * group_stride + len * d;
+    if keys.len() < last || values.len() < last {
+        return Err(KernelError::ShapeMismatch {
+            what: "attention key/value buffers",
+            expected: last,
+            got: keys.len(),
+        });
+    }
+    let kernel = selected()?;
+    let tasks = groups * rows;
+    // Work per task grows with the context: split only when there is enough of it.
+    let chunks = chunk_count(pool, tasks, if len * d >= 1 << 14 { 2 } else { usize::MAX });
+    let dst = OutPtr(out.as_mut_ptr());
+    pool.run(chunks, &|chunk| {
+        let mut scores = vec![0f32; len];
+        let mut acc = vec![0f32; d];
+        for task in crate::pool::split_range(tasks, chunks, chunk, 1) {
+            let (g, i) = (task / rows, task % rows);
+            let visible = start + i % t + 1;
+            let qi = &q[task * d..(task + 1) * d];
+            let base = offset + g * group_stride;
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in scores[..visible].iter_mut().enumerate() {
+                *s = dot::call(kernel, qi, &keys[base + j * d..base + (j + 1) * d]) * scale;
+                max = max.max(*s);
+            }
+            let mut sum = 0f32;
+            for s in &mut scores[..visible] {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            acc.fill(0.0);
+            for (j, &e) in scores[..visible].iter().enumerate() {
+                axpy::call(kernel, &mut acc, e / sum, &values[base + j * d..base + (j + 1) * d]);
+            }
+            for (k, &v) in acc.iter().enumerate() {
+                // SAFETY: `task * d + k < tasks * d == out.len()`; each task belongs to one chunk.
+                unsafe { dst.write(task * d + k, v) };
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The activation of a gated FFN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateActivation {
+    /// `relu(x)²`.
+    ReluSquared,
+    /// `x * sigmoid(x)`.
+    Silu,
+}
+
+/// `out = act(gate) * up`, elementwise.
+pub fn gated_activation(gate: &[f32], up: &[f32], act: GateActivation, out: &mut [f32]) -> Result<()> {
+    ensure_eq("gate and up lengths", gate.len(), up.len())?;
+    ensure_len("gated activation output", gate.len(), out.len())?;
+    match act {
+        GateActivation::ReluSquared => {
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                let r = g.max(0.0);
+                *o = r * r * u;
+            }
+        }
+        GateActivation::Silu => {
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attention_matches_a_naive_softmax_and_is_causal() {
+        let (groups, rep, t, d, start) = (2, 3, 4, 8, 5);
+        let len = start + t;
+        let rows = rep * t;
+        let cap = 12; // the cache holds more positions than are filled
+        let value = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 50.0;
+        let q: Vec<f32> = (0..groups * rows * d).map(value).collect();
+        let kv: Vec<f32> = (0..groups * cap * d).map(|i| value(i + 7)).collect();
+        let vv: Vec<f32> = (0..groups * cap * d).map(|i| value(i + 13)).collect();
+        let layout = KvLayout { groups, len, offset: 0, group_stride: cap * d };
+        let mut out = vec![0f32; q.len()];
+        for threads in 1..=3 {
+            let pool = ThreadPool::new(threads).unwrap();
+            causal_attention(&q, &kv, &vv, layout, d, t, start, 0.3, &mut out, &pool).unwrap();
+            for g in 0..groups {
+                for i in 0..rows {
+                    let visible = start + i % t + 1;
+                    let qi = &q[(g * rows + i) * d..][..d];
+                    let s: Vec<f64> = (0..visible)
+                        .map(|j| (0..d).map(|k| qi[k] as f64 * kv[g * cap * d + j * d + k] as f64).sum::<f64>() * 0.3)
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for k in 0..d {
+                        let want: f64 =
+                            (0..visible).map(|j| (s[j] - m).exp() / z * vv[g * cap * d + j * d + k] as f64).sum();
+                        let got = out[(g * rows + i) * d + k] as f64;
+                        assert!((got - want).abs() < 1e-5, "g{g} row {i} dim {k}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn norms_rotations_and_gates() {
+        let x = [1.0f32, -2.0, 3.0, 4.0];
+        let mut out = [0f32; 4];
+        rms_norm(&x, &[1.0, 2.0, 1.0, 0.5], 1e-5, &mut out).unwrap();
+        let rms = ((1.0 + 4.0 + 9.0 + 16.0) / 4.0f32 + 1e-5).sqrt();
+        assert_eq!(out, [1.0 / rms, -2.0 / rms * 2.0, 3.0 / rms, 4.0 / rms * 0.5]);
+        rotate_half(&x, &[1.0, 0.0, 1.0, 0.0], &[0.0, 1.0, 0.0, 1.0], 1, &mut out).unwrap();
+        assert_eq!(out, [1.0, -4.0, 3.0, -2.0]);
+        gated_activation(&[-1.0, 2.0], &[3.0, 0.5], GateActivation::ReluSquared, &mut out[..2]).unwrap();
+        assert_eq!(&out[..2], &[0.0, 2.0]);
+        assert!(rms_norm(&x, &[1.0; 3], 1e-5, &mut out).is_err());
+    }
+}

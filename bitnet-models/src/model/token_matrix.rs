@@ -1,0 +1,419 @@
+//! [`TokenMatrix`]: a `[vocab, hidden]` matrix read by token, either as the embedding (a row per input token)
+//! or as the output head (`logits = h W^T`, the largest single weight a decode step streams: a third of a 2B
+//! model's bytes in bf16). One type serves both, so a tied model holds its matrix once in whatever format.
+//!
+//! | format | bytes per weight | product | where it runs natively |
+//! |---|---|---|---|
+//! | dense f32 / bf16 / f16 | 4 / 2 / 2 | f32 GEMV over the stored values | every backend |
+//! | int8 | 1 (+ a scale per row) | `(sum_k Wq q) · r_n / s` (W8A8) | CPU; burn ops elsewhere |
+//! | Q6_K | 0.82 | `(sum_b d_b S_b) / s` (see `bitnet_kernels::q6k`) | CPU; a dense copy elsewhere |
+//!
+//! The quantized formats round the head to 8 or ~6 bits and the activations to 8 bits per token (as the
+//! ternary layers already do); `docs/PERFORMANCE.md` gives their perplexity cost. A checkpoint's 16-bit values
+//! and a GGUF file's Q6_K blocks are used in place (zero-copy from the file mapping) on the CPU.
+
+use crate::error::{ModelError, Result};
+use crate::gguf::SharedBytes;
+use bitnet_backend::{dense_linear, int8_linear, q6k_linear, q6k_rows, BitNetBackend, DenseLinearBackend};
+use bitnet_kernels::q6k::{q6k_row_bytes, Q6kView, Q6K_BLOCK_BYTES};
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{AllocationProperty, Bytes, DType, FloatDType, Int, Tensor, TensorData};
+
+/// The format a token matrix is held in (`--head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadFormat {
+    /// As the checkpoint stores it (f32, bf16, f16, or Q6_K on the CPU).
+    #[default]
+    Stored,
+    /// f32.
+    F32,
+    /// IEEE f16.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// Per-row int8 codes and scales (`r_n = max|W[n,:]| / 127`).
+    Int8,
+    /// ggml's Q6_K blocks (6.5625 bits per weight; the CPU only).
+    Q6K,
+}
+
+impl HeadFormat {
+    /// Every format, with its command-line name.
+    pub const ALL: [(HeadFormat, &'static str); 6] = [
+        (Self::Stored, "stored"),
+        (Self::F32, "f32"),
+        (Self::F16, "f16"),
+        (Self::Bf16, "bf16"),
+        (Self::Int8, "int8"),
+        (Self::Q6K, "q6k"),
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(f, _)| *f == self).map_or("stored", |(_, n)| n)
+    }
+}
+
+impl std::str::FromStr for HeadFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL.iter().find(|(_, n)| n.eq_ignore_ascii_case(s)).map(|(f, _)| *f).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
+            format!("unknown head format '{s}' (expected {})", names.join(", "))
+        })
+    }
+}
+
+/// A `[rows, cols]` matrix on the host as a checkpoint stores it.
+#[derive(Debug, Clone)]
+pub enum MatrixData {
+    /// f32 values, row-major.
+    F32(Vec<f32>),
+    /// 16-bit floats (`DType::F16` or `DType::BF16`), little-endian, usually a slice of the file mapping.
+    Half(SharedBytes, DType),
+    /// Q6_K blocks, `cols / 256 · 210` bytes per row, usually a slice of the file mapping.
+    Q6K(SharedBytes),
+}
+
+impl MatrixData {
+    /// Checks the byte length against `[rows, cols]`, then that every value is finite (NaN or infinite weights
+    /// turn every logit into NaN); the error names the first bad element.
+    pub(crate) fn check(&self, [rows, cols]: [usize; 2]) -> std::result::Result<(), String> {
+        let n = rows.checked_mul(cols).ok_or("the shape overflows")?;
+        let (len, want) = match self {
+            Self::F32(v) => (v.len(), n),
+            Self::Half(b, _) => (b.len(), n.checked_mul(2).ok_or("the shape overflows")?),
+            Self::Q6K(b) => (
+                b.len(),
+                rows.checked_mul(q6k_row_bytes(cols).map_err(|e| e.to_string())?).ok_or("the shape overflows")?,
+            ),
+        };
+        if len != want {
+            return Err(format!("{len} bytes or values for a [{rows}, {cols}] matrix ({want} expected)"));
+        }
+        let bad = match self {
+            Self::F32(v) => v.iter().position(|x| !x.is_finite()),
+            Self::Half(b, dtype) => {
+                // A 16-bit float is not finite when its exponent bits are all ones.
+                let mask: u16 = if *dtype == DType::BF16 { 0x7f80 } else { 0x7c00 };
+                b.as_slice().chunks_exact(2).position(|h| u16::from_le_bytes([h[0], h[1]]) & mask == mask)
+            }
+            Self::Q6K(b) => b
+                .as_slice()
+                .chunks_exact(Q6K_BLOCK_BYTES)
+                .position(|block| u16::from_le_bytes([block[208], block[209]]) & 0x7c00 == 0x7c00)
+                .map(|block| block * 256),
+        };
+        match bad {
+            None => Ok(()),
+            Some(i) => Err(format!("element {i} is not finite (weights must be finite)")),
+        }
+    }
+
+    /// Rows `first..first + count` as f32.
+    fn rows_f32(&self, first: usize, count: usize, cols: usize) -> Vec<f32> {
+        let range = first * cols..(first + count) * cols;
+        match self {
+            Self::F32(v) => v[range].to_vec(),
+            Self::Half(b, dtype) => crate::source::widen(&b.as_slice()[2 * range.start..2 * range.end], *dtype),
+            Self::Q6K(b) => {
+                let row_bytes = cols / 256 * Q6K_BLOCK_BYTES;
+                let bytes = &b.as_slice()[first * row_bytes..(first + count) * row_bytes];
+                let view = Q6kView::new(bytes, count, cols).expect("checked by MatrixData::check");
+                let mut out = vec![0f32; count * cols];
+                for (n, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+                    view.dequantize_row(n, row).expect("checked by MatrixData::check");
+                }
+                out
+            }
+        }
+    }
+
+    /// Every row as f32.
+    fn to_f32(&self, [rows, cols]: [usize; 2]) -> Vec<f32> {
+        self.rows_f32(0, rows, cols)
+    }
+}
+
+/// Bytes burn reads in place (zero-copy; a GPU backend uploads them).
+fn shared_bytes(bytes: SharedBytes) -> Bytes {
+    Bytes::from_shared(bytes::Bytes::from_owner(bytes), AllocationProperty::Other)
+}
+
+/// Per-row int8 weights: `W[n,k] ≈ codes[n,k] · scales[n]`, codes in [-127, 127].
+#[derive(Module, Debug)]
+pub struct Int8Table<B: Backend> {
+    codes: Param<Tensor<B, 2, Int>>,
+    scales: Param<Tensor<B, 1>>,
+}
+
+/// Q6_K blocks `[rows, cols / 256 · 210]` (u8).
+#[derive(Module, Debug)]
+pub struct Q6kTable<B: Backend> {
+    blocks: Param<Tensor<B, 2, Int>>,
+    #[module(skip)]
+    cols: usize,
+}
+
+/// A `[vocab, hidden]` token matrix (see the module docs).
+#[derive(Module, Debug)]
+pub enum TokenMatrix<B: Backend> {
+    /// Dense, in its stored precision (trained as a parameter).
+    Dense(Param<Tensor<B, 2>>),
+    /// Per-row int8.
+    Int8(Int8Table<B>),
+    /// Q6_K blocks.
+    Q6K(Q6kTable<B>),
+}
+
+impl<B: Backend> TokenMatrix<B> {
+    /// A dense matrix.
+    pub fn dense(weight: Tensor<B, 2>) -> Self {
+        Self::Dense(Param::from_tensor(weight))
+    }
+
+    /// `[rows, cols]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Self::Dense(p) => p.dims(),
+            Self::Int8(q) => q.codes.dims(),
+            Self::Q6K(q) => [q.blocks.dims()[0], q.cols],
+        }
+    }
+
+    /// Bytes a product with the whole matrix reads.
+    pub fn bytes(&self) -> u64 {
+        let [rows, cols] = self.dims();
+        match self {
+            Self::Dense(p) => (rows * cols) as u64 * p.val().dtype().size() as u64,
+            Self::Int8(_) => (rows * cols + 4 * rows) as u64,
+            Self::Q6K(q) => q.blocks.shape().num_elements() as u64,
+        }
+    }
+
+    /// The format's name (`f32`, `bf16`, `f16`, `int8`, `q6k`).
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            Self::Dense(p) => match p.val().dtype() {
+                DType::BF16 => "bf16",
+                DType::F16 => "f16",
+                _ => "f32",
+            },
+            Self::Int8(_) => "int8",
+            Self::Q6K(_) => "q6k",
+        }
+    }
+
+    /// The dense parameter, if the matrix is dense.
+    pub fn as_dense(&self) -> Option<&Param<Tensor<B, 2>>> {
+        match self {
+            Self::Dense(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The Q6_K blocks (u8 `[rows, cols / 256 · 210]`), if the matrix is Q6_K.
+    pub fn q6k_blocks(&self) -> Option<Tensor<B, 2, Int>> {
+        match self {
+            Self::Q6K(q) => Some(q.blocks.val()),
+            _ => None,
+        }
+    }
+
+    /// The device the matrix lives on.
+    pub fn device(&self) -> B::Device {
+        match self {
+            Self::Dense(p) => p.val().device(),
+            Self::Int8(q) => q.scales.val().device(),
+            Self::Q6K(q) => q.blocks.val().device(),
+        }
+    }
+
+    /// The matrix read back to the host in its own format (int8 has none a checkpoint stores).
+    fn to_data(&self) -> Result<MatrixData> {
+        let read = |e: burn::tensor::DataError| ModelError::Request(format!("reading the matrix back: {e:?}"));
+        match self {
+            Self::Dense(p) => {
+                let w = p.val();
+                Ok(match w.dtype() {
+                    dtype @ (DType::BF16 | DType::F16) => {
+                        MatrixData::Half(SharedBytes::from_vec(w.into_data().as_bytes().to_vec()), dtype)
+                    }
+                    _ => MatrixData::F32(w.cast(FloatDType::F32).into_data().into_vec::<f32>().map_err(read)?),
+                })
+            }
+            Self::Q6K(q) => Ok(MatrixData::Q6K(SharedBytes::from_vec(q.blocks.val().into_data().as_bytes().to_vec()))),
+            Self::Int8(_) => {
+                Err(ModelError::Request("the matrix is already int8: load the model again to change it".into()))
+            }
+        }
+    }
+}
+
+impl<B: DenseLinearBackend> TokenMatrix<B> {
+    /// The matrix in `format`, made on the host from `data` (`[rows, cols]`): stored data is used in place
+    /// where the backend reads it (16-bit values it stores, Q6_K blocks on a backend with native Q6_K), and
+    /// converted otherwise (a Q6_K matrix becomes dense f32 where Q6_K is not native).
+    pub fn from_data(data: MatrixData, dims: [usize; 2], format: HeadFormat, device: &B::Device) -> Result<Self> {
+        data.check(dims).map_err(|message| ModelError::Request(format!("invalid matrix: {message}")))?;
+        Self::from_checked_data(data, dims, format, device)
+    }
+
+    /// [`TokenMatrix::from_data`] of data that passed [`MatrixData::check`].
+    pub(crate) fn from_checked_data(
+        data: MatrixData,
+        dims: [usize; 2],
+        format: HeadFormat,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let [rows, cols] = dims;
+        let supports = |dtype: DType| B::supports_dtype(device, dtype);
+        let f32_matrix = |values: Vec<f32>| Self::dense(Tensor::from_data(TensorData::new(values, dims), device));
+        let half_matrix = |bytes: SharedBytes, dtype: DType| {
+            // Used in place when the slice is aligned for 16-bit reads (a safetensors file need not align it).
+            let bytes = if bytes.as_slice().as_ptr().align_offset(2) == 0 {
+                shared_bytes(bytes)
+            } else {
+                Bytes::from_bytes_vec(bytes.as_slice().to_vec())
+            };
+            Self::dense(Tensor::from_data(TensorData::from_bytes(bytes, dims, dtype), (device, dtype)))
+        };
+        Ok(match (format, data) {
+            (HeadFormat::Stored, MatrixData::F32(values)) => f32_matrix(values),
+            (HeadFormat::Stored, MatrixData::Half(bytes, dtype)) if supports(dtype) => half_matrix(bytes, dtype),
+            (HeadFormat::Stored | HeadFormat::Q6K, MatrixData::Q6K(bytes)) if B::has_native_q6k(device) => {
+                let row_bytes = bytes.len() / rows.max(1);
+                let blocks = TensorData::from_bytes(shared_bytes(bytes), [rows, row_bytes], DType::U8);
+                Self::q6k(Tensor::from_data(blocks, (device, DType::U8)), cols)
+            }
+            (HeadFormat::Stored | HeadFormat::F32, data) => f32_matrix(data.to_f32(dims)),
+            (HeadFormat::Q6K, data) => {
+                if !B::has_native_q6k(device) {
+                    return Err(ModelError::Request("a Q6_K head runs on the CPU only (--device cpu)".into()));
+                }
+                q6k_row_bytes(cols).map_err(|_| {
+                    ModelError::Request(format!(
+                        "a Q6_K head needs a hidden size that is a multiple of 256 (got {cols})"
+                    ))
+                })?;
+                let bytes = quantize_rows(&data, dims, Q6K_BLOCK_BYTES * cols / 256, |w, out| {
+                    bitnet_kernels::q6k::quantize_row(w, out).map(|_| ())
+                })?;
+                let blocks = TensorData::new(bytes, [rows, cols / 256 * Q6K_BLOCK_BYTES]);
+                Self::q6k(Tensor::from_data(blocks, (device, DType::U8)), cols)
+            }
+            (HeadFormat::F16 | HeadFormat::Bf16, data) => {
+                let dtype = if format == HeadFormat::F16 { DType::F16 } else { DType::BF16 };
+                if !supports(dtype) {
+                    return Err(ModelError::Request(format!("this device does not store {dtype:?} tensors")));
+                }
+                match data {
+                    MatrixData::Half(bytes, stored) if stored == dtype => half_matrix(bytes, dtype),
+                    data => {
+                        let values = data.to_f32(dims);
+                        let halves: Vec<u8> = if dtype == DType::F16 {
+                            values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
+                        } else {
+                            values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect()
+                        };
+                        half_matrix(SharedBytes::from_vec(halves), dtype)
+                    }
+                }
+            }
+            (HeadFormat::Int8, data) => {
+                if !supports(DType::I8) {
+                    return Err(ModelError::Request("an int8 head needs a device that stores int8 tensors".into()));
+                }
+                let mut scales = Vec::with_capacity(rows);
+                let codes = quantize_rows(&data, dims, cols, |w, out| {
+                    let codes: &mut [i8] = bytemuck_i8(out);
+                    scales.push(bitnet_kernels::int8::quantize_row(w, codes));
+                    Ok(())
+                })?;
+                let codes = Tensor::from_data(TensorData::from_bytes_vec(codes, dims, DType::I8), (device, DType::I8));
+                let scales = Tensor::from_data(TensorData::new(scales, [rows]), device);
+                Self::Int8(Int8Table {
+                    codes: Param::initialized(ParamId::new(), codes),
+                    scales: Param::from_tensor(scales).set_require_grad(false),
+                })
+            }
+        })
+    }
+
+    fn q6k(blocks: Tensor<B, 2, Int>, cols: usize) -> Self {
+        Self::Q6K(Q6kTable { blocks: Param::initialized(ParamId::new(), blocks), cols })
+    }
+
+    /// The matrix in `format` (a round trip through the host; the same rules as [`TokenMatrix::from_data`]).
+    pub fn convert(self, format: HeadFormat) -> Result<Self> {
+        if format == HeadFormat::Stored {
+            return Ok(self);
+        }
+        let (dims, device) = (self.dims(), self.device());
+        let data = self.to_data()?;
+        drop(self);
+        Self::from_checked_data(data, dims, format, &device)
+    }
+
+    /// The rows of `ids` (`[T]`) as f32 `[T, cols]`: the embedding lookup.
+    pub fn rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        match self {
+            Self::Dense(p) => {
+                let rows = p.val().select(0, ids);
+                // Checkpoints ship 16-bit embeddings; activations are f32.
+                if rows.dtype() != DType::F32 {
+                    rows.cast(FloatDType::F32)
+                } else {
+                    rows
+                }
+            }
+            Self::Int8(q) => {
+                let codes = q.codes.val().select(0, ids.clone()).float().cast(FloatDType::F32);
+                codes * q.scales.val().select(0, ids).unsqueeze_dim(1)
+            }
+            Self::Q6K(q) => q6k_rows(&q.blocks.val(), ids, q.cols),
+        }
+    }
+}
+
+impl<B: BitNetBackend> TokenMatrix<B> {
+    /// `h W^T` (`h`: `[tokens, cols]`): the logits.
+    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Self::Dense(p) => dense_linear(h, &p.val()),
+            Self::Int8(q) => int8_linear(h, &q.codes.val(), &q.scales.val()),
+            Self::Q6K(q) => q6k_linear(h, &q.blocks.val(), q.cols),
+        }
+    }
+}
+
+/// `i8` view of a byte buffer (same size and alignment).
+fn bytemuck_i8(bytes: &mut [u8]) -> &mut [i8] {
+    // SAFETY: u8 and i8 have the same size and alignment, and every bit pattern is valid for both.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), bytes.len()) }
+}
+
+/// Quantizes every row of `data` (`[rows, cols]`) into `row_bytes` bytes each with `quantize(row, out)`, a block
+/// of rows widened to f32 at a time (a 2B head is never widened whole).
+fn quantize_rows(
+    data: &MatrixData,
+    [rows, cols]: [usize; 2],
+    row_bytes: usize,
+    mut quantize: impl FnMut(&[f32], &mut [u8]) -> bitnet_kernels::Result<()>,
+) -> Result<Vec<u8>> {
+    let total = rows.checked_mul(row_bytes).ok_or_else(|| ModelError::Request("the matrix is too large".into()))?;
+    let mut out = vec![0u8; total];
+    const BLOCK: usize = 1024;
+    for first in (0..rows).step_by(BLOCK) {
+        let count = BLOCK.min(rows - first);
+        let values = data.rows_f32(first, count, cols);
+        for (r, w) in values.chunks_exact(cols.max(1)).enumerate() {
+            let n = first + r;
+            quantize(w, &mut out[n * row_bytes..(n + 1) * row_bytes])
+                .map_err(|e| ModelError::Request(e.to_string()))?;
+        }
+    }
+    Ok(out)
+}
