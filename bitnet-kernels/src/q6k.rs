@@ -33,7 +33,7 @@ use crate::dispatch::Kernel;
 use crate::error::{checked_elems, ensure_eq, ensure_len, KernelError, Result};
 use crate::gemv::OutPtr;
 use crate::pool::{chunk_count, split_range, ThreadPool};
-use crate::quant::QuantizedActivations;
+use crate::quant::{round_half_even, QuantizedActivations};
 
 /// Weights per block.
 pub const Q6K_BLOCK: usize = 256;
@@ -131,38 +131,40 @@ fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
     }
 }
 
-/// The scale of one 16-weight sub-block with the least squared error among candidates that map the largest
-/// magnitude to `-32 + t/2` (`t` in 0..=8, trading clipping for resolution), each refined by least squares.
+/// The scale of one 16-weight sub-block with the least squared error among five candidates that map the
+/// largest magnitude to `-32`, `-31`, ..., `-28` (trading clipping for resolution), the best one then refined
+/// once by least squares.
 fn sub_block_scale(x: &[f32]) -> f32 {
     let max = x.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
     if max.abs() < 1e-30 {
         return 0.0;
     }
-    let sse = |s: f32| -> (f32, f32) {
+    // (squared error, least-squares refit) of scale `s`.
+    let fit = |s: f32| -> (f32, f32) {
+        let inv = 1.0 / s;
         let (mut err, mut xq, mut qq) = (0f32, 0f32, 0f32);
         for &v in x {
-            let q = (v / s).round_ties_even().clamp(-32.0, 31.0);
+            let q = round_half_even(v * inv).clamp(-32.0, 31.0);
             err += (v - s * q) * (v - s * q);
             xq += v * q;
             qq += q * q;
         }
         (err, if qq > 0.0 { xq / qq } else { s })
     };
-    let mut best = (f32::INFINITY, 0f32);
-    for t in 0..=8 {
-        let s = -max / (32.0 - 0.5 * t as f32);
-        let (err, refined) = sse(s);
-        if err < best.0 {
-            best = (err, s);
-        }
-        if refined != 0.0 && refined.is_finite() {
-            let (err, _) = sse(refined);
-            if err < best.0 {
-                best = (err, refined);
-            }
+    let (mut best, mut best_fit) = (f32::INFINITY, (0f32, 0f32));
+    for t in 0..5 {
+        let s = -max / (32.0 - t as f32);
+        let (err, refined) = fit(s);
+        if err < best {
+            (best, best_fit) = (err, (s, refined));
         }
     }
-    best.1
+    let (s, refined) = best_fit;
+    if refined != 0.0 && refined.is_finite() && fit(refined).0 < best {
+        refined
+    } else {
+        s
+    }
 }
 
 /// Quantizes `w` (a multiple of 256 values) into Q6_K blocks (`out` holds `w.len() / 256 * 210` bytes):
@@ -183,12 +185,12 @@ pub fn quantize_row(w: &[f32], out: &mut [u8]) -> Result<()> {
         let mut sc = [0i8; 16];
         if d32 != 0.0 && d32.is_finite() {
             for (c, s) in sc.iter_mut().zip(&scales) {
-                *c = (s / d32).round_ties_even().clamp(-128.0, 127.0) as i8;
+                *c = round_half_even(s / d32).clamp(-128.0, 127.0) as i8;
             }
         }
         for (e, &v) in x.iter().enumerate() {
             let step = d32 * sc[scale_index(e)] as f32;
-            let q = if step != 0.0 && step.is_finite() { (v / step).round_ties_even().clamp(-32.0, 31.0) } else { 0.0 };
+            let q = if step != 0.0 && step.is_finite() { round_half_even(v / step).clamp(-32.0, 31.0) } else { 0.0 };
             let u = (q as i32 + 32) as u8;
             let (h, p, l) = (e / 128, (e % 128) / 32, e % 32);
             block[64 * h + 32 * (p % 2) + l] |= (u & 0x0f) << (4 * (p / 2));

@@ -18,10 +18,17 @@ pub const SCALE_EPS: f32 = 1e-5;
 /// native ternary layout, so kernels never need a scalar tail.
 pub const ACT_PAD: usize = 256;
 
-/// `round(x)` with ties to even, as `torch.round`.
-#[inline]
+/// `round(x)` with ties to even, as `torch.round`. Below `2^22` in magnitude it adds and subtracts `1.5 · 2^23`
+/// (the f32 addition rounds to an integer, ties to even, in every build; `f32::round_ties_even` is a libm call
+/// on baseline x86-64); larger values and NaN take the library path. A result of zero may lose its sign.
+#[inline(always)]
 pub fn round_half_even(x: f32) -> f32 {
-    x.round_ties_even()
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
 }
 
 /// The absmean weight scale `g = max(mean|W|, 1e-5)`; the mean is accumulated in f64.
@@ -209,6 +216,10 @@ mod tests {
         assert_eq!(round_half_even(2.5), 2.0);
         assert_eq!(round_half_even(-0.5), 0.0);
         assert_eq!(round_half_even(-1.5), -2.0);
+        for x in [0.49999997f32, 2.5000002, -3.5, 126.5, 127.49, 4_194_303.5, 8_388_607.0, 1e9, -1e9] {
+            assert_eq!(round_half_even(x), x.round_ties_even(), "{x}");
+        }
+        assert!(round_half_even(f32::NAN).is_nan());
     }
 
     #[test]

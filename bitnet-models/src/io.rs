@@ -2,6 +2,9 @@
 //! device given as a model would block or never end), and outputs are written atomically (a temporary file in
 //! the destination's directory, flushed and synced, then renamed over the destination), so a reader never sees
 //! a half-written file and a failed write (full disk, closed device) is an error, never a silent truncation.
+//! Model files are mapped, not read: [`SharedBytes`] slices of the mapping are used in place (a 16-bit
+//! embedding, Q6_K blocks) or copied into the kernels' layouts, after which their pages are handed back to the
+//! OS, so a loaded model holds one copy of its weights.
 
 use crate::error::{ModelError, Result};
 use std::fs::File;
@@ -186,5 +189,144 @@ mod tests {
         let dir = scratch("nonfile");
         assert!(open_regular_file(&dir).is_err(), "a directory is not a model file");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The owner of shared bytes.
+#[derive(Clone)]
+enum Owner {
+    /// A read-only file mapping (its pages can be handed back to the OS, see [`SharedBytes::release_pages`]).
+    Mapped(std::sync::Arc<memmap2::Mmap>),
+    /// Memory (an encoded buffer, static data).
+    Memory(std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>),
+}
+
+/// Bytes shared with their owner (a file mapping or a buffer): a cheap, cloneable slice.
+#[derive(Clone)]
+pub struct SharedBytes {
+    owner: Owner,
+    start: usize,
+    end: usize,
+}
+
+impl SharedBytes {
+    /// All of `owner`.
+    pub fn new(owner: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
+        let end = (*owner).as_ref().len();
+        Self { owner: Owner::Memory(owner), start: 0, end }
+    }
+
+    /// Owned bytes.
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        Self::new(std::sync::Arc::new(bytes))
+    }
+
+    /// Maps `path` read-only. Like every memory-mapped loader, this relies on the file not being truncated while
+    /// it is mapped.
+    pub fn map_file(path: &Path) -> Result<Self> {
+        let file = open_regular_file(path)?;
+        // SAFETY: a read-only, private map; see the doc comment for the one assumption.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|cause| ModelError::Io { path: path.into(), cause })?;
+        let end = map.len();
+        Ok(Self { owner: Owner::Mapped(std::sync::Arc::new(map)), start: 0, end })
+    }
+
+    /// The sub-slice `range` of this slice (`None` if it lies outside).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<Self> {
+        let start = self.start.checked_add(range.start)?;
+        let end = self.start.checked_add(range.end)?;
+        (start <= end && end <= self.end).then(|| Self { owner: self.owner.clone(), start, end })
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        let all: &[u8] = match &self.owner {
+            Owner::Mapped(map) => map,
+            Owner::Memory(bytes) => (**bytes).as_ref(),
+        };
+        &all[self.start..self.end]
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether the slice is empty.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// These bytes in memory: a slice of a file mapping is copied (a few MiB at a time, each copied part's
+    /// pages released, so the copy does not double the resident size); memory-backed bytes are returned as
+    /// they are. Read in place from the mapping, a 2B model's bf16 head decoded 8-12% slower on the 2-core VM
+    /// of benches/README.md (file offsets misalign its rows; copies at other alignments measured no better).
+    pub fn into_memory(self) -> Self {
+        if !matches!(self.owner, Owner::Mapped(_)) || self.is_empty() {
+            return self;
+        }
+        let mut copy = Words(vec![0u128; self.len().div_ceil(16)], self.len());
+        const STEP: usize = 8 << 20;
+        for start in (0..self.len()).step_by(STEP) {
+            let end = (start + STEP).min(self.len());
+            copy.as_mut()[start..end].copy_from_slice(&self.as_slice()[start..end]);
+            if let Some(done) = self.slice(start..end) {
+                done.release_pages();
+            }
+        }
+        self.release_pages();
+        Self::new(std::sync::Arc::new(copy))
+    }
+
+    /// Hands the pages of a mapped slice back to the OS once a loader has copied what it needs (they stop
+    /// counting towards this process's resident memory and are read from the file again if touched). Only
+    /// whole 64 KiB units inside the slice are released, so a neighbouring tensor that is used in place keeps
+    /// its pages. Memory-backed slices are left alone.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        if let Owner::Mapped(map) = &self.owner {
+            const UNIT: usize = 64 * 1024;
+            let base = map.as_ptr() as usize;
+            let first = (base + self.start).next_multiple_of(UNIT);
+            let last = (base + self.end) / UNIT * UNIT;
+            if last > first {
+                // SAFETY: the map is read-only, so MADV_DONTNEED only drops clean pages that refault from the
+                // file with the same contents; nothing here relies on them staying resident.
+                let _ = unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first - base, last - first)
+                };
+            }
+        }
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.len())
+    }
+}
+
+/// Bytes in 16-byte words (the alignment burn's own buffers have), of which the first `.1` are the data.
+struct Words(Vec<u128>, usize);
+
+impl Words {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `u128` has no padding, so the vector's memory is `16 * len` initialized bytes.
+        let all = unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), 16 * self.0.len()) };
+        &mut all[..self.1]
+    }
+}
+
+impl AsRef<[u8]> for Words {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: as in `as_mut`.
+        let all = unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), 16 * self.0.len()) };
+        &all[..self.1]
     }
 }

@@ -14,7 +14,6 @@ use super::value::{GgufArray, GgufValue, SharedBytes, ValueType};
 use crate::error::{ModelError, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// One tensor's header entry.
 #[derive(Debug, Clone)]
@@ -140,11 +139,7 @@ struct Parsed {
 impl GgufFile {
     /// Maps and parses `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = crate::io::open_regular_file(path)?;
-        // SAFETY: read-only map; like every memory-mapped loader we rely on the file not being truncated while
-        // it is open (the loader copies the tensors it needs while it builds the model).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|cause| ModelError::Io { path: path.into(), cause })?;
-        Self::from_bytes(path, SharedBytes::new(Arc::new(map)))
+        Self::from_bytes(path, SharedBytes::map_file(path)?)
     }
 
     /// Parses a GGUF image held in memory; `path` names it in messages.

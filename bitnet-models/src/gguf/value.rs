@@ -5,7 +5,7 @@
 //! no memory beyond the mapping), and an array built for writing owns its encoded bytes. Elements are decoded
 //! when they are iterated.
 
-use std::sync::Arc;
+pub use crate::io::SharedBytes;
 
 /// Metadata value types, with their GGUF type ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,61 +87,6 @@ impl ValueType {
             Self::U64 | Self::I64 | Self::F64 => Some(8),
             Self::String | Self::Array => None,
         }
-    }
-}
-
-/// Bytes shared with their owner (a file mapping or an encoded buffer): a cheap, cloneable slice.
-#[derive(Clone)]
-pub struct SharedBytes {
-    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
-    start: usize,
-    end: usize,
-}
-
-impl SharedBytes {
-    /// All of `owner`.
-    pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
-        let end = (*owner).as_ref().len();
-        Self { owner, start: 0, end }
-    }
-
-    /// Owned bytes.
-    pub fn from_vec(bytes: Vec<u8>) -> Self {
-        Self::new(Arc::new(bytes))
-    }
-
-    /// The sub-slice `range` of this slice (`None` if it lies outside).
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<Self> {
-        let start = self.start.checked_add(range.start)?;
-        let end = self.start.checked_add(range.end)?;
-        (start <= end && end <= self.end).then(|| Self { owner: self.owner.clone(), start, end })
-    }
-
-    /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &(*self.owner).as_ref()[self.start..self.end]
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    /// Whether the slice is empty.
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-}
-
-impl AsRef<[u8]> for SharedBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl std::fmt::Debug for SharedBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} bytes", self.len())
     }
 }
 

@@ -137,9 +137,11 @@ impl MatrixData {
     }
 }
 
-/// Bytes burn reads in place (zero-copy; a GPU backend uploads them).
+/// Bytes burn reads in place (a GPU backend uploads them): a mapped file slice is first copied into memory,
+/// releasing its pages as the copy proceeds, so the resident size stays one copy (see
+/// [`SharedBytes::into_memory`] for why); bytes already in memory are used as they are.
 fn shared_bytes(bytes: SharedBytes) -> Bytes {
-    Bytes::from_shared(bytes::Bytes::from_owner(bytes), AllocationProperty::Other)
+    Bytes::from_shared(bytes::Bytes::from_owner(bytes.into_memory()), AllocationProperty::Other)
 }
 
 /// Per-row int8 weights: `W[n,k] ≈ codes[n,k] · scales[n]`, codes in [-127, 127].
@@ -268,17 +270,15 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
         format: HeadFormat,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::build(data, dims, format, device)
+    }
+
+    fn build(data: MatrixData, dims: [usize; 2], format: HeadFormat, device: &B::Device) -> Result<Self> {
         let [rows, cols] = dims;
         let supports = |dtype: DType| B::supports_dtype(device, dtype);
         let f32_matrix = |values: Vec<f32>| Self::dense(Tensor::from_data(TensorData::new(values, dims), device));
         let half_matrix = |bytes: SharedBytes, dtype: DType| {
-            // Used in place when the slice is aligned for 16-bit reads (a safetensors file need not align it).
-            let bytes = if bytes.as_slice().as_ptr().align_offset(2) == 0 {
-                shared_bytes(bytes)
-            } else {
-                Bytes::from_bytes_vec(bytes.as_slice().to_vec())
-            };
-            Self::dense(Tensor::from_data(TensorData::from_bytes(bytes, dims, dtype), (device, dtype)))
+            Self::dense(Tensor::from_data(TensorData::from_bytes(shared_bytes(bytes), dims, dtype), (device, dtype)))
         };
         Ok(match (format, data) {
             (HeadFormat::Stored, MatrixData::F32(values)) => f32_matrix(values),
@@ -298,8 +298,8 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
                         "a Q6_K head needs a hidden size that is a multiple of 256 (got {cols})"
                     ))
                 })?;
-                let bytes = quantize_rows(&data, dims, Q6K_BLOCK_BYTES * cols / 256, |w, out| {
-                    bitnet_kernels::q6k::quantize_row(w, out).map(|_| ())
+                let (bytes, _) = quantize_rows(&data, dims, Q6K_BLOCK_BYTES * cols / 256, &|w, out| {
+                    bitnet_kernels::q6k::quantize_row(w, out).map(|_| 0.0)
                 })?;
                 let blocks = TensorData::new(bytes, [rows, cols / 256 * Q6K_BLOCK_BYTES]);
                 Self::q6k(Tensor::from_data(blocks, (device, DType::U8)), cols)
@@ -326,11 +326,8 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
                 if !supports(DType::I8) {
                     return Err(ModelError::Request("an int8 head needs a device that stores int8 tensors".into()));
                 }
-                let mut scales = Vec::with_capacity(rows);
-                let codes = quantize_rows(&data, dims, cols, |w, out| {
-                    let codes: &mut [i8] = bytemuck_i8(out);
-                    scales.push(bitnet_kernels::int8::quantize_row(w, codes));
-                    Ok(())
+                let (codes, scales) = quantize_rows(&data, dims, cols, &|w, out| {
+                    Ok(bitnet_kernels::int8::quantize_row(w, bytemuck_i8(out)))
                 })?;
                 let codes = Tensor::from_data(TensorData::from_bytes_vec(codes, dims, DType::I8), (device, DType::I8));
                 let scales = Tensor::from_data(TensorData::new(scales, [rows]), device);
@@ -354,7 +351,7 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
         let (dims, device) = (self.dims(), self.device());
         let data = self.to_data()?;
         drop(self);
-        Self::from_checked_data(data, dims, format, &device)
+        Self::build(data, dims, format, &device)
     }
 
     /// The rows of `ids` (`[T]`) as f32 `[T, cols]`: the embedding lookup.
@@ -395,25 +392,57 @@ fn bytemuck_i8(bytes: &mut [u8]) -> &mut [i8] {
     unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), bytes.len()) }
 }
 
-/// Quantizes every row of `data` (`[rows, cols]`) into `row_bytes` bytes each with `quantize(row, out)`, a block
-/// of rows widened to f32 at a time (a 2B head is never widened whole).
+/// Quantizes one row of f32 into its bytes, returning a value for the row (int8's scale).
+type RowQuantizer<'a> = dyn Fn(&[f32], &mut [u8]) -> bitnet_kernels::Result<f32> + Sync + 'a;
+
+/// Quantizes every row of `data` (`[rows, cols]`) into `row_bytes` bytes each with `quantize(row, out)`, which
+/// returns a value per row (int8's scale); rows are split over the kernels' thread pool, and each chunk widens
+/// a block of rows to f32 at a time (a 2B head is never widened whole).
 fn quantize_rows(
     data: &MatrixData,
     [rows, cols]: [usize; 2],
     row_bytes: usize,
-    mut quantize: impl FnMut(&[f32], &mut [u8]) -> bitnet_kernels::Result<()>,
-) -> Result<Vec<u8>> {
+    quantize: &RowQuantizer<'_>,
+) -> Result<(Vec<u8>, Vec<f32>)> {
+    use bitnet_kernels::pool::{chunk_count, split_range};
+    use std::sync::Mutex;
     let total = rows.checked_mul(row_bytes).ok_or_else(|| ModelError::Request("the matrix is too large".into()))?;
-    let mut out = vec![0u8; total];
-    const BLOCK: usize = 1024;
-    for first in (0..rows).step_by(BLOCK) {
-        let count = BLOCK.min(rows - first);
-        let values = data.rows_f32(first, count, cols);
-        for (r, w) in values.chunks_exact(cols.max(1)).enumerate() {
-            let n = first + r;
-            quantize(w, &mut out[n * row_bytes..(n + 1) * row_bytes])
-                .map_err(|e| ModelError::Request(e.to_string()))?;
-        }
+    let (mut out, mut values) = (vec![0u8; total], vec![0f32; rows]);
+    let pool = bitnet_kernels::global_pool();
+    let chunks = chunk_count(pool, rows, 64);
+    // Each chunk owns a contiguous run of rows of both outputs.
+    let mut parts = Vec::with_capacity(chunks);
+    let (mut bytes_left, mut values_left) = (out.as_mut_slice(), values.as_mut_slice());
+    for c in 0..chunks {
+        let range = split_range(rows, chunks, c, 1);
+        let (bytes, rest) = bytes_left.split_at_mut(range.len() * row_bytes);
+        let (vals, rest_values) = values_left.split_at_mut(range.len());
+        (bytes_left, values_left) = (rest, rest_values);
+        parts.push(Mutex::new((range.start, bytes, vals)));
     }
-    Ok(out)
+    let failure = Mutex::new(None);
+    pool.run(chunks, &|c| {
+        let mut part = parts[c].lock().unwrap_or_else(|e| e.into_inner());
+        let (first, bytes, vals) = &mut *part;
+        const BLOCK: usize = 256;
+        for start in (0..vals.len()).step_by(BLOCK) {
+            let count = BLOCK.min(vals.len() - start);
+            let widened = data.rows_f32(*first + start, count, cols);
+            for (r, w) in widened.chunks_exact(cols.max(1)).enumerate() {
+                let n = start + r;
+                match quantize(w, &mut bytes[n * row_bytes..(n + 1) * row_bytes]) {
+                    Ok(v) => vals[n] = v,
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    drop(parts);
+    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(message) => Err(ModelError::Request(message)),
+        None => Ok((out, values)),
+    }
 }

@@ -56,6 +56,7 @@ impl<B: DenseLinearBackend> ParamFactory<B> for SourceFactory<'_, B> {
                 BitLinear::from_latent(w.transpose(), None, norm)?
             }
         };
+        self.source.release(id);
         Ok(layer)
     }
 
@@ -81,7 +82,9 @@ impl<B: DenseLinearBackend> ParamFactory<B> for SourceFactory<'_, B> {
             path: self.source.path().into(),
             message: format!("{}: {message}", describe(id)),
         })?;
-        TokenMatrix::from_checked_data(data, [rows, cols], format, self.device)
+        let matrix = TokenMatrix::from_checked_data(data, [rows, cols], format, self.device)?;
+        self.source.release(id);
+        Ok(matrix)
     }
 }
 

@@ -97,6 +97,12 @@ impl TensorSource for GgufFile {
         })
     }
 
+    fn release(&self, id: TensorId) {
+        if let Some(info) = self.tensor(&format!("{}.weight", gguf_name(id))) {
+            self.shared_data(info).release_pages();
+        }
+    }
+
     fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData> {
         let name = format!("{}.weight", gguf_name(id));
         let info = self.info_of(&name, &[cols as u64, rows as u64])?;

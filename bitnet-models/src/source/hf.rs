@@ -24,7 +24,6 @@ use burn::tensor::DType;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Environment variable that overrides the checkpoint's `linear_class` reading of `weight_scale`:
 /// `divide` (weight_scale = 1/g, "bitlinear") or `multiply` (weight_scale = g, "autobitlinear").
@@ -113,12 +112,8 @@ impl HfCheckpoint {
         }
         let mut shards = Vec::new();
         for path in weight_files(dir)? {
-            let file = crate::io::open_regular_file(&path)?;
-            // SAFETY: read-only map; like every memory-mapped loader we rely on the file not being truncated while
-            // it is open (the loader copies the tensors it needs while it builds the model).
-            let map =
-                unsafe { memmap2::Mmap::map(&file) }.map_err(|cause| ModelError::Io { path: path.clone(), cause })?;
-            shards.push((path, SharedBytes::new(Arc::new(map))));
+            let bytes = SharedBytes::map_file(&path)?;
+            shards.push((path, bytes));
         }
         Self::from_shards(dir, config, shards)
     }
@@ -272,15 +267,21 @@ impl TensorSource for HfCheckpoint {
         let name = format!("{}.weight", self.name(id));
         let (info, data, path) = self.require(&name)?;
         check_shape(path, &name, &info.shape, &[rows, cols])?;
-        let shared = || {
-            let info = &self.index[&name];
-            self.shards[info.shard].1.slice(info.range.clone()).expect("tensor ranges are checked when indexed")
-        };
+        let shared =
+            || self.shards[info.shard].1.slice(info.range.clone()).expect("tensor ranges are checked when indexed");
         Ok(match info.dtype {
             Dtype::BF16 => MatrixData::Half(shared(), DType::BF16),
             Dtype::F16 => MatrixData::Half(shared(), DType::F16),
             dtype => MatrixData::F32(to_f32(path, &name, dtype, data)?),
         })
+    }
+
+    fn release(&self, id: TensorId) {
+        if let Some(info) = self.index.get(&format!("{}.weight", self.name(id))) {
+            if let Some(bytes) = self.shards[info.shard].1.slice(info.range.clone()) {
+                bytes.release_pages();
+            }
+        }
     }
 
     fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData> {

@@ -39,6 +39,9 @@ pub trait TensorSource {
     fn matrix(&self, id: TensorId, rows: usize, cols: usize) -> Result<MatrixData>;
     /// The projection `id`, `[rows, cols]` (rows = output features).
     fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData>;
+    /// Tells the source that tensor `id` has been copied and its bytes will not be read again (a mapped file
+    /// hands its pages back to the OS). The default does nothing.
+    fn release(&self, _id: TensorId) {}
 }
 
 /// The state the loaded projections are put in.

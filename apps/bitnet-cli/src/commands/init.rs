@@ -2,6 +2,7 @@
 //! family member's shapes, in the Hugging Face packed layout (a directory) or as a GGUF file with TQ2_0
 //! (llama.cpp) or I2_S (bitnet.cpp) ternary tensors, for benchmarks and tests. Models with the LLaMA-3
 //! vocabulary (2b-4t) get its tokenizer and chat template, beside the weights or inside the GGUF file.
+//! `--embedding q6k` writes the Q6_K `token_embd` GGUF files often ship with.
 
 use super::UsageError;
 use crate::output;
@@ -10,6 +11,7 @@ use bitnet_models::export::{random_model, write_gguf_model, write_hf_checkpoint,
 use bitnet_models::gguf::GgufVocab;
 use bitnet_models::tokenizer::{llama3_tokenizer_json, LLAMA3_TOKENIZER_CONFIG};
 use bitnet_models::zoo::{arch_config, ARCHS};
+use bitnet_models::HeadFormat;
 use burn::backend::Flex;
 use burn::tensor::DType;
 use clap::{Args, ValueEnum};
@@ -34,6 +36,11 @@ pub struct InitArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The token embedding's format (tied to the head): f32, f16, bf16, or q6k (GGUF only: the Q6_K `token_embd`
+    /// that bitnet.cpp's --quant-embd and llama.cpp's --token-embedding-type q6_k write). Default: bf16 in a
+    /// Hugging Face directory, f16 in a GGUF file.
+    #[arg(long, value_name = "FORMAT")]
+    embedding: Option<HeadFormat>,
 }
 
 /// The formats `init` writes.
@@ -69,8 +76,24 @@ pub fn run(args: InitArgs) -> Result<()> {
     }
     let started = Instant::now();
     output::note(&format!("writing a random {} model to {} ...", args.arch, args.out.display()));
-    let dense = if gguf.is_some() { DType::F16 } else { DType::BF16 };
-    let model = random_model::<Flex>(&config, dense, args.seed, &Default::default())?;
+    let dense = match (args.embedding, gguf) {
+        (None, Some(_)) | (Some(HeadFormat::F16), _) => DType::F16,
+        (None, None) | (Some(HeadFormat::Bf16), _) => DType::BF16,
+        (Some(HeadFormat::F32 | HeadFormat::Q6K), _) => DType::F32,
+        (Some(other), _) => {
+            return Err(UsageError(format!("--embedding {}: expected f32, f16, bf16 or q6k", other.name())).into())
+        }
+    };
+    if args.embedding == Some(HeadFormat::Q6K) && gguf.is_none() {
+        return Err(UsageError(
+            "--embedding q6k: Hugging Face checkpoints do not store Q6_K; write a GGUF file".into(),
+        )
+        .into());
+    }
+    let mut model = random_model::<Flex>(&config, dense, args.seed, &Default::default())?;
+    if args.embedding == Some(HeadFormat::Q6K) {
+        model = model.with_head(HeadFormat::Q6K)?;
+    }
     let llama3 = config.vocab_size == LLAMA3_VOCAB;
     match gguf {
         Some(ty) => {
