@@ -106,6 +106,60 @@ fn adversarial_inputs_match_exactly() {
     check_all_kernels(&codes, &x, "mixed");
 }
 
+/// Prefill-sized products (every token count up to 11, so each GEMM kernel's token groups and the leftover tokens
+/// both run; partial tiles and padded widths; extreme activations): every kernel and thread count gives the
+/// scalar kernel's output bit for bit, and `ternary_matmul_many` gives each weight's own product.
+#[test]
+fn multi_token_products_match_scalar_exactly() {
+    let mut rng = StdRng::seed_from_u64(21);
+    for &(rows, cols) in &[(7, 300), (16, 512), (33, 2560), (9, 256)] {
+        let w = TernaryMatrix::from_codes(
+            &random_codes(&mut rng, rows, cols),
+            (0..rows).map(|_| rng.random_range(0.01..2.0f32)).collect(),
+        )
+        .unwrap();
+        let other = TernaryMatrix::from_codes_with_scale(&random_codes(&mut rng, 5, cols), 0.5).unwrap();
+        for tokens in 1..=11 {
+            let codes: Vec<i8> = (0..tokens * cols)
+                .map(|i| {
+                    if i % 97 == 0 {
+                        -128
+                    } else if i % 89 == 0 {
+                        127
+                    } else {
+                        rng.random_range(-128..=127i8)
+                    }
+                })
+                .collect();
+            let scales: Vec<f32> = (0..tokens).map(|_| rng.random_range(1.0..100.0f32)).collect();
+            let x = QuantizedActivations::from_codes(&codes, &scales, tokens, cols).unwrap();
+            let pool1 = ThreadPool::new(1).unwrap();
+            let mut want = vec![0f32; tokens * rows];
+            ternary_matmul_with(Kernel::Scalar, &w, &x, &mut want, &pool1).unwrap();
+            let mut want_other = vec![0f32; tokens * 5];
+            ternary_matmul_with(Kernel::Scalar, &other, &x, &mut want_other, &pool1).unwrap();
+            for threads in [1, 2] {
+                let pool = ThreadPool::new(threads).unwrap();
+                for kernel in Kernel::available() {
+                    let mut y = vec![0f32; tokens * rows];
+                    ternary_matmul_with(kernel, &w, &x, &mut y, &pool).unwrap();
+                    assert_eq!(y, want, "{kernel}/{threads}t, {rows}x{cols}, {tokens} tokens");
+                    let (mut a, mut b) = (vec![0f32; tokens * rows], vec![0f32; tokens * 5]);
+                    bitnet_kernels::ternary_matmul_many_with(
+                        kernel,
+                        &[w.view(), other.view()],
+                        &x,
+                        &mut [&mut a, &mut b],
+                        &pool,
+                    )
+                    .unwrap();
+                    assert_eq!((a, b), (want.clone(), want_other.clone()), "{kernel}/{threads}t many, {tokens} tokens");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn f32_output_matches_dequantized_reference_for_every_kernel_and_thread_count() {
     let mut rng = StdRng::seed_from_u64(11);

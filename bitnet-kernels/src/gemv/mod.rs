@@ -10,6 +10,7 @@
 //! accumulated exactly in i32 by every kernel ([`Kernel`]); the activation sum comes precomputed with the
 //! quantized activations.
 
+mod gemm;
 mod scalar;
 
 // The SIMD kernels index small arrays of registers by row and sub-block on purpose.
@@ -181,18 +182,20 @@ pub fn ternary_matmul_many_with(
     let tokens = x.rows();
     // A tile of a 2560-wide row is 2.5 KB: below ~64 tiles (160 KB) the caller does it faster alone.
     let chunks = chunk_count(pool, tiles, MIN_PARALLEL_TILES.div_ceil(tokens.max(1)));
+    // Prefill: a kernel with a GEMM path unpacks each tile once and runs groups of tokens against it.
+    let gemm = gemm::gemm_fn(kernel).filter(|&(_, group)| tokens >= group);
     let work = |chunk: usize| {
         let range = split_range(tiles, chunks, chunk, 1);
+        let mut unpacked = Vec::new();
         for (j, w) in weights.iter().enumerate() {
             let (begin, end) = (range.start.max(first_tile[j]), range.end.min(first_tile[j + 1]));
             let rows = w.rows();
+            let blocks = w.blocks_per_row();
             for t in begin.saturating_sub(first_tile[j])..end.saturating_sub(first_tile[j]) {
                 let n = t * ROW_TILE;
                 let width = ROW_TILE.min(rows - n);
                 let scales = &w.row_scales()[n..n + width];
-                for m in 0..tokens {
-                    // SAFETY: shapes checked by `check_shapes`, `t < w.tiles()`, kernel checked by `dot4_fn`.
-                    let sums = unsafe { tile_sums(dot4, w, t, x.row(m)) };
+                let write = |m: usize, sums: [i32; 4]| {
                     let inv_s = 1.0 / x.scales()[m];
                     let qsum = x.sums()[m];
                     for (i, (&acc, &g)) in sums.iter().zip(scales).enumerate() {
@@ -201,6 +204,30 @@ pub fn ternary_matmul_many_with(
                         // belongs to this chunk alone, so no two threads write the same element.
                         unsafe { outs[j].write(m * rows + n + i, value) };
                     }
+                };
+                let mut m = 0;
+                if let Some((kernel_fn, group)) = gemm {
+                    unpacked.resize(blocks * gemm::UNPACKED_BLOCK, 0);
+                    gemm::unpack_tile(w.tile_bytes(t), &mut unpacked);
+                    let mut sums = [[0i32; 4]; gemm::MAX_GROUP];
+                    while m + group <= tokens {
+                        let mut acts = [std::ptr::null::<i8>(); gemm::MAX_GROUP];
+                        for (g, a) in acts.iter_mut().enumerate().take(group) {
+                            *a = x.row(m + g).as_ptr();
+                        }
+                        // SAFETY: the kernel is available (`dot4_fn` checked it), `unpacked` holds `blocks`
+                        // unpacked blocks, and each activation row holds `cols_padded = blocks * 256` bytes
+                        // (checked by `check_shapes`).
+                        unsafe { kernel_fn(unpacked.as_ptr(), &acts[..group], blocks, &mut sums[..group]) };
+                        for (g, &s) in sums.iter().enumerate().take(group) {
+                            write(m + g, s);
+                        }
+                        m += group;
+                    }
+                }
+                for m in m..tokens {
+                    // SAFETY: shapes checked by `check_shapes`, `t < w.tiles()`, kernel checked by `dot4_fn`.
+                    write(m, unsafe { tile_sums(dot4, w, t, x.row(m)) });
                 }
             }
         }

@@ -1,0 +1,182 @@
+//! The prefill product (GEMM): a tile's codes are unpacked once into an L1-resident buffer, one byte per
+//! weight, and a group of tokens runs against it, so each code load and each activation load serves several
+//! products and no token repeats the unpacking.
+//!
+//! Unpacked layout of one tile (`blocks` blocks of 4 rows x 256 weights, 1 KiB per block):
+//!
+//! ```text
+//! byte ((4b + r) * 4 + p) * 64 + j  =  code of weight 64p + j of block b of row r   (0, 1 or 2)
+//! ```
+//!
+//! so the 64 codes of sub-block `p` sit next to each other and meet the 64 activations at offset
+//! `256b + 64p` of a token's row. The kernels compute the same exact i32 sums `sum_k c[n,k] q[m,k]` as the
+//! single-token kernels of this module's parent, so the outputs are bit-identical whichever path runs.
+//!
+//! Token groups: 3 on AVX-512 VNNI (12 accumulators + 12 activation vectors of 32 registers), 2 on AVX2
+//! (8 + 4 of 16), 4 on NEON with `sdot` (16 + 4 of 32). Other kernels (scalar, AVX-512BW, plain NEON) keep the
+//! per-token path.
+
+use crate::dispatch::Kernel;
+use crate::formats::native::{NATIVE_BLOCK_BYTES, ROW_TILE};
+
+/// Bytes of one unpacked block of a tile (4 rows x 256 codes).
+pub(crate) const UNPACKED_BLOCK: usize = ROW_TILE * 256;
+
+/// The most tokens a kernel takes at once.
+pub(crate) const MAX_GROUP: usize = 4;
+
+/// A GEMM kernel: the sums of the 4 rows of an unpacked tile (`blocks` blocks) for `acts.len()` tokens (the
+/// kernel's group size), each activation row `blocks * 256` bytes.
+pub(crate) type Gemm = unsafe fn(codes: *const u8, acts: &[*const i8], blocks: usize, out: &mut [[i32; 4]]);
+
+/// The GEMM kernel of `kernel` and its token group size, if it has one. The caller has checked that the
+/// kernel is available.
+pub(crate) fn gemm_fn(kernel: Kernel) -> Option<(Gemm, usize)> {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni => Some((x86::gemm3_vnni, 3)),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => Some((x86::gemm2_avx2, 2)),
+        #[cfg(target_arch = "aarch64")]
+        Kernel::NeonDotprod => Some((neon::gemm4_dotprod, 4)),
+        _ => None,
+    }
+}
+
+/// Unpacks one interleaved tile (`blocks * 256` bytes, block `b` of row `r` at byte `(4b + r) * 64`) into
+/// `out` (`blocks * 1024` bytes, the layout of the module docs).
+pub(crate) fn unpack_tile(tile: &[u8], out: &mut [u8]) {
+    for (src, dst) in tile.chunks_exact(NATIVE_BLOCK_BYTES).zip(out.chunks_exact_mut(4 * NATIVE_BLOCK_BYTES)) {
+        for (p, dst) in dst.chunks_exact_mut(NATIVE_BLOCK_BYTES).enumerate() {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = (s >> (2 * p)) & 3;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
+mod x86 {
+    use super::UNPACKED_BLOCK;
+    use core::arch::x86_64::*;
+
+    /// VNNI, three tokens: `vpdpbusd(codes, activations)` per sub-block; a lane sums at most `K / 16`
+    /// products of `2 * 128`, exact in i32 for any supported `K`.
+    ///
+    /// # Safety
+    /// avx512f/bw/vnni present; `codes` holds `blocks` unpacked blocks; `acts` holds 3 rows of `blocks * 256`
+    /// bytes; `out` holds 3 entries.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn gemm3_vnni(codes: *const u8, acts: &[*const i8], blocks: usize, out: &mut [[i32; 4]]) {
+        unsafe {
+            let a = [acts[0], acts[1], acts[2]];
+            let mut acc = [[_mm512_setzero_si512(); 4]; 3];
+            for b in 0..blocks {
+                let mut x = [[_mm512_setzero_si512(); 4]; 3];
+                for t in 0..3 {
+                    for p in 0..4 {
+                        x[t][p] = _mm512_loadu_si512(a[t].add(256 * b + 64 * p).cast());
+                    }
+                }
+                let c = codes.add(UNPACKED_BLOCK * b);
+                for r in 0..4 {
+                    for p in 0..4 {
+                        let v = _mm512_loadu_si512(c.add((4 * r + p) * 64).cast());
+                        for t in 0..3 {
+                            acc[t][r] = _mm512_dpbusd_epi32(acc[t][r], v, x[t][p]);
+                        }
+                    }
+                }
+            }
+            for t in 0..3 {
+                for r in 0..4 {
+                    out[t][r] = _mm512_reduce_add_epi32(acc[t][r]);
+                }
+            }
+        }
+    }
+
+    /// AVX2, two tokens: per sub-block, `vpmaddubsw(codes, activations)` of its two 32-byte halves summed in
+    /// i16 (|lane| <= 4 * 256), widened by `vpmaddwd`.
+    ///
+    /// # Safety
+    /// avx2 present; as [`gemm3_vnni`] with 2 rows of activations.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn gemm2_avx2(codes: *const u8, acts: &[*const i8], blocks: usize, out: &mut [[i32; 4]]) {
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let a = [acts[0], acts[1]];
+            let mut acc = [[_mm256_setzero_si256(); 4]; 2];
+            for b in 0..blocks {
+                let c = codes.add(UNPACKED_BLOCK * b);
+                for p in 0..4 {
+                    let mut x = [[_mm256_setzero_si256(); 2]; 2];
+                    for t in 0..2 {
+                        for h in 0..2 {
+                            x[t][h] = _mm256_loadu_si256(a[t].add(256 * b + 64 * p + 32 * h).cast());
+                        }
+                    }
+                    for r in 0..4 {
+                        let at = c.add((4 * r + p) * 64);
+                        let (v0, v1) = (_mm256_loadu_si256(at.cast()), _mm256_loadu_si256(at.add(32).cast()));
+                        for t in 0..2 {
+                            let s =
+                                _mm256_add_epi16(_mm256_maddubs_epi16(v0, x[t][0]), _mm256_maddubs_epi16(v1, x[t][1]));
+                            acc[t][r] = _mm256_add_epi32(acc[t][r], _mm256_madd_epi16(s, ones));
+                        }
+                    }
+                }
+            }
+            for t in 0..2 {
+                for r in 0..4 {
+                    let v = acc[t][r];
+                    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+                    out[t][r] = _mm_cvtsi128_si32(s);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+#[allow(clippy::needless_range_loop)]
+mod neon {
+    use super::UNPACKED_BLOCK;
+    use core::arch::aarch64::*;
+
+    /// NEON dotprod, four tokens: `sdot(codes, activations)` per 16-byte quarter of each sub-block.
+    ///
+    /// # Safety
+    /// neon + dotprod present; as the x86 kernels with 4 rows of activations.
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn gemm4_dotprod(codes: *const u8, acts: &[*const i8], blocks: usize, out: &mut [[i32; 4]]) {
+        unsafe {
+            let a = [acts[0], acts[1], acts[2], acts[3]];
+            let mut acc = [[vdupq_n_s32(0); 4]; 4];
+            for b in 0..blocks {
+                let c = codes.add(UNPACKED_BLOCK * b);
+                for q in 0..16 {
+                    let (p, i) = (q / 4, q % 4);
+                    let mut x = [vdupq_n_s8(0); 4];
+                    for t in 0..4 {
+                        x[t] = vld1q_s8(a[t].add(256 * b + 64 * p + 16 * i));
+                    }
+                    for r in 0..4 {
+                        let v = vld1q_s8(c.add((4 * r + p) * 64 + 16 * i).cast());
+                        for t in 0..4 {
+                            acc[t][r] = super::super::neon::sdot(acc[t][r], v, x[t]);
+                        }
+                    }
+                }
+            }
+            for t in 0..4 {
+                for r in 0..4 {
+                    out[t][r] = vaddvq_s32(acc[t][r]);
+                }
+            }
+        }
+    }
+}
