@@ -4,7 +4,7 @@
 # then the bitnet-kernels tests compiled for aarch64 and run under qemu-user (the NEON and dotprod kernels).
 #
 # Prerequisites it installs when missing (apt-get needs root):
-#   mesa-vulkan-drivers (lavapipe, for the wgpu tests);
+#   mesa-vulkan-drivers (lavapipe, for the wgpu tests); python3-venv and curl (the openai client test);
 #   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user and the rustup target aarch64-unknown-linux-gnu
 #   (skip that part with BITNET_SKIP_AARCH64=1).
 set -euo pipefail
@@ -18,7 +18,7 @@ disk() { printf 'disk: %s free; target/ %s\n' "$(df -h --output=avail . | tail -
   "$(du -sh target 2>/dev/null | cut -f1)"; }
 
 missing=()
-for pkg in mesa-vulkan-drivers; do
+for pkg in mesa-vulkan-drivers python3-venv curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${BITNET_SKIP_AARCH64:-0}" != 1 ]; then
@@ -50,6 +50,9 @@ disk
 step "tests (host: $(uname -m), all features: cpu, wgpu on lavapipe, candle; cuda tests need a GPU)"
 cargo test -j"$jobs" --workspace --all-features
 disk
+
+step "bitnet serve against the official openai Python client (pip, into target/openai-venv)"
+bash scripts/test-openai-client.sh target/debug/bitnet
 
 if [ "${BITNET_SKIP_AARCH64:-0}" = 1 ]; then
   step "aarch64 tests skipped (BITNET_SKIP_AARCH64=1)"

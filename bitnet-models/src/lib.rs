@@ -18,12 +18,15 @@
 //!   crate) and Jinja chat templates via minijinja, with the 2B-4T template as fallback;
 //! * [`sampling`] and [`generate`]: greedy / temperature / top-k / top-p / min-p / repetition-penalty sampling
 //!   and streaming generation with a documented context limit;
+//! * [`batch`]: continuous batching, many generations decoded together through one forward pass per step
+//!   (what `bitnet serve` runs);
 //! * [`perplexity`]: windowed perplexity (the definition `bitnet perplexity` and training validation share);
 //! * [`bench`]: the decode benchmark of `bitnet bench`; [`npy`]: the `.npy` writer of `bitnet logits`;
 //!   [`io`]: regular-file inputs and atomic outputs; [`zoo`]: the known architectures.
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod bench;
 pub mod bundle;
 pub mod chat;
@@ -49,6 +52,6 @@ pub use bundle::{Checkpoint, CheckpointFiles, ModelBundle, ModelSpec};
 pub use config::BitNetConfig;
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, Generation};
-pub use model::{BitNetModel, HeadFormat, KvCache};
+pub use model::{BitNetModel, HeadFormat, KvCache, SequenceStep};
 pub use sampling::{Sampler, SamplingConfig};
 pub use source::{build_model, load_gguf, load_hf_dir, load_model, LoadAs, LoadOptions};

@@ -11,6 +11,7 @@ pub const LLAMA3_TOKENIZER_GZ: &[u8] = include_bytes!("../assets/llama3-tokenize
 pub const LLAMA3_TOKENIZER_CONFIG: &str = include_str!("../assets/llama3-tokenizer_config.json");
 
 /// A tokenizer.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
 }

@@ -4,23 +4,30 @@
 use crate::config::BitNetConfig;
 
 /// Architectures `bitnet init --random --arch` knows.
-pub const ARCHS: [&str; 3] = ["2b-4t", "tiny", "small"];
+pub const ARCHS: [&str; 4] = ["2b-4t", "2b-4t-silu", "tiny", "small"];
 
 /// The `config.json` text of a named architecture, or `None` for an unknown name.
 pub fn arch_config_json(arch: &str) -> Option<String> {
     let (hidden, inter, layers, heads, kv, vocab, max_pos, theta) = match arch {
-        // microsoft/bitnet-b1.58-2B-4T.
-        "2b-4t" => (2560, 6912, 30, 20, 5, 128_256, 4096, 500_000.0),
+        // microsoft/bitnet-b1.58-2B-4T; "2b-4t-silu" has its shapes in the 1bitLLM block (SiLU-gated FFN, the
+        // block upstream llama.cpp runs as architecture `bitnet`): the GGUF file both engines load for
+        // side-by-side benchmarks (scripts/bench-peers.sh).
+        "2b-4t" | "2b-4t-silu" => (2560, 6912, 30, 20, 5, 128_256, 4096, 500_000.0),
         // Tiny shapes for tests.
         "tiny" => (64, 160, 2, 4, 2, 300, 128, 10_000.0),
         // A few-million-parameter model for CPU experiments.
         "small" => (256, 704, 4, 4, 2, 4096, 512, 10_000.0),
         _ => return None,
     };
+    let (model_type, class, act) = if arch == "2b-4t-silu" {
+        ("llama", "BitnetForCausalLM", "silu")
+    } else {
+        ("bitnet", "BitNetForCausalLM", "relu2")
+    };
     Some(format!(
         r#"{{
-  "architectures": ["BitNetForCausalLM"],
-  "model_type": "bitnet",
+  "architectures": ["{class}"],
+  "model_type": "{model_type}",
   "hidden_size": {hidden},
   "intermediate_size": {inter},
   "num_hidden_layers": {layers},
@@ -30,7 +37,7 @@ pub fn arch_config_json(arch: &str) -> Option<String> {
   "max_position_embeddings": {max_pos},
   "rms_norm_eps": 1e-05,
   "rope_theta": {theta:.1},
-  "hidden_act": "relu2",
+  "hidden_act": "{act}",
   "tie_word_embeddings": true,
   "bos_token_id": 128000,
   "eos_token_id": [128001, 128009],
@@ -56,6 +63,8 @@ mod tests {
             assert!(arch_config(arch).is_some(), "{arch}");
         }
         assert_eq!(arch_config("2b-4t").unwrap().head_dim, 128);
+        let silu = arch_config("2b-4t-silu").unwrap();
+        assert_eq!((silu.family, silu.activation), (crate::config::Family::OneBitLlm, crate::config::Activation::Silu));
         assert!(arch_config("7b").is_none());
     }
 }

@@ -108,3 +108,8 @@ fn perplexity_matches_the_reference_logits() {
 fn head_formats_stay_close() {
     common::head_formats_stay_close::<B>(&Default::default());
 }
+
+#[test]
+fn batched_generation_equals_single_generation() {
+    common::batched_generation_equals_single_generation::<B>(&Default::default());
+}

@@ -31,3 +31,8 @@ fn packed_model_record_round_trips_on_wgpu() {
 fn head_formats_stay_close() {
     common::head_formats_stay_close::<Wgpu>(&WgpuDevice::default());
 }
+
+#[test]
+fn batched_generation_equals_single_generation_on_wgpu() {
+    common::batched_generation_equals_single_generation::<Wgpu>(&WgpuDevice::default());
+}

@@ -38,6 +38,10 @@ enum Command {
     /// Train a byte-level BPE tokenizer on text files.
     #[cfg(feature = "train")]
     TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
+    /// Serve the model over HTTP with an OpenAI-compatible API (chat and text completions, streaming),
+    /// decoding concurrent requests together (continuous batching).
+    #[cfg(feature = "serve")]
+    Serve(commands::serve::ServeArgs),
     /// Measure prefill and decode speed, and decode against the memory-bandwidth roofline.
     Bench(commands::bench::BenchArgs),
     /// Show the CPU kernels this machine can run and the one that would be used.
@@ -58,6 +62,8 @@ fn main() {
         Command::Train(args) => commands::train::run(args),
         #[cfg(feature = "train")]
         Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => commands::serve::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Kernels => commands::kernels::run(),
     };

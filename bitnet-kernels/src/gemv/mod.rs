@@ -208,7 +208,7 @@ pub fn ternary_matmul_many_with(
                 let mut m = 0;
                 if let Some((kernel_fn, group)) = gemm {
                     unpacked.resize(blocks * gemm::UNPACKED_BLOCK, 0);
-                    gemm::unpack_tile(w.tile_bytes(t), &mut unpacked);
+                    gemm::unpack_tile(kernel, w.tile_bytes(t), &mut unpacked);
                     let mut sums = [[0i32; 4]; gemm::MAX_GROUP];
                     while m + group <= tokens {
                         let mut acts = [std::ptr::null::<i8>(); gemm::MAX_GROUP];

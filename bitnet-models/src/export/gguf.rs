@@ -4,9 +4,9 @@
 //! the tokenizer in `tokenizer.ggml.*` metadata when given.
 
 use super::{projection_codes, single_scale, tensor_bytes};
-use crate::config::{BitNetConfig, Family};
+use crate::config::BitNetConfig;
 use crate::error::{ModelError, Result};
-use crate::gguf::{metadata_from_config, write_gguf, GgmlType, GgufTensorSpec, GgufVocab};
+use crate::gguf::{metadata_from_config, write_gguf, written_architecture, GgmlType, GgufTensorSpec, GgufVocab};
 use crate::model::{BitNetModel, ModelTensor, TokenMatrix};
 use crate::source::gguf::gguf_name;
 use bitnet_kernels::formats::i2s::pack_i2s;
@@ -87,12 +87,7 @@ pub fn write_gguf_model<B: Backend>(
     vocab: Option<&GgufVocab>,
 ) -> Result<()> {
     let config = model.config();
-    if config.family != Family::BitNet || config.linear_rms_norm_eps.is_some() {
-        return Err(ModelError::Request(
-            "GGUF files are written with the 2B-4T block (architecture bitnet-b1.58): this model's family differs"
-                .into(),
-        ));
-    }
+    written_architecture(config).map_err(ModelError::Request)?;
     ty.check_shapes(config).map_err(ModelError::Request)?;
     let mut tensors: Vec<GgufTensorSpec<'_>> = Vec::new();
     for (id, tensor) in model.tensors() {
@@ -127,7 +122,7 @@ pub fn write_gguf_model<B: Backend>(
             }
         }
     }
-    let mut metadata = metadata_from_config(config, name);
+    let mut metadata = metadata_from_config(config, name).map_err(ModelError::Request)?;
     metadata.extend(vocab.map(GgufVocab::metadata).unwrap_or_default());
     write_gguf(path, &metadata, tensors)
 }

@@ -9,7 +9,8 @@
 //! The architecture string carries the block's semantics, whatever the tensor types: `bitnet-25` and
 //! `bitnet-b1.58` (bitnet.cpp's fork) are the 2B-4T block (relu², sub-norms); upstream llama.cpp's `bitnet` is
 //! the 1bitLLM block (SiLU-gated FFN, with sub-norms). Both store q/k unpermuted (rotate-half RoPE), as their
-//! converters write them. Files written here use `bitnet-b1.58`.
+//! converters write them. Files written here use `bitnet-b1.58` for the 2B-4T block and `bitnet` for the
+//! 1bitLLM block.
 
 use super::reader::GgufFile;
 use super::types::FORK_ARCHITECTURES;
@@ -17,8 +18,20 @@ use super::value::GgufValue;
 use crate::config::{Activation, BitNetConfig, Family, ScaleConvention};
 use crate::error::{ModelError, Result};
 
-/// The architecture string written (2B-4T semantics: relu², sub-norms).
+/// The architecture string written for the 2B-4T block (relu², sub-norms).
 pub const WRITTEN_ARCHITECTURE: &str = "bitnet-b1.58";
+
+/// The architecture string a model of `config` is written under, or why it has none (GGUF names only the
+/// 2B-4T block, bitnet.cpp's `bitnet-b1.58`, and the 1bitLLM block, llama.cpp's `bitnet`).
+pub fn written_architecture(config: &BitNetConfig) -> std::result::Result<&'static str, String> {
+    match (config.family, config.activation, config.linear_rms_norm_eps) {
+        (Family::BitNet, Activation::Relu2, None) => Ok(WRITTEN_ARCHITECTURE),
+        (Family::OneBitLlm, Activation::Silu, None) => Ok("bitnet"),
+        _ => Err("GGUF files hold the 2B-4T block (bitnet-b1.58) or the 1bitLLM block (bitnet); this model's \
+                  block is neither"
+            .into()),
+    }
+}
 
 /// The name of the embedding tensor (its row count is the vocabulary size).
 pub const EMBEDDING_TENSOR: &str = "token_embd.weight";
@@ -94,9 +107,12 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<BitNetConfig> {
     Ok(config)
 }
 
-/// The metadata of a BitNet model of `config` (architecture [`WRITTEN_ARCHITECTURE`]), named `name`.
-pub fn metadata_from_config(config: &BitNetConfig, name: &str) -> Vec<(String, GgufValue)> {
-    let a = WRITTEN_ARCHITECTURE;
+/// The metadata of a BitNet model of `config` (architecture [`written_architecture`]), named `name`.
+pub fn metadata_from_config(
+    config: &BitNetConfig,
+    name: &str,
+) -> std::result::Result<Vec<(String, GgufValue)>, String> {
+    let a = written_architecture(config)?;
     let c = config;
     let int = |v: usize| GgufValue::U32(v as u32);
     let mut meta = vec![
@@ -117,5 +133,5 @@ pub fn metadata_from_config(config: &BitNetConfig, name: &str) -> Vec<(String, G
     if let Some(&eos) = c.eos_token_ids.first() {
         meta.push(("tokenizer.ggml.eos_token_id".into(), GgufValue::U32(eos)));
     }
-    meta
+    Ok(meta)
 }

@@ -15,7 +15,9 @@ mod vocab;
 mod writer;
 
 pub(crate) use metadata::token_id;
-pub use metadata::{config_from_metadata, metadata_from_config, EMBEDDING_TENSOR, WRITTEN_ARCHITECTURE};
+pub use metadata::{
+    config_from_metadata, metadata_from_config, written_architecture, EMBEDDING_TENSOR, WRITTEN_ARCHITECTURE,
+};
 pub use reader::{GgufFile, GgufTensorInfo};
 pub use types::{GgmlType, FORK_ARCHITECTURES};
 pub use value::{GgufArray, GgufValue, SharedBytes, ValueType};

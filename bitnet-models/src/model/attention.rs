@@ -77,21 +77,72 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+/// Where the rows of an attention input sit in their sequences, and the caches they continue.
+pub(crate) enum Positions<'a, 'c, B: Backend> {
+    /// `[batch, T, hidden]`: every sequence at positions `start..start + T`, with one cache shared by the batch
+    /// (`start` = its length), or without a cache (`start` = 0, the training pass).
+    Uniform { rope: &'a RopeTables<B>, cache: Option<(&'c mut LayerCache<B>, usize)> },
+    /// `[1, N, hidden]`: the rows of several sequences one after another (a continuous-batching step), each with
+    /// its own positions and cache.
+    Ragged(&'a mut [Segment<'c, B>]),
+}
+
+/// One sequence's rows of a ragged input.
+pub(crate) struct Segment<'c, B: Backend> {
+    /// Its rows of the input.
+    pub rows: std::ops::Range<usize>,
+    /// The rotary tables of its positions `start..start + rows.len()`.
+    pub rope: &'c RopeTables<B>,
+    /// Its cache of this layer.
+    pub cache: &'c mut LayerCache<B>,
+    /// Positions its cache held before this pass.
+    pub start: usize,
+}
+
 impl<B: BitNetBackend> Attention<B> {
-    /// Attention over `x` (`[batch, T, hidden]`) at positions `start..start + T`: with a cache, the new keys and
-    /// values are appended and every cached position is attended to; without, `start` is 0 and the T tokens
-    /// attend causally among themselves.
-    pub(crate) fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &RopeTables<B>,
-        cache: Option<(&mut LayerCache<B>, usize)>,
-    ) -> Tensor<B, 3> {
+    /// Attention over `x` at the positions `positions` gives: with a cache, the new keys and values are appended
+    /// and every cached position is attended to; without, the T tokens attend causally among themselves. The
+    /// projections run once over every row; the attention itself runs per sequence.
+    pub(crate) fn forward(&self, x: Tensor<B, 3>, positions: Positions<'_, '_, B>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let (heads, kv_heads, d) = (self.heads, self.kv_heads, self.head_dim);
         let [q, k, v]: [Tensor<B, 3>; 3] = BitLinear::forward_shared(&[&self.q_proj, &self.k_proj, &self.v_proj], x)
             .try_into()
             .unwrap_or_else(|_| unreachable!("three layers give three outputs"));
+        let attn = match positions {
+            Positions::Uniform { rope, cache } => self.attend(q, k, v, rope, cache),
+            Positions::Ragged(segments) => {
+                let width = |y: &Tensor<B, 3>| y.dims()[2];
+                let (wq, wkv) = (width(&q), width(&k));
+                let parts = segments
+                    .iter_mut()
+                    .map(|s| {
+                        let rows = |y: &Tensor<B, 3>, w: usize| y.clone().slice([0..1, s.rows.clone(), 0..w]);
+                        self.attend(rows(&q, wq), rows(&k, wkv), rows(&v, wkv), s.rope, Some((&mut *s.cache, s.start)))
+                    })
+                    .collect();
+                Tensor::cat(parts, 1)
+            }
+        };
+        debug_assert_eq!(attn.dims()[..2], [b, t]);
+        let attn = match &self.attn_sub_norm {
+            Some(norm) => rms_norm(attn, &norm.gamma.val(), norm.epsilon),
+            None => attn,
+        };
+        self.o_proj.forward(attn)
+    }
+
+    /// Rotary positions and causal attention of projected `q`, `k`, `v` (`[batch, T, heads * head_dim]`) at
+    /// positions `start..start + T`, returning `[batch, T, heads * head_dim]`.
+    fn attend(
+        &self,
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        cache: Option<(&mut LayerCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = q.dims();
+        let (heads, kv_heads, d) = (self.heads, self.kv_heads, self.head_dim);
         let split = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
         let q = rope.apply(split(q, heads));
         // Keys and values as `[batch * kv_heads, T, d]`, the cache's layout.
@@ -110,11 +161,6 @@ impl<B: BitNetBackend> Attention<B> {
         let rep = heads / kv_heads;
         let q = q.reshape([b * kv_heads, rep * t, d]);
         let attn = causal_attention(q, keys, values, t, start, 1.0 / (d as f64).sqrt());
-        let attn = attn.reshape([b, heads, t, d]).swap_dims(1, 2).reshape([b, t, heads * d]);
-        let attn = match &self.attn_sub_norm {
-            Some(norm) => rms_norm(attn, &norm.gamma.val(), norm.epsilon),
-            None => attn,
-        };
-        self.o_proj.forward(attn)
+        attn.reshape([b, heads, t, d]).swap_dims(1, 2).reshape([b, t, heads * d])
     }
 }

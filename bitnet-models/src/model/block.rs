@@ -5,11 +5,9 @@
 //! h = h + mlp(post_attention_layernorm(h))
 //! ```
 
-use super::attention::Attention;
+use super::attention::{Attention, Positions};
 use super::build::{block_norm, BlockTensor, ParamFactory};
-use super::cache::LayerCache;
 use super::mlp::Mlp;
-use super::rope::RopeTables;
 use crate::config::BitNetConfig;
 use crate::error::Result;
 use bitnet_backend::{rms_norm, BitLinear, BitNetBackend};
@@ -79,15 +77,10 @@ impl<B: Backend> Block<B> {
 }
 
 impl<B: BitNetBackend> Block<B> {
-    /// The block applied to the residual stream `h` (`[batch, T, hidden]`); see [`Attention`] for `cache`.
-    pub(crate) fn forward(
-        &self,
-        h: Tensor<B, 3>,
-        rope: &RopeTables<B>,
-        cache: Option<(&mut LayerCache<B>, usize)>,
-    ) -> Tensor<B, 3> {
+    /// The block applied to the residual stream `h` (`[batch, T, hidden]`); see [`Attention`] for `positions`.
+    pub(crate) fn forward(&self, h: Tensor<B, 3>, positions: Positions<'_, '_, B>) -> Tensor<B, 3> {
         let norm = |n: &RmsNorm<B>, x| rms_norm(x, &n.gamma.val(), n.epsilon);
-        let h = h.clone() + self.self_attn.forward(norm(&self.input_layernorm, h), rope, cache);
+        let h = h.clone() + self.self_attn.forward(norm(&self.input_layernorm, h), positions);
         h.clone() + self.mlp.forward(norm(&self.post_attention_layernorm, h))
     }
 }

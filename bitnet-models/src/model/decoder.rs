@@ -10,6 +10,7 @@
 //! multiplied through [`bitnet_backend::dense_linear`]; activations are f32. Inputs are `[batch, T]` token ids;
 //! with a [`KvCache`] every sequence of the batch continues from the cache's length.
 
+use super::attention::{Positions, Segment};
 use super::block::Block;
 use super::build::{ParamFactory, TensorId};
 use super::cache::KvCache;
@@ -242,7 +243,6 @@ impl<B: BitNetBackend> BitNetModel<B> {
 
     /// The ids of `batch` as a `[batch, T]` tensor, after checking them against the vocabulary and the cache.
     fn checked_tokens(&self, batch: &[&[u32]], cache: &KvCache<B>) -> Result<Tensor<B, 2, Int>> {
-        let c = &self.config;
         let t = batch.first().map_or(0, |s| s.len());
         if t == 0 || batch.iter().any(|s| s.len() != t) {
             return Err(ModelError::Request("a batch needs sequences of one, non-zero length".into()));
@@ -254,21 +254,84 @@ impl<B: BitNetBackend> BitNetModel<B> {
                 cache.batch()
             )));
         }
-        if let Some(&bad) = batch.iter().flat_map(|s| s.iter()).find(|&&id| id as usize >= c.vocab_size) {
-            return Err(ModelError::Request(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                c.vocab_size
-            )));
-        }
-        if cache.len() + t > cache.capacity() {
-            return Err(ModelError::Request(format!(
-                "context full: {} cached + {t} new tokens exceed the cache capacity {}",
-                cache.len(),
-                cache.capacity()
-            )));
+        for ids in batch {
+            self.check_ids(ids, cache)?;
         }
         let ids: Vec<i32> = batch.iter().flat_map(|s| s.iter().map(|&id| id as i32)).collect();
         Ok(Tensor::from_data(TensorData::new(ids, [batch.len(), t]), &self.device()))
+    }
+
+    /// Fails unless every id of `ids` is in the vocabulary and `cache` has room for them.
+    fn check_ids(&self, ids: &[u32], cache: &KvCache<B>) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::Request(format!("token id {bad} is outside the vocabulary (size {vocab})")));
+        }
+        if cache.len() + ids.len() > cache.capacity() {
+            return Err(ModelError::Request(format!(
+                "context full: {} cached + {} new tokens exceed the cache capacity {}",
+                cache.len(),
+                ids.len(),
+                cache.capacity()
+            )));
+        }
+        Ok(())
+    }
+
+    /// One step of several independent sequences, each continuing its own cache (of one sequence) with its own
+    /// number of new tokens: the continuous-batching forward pass. The rows of every sequence go through each
+    /// projection and the head together (one ternary GEMM for the whole step); attention runs per sequence over
+    /// its own cache. Returns the last position's logits of each sequence, `[sequences, vocab]`, equal row for
+    /// row to what [`BitNetModel::forward_cached_last`] gives that sequence alone. Fails, touching no cache, on
+    /// an empty step or sequence, a cache of more than one sequence, an out-of-range id, or a full cache.
+    pub fn forward_sequences(&self, steps: &mut [SequenceStep<'_, B>]) -> Result<Tensor<B, 2>> {
+        let c = &self.config;
+        if steps.is_empty() || steps.iter().any(|s| s.tokens.is_empty()) {
+            return Err(ModelError::Request("a step needs at least one sequence of at least one token".into()));
+        }
+        for s in steps.iter() {
+            if s.cache.batch() != 1 {
+                return Err(ModelError::Request(format!(
+                    "a sequence of a step needs a cache of one sequence, not {}",
+                    s.cache.batch()
+                )));
+            }
+            self.check_ids(s.tokens, s.cache)?;
+        }
+        let device = self.device();
+        let ids: Vec<i32> = steps.iter().flat_map(|s| s.tokens.iter().map(|&id| id as i32)).collect();
+        let n = ids.len();
+        let mut rows = Vec::with_capacity(steps.len());
+        let mut first = 0;
+        for s in steps.iter() {
+            rows.push(first..first + s.tokens.len());
+            first += s.tokens.len();
+        }
+        let ropes: Vec<RopeTables<B>> = steps
+            .iter()
+            .map(|s| RopeTables::new(c.head_dim, c.rope_theta, s.cache.len(), s.tokens.len(), &device))
+            .collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), &device);
+        let mut h = self.embed_tokens.rows(ids).reshape([1, n, c.hidden_size]);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mut segments: Vec<Segment<'_, B>> = steps
+                .iter_mut()
+                .zip(&ropes)
+                .zip(&rows)
+                .map(|((s, rope), rows)| {
+                    let start = s.cache.len();
+                    Segment { rows: rows.clone(), rope, cache: s.cache.layer(i), start }
+                })
+                .collect();
+            h = layer.forward(h, Positions::Ragged(&mut segments));
+        }
+        for s in steps.iter_mut() {
+            s.cache.advance(s.tokens.len());
+        }
+        let h = rms_norm(h, &self.norm.gamma.val(), self.norm.epsilon).reshape([n, c.hidden_size]);
+        let last: Vec<i32> = rows.iter().map(|r| (r.end - 1) as i32).collect();
+        let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [rows.len()]), &device);
+        Ok(self.head().logits(h.select(0, last)))
     }
 
     /// The final-normed hidden states `[batch, T, hidden]` of `tokens`; `on_layer` sees each block's output.
@@ -286,7 +349,7 @@ impl<B: BitNetBackend> BitNetModel<B> {
         let rope = RopeTables::new(c.head_dim, c.rope_theta, start, t, &device);
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|cache| (cache.layer(i), start));
-            h = layer.forward(h, &rope, layer_cache);
+            h = layer.forward(h, Positions::Uniform { rope: &rope, cache: layer_cache });
             on_layer(&h);
         }
         if let Some(cache) = cache {
@@ -301,6 +364,15 @@ impl<B: BitNetBackend> BitNetModel<B> {
         let h = h.reshape([b * t, d]);
         self.head().logits(h).reshape([b, t, self.config.vocab_size])
     }
+}
+
+/// One sequence of a [`BitNetModel::forward_sequences`] step: its new tokens and its own cache.
+#[derive(Debug)]
+pub struct SequenceStep<'a, B: Backend> {
+    /// The tokens the sequence adds this step (a prompt chunk, or the last sampled token).
+    pub tokens: &'a [u32],
+    /// The sequence's cache (of one sequence), advanced by `tokens.len()`.
+    pub cache: &'a mut KvCache<B>,
 }
 
 /// The role of a block tensor in the computation, for messages.

@@ -38,7 +38,7 @@ pub(crate) use build::ParamFactory;
 pub use build::{BlockTensor, TensorId};
 pub use cache::KvCache;
 pub(crate) use decoder::describe;
-pub use decoder::{BitNetModel, ModelTensor};
+pub use decoder::{BitNetModel, ModelTensor, SequenceStep};
 pub use init::INIT_STD;
 pub use mlp::Mlp;
 pub use token_matrix::{HeadFormat, Int8Table, MatrixData, Q6kTable, TokenMatrix};

@@ -252,3 +252,87 @@ pub fn head_formats_stay_close<B: BitNetBackend>(device: &B::Device) {
         }
     }
 }
+
+/// Continuous batching: sequences of different prompt lengths, admitted at different steps into fewer slots
+/// than requests, with prompts read in chunks, produce exactly the greedy tokens each produces alone through
+/// `generate`; a cancelled sequence frees its slot for the next request.
+pub fn batched_generation_equals_single_generation<B: BitNetBackend>(device: &B::Device) {
+    use bitnet_models::batch::{BatchConfig, BatchEngine, SequenceEvent, SequenceRequest};
+    use bitnet_models::{generate, FinishReason, Sampler, SamplingConfig};
+    use std::sync::{Arc, Mutex};
+
+    let (model, _) = fixture::<B>("tiny-bitlinear-256", device);
+    let vocab = model.config().vocab_size as u32;
+    let prompts: Vec<Vec<u32>> = (0..5u32)
+        .map(|s| (0..[3u32, 11, 1, 17, 6][s as usize]).map(|i| (i * 37 + s * 101 + 5) % vocab).collect())
+        .collect();
+    let max_new = [9usize, 4, 12, 7, 10];
+    let context = 40;
+    let expected: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(max_new)
+        .map(|(p, n)| {
+            let mut cache = model.new_cache(1, context).unwrap();
+            let mut sampler = Sampler::new(SamplingConfig::default());
+            generate(&model, &mut cache, p, n, &mut sampler, &[], |_| true).unwrap().tokens
+        })
+        .collect();
+
+    let config = BatchConfig { slots: 3, context, prefill_chunk: 8 };
+    let mut engine = BatchEngine::new(&model, config).unwrap();
+    type Output = Arc<Mutex<(Vec<u32>, Option<FinishReason>)>>;
+    let outputs: Vec<Output> = prompts.iter().map(|_| Arc::new(Mutex::new((Vec::new(), None)))).collect();
+    let request = |i: usize| SequenceRequest {
+        prompt: prompts[i].clone(),
+        max_new_tokens: max_new[i],
+        sampling: SamplingConfig::default(),
+        stop_tokens: vec![],
+    };
+    let sink = |out: Output| {
+        Box::new(move |event: SequenceEvent| {
+            let mut out = out.lock().unwrap();
+            match event {
+                SequenceEvent::Token(t) => out.0.push(t),
+                SequenceEvent::Finished(end) => out.1 = Some(end.finish),
+            }
+            true
+        })
+    };
+    // Three slots, five requests: two wait and join between steps as slots free up.
+    let mut waiting: Vec<usize> = (0..prompts.len()).rev().collect();
+    let mut steps = 0;
+    while !waiting.is_empty() || !engine.is_idle() {
+        while engine.free_slots() > 0 {
+            let Some(i) = waiting.pop() else { break };
+            assert!(engine.admit(request(i), sink(outputs[i].clone())).unwrap().is_ok());
+        }
+        engine.step().unwrap();
+        steps += 1;
+        assert!(steps < 200, "the engine does not finish");
+    }
+    for (i, out) in outputs.iter().enumerate() {
+        let out = out.lock().unwrap();
+        assert_eq!(out.0, expected[i], "sequence {i}: batched tokens differ from generate's");
+        assert_eq!(out.1, Some(FinishReason::Length), "sequence {i}");
+    }
+
+    // A sink that refuses the second token ends its sequence and frees the slot; a full engine gives the
+    // request back.
+    let config = BatchConfig { slots: 1, context, prefill_chunk: 4 };
+    let mut engine = BatchEngine::new(&model, config).unwrap();
+    let mut seen = 0;
+    let refusing = Box::new(move |_event: SequenceEvent| {
+        seen += 1;
+        seen < 2
+    });
+    assert!(engine.admit(request(1), refusing).unwrap().is_ok());
+    assert!(engine.admit(request(2), sink(outputs[2].clone())).unwrap().is_err(), "no free slot");
+    engine.run_to_completion().unwrap();
+    assert_eq!(engine.free_slots(), 1);
+    // Requests the engine cannot run are refused with the numbers.
+    let long = SequenceRequest { prompt: vec![1; context], ..request(0) };
+    let err = engine.admit(long, sink(outputs[0].clone())).err().expect("too long").to_string();
+    assert!(err.contains(&context.to_string()) && err.contains("context"), "{err}");
+    let bad = SequenceRequest { prompt: vec![vocab], ..request(0) };
+    assert!(engine.admit(bad, sink(outputs[0].clone())).is_err());
+}

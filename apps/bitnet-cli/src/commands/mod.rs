@@ -10,6 +10,8 @@ pub mod inspect;
 pub mod kernels;
 pub mod logits;
 pub mod perplexity;
+#[cfg(feature = "serve")]
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
 #[cfg(feature = "train")]
