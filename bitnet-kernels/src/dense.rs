@@ -19,7 +19,7 @@ const F32_LANES: usize = 64;
 
 /// Pairwise reduction of the lane array, in a fixed order.
 #[inline(always)]
-fn reduce_f32<const N: usize>(mut acc: [f32; N]) -> f32 {
+pub(crate) fn reduce_f32<const N: usize>(mut acc: [f32; N]) -> f32 {
     let mut width = N;
     while width > 1 {
         width /= 2;
@@ -30,13 +30,15 @@ fn reduce_f32<const N: usize>(mut acc: [f32; N]) -> f32 {
     acc[0]
 }
 
+/// `sum_k w[k] x[k]` in `N` lanes (lane `l` takes every `N`-th product, the tail adds into the first lanes), the
+/// lanes then summed pairwise: the one fixed order every f32 dot product of the crate uses, whatever the ISA.
 #[inline(always)]
-fn dot_f32_body(w: &[f32], x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; F32_LANES];
-    let (wc, xc) = (w.chunks_exact(F32_LANES), x.chunks_exact(F32_LANES));
+pub(crate) fn dot_lanes<const N: usize>(w: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; N];
+    let (wc, xc) = (w.chunks_exact(N), x.chunks_exact(N));
     let (wr, xr) = (wc.remainder(), xc.remainder());
     for (a, b) in wc.zip(xc) {
-        for l in 0..F32_LANES {
+        for l in 0..N {
             acc[l] += a[l] * b[l];
         }
     }
@@ -44,6 +46,11 @@ fn dot_f32_body(w: &[f32], x: &[f32]) -> f32 {
         acc[l] += a * b;
     }
     reduce_f32(acc)
+}
+
+#[inline(always)]
+fn dot_f32_body(w: &[f32], x: &[f32]) -> f32 {
+    dot_lanes::<F32_LANES>(w, x)
 }
 
 #[inline(always)]

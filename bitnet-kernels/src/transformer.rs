@@ -14,31 +14,8 @@ use crate::pool::{chunk_count, ThreadPool};
 const LANES: usize = 16;
 
 #[inline(always)]
-fn reduce(mut acc: [f32; LANES]) -> f32 {
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-    }
-    acc[0]
-}
-
-#[inline(always)]
 fn dot_body(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
-        acc[l] += x * y;
-    }
-    reduce(acc)
+    crate::dense::dot_lanes::<LANES>(a, b)
 }
 multiversion!(dot, dot_body, (a: &[f32], b: &[f32]) -> f32);
 

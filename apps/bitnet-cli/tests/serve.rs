@@ -353,3 +353,17 @@ fn sigterm_finishes_in_flight_streams_and_exits_zero() {
     };
     assert!(exit.success(), "exit status {exit}");
 }
+
+#[test]
+fn impossible_sizes_and_a_busy_port_are_usage_errors() {
+    for args in [&["--parallel", "0"][..], &["--parallel", "100000"], &["--queue", "99999999999"], &["--context", "0"]]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_bitnet")).arg("serve").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let server = Server::start(&[]);
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_bitnet")).args(["serve", "--port", &port]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}

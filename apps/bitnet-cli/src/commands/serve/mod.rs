@@ -65,6 +65,11 @@ pub struct ServeArgs {
     max_body: usize,
 }
 
+/// Most slots `--parallel` may ask for.
+const MAX_PARALLEL: usize = 1024;
+/// Most queued requests `--queue` may ask for.
+const MAX_QUEUE: usize = 1 << 16;
+
 /// What every handler sees.
 #[derive(Clone)]
 struct AppState {
@@ -77,6 +82,10 @@ struct AppState {
 pub fn run(args: ServeArgs) -> Result<()> {
     if args.parallel == 0 || args.queue == 0 || args.prefill_chunk == 0 {
         return Err(UsageError("--parallel, --queue and --prefill-chunk must be at least 1".into()).into());
+    }
+    // The slots' caches and the queue are allocated up front: refuse sizes no machine holds.
+    if args.parallel > MAX_PARALLEL || args.queue > MAX_QUEUE {
+        return Err(UsageError(format!("--parallel is at most {MAX_PARALLEL} and --queue at most {MAX_QUEUE}")).into());
     }
     if args.context == Some(0) {
         return Err(UsageError("--context must be at least 1".into()).into());
