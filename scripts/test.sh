@@ -6,7 +6,8 @@
 # Prerequisites it installs when missing (apt-get needs root):
 #   mesa-vulkan-drivers (lavapipe, for the wgpu tests); python3-venv and curl (the openai client test);
 #   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user and the rustup target aarch64-unknown-linux-gnu
-#   (skip that part with BITNET_SKIP_AARCH64=1).
+#   (skip that part with BITNET_SKIP_AARCH64=1); the nightly toolchain and cargo-fuzz for the short fuzz run
+#   (skip it with BITNET_SKIP_FUZZ=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +54,14 @@ disk
 
 step "bitnet serve against the official openai Python client (pip, into target/openai-venv)"
 bash scripts/test-openai-client.sh target/debug/bitnet
+
+if [ "${BITNET_SKIP_FUZZ:-0}" = 1 ]; then
+  step "fuzzing skipped (BITNET_SKIP_FUZZ=1)"
+else
+  step "fuzz: the parsers of untrusted input, 30 s per target (nightly + cargo-fuzz, installed when missing)"
+  FUZZ_SECONDS=30 bash scripts/fuzz.sh
+  disk
+fi
 
 if [ "${BITNET_SKIP_AARCH64:-0}" = 1 ]; then
   step "aarch64 tests skipped (BITNET_SKIP_AARCH64=1)"

@@ -159,7 +159,14 @@ pub fn quantize_row_absmax(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
 pub fn quantize_row_absmax_with(kernel: Kernel, x: &[f32], dst: &mut [i8]) -> (f32, i32) {
     assert_eq!(x.len(), dst.len(), "quantize_row_absmax: {} values into {} codes", x.len(), dst.len());
     let kernel = if kernel.is_available() { kernel } else { Kernel::Scalar };
-    let scale = 127.0 / absmax::call(kernel, x).max(SCALE_EPS);
+    let absmax = absmax::call(kernel, x);
+    // A non-finite input has no 8-bit code: the row's scale becomes NaN, so every product of the row is NaN
+    // (the model's output shows the fault) instead of the value being quantized to 0 unseen.
+    if !absmax.is_finite() || x.iter().any(|v| v.is_nan()) {
+        dst.fill(0);
+        return (f32::NAN, 0);
+    }
+    let scale = 127.0 / absmax.max(SCALE_EPS);
     (scale, round_codes::call(kernel, x, scale, dst))
 }
 

@@ -81,6 +81,21 @@ fn invalid_codes_and_scales_are_rejected() {
     assert!(TernaryMatrix::from_codes(&codes, vec![f32::NAN]).is_err());
     assert!(TernaryMatrix::from_codes(&codes, vec![1.0, 1.0]).is_err());
     assert!(TernaryMatrix::quantize_absmean(&[0.0; 3], 2, 2).is_err());
+    assert!(TernaryMatrix::quantize_absmean(&[0.5, f32::NAN, -1.0, 0.25], 2, 2).is_err(), "NaN weight");
+    assert!(TernaryMatrix::quantize_absmean(&[0.5, f32::INFINITY, -1.0, 0.25], 2, 2).is_err(), "inf weight");
+}
+
+#[test]
+fn non_finite_activations_give_nan_outputs_not_quantized_zeros() {
+    let w = layer(8, 300);
+    let pool = ThreadPool::new(1).unwrap();
+    let mut x = vec![0.5f32; 2 * 300];
+    x[300 + 17] = f32::NAN;
+    let q = QuantizedActivations::quantize(&x, 2, 300).unwrap();
+    let mut y = vec![0.0f32; 2 * 8];
+    ternary_matmul(&w, &q, &mut y, &pool).unwrap();
+    assert!(y[..8].iter().all(|v| v.is_finite()), "the finite row stays finite: {y:?}");
+    assert!(y[8..].iter().all(|v| v.is_nan()), "the row holding a NaN gives NaN: {y:?}");
 }
 
 #[test]

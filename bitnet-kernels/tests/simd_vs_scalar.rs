@@ -369,6 +369,9 @@ fn float_dense_kernels_agree_and_match_f64() {
 
 /// The activation quantizer written as plainly as possible: sequential absmax, then each value on its own.
 fn naive_quantize(x: &[f32]) -> (f32, Vec<i8>, i32) {
+    if x.iter().any(|v| !v.is_finite()) {
+        return (f32::NAN, vec![0; x.len()], 0);
+    }
     let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let scale = 127.0 / absmax.max(1e-5);
     let codes: Vec<i8> = x.iter().map(|&v| (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8).collect();
@@ -390,6 +393,7 @@ fn activation_quantization_copies_match_the_naive_quantizer() {
     inputs.push(vec![-1e30, 1e-30, 3.0, -0.0]);
     inputs.push(vec![1.0, f32::NAN, -2.0, 0.25]);
     inputs.push(vec![1.0, f32::INFINITY, -2.0, 0.25]);
+    inputs.push((0..40).map(|i| if i == 33 { f32::NEG_INFINITY } else { i as f32 }).collect());
     for x in &inputs {
         let (scale, codes, sum) = naive_quantize(x);
         for kernel in Kernel::available() {

@@ -261,11 +261,15 @@ impl<'m, B: BitNetBackend> BatchEngine<'m, B> {
             *samples && !self.slots[*i].sequence.as_ref().is_some_and(|s| s.sampler.is_greedy())
         });
         let rows = if sampling {
-            Some(logits.clone().into_data().convert::<f32>().into_vec::<f32>().map_err(read)?)
+            let rows = logits.clone().into_data().convert::<f32>().into_vec::<f32>().map_err(read)?;
+            if rows.iter().any(|v| v.is_nan()) {
+                return Err(crate::generate::non_finite_logits());
+            }
+            Some(rows)
         } else {
             None
         };
-        let argmax: Vec<i64> = logits.argmax(1).into_data().convert::<i64>().into_vec::<i64>().map_err(read)?;
+        let argmax = crate::generate::greedy_tokens(logits)?;
         let vocab = self.model.config().vocab_size;
         for (row, (i, tokens, samples)) in plan.into_iter().enumerate() {
             let slot = &mut self.slots[i];
@@ -279,7 +283,7 @@ impl<'m, B: BitNetBackend> BatchEngine<'m, B> {
             }
             let token = match (&rows, seq.sampler.is_greedy()) {
                 (Some(rows), false) => seq.sampler.sample(&rows[row * vocab..(row + 1) * vocab], &seq.context),
-                _ => argmax[row] as u32,
+                _ => argmax[row],
             };
             seq.context.push(token);
             seq.generated += 1;

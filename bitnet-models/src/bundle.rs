@@ -2,7 +2,7 @@
 //! needed), the chat template, the BOS token and the stop tokens.
 //!
 //! * [`ModelSpec`]: what `--model` names: a Hugging Face directory, a `.gguf` file, a hub id (`owner/name`,
-//!   fetched through the hf-hub cache), or nothing for the embedded default model.
+//!   fetched into the hub cache), or nothing for the embedded default model.
 //! * [`Checkpoint`]: the opened files (a GGUF file is parsed once, a directory's shards mapped once), enough to
 //!   describe a model without loading it (`bitnet inspect`).
 //! * [`ModelBundle`]: the model loaded on a device with everything a command needs around it.

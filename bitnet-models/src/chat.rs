@@ -21,6 +21,32 @@ impl Message {
     }
 }
 
+/// Template VM instructions one rendering may run (real templates use a few per message and character of
+/// control flow; a template that loops without end runs out and fails instead of hanging).
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+/// Most bytes a rendered prompt may have (far beyond any model's context).
+pub const TEMPLATE_OUTPUT_CAP: usize = 16 << 20;
+
+/// A writer that fails once it holds `cap` bytes.
+struct CappedOutput {
+    text: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.cap {
+            self.text.extend_from_slice(&buf[..self.cap - self.text.len()]);
+            return Err(std::io::Error::other("the rendered prompt is too large"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How a conversation becomes a prompt.
 #[derive(Debug, Clone)]
 pub enum ChatTemplate {
@@ -46,12 +72,22 @@ impl ChatTemplate {
             serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
             _ => String::new(),
         };
-        Ok(match v.get("chat_template").and_then(|t| t.as_str()) {
-            Some(source) => ChatTemplate::Jinja {
-                source: source.into(),
-                bos_token: special("bos_token"),
-                eos_token: special("eos_token"),
-            },
+        // A string, or (newer tokenizer configs) a list of named templates of which "default" is the chat one.
+        let source = match v.get("chat_template") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(source)) => Some(source.clone()),
+            Some(serde_json::Value::Array(named)) => {
+                let by_name = |name: &str| {
+                    named.iter().find(|t| t["name"] == name).and_then(|t| t["template"].as_str()).map(String::from)
+                };
+                Some(by_name("default").ok_or("chat_template is a list without a template named \"default\"")?)
+            }
+            Some(_) => return Err("chat_template must be a string or a list of {name, template}".into()),
+        };
+        Ok(match source {
+            Some(source) => {
+                ChatTemplate::Jinja { source, bos_token: special("bos_token"), eos_token: special("eos_token") }
+            }
             None => ChatTemplate::BitNet2B4T,
         })
     }
@@ -91,18 +127,32 @@ impl ChatTemplate {
                 Ok(out)
             }
             ChatTemplate::Jinja { source, bos_token, eos_token } => {
+                // Templates come from model files: bound their work (fuel: VM instructions) and their output.
                 let mut env = minijinja::Environment::new();
+                env.set_fuel(Some(TEMPLATE_FUEL));
+                env.add_function("raise_exception", |message: String| -> std::result::Result<String, _> {
+                    Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
+                });
                 let render_error = |e: minijinja::Error| ModelError::Request(format!("chat template: {e}"));
                 env.add_template("chat", source).map_err(render_error)?;
                 let template = env.get_template("chat").map_err(render_error)?;
-                template
-                    .render(minijinja::context! {
-                        messages => messages,
-                        bos_token => bos_token,
-                        eos_token => eos_token,
-                        add_generation_prompt => true,
-                    })
-                    .map_err(render_error)
+                let mut out = CappedOutput { text: Vec::new(), cap: TEMPLATE_OUTPUT_CAP };
+                let context = minijinja::context! {
+                    messages => messages,
+                    bos_token => bos_token,
+                    eos_token => eos_token,
+                    add_generation_prompt => true,
+                };
+                let rendered = template.render_captured_to(context, &mut out).map(|_| ());
+                match rendered {
+                    Ok(_) => String::from_utf8(out.text)
+                        .map_err(|_| ModelError::Request("chat template: the output is not UTF-8".into())),
+                    Err(_) if out.text.len() >= out.cap => Err(ModelError::Request(format!(
+                        "chat template: the prompt exceeds {} MiB",
+                        TEMPLATE_OUTPUT_CAP >> 20
+                    ))),
+                    Err(e) => Err(render_error(e)),
+                }
             }
         }
     }
@@ -118,6 +168,37 @@ mod tests {
         let t = ChatTemplate::from_tokenizer_config("{}").unwrap();
         let text = t.render(&[Message::new("system", "Be brief."), Message::new("user", "Hi")]).unwrap();
         assert_eq!(text, "<|begin_of_text|>System: Be brief.<|eot_id|>User: Hi<|eot_id|>Assistant: ");
+    }
+
+    fn jinja(source: &str) -> ChatTemplate {
+        ChatTemplate::Jinja { source: source.into(), bos_token: "<s>".into(), eos_token: "</s>".into() }
+    }
+
+    #[test]
+    fn hostile_templates_fail_instead_of_hanging_or_exhausting_memory() {
+        let hi = [Message::new("user", "hi")];
+        let endless = "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
+        let err = jinja(endless).render(&hi).unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
+        let huge = "{% set s = 'a' * 100000000 %}{% for i in range(100) %}{{ s }}{% endfor %}";
+        let err = jinja(huge).render(&hi).unwrap_err().to_string();
+        assert!(err.contains("MiB"), "{err}");
+    }
+
+    #[test]
+    fn templates_may_use_macros_raise_exception_and_the_list_form() {
+        let macro_template = "{% macro turn(m) %}[{{ m.role }}] {{ m.content }}{% endmacro %}\
+            {% for m in messages %}{{ turn(m) }}{% endfor %}";
+        assert_eq!(jinja(macro_template).render(&[Message::new("user", "hi")]).unwrap(), "[user] hi");
+        let raising = "{% if messages[0].role != 'system' %}{{ raise_exception('system first') }}{% endif %}";
+        let err = jinja(raising).render(&[Message::new("user", "hi")]).unwrap_err().to_string();
+        assert!(err.contains("system first"), "{err}");
+        let config =
+            r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#;
+        assert_eq!(ChatTemplate::from_tokenizer_config(config).unwrap().render(&[]).unwrap(), "D");
+        let config = r#"{"chat_template": [{"name": "tool_use", "template": "T"}]}"#;
+        assert!(ChatTemplate::from_tokenizer_config(config).unwrap_err().contains("default"));
+        assert!(ChatTemplate::from_tokenizer_config(r#"{"chat_template": 5}"#).is_err());
     }
 
     #[test]

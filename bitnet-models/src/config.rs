@@ -225,10 +225,33 @@ impl BitNetConfig {
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim ({}) must be even for RoPE", self.head_dim));
         }
+        // f32 tables: theta must survive the conversion, and only theta > 1 gives decreasing frequencies.
+        if !(self.rope_theta > 1.0 && (self.rope_theta as f32).is_finite()) {
+            return Err(format!("rope_theta {} must be greater than 1 and finite in f32", self.rope_theta));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return Err(format!("rms_norm_eps {} must be a finite number >= 0", self.rms_norm_eps));
+        }
         if self.max_position_embeddings > 1 << 20 {
             return Err(format!("max_position_embeddings {} is beyond 2^20", self.max_position_embeddings));
         }
         Ok(())
+    }
+
+    /// Parameters of the model (embedding, untied head, every projection and norm), or `None` if the count
+    /// overflows `u64` (a hostile configuration).
+    pub fn parameter_count(&self) -> Option<u64> {
+        let n = |x: usize| x as u64;
+        let (h, f, d) = (n(self.hidden_size), n(self.intermediate_size), n(self.head_dim));
+        let q = n(self.num_attention_heads).checked_mul(d)?;
+        let kv = n(self.num_key_value_heads).checked_mul(d)?;
+        let attention = h.checked_mul(q.checked_mul(2)?.checked_add(kv.checked_mul(2)?)?)?;
+        let mlp = h.checked_mul(f)?.checked_mul(3)?;
+        let norms = h.checked_mul(3)?.checked_add(q)?.checked_add(f)?;
+        let layer = attention.checked_add(mlp)?.checked_add(norms)?;
+        let matrices = if self.tie_word_embeddings { 1 } else { 2 };
+        let tokens = n(self.vocab_size).checked_mul(h)?.checked_mul(matrices)?;
+        n(self.num_hidden_layers).checked_mul(layer)?.checked_add(tokens)?.checked_add(h)
     }
 
     /// Query heads per key/value head.

@@ -101,11 +101,37 @@ pub fn generate<B: BitNetBackend>(
 /// The token `sampler` picks from `logits` (`[1, vocab]`): an on-device argmax when greedy, else a draw from the
 /// row read back to the host.
 pub fn next_token<B: BitNetBackend>(logits: Tensor<B, 2>, sampler: &mut Sampler, context: &[u32]) -> Result<u32> {
-    let read = |e: burn::tensor::DataError| ModelError::Request(format!("reading logits: {e:?}"));
     if sampler.is_greedy() {
-        let id = logits.argmax(1).into_data().convert::<i64>().into_vec::<i64>().map_err(read)?;
-        return id.first().map(|&id| id as u32).ok_or_else(|| ModelError::Request("no logits".into()));
+        let ids = greedy_tokens(logits)?;
+        return ids.first().copied().ok_or_else(|| ModelError::Request("no logits".into()));
     }
-    let row = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(read)?;
+    let row = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(read_error)?;
+    if row.iter().any(|v| v.is_nan()) || !row.iter().any(|v| v.is_finite()) {
+        return Err(non_finite_logits());
+    }
     Ok(sampler.sample(&row, context))
+}
+
+/// The on-device argmax of each row of `logits` (`[rows, vocab]`), the lowest id on ties; fails when a row's
+/// largest logit is not finite (NaN or infinite activations: the output would be meaningless).
+pub fn greedy_tokens<B: BitNetBackend>(logits: Tensor<B, 2>) -> Result<Vec<u32>> {
+    let best = logits.clone().max_dim(1).into_data().convert::<f32>().into_vec::<f32>().map_err(read_error)?;
+    if best.iter().any(|v| !v.is_finite()) {
+        return Err(non_finite_logits());
+    }
+    let ids = logits.argmax(1).into_data().convert::<i64>().into_vec::<i64>().map_err(read_error)?;
+    Ok(ids.into_iter().map(|id| id as u32).collect())
+}
+
+/// The error of a forward pass whose logits are not finite.
+pub(crate) fn non_finite_logits() -> ModelError {
+    ModelError::Request(
+        "the model produced non-finite logits (NaN or infinity): its activations overflowed, or its weights are \
+         not a trained model's"
+            .into(),
+    )
+}
+
+fn read_error(e: burn::tensor::DataError) -> ModelError {
+    ModelError::Request(format!("reading logits: {e:?}"))
 }

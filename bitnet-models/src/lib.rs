@@ -13,7 +13,7 @@
 //! * [`gguf`]: the GGUF container (reader, writer, ggml types, metadata values, BitNet metadata, vocabularies);
 //! * [`export`]: writing packed models as HF checkpoints or GGUF files, and random-weight models;
 //! * [`bundle`]: a model as a user names it (directory, `.gguf`, hub id, the embedded default model) resolved and
-//!   opened once into model + tokenizer + chat template + BOS and stop ids; [`hub`]: hub ids through `hf-hub`;
+//!   opened once into model + tokenizer + chat template + BOS and stop ids; [`hub`]: hub ids through a hardened hub client and the standard hub cache;
 //! * [`tokenizer`] and [`chat`]: `tokenizer.json` via the `tokenizers` crate (the LLaMA-3 tokenizer ships with the
 //!   crate) and Jinja chat templates via minijinja, with the 2B-4T template as fallback;
 //! * [`sampling`] and [`generate`]: greedy / temperature / top-k / top-p / min-p / repetition-penalty sampling

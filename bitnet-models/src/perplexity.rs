@@ -70,6 +70,9 @@ pub fn perplexity<B: BitNetBackend>(
             .convert::<f32>()
             .into_vec::<f32>()
             .map_err(|e| ModelError::Request(format!("reading losses: {e:?}")))?;
+        if values.iter().any(|v| v.is_nan()) {
+            return Err(crate::generate::non_finite_logits());
+        }
         total += values.iter().map(|&v| v as f64).sum::<f64>();
         count += values.len();
         on_window(i + 1, windows.len());

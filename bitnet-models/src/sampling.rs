@@ -100,8 +100,10 @@ impl Sampler {
         if c.top_k > 0 {
             order.truncate(c.top_k);
         }
-        let max = logits[order[0]] / c.temperature;
-        let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] / c.temperature - max) as f64).exp()).collect();
+        // `(l - max) / T` in f64: a tiny temperature sends every other token to probability 0 (greedy) instead of
+        // overflowing `l / T` to infinity and the probabilities to NaN.
+        let (max, t) = (logits[order[0]] as f64, c.temperature as f64);
+        let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] as f64 - max) / t).exp()).collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         let mut keep = probs.len();
@@ -193,6 +195,18 @@ mod tests {
             SamplingConfig { repetition_penalty: 0.0, ..Default::default() },
         ] {
             assert!(bad.validate().is_err());
+        }
+    }
+
+    #[test]
+    fn a_vanishing_temperature_is_greedy() {
+        let logits = [0.5f32, 3.0, -2.0, 2.9, 1.0];
+        for t in [1e-40f32, f32::MIN_POSITIVE, 1e-30] {
+            let config = SamplingConfig { temperature: t, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+            let mut sampler = Sampler::new(config);
+            for _ in 0..20 {
+                assert_eq!(sampler.sample(&logits, &[]), 1, "temperature {t}");
+            }
         }
     }
 }

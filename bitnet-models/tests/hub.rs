@@ -1,6 +1,8 @@
 //! The hub download path against a loopback HTTP server that serves a tiny model in the hub's URL layout
 //! (`/api/models/{repo}/revision/{rev}` and `/{repo}/resolve/{rev}/{file}` with the hub's headers), then the
-//! cache with `HF_HUB_OFFLINE=1`. One test function: the environment variables are process-wide.
+//! cache with `HF_HUB_OFFLINE=1`, then hostile servers: path-like ETags, commits and file names, a redirect
+//! without `Location`, a body shorter than announced, a server that never answers. One test function: the
+//! environment variables are process-wide.
 
 use bitnet_models::hub::fetch;
 use bitnet_models::load_model;
@@ -33,7 +35,7 @@ fn respond(stream: &mut TcpStream, status: &str, headers: &[(String, String)], b
     let _ = stream.write_all(body);
 }
 
-fn handle(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>) {
+fn handle(mut stream: TcpStream, files: &Arc<HashMap<String, Vec<u8>>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -53,6 +55,40 @@ fn handle(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>) {
     if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}")) {
         return respond(&mut stream, "401 Unauthorized", &[], b"{\"error\":\"token required\"}");
     }
+    // Hostile variants, by repo: each serves REPO's files but lies in one way.
+    let evil = path.split('/').find_map(|p| p.strip_prefix("evil-")).map(String::from);
+    let path = match &evil {
+        Some(kind) => path.replace(&format!("evil/evil-{kind}"), REPO),
+        None => path,
+    };
+    match evil.as_deref() {
+        Some("hang") => {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            return;
+        }
+        Some("sha") if path.starts_with("/api/") => {
+            let body = r#"{"sha":"../../x","siblings":[{"rfilename":"config.json"}]}"#;
+            return respond(&mut stream, "200 OK", &[], body.as_bytes());
+        }
+        Some("listing") if path.starts_with("/api/") => {
+            let names = ["config.json", "model.safetensors", "../../../outside.safetensors", "sub/x.safetensors"];
+            let siblings: Vec<String> = names.iter().map(|f| format!("{{\"rfilename\":\"{f}\"}}")).collect();
+            let body = format!("{{\"sha\":\"{COMMIT}\",\"siblings\":[{}]}}", siblings.join(","));
+            return respond(&mut stream, "200 OK", &[], body.as_bytes());
+        }
+        Some("redirect") if !path.starts_with("/api/") => {
+            return respond(&mut stream, "302 Found", &[], b"");
+        }
+        Some("short") if !path.starts_with("/api/") => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nETag: \"abc\"\r\nX-Repo-Commit: {COMMIT}\r\n\
+                 Connection: close\r\n\r\nonly a little"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            return;
+        }
+        _ => {}
+    }
     // `files` is keyed by "owner/name/file".
     if let Some(repo) = path.strip_prefix("/api/models/").and_then(|p| p.strip_suffix("/revision/main")) {
         let prefix = format!("{repo}/");
@@ -71,8 +107,13 @@ fn handle(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>) {
     let Some(data) = files.get(&key) else {
         return respond(&mut stream, "404 Not Found", &[], b"not found");
     };
-    let etag = format!("\"etag-{}-{}\"", data.len(), data.iter().map(|&b| b as usize).sum::<usize>());
-    let mut hdrs = vec![("ETag".to_string(), etag), ("X-Repo-Commit".to_string(), COMMIT.to_string())];
+    let etag = format!("\"etag{}x{}\"", data.len(), data.iter().map(|&b| b as usize).sum::<usize>());
+    let (etag, commit) = match evil.as_deref() {
+        Some("etag") => ("\"../../../../x/blob\"".to_string(), COMMIT.to_string()),
+        Some("commit") => (etag, "../../../x".to_string()),
+        _ => (etag, COMMIT.to_string()),
+    };
+    let mut hdrs = vec![("ETag".to_string(), etag), ("X-Repo-Commit".to_string(), commit)];
     match headers.get("range").and_then(|r| r.strip_prefix("bytes=")) {
         Some(range) => {
             let (start, end) = range.split_once('-').unwrap_or((range, ""));
@@ -86,6 +127,7 @@ fn handle(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>) {
 }
 
 fn serve(files: HashMap<String, Vec<u8>>) -> Server {
+    let files = Arc::new(files);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -103,7 +145,8 @@ fn serve(files: HashMap<String, Vec<u8>>) -> Server {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).unwrap();
                     requests2.fetch_add(1, Ordering::Relaxed);
-                    handle(stream, &files);
+                    let files = files.clone();
+                    std::thread::spawn(move || handle(stream, &files));
                 }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
             }
@@ -127,7 +170,8 @@ fn fixture_files() -> HashMap<String, Vec<u8>> {
 
 #[test]
 fn download_through_the_hub_layout_then_offline_cache() {
-    let home = std::env::temp_dir().join(format!("bitnet-hub-home-{}", std::process::id()));
+    let outer = std::env::temp_dir().join(format!("bitnet-hub-{}", std::process::id()));
+    let home = outer.join("home");
     let server = serve(fixture_files());
     // This test binary has one test, so no other thread reads the environment while it changes.
     std::env::set_var("HF_HOME", &home);
@@ -154,6 +198,29 @@ fn download_through_the_hub_layout_then_offline_cache() {
     assert!(!gguf.with_file_name("README.md").exists(), "only model files are fetched");
     load_model::<Flex>(&gguf, &Default::default()).unwrap();
 
+    // Hostile servers: each is a clear error (or, for names outside the repo root, ignored); nothing is
+    // written outside the cache and nothing hangs.
+    std::env::set_var("HF_HUB_DOWNLOAD_TIMEOUT", "1");
+    for (kind, needle) in [
+        ("etag", "invalid ETag"),
+        ("commit", "served from commit"),
+        ("sha", "commit id"),
+        ("redirect", "without a Location"),
+        ("short", "bytes"),
+        ("hang", "evil/evil-hang"),
+    ] {
+        let started = std::time::Instant::now();
+        let err = fetch(&format!("evil/evil-{kind}"), "main").unwrap_err().to_string();
+        assert!(err.contains(needle), "{kind}: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(4), "{kind} took {:?}", started.elapsed());
+    }
+    let listed = fetch("evil/evil-listing", "main").unwrap();
+    assert!(listed.join("config.json").is_file() && listed.starts_with(&home));
+    assert!(!listed.join("x.safetensors").exists());
+    let escaped: Vec<_> = std::fs::read_dir(&outer).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(escaped, ["home"], "nothing is written next to HF_HOME");
+    assert!(fetch(REPO, "../../etc").is_err() && fetch(REPO, "refs/../../x").is_err());
+
     // Offline: the cache serves the model with the server gone; an unknown repo is an error.
     server.stop.store(true, Ordering::Relaxed);
     std::env::set_var("HF_HUB_OFFLINE", "1");
@@ -162,5 +229,6 @@ fn download_through_the_hub_layout_then_offline_cache() {
     let err = fetch("bitnet-rust/never-downloaded", "main").unwrap_err().to_string();
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
     assert!(fetch("not a repo id", "main").is_err());
-    std::fs::remove_dir_all(&home).ok();
+    assert!(fetch(REPO, "../../../x").unwrap_err().to_string().contains("revision"));
+    std::fs::remove_dir_all(&outer).ok();
 }

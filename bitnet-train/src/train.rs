@@ -17,6 +17,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Most windows per optimizer step.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+/// Most tokens per optimizer step (`batch_size x context`).
+pub const MAX_BATCH_TOKENS: usize = 1 << 22;
+/// Most parameters of a model `bitnet train` builds (16 bytes each with AdamW: 256 GB).
+pub const MAX_TRAIN_PARAMETERS: u64 = 16_000_000_000;
+/// Most optimizer steps (and steps between checkpoints) a run may ask for.
+pub const MAX_STEPS: usize = 1 << 40;
+
 /// Settings of a training run (the `bitnet train` flags).
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -63,8 +72,37 @@ impl TrainConfig {
                 self.context, self.model.max_position_embeddings
             ));
         }
+        // Training holds every parameter in f32 with AdamW's two moments: refuse models no machine trains here.
+        match self.model.parameter_count() {
+            Some(p) if p <= MAX_TRAIN_PARAMETERS => {}
+            count => {
+                let count = count.map_or("more than 2^64".to_string(), |p| p.to_string());
+                return bad(format!(
+                    "the architecture has {count} parameters; training takes at most {MAX_TRAIN_PARAMETERS}"
+                ));
+            }
+        }
         if self.batch_size == 0 || self.steps == 0 || self.checkpoint_every == 0 {
             return bad("--batch-size, --steps and --checkpoint-every must be at least 1".into());
+        }
+        // Sizes beyond these are typing errors, not runs: refuse them before anything is allocated.
+        if self.batch_size > MAX_BATCH_SIZE || self.batch_size.saturating_mul(self.context) > MAX_BATCH_TOKENS {
+            return bad(format!(
+                "--batch-size {} x --context {} exceeds {MAX_BATCH_TOKENS} tokens per step (at most {MAX_BATCH_SIZE} \
+                 windows)",
+                self.batch_size, self.context
+            ));
+        }
+        if self.steps > MAX_STEPS || self.checkpoint_every > MAX_STEPS || self.warmup_steps > MAX_STEPS {
+            return bad(format!("--steps, --checkpoint-every and --warmup-steps must be at most {MAX_STEPS}"));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("--weight-decay must be a finite number >= 0, got {}", self.weight_decay));
+        }
+        if let Some(clip) = self.grad_clip {
+            if !(clip.is_finite() && clip > 0.0) {
+                return bad(format!("--grad-clip must be a finite number > 0, got {clip}"));
+            }
         }
         let rates_ok =
             self.lr > 0.0 && self.lr.is_finite() && self.stage_two_lr >= 0.0 && self.stage_two_lr.is_finite();

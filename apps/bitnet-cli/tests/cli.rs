@@ -182,6 +182,58 @@ fn corrupt_model_files_exit_1_with_a_one_line_cause() {
             "shape",
         ),
     ];
+    // A configuration field changed to `value` (a JSON literal).
+    let set = |field: &'static str, value: &'static str| -> Box<dyn Fn(&Path)> {
+        Box::new(move |d: &Path| {
+            let p = d.join("config.json");
+            let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            config[field] = serde_json::from_str(value).unwrap();
+            std::fs::write(&p, config.to_string()).unwrap();
+        })
+    };
+    // The first `weight_scale` tensor of the safetensors file set to +inf.
+    let infinite_scale: Box<dyn Fn(&Path)> = Box::new(|d: &Path| {
+        let p = d.join("model.safetensors");
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let (_, info) = header.as_object().unwrap().iter().find(|(k, _)| k.ends_with("weight_scale")).unwrap();
+        let at = 8 + n + info["data_offsets"][0].as_u64().unwrap() as usize;
+        bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        std::fs::write(&p, bytes).unwrap();
+    });
+    // The final norm's gains set to 3e38: finite weights whose activations overflow.
+    let overflowing_norm: Box<dyn Fn(&Path)> = Box::new(|d: &Path| {
+        let p = d.join("model.safetensors");
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let info = &header["model.norm.weight"];
+        assert_eq!(info["dtype"], "F32");
+        let (start, end) = (info["data_offsets"][0].as_u64().unwrap(), info["data_offsets"][1].as_u64().unwrap());
+        for at in (8 + n + start as usize..8 + n + end as usize).step_by(4) {
+            bytes[at..at + 4].copy_from_slice(&3e38f32.to_le_bytes());
+        }
+        std::fs::write(&p, bytes).unwrap();
+    });
+    let mut cases = cases;
+    cases.push(("infinite-row-scale", infinite_scale, "weight_scale"));
+    cases.push(("overflowing-activations", overflowing_norm, "non-finite logits"));
+    cases.extend([
+        ("fewer-layers-than-tensors", set("num_hidden_layers", "1"), "layer 1"),
+        ("absurd-layer-count", set("num_hidden_layers", "1000000000"), "missing tensor"),
+        (
+            "vanishing-rope-theta",
+            set("rope_parameters", r#"{"rope_type": "default", "rope_theta": 1e-300}"#),
+            "rope_theta",
+        ),
+        (
+            "infinite-f32-rope-theta",
+            set("rope_parameters", r#"{"rope_type": "default", "rope_theta": 1e300}"#),
+            "rope_theta",
+        ),
+        ("negative-eps", set("rms_norm_eps", "-1.0"), "rms_norm_eps"),
+    ] as [Corruption; 5]);
     for (tag, corrupt, needle) in cases {
         let dir = scratch_copy("tiny-bitlinear", tag);
         corrupt(&dir);
@@ -190,6 +242,10 @@ fn corrupt_model_files_exit_1_with_a_one_line_cause() {
         assert_eq!(out.status.code(), Some(1), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
         let line = one_line_error(&out);
         assert!(line.contains(needle), "{tag}: {line}");
+        // Load-time faults name the model (a fault found while running it is about the run).
+        if tag != "overflowing-activations" {
+            assert!(line.contains(&format!("bitnet-cli-{tag}-")), "{tag}: the error names the model: {line}");
+        }
     }
 }
 

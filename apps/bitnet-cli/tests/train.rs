@@ -180,6 +180,11 @@ fn bad_training_input_is_a_one_line_error() {
         (("--steps", "0"), 2, "--steps"),
         (("--gguf", "tq2_0"), 2, "multiples of 256"),
         (("--gguf", "q4_0"), 2, "q4_0"),
+        (("--batch-size", "1000000000"), 2, "--batch-size"),
+        (("--steps", "18446744073709551615"), 2, "--steps"),
+        (("--weight-decay", "NaN"), 2, "--weight-decay"),
+        (("--grad-clip", "NaN"), 2, "--grad-clip"),
+        (("--grad-clip", "inf"), 2, "--grad-clip"),
     ];
     if !cfg!(feature = "cuda") {
         cases.push((("--device", "cuda"), 2, "--features cuda"));
@@ -200,6 +205,21 @@ fn bad_training_input_is_a_one_line_error() {
             assert_eq!(stderr.trim_end().lines().count(), 1, "{a:?}: {stderr}");
         }
     }
+    // A configuration with a billion layers is refused before anything is allocated.
+    let config_path = dir.join("huge.json");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bitnet-models/tests/fixtures/tiny-bitlinear");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap()).unwrap();
+    config["num_hidden_layers"] = 1_000_000_000.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut a = train_args(&tok, &train, &valid, o);
+    let i = a.iter().position(|x| *x == "--arch").unwrap();
+    let config_arg = config_path.to_str().unwrap();
+    a[i] = "--config";
+    a[i + 1] = config_arg;
+    let out = run(&a);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("parameters"));
     let out = run(&train_args(&tok, "/nonexistent/train.txt", &valid, o));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/train.txt"));

@@ -101,6 +101,10 @@ impl TernaryMatrix {
     /// Quantizes f32 latent weights `[rows, cols]` per tensor with absmean ([`crate::quant`]).
     pub fn quantize_absmean(weights: &[f32], rows: usize, cols: usize) -> Result<Self> {
         ensure_eq("weight count", checked_elems("weights", rows, cols)?, weights.len())?;
+        // A NaN would vanish in the absmean's floor (`max` skips it) and leave a silently wrong projection.
+        if let Some(&value) = weights.iter().find(|w| !w.is_finite()) {
+            return Err(KernelError::NonFiniteScale { what: "a weight", value });
+        }
         let (codes, g) = quantize_weights_absmean(weights);
         Self::from_codes_with_scale(&TernaryCodes::new(rows, cols, codes)?, g)
     }

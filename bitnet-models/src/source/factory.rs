@@ -33,8 +33,39 @@ fn check_finite(source: &dyn TensorSource, id: TensorId, values: &[f32]) -> Resu
     }
 }
 
+/// An error about tensor `id` that names the file and the tensor: kernel and backend errors (a scale that is
+/// not finite, a code out of range) carry neither.
+fn in_file(source: &dyn TensorSource, id: TensorId, e: ModelError) -> ModelError {
+    match e {
+        ModelError::Kernel(_) | ModelError::Backend(_) => {
+            ModelError::Weights { path: source.path().into(), message: format!("{}: {e}", describe(id)) }
+        }
+        other => other,
+    }
+}
+
 impl<B: DenseLinearBackend> ParamFactory<B> for SourceFactory<'_, B> {
     fn projection(&mut self, id: TensorId, rows: usize, cols: usize, norm: Option<RmsNorm<B>>) -> Result<BitLinear<B>> {
+        self.load_projection(id, rows, cols, norm).map_err(|e| in_file(self.source, id, e))
+    }
+
+    fn norm(&mut self, id: TensorId, width: usize, eps: f64) -> Result<RmsNorm<B>> {
+        self.load_norm(id, width, eps).map_err(|e| in_file(self.source, id, e))
+    }
+
+    fn matrix(&mut self, id: TensorId, rows: usize, cols: usize) -> Result<TokenMatrix<B>> {
+        self.load_matrix(id, rows, cols).map_err(|e| in_file(self.source, id, e))
+    }
+}
+
+impl<B: DenseLinearBackend> SourceFactory<'_, B> {
+    fn load_projection(
+        &mut self,
+        id: TensorId,
+        rows: usize,
+        cols: usize,
+        norm: Option<RmsNorm<B>>,
+    ) -> Result<BitLinear<B>> {
         let data = self.source.projection(id, rows, cols)?;
         let layer = match (data, self.options.state) {
             (ProjectionData::Ternary(m), LoadAs::Packed) => {
@@ -60,14 +91,14 @@ impl<B: DenseLinearBackend> ParamFactory<B> for SourceFactory<'_, B> {
         Ok(layer)
     }
 
-    fn norm(&mut self, id: TensorId, width: usize, eps: f64) -> Result<RmsNorm<B>> {
+    fn load_norm(&mut self, id: TensorId, width: usize, eps: f64) -> Result<RmsNorm<B>> {
         let values = self.source.norm(id, width)?;
         check_finite(self.source, id, &values)?;
         let gamma = Tensor::from_data(TensorData::new(values, [width]), self.device);
         Ok(RmsNorm { gamma: Param::from_tensor(gamma), epsilon: eps })
     }
 
-    fn matrix(&mut self, id: TensorId, rows: usize, cols: usize) -> Result<TokenMatrix<B>> {
+    fn load_matrix(&mut self, id: TensorId, rows: usize, cols: usize) -> Result<TokenMatrix<B>> {
         let data = self.source.matrix(id, rows, cols)?;
         // The head format applies to the head, and to the embedding of a tied model (its one matrix); a
         // checkpoint's 16-bit values stay 16-bit where the backend stores them (half the bytes for the head's
@@ -95,6 +126,16 @@ pub fn build_model<B: BitNetBackend>(
     options: LoadOptions,
     device: &B::Device,
 ) -> Result<BitNetModel<B>> {
+    if let Some(last) = source.last_layer().filter(|&l| l >= config.num_hidden_layers) {
+        return Err(ModelError::Weights {
+            path: source.path().into(),
+            message: format!(
+                "the file holds tensors of layer {last}, but its configuration declares {} layers \
+                 (num_hidden_layers / block_count)",
+                config.num_hidden_layers
+            ),
+        });
+    }
     let tied = config.tie_word_embeddings;
     BitNetModel::build(config, &mut SourceFactory { source, options, tied, device })
 }

@@ -80,6 +80,10 @@ impl TensorSource for GgufFile {
         GgufFile::path(self)
     }
 
+    fn last_layer(&self) -> Option<usize> {
+        self.tensors().iter().filter_map(|t| super::layer_of(&t.name)).max()
+    }
+
     fn norm(&self, id: TensorId, width: usize) -> Result<Vec<f32>> {
         let name = format!("{}.weight", gguf_name(id));
         let info = self.info_of(&name, &[width as u64])?;

@@ -256,6 +256,10 @@ impl TensorSource for HfCheckpoint {
         &self.dir
     }
 
+    fn last_layer(&self) -> Option<usize> {
+        self.index.keys().filter_map(|name| super::layer_of(name)).max()
+    }
+
     fn norm(&self, id: TensorId, width: usize) -> Result<Vec<f32>> {
         let name = format!("{}.weight", self.name(id));
         let (info, data, path) = self.require(&name)?;

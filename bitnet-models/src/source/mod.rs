@@ -39,9 +39,18 @@ pub trait TensorSource {
     fn matrix(&self, id: TensorId, rows: usize, cols: usize) -> Result<MatrixData>;
     /// The projection `id`, `[rows, cols]` (rows = output features).
     fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData>;
+    /// The largest block index among the source's tensor names (`model.layers.N.` or `blk.N.`), if any: a file
+    /// with tensors of more layers than its configuration declares is ambiguous and refused.
+    fn last_layer(&self) -> Option<usize>;
     /// Tells the source that tensor `id` has been copied and its bytes will not be read again (a mapped file
     /// hands its pages back to the OS). The default does nothing.
     fn release(&self, _id: TensorId) {}
+}
+
+/// The block index in a tensor name (`model.layers.N.…` in Hugging Face checkpoints, `blk.N.…` in GGUF).
+pub(crate) fn layer_of(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("model.layers.").or_else(|| name.strip_prefix("blk."))?;
+    rest.split('.').next()?.parse().ok()
 }
 
 /// The state the loaded projections are put in.

@@ -1,4 +1,4 @@
-//! `bitnet download OWNER/NAME`: fetches a model from the Hugging Face hub into the hf-hub cache and prints
+//! `bitnet download OWNER/NAME`: fetches a model from the Hugging Face hub into the Hugging Face hub cache and prints
 //! its local path (HF_HOME, HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE apply).
 
 use super::UsageError;

@@ -50,9 +50,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
             format!("gguf-v{} ({})", f.version(), f.architecture())
         }
     };
-    // Saturating: a hostile header may claim shapes whose product overflows.
-    let elements = |shape: &[u64]| shape.iter().fold(1u64, |acc, &d| acc.saturating_mul(d));
-    let stored: u64 = tensors.values().fold(0u64, |acc, t| acc.saturating_add(elements(&t.shape)));
+    // Checked: a hostile header may claim shapes whose product overflows (no file can hold such a tensor).
+    let elements = |shape: &[u64]| shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    let mut stored = 0u64;
+    for (name, t) in &tensors {
+        stored = elements(&t.shape).and_then(|n| stored.checked_add(n)).ok_or_else(|| {
+            anyhow::anyhow!("{}: tensor '{name}': its shape {:?} overflows", checkpoint.path().display(), t.shape)
+        })?;
+    }
     let mut by_dtype: BTreeMap<&str, usize> = BTreeMap::new();
     for t in tensors.values() {
         *by_dtype.entry(t.dtype.as_str()).or_default() += 1;

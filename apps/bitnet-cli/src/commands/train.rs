@@ -148,7 +148,7 @@ impl TrainArgs {
             stage_one_fraction: self.stage_one_fraction,
             warmup_steps: self.warmup_steps,
             weight_decay: self.weight_decay,
-            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+            grad_clip: (self.grad_clip != 0.0).then_some(self.grad_clip),
             lambda_warmup_steps: self.lambda_warmup_steps,
             seed: self.seed,
         };
