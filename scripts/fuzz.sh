@@ -35,7 +35,7 @@ for target in "${targets[@]}"; do
   (cd fuzz && cargo +nightly fuzz run -O -s none "$target" "../$work" "corpus/$target" -- \
     "${limit[@]}" -rss_limit_mb="$rss" -malloc_limit_mb="$rss" -timeout=10 -max_len=131072 -print_final_stats=1) \
     >"$log" 2>&1 || status=$?
-  grep -E '^(#[0-9]+ +(INITED|DONE)|stat::(number_of_executed_units|peak_rss_mb))' "$log" || true
+  grep -E '^(#[0-9]+\s+(INITED|DONE)|Done [0-9]+ runs|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' "$log" || true
   if [ "$status" != 0 ] || [ -n "$(ls -A "fuzz/artifacts/$target" 2>/dev/null)" ]; then
     tail -40 "$log" >&2
     echo "fuzz: $target failed (exit $status); inputs in fuzz/artifacts/$target, log in $log" >&2
