@@ -188,6 +188,9 @@ where
     B::InnerBackend: BitNetBackend,
 {
     config.check()?;
+    // Before burn-train touches it (its log setup panics on a directory it cannot create).
+    std::fs::create_dir_all(artifact_dir)
+        .map_err(|e| TrainError::Io(format!("--out {}: {e}", artifact_dir.display())))?;
     if train_data.full_windows() < 1 {
         return Err(TrainError::Data(format!(
             "the training text has {} tokens: fewer than one window of --context {}",
@@ -252,10 +255,28 @@ where
     let started = Instant::now();
     let result = training.launch(Learner::new(model, optimizer, config.schedule()));
     let seconds = started.elapsed().as_secs_f64();
+    // burn-train ends the run early, without an error, when a checkpoint cannot be written: a run is only done
+    // when its final checkpoint is on disk.
+    let reached = latest_complete_checkpoint(artifact_dir);
+    if reached != Some(epochs) {
+        let steps = reached.unwrap_or(0) * every;
+        return Err(TrainError::Io(format!(
+            "training stopped at step {steps} of {}: the checkpoint after it could not be written into {} \
+             (read-only or full file system?); nothing was exported",
+            config.total_steps(),
+            artifact_dir.join("checkpoint").display()
+        )));
+    }
     let trained = result.model;
     let run_steps = config.total_steps() - done_steps;
     let tokens = (run_steps * config.batch_size * (config.context - 1)) as f64;
     let (valid_loss, valid_tokens) = evaluate(&trained, &valid_data, config.batch_size, device)?;
+    if !valid_loss.is_finite() {
+        return Err(TrainError::Data(format!(
+            "the validation loss is {valid_loss}: training diverged (try a lower --lr or --grad-clip); nothing was \
+             exported"
+        )));
+    }
     let report = TrainReport {
         valid_loss,
         valid_tokens,

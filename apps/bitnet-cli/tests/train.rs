@@ -96,6 +96,39 @@ fn assert_no_partial_files(dir: &Path) {
 }
 
 #[test]
+fn runs_that_did_not_do_their_work_fail_and_export_nothing() {
+    let dir = tmp("lies");
+    let (tok, train, valid) = prepare(&dir);
+    // A checkpoint directory that cannot be created (a file stands in its place).
+    let out = dir.join("blocked");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("checkpoint"), b"not a directory").unwrap();
+    let o = out.to_str().unwrap();
+    let result = run(&train_args(&tok, &train, &valid, o));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not be written"), "{stderr}");
+    assert!(!out.join("model").exists(), "nothing is exported");
+    // A diverging learning rate: the loss is not finite, nothing is exported.
+    let out = dir.join("diverged");
+    let o = out.to_str().unwrap();
+    let mut a = train_args(&tok, &train, &valid, o);
+    let i = a.iter().position(|x| *x == "--lr").unwrap();
+    a[i + 1] = "1e30";
+    let result = run(&a);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("diverged"), "{stderr}");
+    assert!(!out.join("model").exists(), "nothing is exported");
+    // An --out that cannot be created is a one-line error, not a panic.
+    let result = run(&train_args(&tok, &train, &valid, "/dev/null/out"));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/dev/null/out") && !stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn sigkill_mid_interval_then_resume_ends_where_an_uninterrupted_run_ends() {
     let dir = tmp("resume");
     let (tok, train, valid) = prepare(&dir);
