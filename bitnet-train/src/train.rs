@@ -1,7 +1,7 @@
 //! The training run: data, model, AdamW + two-stage schedule, burn-train's `Learner`, crash-safe checkpoints
 //! every N steps, resume, and the final validation.
 
-use crate::checkpoint::{latest_complete_checkpoint, AtomicFileRecorder};
+use crate::checkpoint::{latest_complete_checkpoint, prune_checkpoints, AtomicFileRecorder};
 use crate::data::{TokenWindows, TrainLoader, ValidLoader};
 use crate::error::{Result, TrainError};
 use crate::metric::TokensPerSecond;
@@ -10,6 +10,7 @@ use crate::optim::StagedAdamW;
 use crate::schedule::TwoStageSchedule;
 use bitnet_models::backend::BitNetBackend;
 use bitnet_models::BitNetConfig;
+use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
 use burn::train::{Learner, SupervisedTraining};
@@ -212,15 +213,43 @@ where
         }
         (false, None) => None,
     };
+    // The architecture the checkpoints belong to: a resume with another one would fail inside burn-train.
+    let architecture = artifact_dir.join("checkpoint-config.json");
+    let wanted = config.model.to_json();
+    match (start_epoch, std::fs::read_to_string(&architecture)) {
+        (Some(_), Ok(saved)) if saved != wanted => {
+            return Err(TrainError::Config(format!(
+                "--resume: the checkpoints in {} belong to another architecture ({}); use the run's --arch/--config \
+                 or another --out",
+                artifact_dir.display(),
+                architecture.display()
+            )))
+        }
+        (None, _) => bitnet_models::io::write_atomically(&architecture, wanted.as_bytes())
+            .map_err(|e| TrainError::Io(format!("{}: {e}", architecture.display())))?,
+        _ => {}
+    }
     let every = config.checkpoint_every;
     let epochs = config.total_steps() / every;
     let done_steps = start_epoch.unwrap_or(0) * every;
     if done_steps >= config.total_steps() {
-        return Err(TrainError::Config(format!(
-            "{} already holds the final checkpoint ({} steps): nothing to resume",
-            artifact_dir.display(),
-            done_steps
-        )));
+        // Training is done (a run interrupted during validation or export): redo those from the final checkpoint.
+        let epoch = start_epoch.unwrap_or(0);
+        eprintln!("checkpoint {epoch} is the final one (step {done_steps}): validating and exporting it again");
+        let record = artifact_dir.join("checkpoint").join(format!("model-{epoch}"));
+        let model = LanguageModel::<B::InnerBackend>::new(
+            &config.model,
+            !config.full_precision,
+            config.lambda_warmup_steps,
+            device,
+        )?
+        .load_file(&record, &AtomicFileRecorder::default(), device)
+        .map_err(|e| TrainError::Io(format!("{}: {e}", record.display())))?;
+        model.set_steps(done_steps);
+        let (valid_loss, valid_tokens) = evaluate(&model, &valid_data, config.batch_size, device)?;
+        let report =
+            TrainReport { valid_loss, valid_tokens, steps: config.total_steps(), seconds: 0.0, tokens_per_second: 0.0 };
+        return Ok((model, report));
     }
     B::seed(device, config.seed);
     let model = LanguageModel::<B>::new(&config.model, !config.full_precision, config.lambda_warmup_steps, device)?;
@@ -267,6 +296,8 @@ where
             artifact_dir.join("checkpoint").display()
         )));
     }
+    // Keep the two newest checkpoints, as an uninterrupted run does.
+    prune_checkpoints(artifact_dir, 2).map_err(|e| TrainError::Io(format!("pruning old checkpoints: {e}")))?;
     let trained = result.model;
     let run_steps = config.total_steps() - done_steps;
     let tokens = (run_steps * config.batch_size * (config.context - 1)) as f64;

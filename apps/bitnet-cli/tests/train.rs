@@ -162,11 +162,54 @@ fn sigkill_mid_interval_then_resume_ends_where_an_uninterrupted_run_ends() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
 
+    // Resuming with another architecture is a clear error, not a panic inside burn-train.
+    let mut other = train_args(&tok, &train, &valid, &killed_s);
+    let i = other.iter().position(|x| *x == "tiny").unwrap();
+    other[i] = "small";
+    other.push("--resume");
+    let out = run(&other);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && stderr.contains("another architecture"), "{stderr}");
+
+    // A damaged record of the last checkpoint: the resume falls back to the previous complete one (or to the
+    // start) and still ends exactly where the uninterrupted run ends.
+    let record = killed.join("checkpoint").join(format!("optim-{last}.mpk"));
+    let bytes = std::fs::read(&record).unwrap();
+    std::fs::write(&record, &bytes[..bytes.len() / 2]).unwrap();
+    let fallback = bitnet_train::checkpoint::latest_complete_checkpoint(&killed);
+    assert!(fallback.is_none_or(|f| f < last), "the damaged checkpoint {last} is not complete");
+
     let mut args = train_args(&tok, &train, &valid, &killed_s);
     args.extend(["--resume", "--gguf", "i2s"]);
     let out = run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(stderr.contains(&format!("resuming from checkpoint {last}")), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    if let Some(f) = fallback {
+        assert!(stderr.contains(&format!("resuming from checkpoint {f}")), "{stderr}");
+    }
+    // The interrupted run's checkpoints do not pile up: the two newest remain, as after an uninterrupted run.
+    let models = std::fs::read_dir(killed.join("checkpoint"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("model-"))
+        .count();
+    assert_eq!(models, 2, "checkpoints left after the resumed run");
+
+    // A run killed after its final checkpoint (during validation or export) is finished by --resume: the export
+    // is redone from the final checkpoint and scores the same.
+    let before = summary(&out)["valid_loss"].as_f64().unwrap();
+    std::fs::remove_dir_all(killed.join("model")).unwrap();
+    let mut again = train_args(&tok, &train, &valid, &killed_s);
+    again.push("--resume");
+    let out = run(&again);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(killed.join("model").join("model.safetensors").is_file(), "the export is redone");
+    let redone = summary(&out)["valid_loss"].as_f64().unwrap();
+    assert!((redone - before).abs() < 1e-6, "redone validation loss {redone} vs {before}");
+    // The exported model of the first resumed run is scored below: export it again as it was (with the GGUF).
+    let mut args = train_args(&tok, &train, &valid, &killed_s);
+    args.extend(["--resume", "--gguf", "i2s"]);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let resumed = summary(&out);
     assert_eq!(resumed["steps"], reference["steps"]);
     let (a, b) = (resumed["valid_loss"].as_f64().unwrap(), reference["valid_loss"].as_f64().unwrap());
