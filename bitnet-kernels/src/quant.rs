@@ -162,7 +162,7 @@ pub fn quantize_row_absmax_with(kernel: Kernel, x: &[f32], dst: &mut [i8]) -> (f
     let absmax = absmax::call(kernel, x);
     // A non-finite input has no 8-bit code: the row's scale becomes NaN, so every product of the row is NaN
     // (the model's output shows the fault) instead of the value being quantized to 0 unseen.
-    if !absmax.is_finite() || x.iter().any(|v| v.is_nan()) {
+    if !absmax.is_finite() {
         dst.fill(0);
         return (f32::NAN, 0);
     }
@@ -172,18 +172,25 @@ pub fn quantize_row_absmax_with(kernel: Kernel, x: &[f32], dst: &mut [i8]) -> (f
 
 const QUANT_LANES: usize = 16;
 
-/// `max |x|` over independent lanes (max is exact in any order, and ignores NaN like the sequential fold).
+/// `max |x|` over independent lanes (max is exact in any order), or NaN when `x` holds a NaN or an infinity:
+/// `v * 0` is 0 for every finite `v` and NaN otherwise, so one sum in the same pass finds them.
 #[inline(always)]
 fn absmax_body(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; QUANT_LANES];
+    let mut probe = [0.0f32; QUANT_LANES];
     let chunks = x.chunks_exact(QUANT_LANES);
     for (l, &v) in chunks.remainder().iter().enumerate() {
         lanes[l] = lanes[l].max(v.abs());
+        probe[l] += v * 0.0;
     }
     for c in chunks {
         for l in 0..QUANT_LANES {
             lanes[l] = lanes[l].max(c[l].abs());
+            probe[l] += c[l] * 0.0;
         }
+    }
+    if probe.iter().any(|p| p.is_nan()) {
+        return f32::NAN;
     }
     lanes.iter().fold(0.0f32, |m, &v| m.max(v))
 }

@@ -115,11 +115,12 @@ pub fn next_token<B: BitNetBackend>(logits: Tensor<B, 2>, sampler: &mut Sampler,
 /// The on-device argmax of each row of `logits` (`[rows, vocab]`), the lowest id on ties; fails when a row's
 /// largest logit is not finite (NaN or infinite activations: the output would be meaningless).
 pub fn greedy_tokens<B: BitNetBackend>(logits: Tensor<B, 2>) -> Result<Vec<u32>> {
-    let best = logits.clone().max_dim(1).into_data().convert::<f32>().into_vec::<f32>().map_err(read_error)?;
+    let (best, ids) = logits.max_dim_with_indices(1);
+    let best = best.into_data().convert::<f32>().into_vec::<f32>().map_err(read_error)?;
     if best.iter().any(|v| !v.is_finite()) {
         return Err(non_finite_logits());
     }
-    let ids = logits.argmax(1).into_data().convert::<i64>().into_vec::<i64>().map_err(read_error)?;
+    let ids = ids.into_data().convert::<i64>().into_vec::<i64>().map_err(read_error)?;
     Ok(ids.into_iter().map(|id| id as u32).collect())
 }
 
@@ -134,4 +135,23 @@ pub(crate) fn non_finite_logits() -> ModelError {
 
 fn read_error(e: burn::tensor::DataError) -> ModelError {
     ModelError::Request(format!("reading logits: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn greedy_takes_the_lowest_id_on_ties_and_refuses_non_finite_rows() {
+        let device = Default::default();
+        let logits = Tensor::<Flex, 2>::from_data(
+            TensorData::new(vec![1.0f32, 3.0, 3.0, 0.0, 5.0, 5.0, 5.0, 5.0], [2, 4]),
+            &device,
+        );
+        assert_eq!(greedy_tokens(logits).unwrap(), [1, 0]);
+        let nan = Tensor::<Flex, 2>::from_data(TensorData::new(vec![f32::NAN; 4], [1, 4]), &device);
+        assert!(greedy_tokens(nan).unwrap_err().to_string().contains("non-finite"));
+    }
 }
