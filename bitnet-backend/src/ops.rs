@@ -2,7 +2,9 @@
 //!
 //! Packed weights travel as [`TernaryWeight`]: the kernel-native layout of `bitnet_kernels`
 //! (`bitnet_kernels::formats::native`) as little-endian `i32` words, shape `[rows_padded, cols_padded / 16]`,
-//! plus one f32 scale per output row. CPU backends run the `bitnet-kernels` SIMD kernels on those bytes in place;
+//! plus its scales: one f32 per output row, followed, for grouped weights (GGUF Q2_0 and the like), by one
+//! f32 per 64 weights in the kernels' order (`bitnet_kernels::formats::native::group_scale_count`); the
+//! length tells the two apart. CPU backends run the `bitnet-kernels` SIMD kernels on those bytes in place;
 //! CubeCL backends unpack the same 2-bit codes in registers.
 //!
 //! Numerics (W1.58A8): activations are quantized per token (row of `x`) with absmax,
@@ -21,7 +23,7 @@ use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
 pub struct TernaryWeightPrimitive<B: Backend> {
     /// Native-layout bytes as i32 words, `[rows_padded, cols_padded / 16]`.
     pub words: IntTensor<B>,
-    /// Per-row weight scales `g_n`, `[rows]`.
+    /// Weight scales: `[rows]` row scales `g_n`, or `[rows + group scales]` for a grouped weight.
     pub scales: FloatTensor<B>,
     /// Output features `N`.
     pub rows: usize,
@@ -88,7 +90,7 @@ impl<B: Backend> TernaryWeight<B> {
         let shape = packed_words_shape(matrix.rows(), matrix.cols());
         // The device's default int dtype (I32 on Flex and CubeCL, I64 on candle) holds the i32 words by value.
         let words = Tensor::from_data(TensorData::new(words, shape), device);
-        let scales = Tensor::from_data(TensorData::new(matrix.row_scales().to_vec(), [matrix.rows()]), device);
+        let scales = Tensor::from_data(TensorData::new(matrix.scales().to_vec(), [matrix.scales().len()]), device);
         Self { words, scales, rows: matrix.rows(), cols: matrix.cols() }
     }
 
@@ -121,9 +123,10 @@ impl<B: Backend> TernaryWeight<B> {
                 got: words.dims().to_vec(),
             });
         }
-        if scales.dims() != [rows] {
+        let grouped = rows + bitnet_kernels::formats::native::group_scale_count(rows, cols)?;
+        if scales.dims() != [rows] && scales.dims() != [grouped] {
             return Err(BackendError::Shape {
-                what: "ternary row scales",
+                what: "ternary scales (row scales, or row and group scales)",
                 expected: vec![rows],
                 got: scales.dims().to_vec(),
             });
@@ -147,14 +150,16 @@ impl<B: Backend> TernaryWeight<B> {
         let scales = self.scales.to_data().convert::<f32>();
         let scales = scales.as_slice::<f32>().map_err(|e| read("ternary row scales", e))?;
         let view = bitnet_kernels::TernaryView::new(self.rows, self.cols, &bytes, scales)?;
-        Ok(TernaryMatrix::from_codes(&view.to_codes()?, scales.to_vec())?)
+        // Foreign words may hold code 3: decoding them is the check.
+        view.to_codes()?;
+        Ok(TernaryMatrix::from_view(&view))
     }
 
     /// The packed words, `[rows_padded, cols_padded / 16]`.
     pub fn words(&self) -> &Tensor<B, 2, Int> {
         &self.words
     }
-    /// The per-row scales, `[rows]`.
+    /// The scales: `[rows]`, or `[rows + group scales]` for a grouped weight.
     pub fn scales(&self) -> &Tensor<B, 1> {
         &self.scales
     }
@@ -170,11 +175,16 @@ impl<B: Backend> TernaryWeight<B> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+    /// Whether the weight carries group scales.
+    pub fn is_grouped(&self) -> bool {
+        self.scales.dims()[0] > self.rows
+    }
     /// Bytes a product with this weight reads: the packed 2-bit codes (padded to whole tiles, 4-byte words on
-    /// the device) and the f32 row scales.
+    /// the device) and the f32 scales.
     pub fn packed_bytes(&self) -> u64 {
         let words = self.words.shape().num_elements() as u64;
-        words * self.words.dtype().size() as u64 + self.rows as u64 * self.scales.dtype().size() as u64
+        let scales = self.scales.shape().num_elements() as u64;
+        words * self.words.dtype().size() as u64 + scales * self.scales.dtype().size() as u64
     }
 
     /// The primitive handle the backend ops take.

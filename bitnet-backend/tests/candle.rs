@@ -42,3 +42,8 @@ fn dense_and_cache_ops_match_burn() {
     common::dense_and_cache_ops_match_burn::<Candle>(&device());
     common::dense_and_cache_ops_match_burn::<Autodiff<Candle>>(&device());
 }
+
+#[test]
+fn grouped_ops_match_cpu_reference() {
+    common::grouped_ops_match_cpu_reference::<Candle>(&device());
+}

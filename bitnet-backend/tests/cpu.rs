@@ -177,3 +177,13 @@ fn dense_and_cache_ops_match_burn() {
     common::dense_and_cache_ops_match_burn::<B>(&Default::default());
     common::dense_and_cache_ops_match_burn::<AB>(&Default::default());
 }
+
+#[test]
+fn grouped_ops_match_cpu_reference() {
+    common::grouped_ops_match_cpu_reference::<B>(&Default::default());
+}
+
+#[test]
+fn grouped_ops_match_cpu_reference_through_autodiff() {
+    common::grouped_ops_match_cpu_reference::<AB>(&Default::default());
+}

@@ -70,3 +70,15 @@ fn dense_and_cache_ops_match_burn() {
     common::dense_and_cache_ops_match_burn::<Cuda>(&device());
     common::dense_and_cache_ops_match_burn::<Autodiff<Cuda>>(&device());
 }
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: run with --ignored"]
+fn fusion_grouped_ops_match_cpu_reference() {
+    common::grouped_ops_match_cpu_reference::<Cuda>(&device());
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: run with --ignored"]
+fn raw_cube_grouped_ops_match_cpu_reference() {
+    common::grouped_ops_match_cpu_reference::<Raw>(&device());
+}

@@ -71,3 +71,13 @@ fn dense_and_cache_ops_match_burn() {
     common::dense_and_cache_ops_match_burn::<Wgpu>(&device());
     common::dense_and_cache_ops_match_burn::<Autodiff<Wgpu>>(&device());
 }
+
+#[test]
+fn fusion_grouped_ops_match_cpu_reference() {
+    common::grouped_ops_match_cpu_reference::<Wgpu>(&device());
+}
+
+#[test]
+fn raw_cube_grouped_ops_match_cpu_reference() {
+    common::grouped_ops_match_cpu_reference::<Raw>(&device());
+}

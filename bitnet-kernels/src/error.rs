@@ -56,18 +56,6 @@ pub enum KernelError {
         /// The value found.
         value: f32,
     },
-    /// Per-block scales that differ inside one row, which the per-row kernel layout cannot represent.
-    #[error("{format}: block scales differ within row {row} ({first} vs {other}); only per-row scales are supported")]
-    NonUniformRowScale {
-        /// The format.
-        format: &'static str,
-        /// The row.
-        row: usize,
-        /// The row's first block scale.
-        first: f32,
-        /// A different block scale in the same row.
-        other: f32,
-    },
     /// A dimension beyond what the kernels accumulate exactly.
     #[error("{what} = {got} exceeds the supported maximum {max}")]
     TooLarge {

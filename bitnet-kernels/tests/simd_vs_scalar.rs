@@ -495,3 +495,75 @@ fn f16_gemv_matches_f64_and_agrees_across_kernels() {
         }
     }
 }
+
+/// `y[m, n]` of a grouped matrix in f64 from the unpacked codes and row-major group scales.
+fn naive_grouped(codes: &TernaryCodes, group: usize, scales: &[f32], x: &QuantizedActivations) -> Vec<f64> {
+    let (rows, cols) = (codes.rows(), codes.cols());
+    let mut out = Vec::with_capacity(x.rows() * rows);
+    for m in 0..x.rows() {
+        let act = x.row(m);
+        for n in 0..rows {
+            let s: f64 = (0..cols)
+                .map(|k| (codes.row(n)[k] as f64 - 1.0) * act[k] as f64 * scales[n * cols / group + k / group] as f64)
+                .sum();
+            out.push(s / x.scales()[m] as f64);
+        }
+    }
+    out
+}
+
+#[test]
+fn grouped_scale_kernels_match_scalar_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(42);
+    // (rows, cols, group): partial tiles, partial blocks (cols a multiple of the group, not of 256), and
+    // enough tiles to split over threads.
+    let shapes = [(1, 64, 64), (5, 192, 64), (7, 320, 64), (9, 384, 128), (4, 768, 256), (70, 2560, 128), (300, 1088, 64)];
+    for &(rows, cols, group) in &shapes {
+        let codes = random_codes(&mut rng, rows, cols);
+        // Scales of very different magnitudes (and signs) make the f32 summation order visible.
+        let scales: Vec<f32> =
+            (0..rows * cols / group).map(|_| rng.random_range(-3.0..3.0f32) * 10f32.powi(rng.random_range(-3..4))).collect();
+        let w = TernaryMatrix::from_codes_grouped(&codes, group, &scales).unwrap();
+        // One group per row is a row scale; more make a grouped matrix.
+        assert_eq!(w.group_scales().is_some(), cols > group, "{rows}x{cols}/{group}");
+        let x = random_acts(&mut rng, 3, cols);
+        let reference = naive_grouped(&codes, group, &scales, &x);
+        let mut scalar = vec![0f32; 3 * rows];
+        ternary_matmul_with(Kernel::Scalar, &w, &x, &mut scalar, &ThreadPool::new(1).unwrap()).unwrap();
+        for (i, (&got, &want)) in scalar.iter().zip(&reference).enumerate() {
+            let bound = 1e-5 * (1.0 + want.abs()) + 1e-3 * scales.iter().map(|s| s.abs() as f64).fold(0.0, f64::max);
+            assert!((got as f64 - want).abs() <= bound, "{rows}x{cols}/{group} output {i}: {got} vs {want}");
+        }
+        for kernel in Kernel::available() {
+            for threads in [1, 2, 3] {
+                let mut y = vec![0f32; 3 * rows];
+                ternary_matmul_with(kernel, &w, &x, &mut y, &ThreadPool::new(threads).unwrap()).unwrap();
+                let same = y.iter().zip(&scalar).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{rows}x{cols}/{group}: kernel {kernel} with {threads} threads differs from scalar");
+            }
+        }
+        let mut acc = vec![0i32; rows];
+        let refused = ternary_accumulators(Kernel::Scalar, &w, &x, 0, &mut acc).is_err();
+        assert_eq!(refused, cols > group, "a grouped matrix has no single integer sum");
+    }
+}
+
+#[test]
+fn grouped_kernels_survive_extreme_activations() {
+    // All activations at -128 and all codes 0 or 2: the largest plane sums the i16 stages must hold.
+    for code in [0u8, 2] {
+        let (rows, cols) = (4, 512);
+        let codes = TernaryCodes::new(rows, cols, vec![code; rows * cols]).unwrap();
+        let scales: Vec<f32> = (0..rows * cols / 64).map(|i| 1.0 + i as f32).collect();
+        let w = TernaryMatrix::from_codes_grouped(&codes, 64, &scales).unwrap();
+        let x = QuantizedActivations::from_codes(&vec![-128i8; cols], &[1.0], 1, cols).unwrap();
+        let want = naive_grouped(&codes, 64, &scales, &x);
+        for kernel in Kernel::available() {
+            let mut y = vec![0f32; rows];
+            ternary_matmul_with(kernel, &w, &x, &mut y, &ThreadPool::new(1).unwrap()).unwrap();
+            for (got, want) in y.iter().zip(&want) {
+                assert_eq!(*got as f64, *want, "kernel {kernel}, code {code}");
+            }
+        }
+    }
+}

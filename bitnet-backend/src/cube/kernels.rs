@@ -89,31 +89,33 @@ pub const TILE_LANES: u32 = 32;
 pub const TILES_PER_CUBE: u32 = 4;
 
 /// Sum of `v` over the 16 lanes of the half tile `lane / 16` belongs to: plane sums when `use_plane`, else
-/// [`half_plane_sum`].
+/// [`half_plane_sum`]. Integer sums (i32) are exact; float sums (grouped weights) run in the tree's order.
 #[cube]
-fn row_sum(v: i32, y: usize, lane: usize, #[comptime] use_plane: bool) -> i32 {
+fn row_sum<N: Numeric>(v: N, y: usize, lane: usize, #[comptime] use_plane: bool) -> N {
     if use_plane {
         let low = lane < 16;
-        let sum_low = plane_sum(select(low, v, 0i32));
-        let sum_high = plane_sum(select(low, 0i32, v));
+        let zero = N::from_int(0);
+        let sum_low = plane_sum(select(low, v, zero));
+        let sum_high = plane_sum(select(low, zero, v));
         select(low, sum_low, sum_high)
     } else {
-        let mut shared = SharedMemory::<i32>::new((TILE_LANES * TILES_PER_CUBE) as usize);
-        half_plane_sum(v, &mut shared, y, lane)
+        let mut shared = SharedMemory::<N>::new((TILE_LANES * TILES_PER_CUBE) as usize);
+        half_plane_sum::<N>(v, &mut shared, y, lane)
     }
 }
 
 /// Sum of `v` over the 16 lanes of a half plane (`lane / 16` picks the half), in `shared` (`TILE_LANES` slots
 /// per tile, tile `y`): a tree reduction, every unit of the cube reaching each barrier.
 #[cube]
-fn half_plane_sum(v: i32, shared: &mut SharedMemory<i32>, y: usize, lane: usize) -> i32 {
+fn half_plane_sum<N: Numeric>(v: N, shared: &mut SharedMemory<N>, y: usize, lane: usize) -> N {
     let base = y * TILE_LANES as usize;
     shared[base + lane] = v;
     sync_cube();
     let mut stride = 8usize;
     while stride > 0 {
         if lane % 16 < stride {
-            shared[base + lane] += shared[base + lane + stride];
+            let other = shared[base + lane + stride];
+            shared[base + lane] += other;
         }
         sync_cube();
         stride /= 2;
@@ -171,8 +173,8 @@ pub fn ternary_matmul_kernel<F: Float, I: Int>(
             }
         }
     }
-    let row_a = row_sum(acc_a, y, lane, use_plane);
-    let row_b = row_sum(acc_b, y, lane, use_plane);
+    let row_a = row_sum::<i32>(acc_a, y, lane, use_plane);
+    let row_b = row_sum::<i32>(acc_b, y, lane, use_plane);
     // Lane 0 writes rows 0 and 2 of the tile, lane 16 rows 1 and 3.
     if tile < tiles && lane % 16 == 0 {
         let inv_s = F::new(1.0) / act_scales[m];
@@ -187,12 +189,79 @@ pub fn ternary_matmul_kernel<F: Float, I: Int>(
     }
 }
 
-/// `out[n, k] = (c[n,k] - 1) * g_n`: one unit per weight.
+/// Grouped weights: `out[m, n] = g_n / s_m * sum_j h[n, j] * sum_{k in group j} (c[n,k] - 1) q[m,k]`, the
+/// group sums exact in i32 and the outer sum in float. Same walk as [`ternary_matmul_kernel`], but a lane
+/// keeps each bit plane (one 64-weight group) of a block apart, scales it by its group scale
+/// (`weight_scales[rows + (tile * blocks + b) * 16 + 4 * slot + p]`, after the `rows` row scales) and
+/// accumulates in float; the 16 lanes of a row are summed at the end.
+#[cube(launch)]
+pub fn ternary_matmul_grouped_kernel<F: Float, I: Int>(
+    codes: &Tensor<I>,
+    act_scales: &Tensor<F>,
+    words: &Tensor<I>,
+    weight_scales: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[comptime] use_plane: bool,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let lane = UNIT_POS_X as usize;
+    let y = UNIT_POS_Y as usize;
+    let tile = CUBE_POS_X as usize * TILES_PER_CUBE as usize + y;
+    let m = CUBE_POS_Y as usize;
+    let rows = out.shape(1);
+    let k = codes.shape(1);
+    let words_per_row = words.shape(1);
+    let tiles = (rows + 3) / 4;
+    let blocks = words_per_row / 16;
+    let mut acc_a = F::new(0.0);
+    let mut acc_b = F::new(0.0);
+    if tile < tiles {
+        let base = tile * 4 * words_per_row;
+        let jw = lane % 16;
+        let slot_a = lane / 16;
+        for b in 0..blocks {
+            let word_a = i32::cast_from(words[base + b * 64 + lane]);
+            let word_b = i32::cast_from(words[base + b * 64 + lane + 32]);
+            let scales_base = rows + (tile * blocks + b) * 16;
+            for p in 0..4usize {
+                let mut sum_a = 0i32;
+                let mut sum_b = 0i32;
+                for i in 0..4usize {
+                    let kk = b * 256 + p * 64 + jw * 4 + i;
+                    if kk < k {
+                        let q = i32::cast_from(codes[m * k + kk]);
+                        let shift = i32::cast_from(8 * i + 2 * p);
+                        sum_a += (((word_a >> shift) & 3i32) - 1i32) * q;
+                        sum_b += (((word_b >> shift) & 3i32) - 1i32) * q;
+                    }
+                }
+                acc_a += F::cast_from(sum_a) * weight_scales[scales_base + 4 * slot_a + p];
+                acc_b += F::cast_from(sum_b) * weight_scales[scales_base + 4 * (slot_a + 2) + p];
+            }
+        }
+    }
+    let row_a = row_sum::<F>(acc_a, y, lane, use_plane);
+    let row_b = row_sum::<F>(acc_b, y, lane, use_plane);
+    if tile < tiles && lane % 16 == 0 {
+        let inv_s = F::new(1.0) / act_scales[m];
+        let n_a = tile * 4 + lane / 16;
+        let n_b = n_a + 2;
+        if n_a < rows {
+            out[m * rows + n_a] = row_a * (weight_scales[n_a] * inv_s);
+        }
+        if n_b < rows {
+            out[m * rows + n_b] = row_b * (weight_scales[n_b] * inv_s);
+        }
+    }
+}
+
+/// `out[n, k] = (c[n,k] - 1) * g_n`, times the group scale `h[n, k / 64]` when `grouped`: one unit per weight.
 #[cube(launch)]
 pub fn ternary_dequantize_kernel<F: Float, I: Int>(
     words: &Tensor<I>,
     weight_scales: &Tensor<F>,
     out: &mut Tensor<F>,
+    #[comptime] grouped: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let kk = ABSOLUTE_POS_X as usize;
@@ -208,5 +277,9 @@ pub fn ternary_dequantize_kernel<F: Float, I: Int>(
     let index = block_word_base(n, b, words_per_row) + j / 4;
     let word = i32::cast_from(words[index]);
     let c = (word >> i32::cast_from(8 * (j % 4) + 2 * p)) & 3i32;
-    out[n * k + kk] = F::cast_from(c - 1i32) * weight_scales[n];
+    let mut scale = weight_scales[n];
+    if grouped {
+        scale *= weight_scales[rows + ((n / 4) * (words_per_row / 16) + b) * 16 + (n % 4) * 4 + p];
+    }
+    out[n * k + kk] = F::cast_from(c - 1i32) * scale;
 }

@@ -62,22 +62,24 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
                 let words = into_contiguous(weight.words);
                 let scales = into_contiguous(weight.scales);
                 let n = weight.rows;
+                let grouped = scales.shape()[0] > n;
                 let out =
                     empty_device_dtype(q.codes.client.clone(), q.codes.device.clone(), Shape::new([m, n]), float_dtype);
                 let tiles = n.div_ceil(4) as u32;
                 let dtypes = [float_dtype.into(), words.dtype.into()];
-                kernels::ternary_matmul_kernel::launch::<R>(
-                    &out.client,
-                    CubeCount::Static(tiles.div_ceil(TILES_PER_CUBE), m as u32, 1),
-                    CubeDim { x: TILE_LANES, y: TILES_PER_CUBE, z: 1 },
-                    q.codes.clone().into_tensor_arg(),
-                    q.scales.clone().into_tensor_arg(),
-                    words.into_tensor_arg(),
-                    scales.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    use_plane,
-                    dtypes,
-                );
+                let count = CubeCount::Static(tiles.div_ceil(TILES_PER_CUBE), m as u32, 1);
+                let dim = CubeDim { x: TILE_LANES, y: TILES_PER_CUBE, z: 1 };
+                let (codes, act_scales) = (q.codes.clone().into_tensor_arg(), q.scales.clone().into_tensor_arg());
+                let (words, scales, y) = (words.into_tensor_arg(), scales.into_tensor_arg(), out.clone().into_tensor_arg());
+                if grouped {
+                    kernels::ternary_matmul_grouped_kernel::launch::<R>(
+                        &out.client, count, dim, codes, act_scales, words, scales, y, use_plane, dtypes,
+                    );
+                } else {
+                    kernels::ternary_matmul_kernel::launch::<R>(
+                        &out.client, count, dim, codes, act_scales, words, scales, y, use_plane, dtypes,
+                    );
+                }
                 out
             })
             .collect()
@@ -106,6 +108,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
         let (n, k) = (weight.rows, weight.cols);
         let words = into_contiguous(weight.words);
         let scales = into_contiguous(weight.scales);
+        let grouped = scales.shape()[0] > n;
         let out = empty_device_dtype(scales.client.clone(), scales.device.clone(), Shape::new([n, k]), scales.dtype);
         let dtypes = [scales.dtype.into(), words.dtype.into()];
         kernels::ternary_dequantize_kernel::launch::<R>(
@@ -115,6 +118,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
             words.into_tensor_arg(),
             scales.into_tensor_arg(),
             out.clone().into_tensor_arg(),
+            grouped,
             dtypes,
         );
         out

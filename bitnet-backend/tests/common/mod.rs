@@ -23,6 +23,15 @@ pub fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> TernaryMatri
     TernaryMatrix::from_codes(&codes, scales).unwrap()
 }
 
+/// A matrix with group scales (one per `group` weights, `cols` a multiple of it) of varied magnitudes.
+pub fn random_grouped_matrix(rng: &mut StdRng, rows: usize, cols: usize, group: usize) -> TernaryMatrix {
+    let codes = TernaryCodes::new(rows, cols, (0..rows * cols).map(|_| rng.random_range(0..3u8)).collect()).unwrap();
+    let scales: Vec<f32> = (0..rows * cols / group).map(|_| rng.random_range(0.05..1.5f32)).collect();
+    let m = TernaryMatrix::from_codes_grouped(&codes, group, &scales).unwrap();
+    assert!(m.group_scales().is_some());
+    m
+}
+
 fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
@@ -64,6 +73,32 @@ pub fn ops_match_cpu_reference<B: TernaryBackend>(device: &B::Device) {
         let want_deq: Vec<f32> = (0..n * k).map(|i| (codes.codes()[i] as f32 - 1.0) * w.row_scales()[i / k]).collect();
         assert_close(&deq, &want_deq, "dequantized weights");
         assert_eq!(weight.to_matrix().unwrap().to_codes(), codes, "weights round-trip through the device");
+    }
+}
+
+/// Grouped weights (a scale per 64 or 128 weights, as GGUF Q2_0 / PQ2_0 carry): `ternary_linear` and
+/// `ternary_dequantize` against the host kernels. Backends may sum the scaled groups in another order than
+/// the CPU kernels, so outputs agree within 1e-5 of the largest output.
+pub fn grouped_ops_match_cpu_reference<B: TernaryBackend>(device: &B::Device) {
+    let mut rng = StdRng::seed_from_u64(64);
+    let pool = ThreadPool::new(1).unwrap();
+    for &(m, n, k, group) in &[(1, 8, 256, 64), (1, 37, 320, 64), (3, 5, 128, 64), (4, 70, 1024, 128), (2, 9, 2560, 128)] {
+        let w = random_grouped_matrix(&mut rng, n, k, group);
+        let xs = random_vec(&mut rng, m * k, 2.0);
+        let q = QuantizedActivations::quantize(&xs, m, k).unwrap();
+        let mut want = vec![0f32; m * n];
+        ternary_matmul_with(Kernel::Scalar, &w, &q, &mut want, &pool).unwrap();
+        let weight = TernaryWeight::<B>::from_matrix(&w, device);
+        assert!(weight.is_grouped());
+        let x = Tensor::<B, 2>::from_data(TensorData::new(xs, [m, k]), device);
+        let got = to_vec(ternary_linear(x, &weight));
+        let largest = want.iter().fold(1f32, |a, v| a.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * largest, "grouped ternary_linear {m}x{n}x{k}/{group} [{i}]: {g} vs {w}");
+        }
+        assert_close(&to_vec(ternary_dequantize(&weight)), &w.view().dequantize(), "grouped dequantized weights");
+        let back = weight.to_matrix().unwrap();
+        assert_eq!((back.to_codes(), back.scales()), (w.to_codes(), w.scales()), "grouped weights round-trip");
     }
 }
 
@@ -257,6 +292,17 @@ pub fn packed_record_round_trips<B: TernaryBackend>(device: &B::Device) {
         assert!(reloaded.is_packed());
         assert_eq!(to_vec(reloaded.forward(x.clone())), to_vec(packed.forward(x)), "bias={bias} norm={norm:?}");
     }
+    // A grouped weight's record (more scales than rows) loads into the same per-row skeleton.
+    let mut rng = StdRng::seed_from_u64(12);
+    let weight = TernaryWeight::<B>::from_matrix(&random_grouped_matrix(&mut rng, 70, 320, 64), device);
+    let packed = BitLinear::from_packed(weight, None, None).unwrap();
+    let x = Tensor::<B, 2>::random([3, 320], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = Recorder::<B>::record(&recorder, packed.clone().into_record(), ()).unwrap();
+    let record = Recorder::<B>::load(&recorder, bytes, device).unwrap();
+    let reloaded = BitLinearConfig::new(320, 70).with_bias(false).init_packed::<B>(device).load_record(record);
+    assert!(reloaded.packed_weight().unwrap().unwrap().is_grouped());
+    assert_eq!(to_vec(reloaded.forward(x.clone())), to_vec(packed.forward(x)), "grouped record");
 }
 
 /// `BitLinear::forward_shared` (one activation quantization for q/k/v-like layers) equals separate forwards,

@@ -10,11 +10,13 @@
 //! | GGUF I2_S (bitnet.cpp) | [`i2s`] | `rows*cols/4 + 32` | one f32 per tensor, in the tail |
 //! | GGUF TQ2_0 (llama.cpp) | [`tq2_0`] | 66 per 256 weights | f16 per block |
 //! | GGUF TQ1_0 (llama.cpp) | [`tq1_0`] | 54 per 256 weights | f16 per block |
-//! | native (ours) | [`native`] | `rows * ceil(cols/256) * 64` | f32 per row |
+//! | GGUF Q2_0 / PQ2_0 (ggml / PrismML) | [`q2_0`] | 18 per 64 / 34 per 128 weights | f16 per group |
+//! | native (ours) | [`native`] | `rows * ceil(cols/256) * 64` | f32 per row, optionally f32 per 64 weights |
 
 pub mod hf_packed;
 pub mod i2s;
 pub mod native;
+pub mod q2_0;
 pub mod tq1_0;
 pub mod tq2_0;
 
@@ -89,24 +91,4 @@ pub(crate) fn code_at(byte: u8, shift: u32, index: usize) -> Result<u8> {
         return Err(KernelError::InvalidCode { code, index });
     }
     Ok(code)
-}
-
-/// Collapses per-block scales (`blocks_per_row` per row) into one scale per row, failing when a row's
-/// blocks disagree (the native layout has one scale per row).
-pub(crate) fn row_scales_from_blocks(
-    format: &'static str,
-    block_scales: &[f32],
-    rows: usize,
-    blocks_per_row: usize,
-) -> Result<Vec<f32>> {
-    ensure_eq("block scale count", rows * blocks_per_row, block_scales.len())?;
-    let mut out = Vec::with_capacity(rows);
-    for (row, blocks) in block_scales.chunks(blocks_per_row.max(1)).enumerate().take(rows) {
-        let first = blocks[0];
-        if let Some(&other) = blocks.iter().find(|&&s| s != first) {
-            return Err(KernelError::NonUniformRowScale { format, row, first, other });
-        }
-        out.push(first);
-    }
-    Ok(out)
 }

@@ -21,8 +21,15 @@
 //!
 //! Padding weights hold code 1 (w = 0) and the matching activation padding is 0, so padding adds nothing.
 //! Each row has its own f32 scale `g_n`: `W[n, k] = (c - 1) * g_n`.
+//!
+//! Grouped scales (GGUF Q2_0 / PQ2_0, and TQ2_0 / TQ1_0 files whose blocks disagree within a row) add one
+//! f32 scale `h[n, k / 64]` per 64 weights: `W[n, k] = (c - 1) * g_n * h[n, k / 64]`. A group of 64 is one
+//! bit plane `p` of a native block, so the kernels take a plane's integer sum, scale it, and accumulate in
+//! f32. The group scales are stored in the kernels' reading order, 16 per tile and block:
+//! `[tile][block][row in tile][plane]` ([`GROUP_SCALES_PER_TILE_BLOCK`]); padding rows and columns get 0.
+//! A matrix's scale vector is its `rows` row scales, followed by the group scales when it has them.
 
-use super::{hf_packed, i2s, row_scales_from_blocks, tq1_0, tq2_0, TernaryCodes};
+use super::{hf_packed, i2s, q2_0, tq1_0, tq2_0, TernaryCodes};
 use crate::aligned::AlignedBytes;
 use crate::error::{checked_elems, ensure_eq, KernelError, Result};
 use crate::quant::{quantize_weights_absmean, ACT_PAD};
@@ -36,15 +43,28 @@ pub const NATIVE_BLOCK_BYTES: usize = NATIVE_BLOCK / 4;
 pub const MAX_COLS: usize = 1 << 22;
 /// Rows per interleaved tile.
 pub const ROW_TILE: usize = 4;
+/// Weights per group scale (one bit plane of a native block).
+pub const SCALE_GROUP: usize = 64;
+/// Group scales per tile and block: four rows, four planes.
+pub const GROUP_SCALES_PER_TILE_BLOCK: usize = ROW_TILE * NATIVE_BLOCK / SCALE_GROUP;
 
-/// A ternary weight matrix `[rows, cols]` in the kernel-native layout, with one scale per row.
+/// Number of group scales of a grouped `[rows, cols]` matrix (after its `rows` row scales).
+pub fn group_scale_count(rows: usize, cols: usize) -> Result<usize> {
+    let tiles = rows.div_ceil(ROW_TILE);
+    let blocks = cols.div_ceil(NATIVE_BLOCK);
+    checked_elems("group scales", tiles, blocks * GROUP_SCALES_PER_TILE_BLOCK)
+}
+
+/// A ternary weight matrix `[rows, cols]` in the kernel-native layout, with one scale per row and, when
+/// grouped, one more per 64 weights.
 #[derive(Debug, Clone)]
 pub struct TernaryMatrix {
     rows: usize,
     cols: usize,
     cols_padded: usize,
     data: AlignedBytes,
-    row_scales: Vec<f32>,
+    /// `rows` row scales, then the group scales of a grouped matrix.
+    scales: Vec<f32>,
 }
 
 impl TernaryMatrix {
@@ -90,7 +110,41 @@ impl TernaryMatrix {
                 pack_tiles(0, out);
             }
         });
-        Ok(Self { rows, cols, cols_padded, data, row_scales })
+        Ok(Self { rows, cols, cols_padded, data, scales: row_scales })
+    }
+
+    /// Packs unpacked codes with one scale per `group` weights of each row (`rows * cols / group` scales,
+    /// row-major; `group` is 64, 128 or 256 and divides `cols`). Rows whose groups all agree make a
+    /// matrix with row scales only (the faster kernels); otherwise the matrix keeps group scales.
+    pub fn from_codes_grouped(codes: &TernaryCodes, group: usize, group_scales: &[f32]) -> Result<Self> {
+        let (rows, cols) = (codes.rows(), codes.cols());
+        if !matches!(group, 64 | 128 | 256) {
+            return Err(KernelError::ShapeMismatch { what: "scale group size (64, 128 or 256)", expected: 64, got: group });
+        }
+        crate::error::ensure_multiple("grouped ternary matrix", "cols", cols, group)?;
+        let per_row = cols / group;
+        ensure_eq("group scale count", checked_elems("group scales", rows, per_row)?, group_scales.len())?;
+        for &s in group_scales {
+            super::ensure_finite("group scale", s)?;
+        }
+        let uniform = group_scales.chunks(per_row.max(1)).all(|row| row.iter().all(|&s| s == row[0]));
+        if uniform {
+            let row_scales = group_scales.chunks(per_row.max(1)).map(|row| row[0]).take(rows).collect::<Vec<_>>();
+            let row_scales = if per_row == 0 { vec![1.0; rows] } else { row_scales };
+            return Self::from_codes(codes, row_scales);
+        }
+        let mut matrix = Self::from_codes(codes, vec![1.0; rows])?;
+        let blocks = matrix.cols_padded / NATIVE_BLOCK;
+        let mut grouped = vec![0f32; group_scale_count(rows, cols)?];
+        for r in 0..rows {
+            for plane in 0..cols.div_ceil(SCALE_GROUP) {
+                let (block, p) = (plane / 4, plane % 4);
+                let at = ((r / ROW_TILE) * blocks + block) * GROUP_SCALES_PER_TILE_BLOCK + (r % ROW_TILE) * 4 + p;
+                grouped[at] = group_scales[r * per_row + plane * SCALE_GROUP / group];
+            }
+        }
+        matrix.scales.extend_from_slice(&grouped);
+        Ok(matrix)
     }
 
     /// Packs unpacked codes with one scale `g` for the whole tensor.
@@ -121,18 +175,31 @@ impl TernaryMatrix {
         Self::from_codes_with_scale(&codes, scale)
     }
 
-    /// Repacks a GGUF TQ2_0 tensor; every block of a row must carry the same scale.
+    /// Repacks a GGUF TQ2_0 tensor (grouped when a row's blocks carry different scales).
     pub fn from_tq2_0(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
         let (codes, blocks) = tq2_0::unpack_tq2_0(bytes, rows, cols)?;
-        let scales = row_scales_from_blocks("TQ2_0", &blocks, rows, cols / tq2_0::TQ2_0_BLOCK)?;
-        Self::from_codes(&codes, scales)
+        Self::from_codes_grouped(&codes, tq2_0::TQ2_0_BLOCK, &blocks)
     }
 
-    /// Repacks a GGUF TQ1_0 tensor; every block of a row must carry the same scale.
+    /// Repacks a GGUF TQ1_0 tensor (grouped when a row's blocks carry different scales).
     pub fn from_tq1_0(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
         let (codes, blocks) = tq1_0::unpack_tq1_0(bytes, rows, cols)?;
-        let scales = row_scales_from_blocks("TQ1_0", &blocks, rows, cols / tq1_0::TQ1_0_BLOCK)?;
-        Self::from_codes(&codes, scales)
+        Self::from_codes_grouped(&codes, tq1_0::TQ1_0_BLOCK, &blocks)
+    }
+
+    /// Repacks a GGUF Q2_0 (group 64) or PQ2_0 (group 128) tensor.
+    pub fn from_q2_0(bytes: &[u8], rows: usize, cols: usize, group: q2_0::Q2Group) -> Result<Self> {
+        let (codes, scales) = q2_0::unpack_q2_0(bytes, rows, cols, group)?;
+        Self::from_codes_grouped(&codes, group.weights(), &scales)
+    }
+
+    /// Copies a view (bytes checked by [`TernaryView::new`]) into an owned matrix, scales included.
+    pub fn from_view(view: &TernaryView<'_>) -> Self {
+        let mut data = AlignedBytes::zeroed(view.data.len());
+        data.as_mut_slice().copy_from_slice(view.data);
+        let mut scales = view.row_scales.to_vec();
+        scales.extend_from_slice(view.group_scales.unwrap_or_default());
+        Self { rows: view.rows, cols: view.cols, cols_padded: view.cols_padded, data, scales }
     }
 
     /// Unpacks back to row-major codes (padding dropped).
@@ -168,9 +235,17 @@ impl TernaryMatrix {
     pub fn data(&self) -> &[u8] {
         self.data.as_slice()
     }
-    /// Per-row weight scales `g_n`.
+    /// Per-row weight scales `g_n` (all 1 in a grouped matrix, whose group scales carry the magnitudes).
     pub fn row_scales(&self) -> &[f32] {
-        &self.row_scales
+        &self.scales[..self.rows]
+    }
+    /// The group scales in kernel order, if the matrix has them (see the module docs).
+    pub fn group_scales(&self) -> Option<&[f32]> {
+        (self.scales.len() > self.rows).then(|| &self.scales[self.rows..])
+    }
+    /// Every scale: the row scales, then the group scales if any (what [`TernaryView::new`] takes back).
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
     }
 }
 
@@ -183,12 +258,14 @@ pub struct TernaryView<'a> {
     cols_padded: usize,
     data: &'a [u8],
     row_scales: &'a [f32],
+    group_scales: Option<&'a [f32]>,
 }
 
 impl<'a> TernaryView<'a> {
-    /// Wraps native-layout bytes (as produced by [`TernaryMatrix::data`]) of a `[rows, cols]` matrix after
+    /// Wraps native-layout bytes (as produced by [`TernaryMatrix::data`]) of a `[rows, cols]` matrix and its
+    /// scales (as [`TernaryMatrix::scales`]: `rows` row scales, or those followed by the group scales) after
     /// checking every length.
-    pub fn new(rows: usize, cols: usize, data: &'a [u8], row_scales: &'a [f32]) -> Result<Self> {
+    pub fn new(rows: usize, cols: usize, data: &'a [u8], scales: &'a [f32]) -> Result<Self> {
         if cols > MAX_COLS {
             return Err(KernelError::TooLarge { what: "ternary matrix width (K)", got: cols, max: MAX_COLS });
         }
@@ -199,8 +276,13 @@ impl<'a> TernaryView<'a> {
             checked_elems("native ternary matrix", rows_padded, cols_padded / 4)?,
             data.len(),
         )?;
-        ensure_eq("row scale count", rows, row_scales.len())?;
-        Ok(Self { rows, cols, cols_padded, data, row_scales })
+        let grouped = rows + group_scale_count(rows, cols)?;
+        let (row_scales, group_scales) = match scales.len() {
+            n if n == rows => (scales, None),
+            n if n == grouped => (&scales[..rows], Some(&scales[rows..])),
+            n => return Err(KernelError::ShapeMismatch { what: "ternary scale count", expected: rows, got: n }),
+        };
+        Ok(Self { rows, cols, cols_padded, data, row_scales, group_scales })
     }
 
     /// Number of rows (output features `N`).
@@ -231,16 +313,39 @@ impl<'a> TernaryView<'a> {
     pub fn row_scales(&self) -> &'a [f32] {
         self.row_scales
     }
+    /// The group scales in kernel order, if the matrix has them.
+    pub fn group_scales(&self) -> Option<&'a [f32]> {
+        self.group_scales
+    }
+    /// The group scales of tile `t`: [`GROUP_SCALES_PER_TILE_BLOCK`] per block.
+    pub fn tile_group_scales(&self, t: usize) -> Option<&'a [f32]> {
+        let per_tile = self.blocks_per_row() * GROUP_SCALES_PER_TILE_BLOCK;
+        self.group_scales.map(|g| &g[t * per_tile..(t + 1) * per_tile])
+    }
+    /// The full scale of weight `[r, k]`: `g_r`, times its group scale when the matrix has them.
+    pub fn weight_scale(&self, r: usize, k: usize) -> f32 {
+        let g = self.row_scales[r];
+        match self.group_scales {
+            None => g,
+            Some(h) => {
+                let (block, p) = (k / NATIVE_BLOCK, (k % NATIVE_BLOCK) / SCALE_GROUP);
+                let at = ((r / ROW_TILE) * self.blocks_per_row() + block) * GROUP_SCALES_PER_TILE_BLOCK
+                    + (r % ROW_TILE) * 4
+                    + p;
+                g * h[at]
+            }
+        }
+    }
     /// The code of weight `[r, k]`.
     pub fn code(&self, r: usize, k: usize) -> u8 {
         let (block, e) = (k / NATIVE_BLOCK, k % NATIVE_BLOCK);
         (self.data[block_offset(self.cols_padded, r, block) + e % 64] >> (2 * (e / 64))) & 3
     }
-    /// The dequantized weights `(c - 1) * g_n`, row-major `[rows, cols]`.
+    /// The dequantized weights `(c - 1) * g_n` (times the group scale, if any), row-major `[rows, cols]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.rows * self.cols);
-        for (r, &g) in self.row_scales.iter().enumerate() {
-            out.extend((0..self.cols).map(|k| (self.code(r, k) as f32 - 1.0) * g));
+        for r in 0..self.rows {
+            out.extend((0..self.cols).map(|k| (self.code(r, k) as f32 - 1.0) * self.weight_scale(r, k)));
         }
         out
     }
@@ -261,7 +366,8 @@ impl<'a> From<&'a TernaryMatrix> for TernaryView<'a> {
             cols: m.cols,
             cols_padded: m.cols_padded,
             data: m.data.as_slice(),
-            row_scales: &m.row_scales,
+            row_scales: m.row_scales(),
+            group_scales: m.group_scales(),
         }
     }
 }
@@ -319,11 +425,33 @@ mod tests {
     }
 
     #[test]
-    fn non_uniform_tq2_0_scales_are_rejected() {
-        let codes = TernaryCodes::new(1, 512, vec![1; 512]).unwrap();
+    fn non_uniform_tq2_0_scales_make_a_grouped_matrix() {
+        let codes = TernaryCodes::new(1, 512, vec![2; 512]).unwrap();
         let bytes = tq2_0::pack_tq2_0(&codes, &[1.0, 2.0]).unwrap();
-        assert!(TernaryMatrix::from_tq2_0(&bytes, 1, 512).is_err());
+        let m = TernaryMatrix::from_tq2_0(&bytes, 1, 512).unwrap();
+        let groups = m.group_scales().unwrap();
+        assert_eq!(groups.len(), 2 * GROUP_SCALES_PER_TILE_BLOCK);
+        // Row 0, block 0: four planes of scale 1; block 1: scale 2; padding rows 0.
+        assert_eq!(&groups[..5], &[1.0, 1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(&groups[16..20], &[2.0; 4]);
+        let w = m.view().dequantize();
+        assert_eq!((w[0], w[255], w[256], w[511]), (1.0, 1.0, 2.0, 2.0));
         let bytes = tq2_0::pack_tq2_0(&codes, &[2.0, 2.0]).unwrap();
-        assert_eq!(TernaryMatrix::from_tq2_0(&bytes, 1, 512).unwrap().row_scales(), &[2.0]);
+        let m = TernaryMatrix::from_tq2_0(&bytes, 1, 512).unwrap();
+        assert_eq!((m.row_scales(), m.group_scales()), (&[2.0][..], None));
+    }
+
+    #[test]
+    fn q2_0_groups_map_to_planes() {
+        // Row 1 of a 2 x 128 matrix: groups of 64 with scales 3 and 5.
+        let codes = TernaryCodes::new(2, 128, vec![2; 256]).unwrap();
+        let m = TernaryMatrix::from_codes_grouped(&codes, 64, &[1.0, 1.0, 3.0, 5.0]).unwrap();
+        let g = m.group_scales().unwrap();
+        assert_eq!(&g[4..8], &[3.0, 5.0, 0.0, 0.0]);
+        let view = m.view();
+        assert_eq!((view.weight_scale(1, 63), view.weight_scale(1, 64)), (3.0, 5.0));
+        let again = TernaryView::new(2, 128, m.data(), m.scales()).unwrap();
+        assert_eq!(again.dequantize(), view.dequantize());
+        assert!(TernaryView::new(2, 128, m.data(), &m.scales()[1..]).is_err());
     }
 }

@@ -70,3 +70,75 @@ pub(crate) unsafe fn dot4(w: *const u8, act: *const i8, blocks: usize) -> [i32; 
         [reduce(acc[0]), reduce(acc[1]), reduce(acc[2]), reduce(acc[3])]
     }
 }
+
+/// The 128-bit halves of `a` and `b` summed: `[a.lo + a.hi, b.lo + b.hi]`.
+#[inline(always)]
+unsafe fn halves(a: __m256i, b: __m256i) -> __m256i {
+    unsafe { _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(a, b), _mm256_permute2x128_si256::<0x31>(a, b)) }
+}
+
+/// Two vectors whose lane `i` (of 16) is the sum of the 8 lanes of `v[i]`: two rounds of horizontal adds,
+/// then the 128-bit halves.
+#[inline(always)]
+unsafe fn sum16(v: &[__m256i; 16]) -> [__m256i; 2] {
+    unsafe {
+        let mut h = [_mm256_setzero_si256(); 8];
+        for i in 0..8 {
+            h[i] = _mm256_hadd_epi32(v[2 * i], v[2 * i + 1]);
+        }
+        let mut g = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            g[j] = _mm256_hadd_epi32(h[2 * j], h[2 * j + 1]);
+        }
+        [halves(g[0], g[1]), halves(g[2], g[3])]
+    }
+}
+
+/// Grouped scales (see the scalar twin): signed plane sums exact in i16 over both halves of a block
+/// (|lane| <= 2 * 768), widened, reduced, converted and scaled into 16 f32 accumulators.
+///
+/// # Safety
+/// The CPU has avx2; `w` and `act` are valid for `blocks * 256` bytes, `scales` for `blocks * 16` values.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f32, blocks: usize) -> [f32; 4] {
+    unsafe {
+        let mask = _mm256_set1_epi8(3);
+        let ones8 = _mm256_set1_epi8(1);
+        let ones16 = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for b in 0..blocks {
+            let a = act.add(b * 256);
+            let mut e = [_mm256_setzero_si256(); 16];
+            for h in 0..2 {
+                let x = act_half(a, h);
+                let xs = [
+                    _mm256_maddubs_epi16(ones8, x[0]),
+                    _mm256_maddubs_epi16(ones8, x[1]),
+                    _mm256_maddubs_epi16(ones8, x[2]),
+                    _mm256_maddubs_epi16(ones8, x[3]),
+                ];
+                for r in 0..4 {
+                    let v = _mm256_loadu_si256(w.add((4 * b + r) * 64 + 32 * h).cast());
+                    let c = [_mm256_and_si256(v, mask), codes::<2>(v, mask), codes::<4>(v, mask), codes::<6>(v, mask)];
+                    for p in 0..4 {
+                        let signed = _mm256_sub_epi16(_mm256_maddubs_epi16(c[p], x[p]), xs[p]);
+                        e[4 * r + p] = _mm256_add_epi16(e[4 * r + p], signed);
+                    }
+                }
+            }
+            let mut d = [_mm256_setzero_si256(); 16];
+            for i in 0..16 {
+                d[i] = _mm256_madd_epi16(e[i], ones16);
+            }
+            let sums = sum16(&d);
+            for half in 0..2 {
+                let s = _mm256_loadu_ps(scales.add(16 * b + 8 * half));
+                acc[half] = _mm256_add_ps(acc[half], _mm256_mul_ps(_mm256_cvtepi32_ps(sums[half]), s));
+            }
+        }
+        let mut l = [0f32; 16];
+        _mm256_storeu_ps(l.as_mut_ptr(), acc[0]);
+        _mm256_storeu_ps(l.as_mut_ptr().add(8), acc[1]);
+        [(l[0] + l[1]) + (l[2] + l[3]), (l[4] + l[5]) + (l[6] + l[7]), (l[8] + l[9]) + (l[10] + l[11]), (l[12] + l[13]) + (l[14] + l[15])]
+    }
+}

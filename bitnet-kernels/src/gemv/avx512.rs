@@ -105,3 +105,71 @@ pub(crate) unsafe fn dot4_bw(w: *const u8, act: *const i8, blocks: usize) -> [i3
         ]
     }
 }
+
+/// 128-bit quarters of `a` and `b` summed in pairs: `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`.
+#[inline(always)]
+unsafe fn quarters(a: __m512i, b: __m512i) -> __m512i {
+    unsafe {
+        _mm512_add_epi32(_mm512_shuffle_i32x4::<0b10_00_10_00>(a, b), _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b))
+    }
+}
+
+/// Lane `i` of the result is the sum of the 16 lanes of `v[i]` (a transposing reduction: pairs of 32-bit
+/// lanes, then 64-bit halves, then 128-bit quarters).
+#[inline(always)]
+unsafe fn sum16(v: &[__m512i; 16]) -> __m512i {
+    unsafe {
+        let mut t = [_mm512_setzero_si512(); 8];
+        for i in 0..8 {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+        }
+        let mut u = [_mm512_setzero_si512(); 4];
+        for j in 0..4 {
+            let (a, b) = (t[2 * j], t[2 * j + 1]);
+            u[j] = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+        }
+        let w0 = quarters(u[0], u[1]);
+        let w1 = quarters(u[2], u[3]);
+        quarters(w0, w1)
+    }
+}
+
+/// Grouped scales (see the scalar twin): per block, the 16 signed plane sums `sum (c - 1) * a` of the
+/// tile's four rows are exact in i16 before widening (|lane| <= 512 + 256), reduced to one vector, converted
+/// (exact, |sum| < 2^15) and scaled into 16 f32 accumulators, one per row and plane.
+///
+/// # Safety
+/// The CPU has avx512f/bw; `w` and `act` are valid for `blocks * 256` bytes, `scales` for `blocks * 16`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f32, blocks: usize) -> [f32; 4] {
+    unsafe {
+        let mask = _mm512_set1_epi8(3);
+        let ones8 = _mm512_set1_epi8(1);
+        let ones16 = _mm512_set1_epi16(1);
+        let mut acc = _mm512_setzero_ps();
+        for b in 0..blocks {
+            let x = load_act(act.add(b * 256));
+            let xs = [
+                _mm512_maddubs_epi16(ones8, x[0]),
+                _mm512_maddubs_epi16(ones8, x[1]),
+                _mm512_maddubs_epi16(ones8, x[2]),
+                _mm512_maddubs_epi16(ones8, x[3]),
+            ];
+            let mut d = [_mm512_setzero_si512(); 16];
+            for r in 0..4 {
+                let v = _mm512_loadu_si512(w.add((4 * b + r) * 64).cast());
+                let c = [_mm512_and_si512(v, mask), codes::<2>(v, mask), codes::<4>(v, mask), codes::<6>(v, mask)];
+                for p in 0..4 {
+                    let signed = _mm512_sub_epi16(_mm512_maddubs_epi16(c[p], x[p]), xs[p]);
+                    d[4 * r + p] = _mm512_madd_epi16(signed, ones16);
+                }
+            }
+            let sums = _mm512_cvtepi32_ps(sum16(&d));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(sums, _mm512_loadu_ps(scales.add(16 * b))));
+        }
+        let mut l = [0f32; 16];
+        _mm512_storeu_ps(l.as_mut_ptr(), acc);
+        [(l[0] + l[1]) + (l[2] + l[3]), (l[4] + l[5]) + (l[6] + l[7]), (l[8] + l[9]) + (l[10] + l[11]), (l[12] + l[13]) + (l[14] + l[15])]
+    }
+}

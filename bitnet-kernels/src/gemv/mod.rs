@@ -9,6 +9,11 @@
 //! since `sum_k (c - 1) * q = sum_k c*q - sum_k q`. The first sum is an unsigned-by-signed byte dot product
 //! accumulated exactly in i32 by every kernel ([`Kernel`]); the activation sum comes precomputed with the
 //! quantized activations.
+//!
+//! A matrix with group scales `h[n, j]` (one per 64 weights, see [`crate::formats::native`]) needs one
+//! integer sum per group instead: `y[m, n] = g_n / s_m * sum_j h[n, j] * sum_{k in group j} (c[n,k] - 1) *
+//! q[m,k]`, where the group sums are exact and the outer sum runs in f32 in one fixed order (four partial
+//! sums per row, one per bit plane, added across blocks, then paired), the same in every kernel.
 
 mod gemm;
 mod scalar;
@@ -37,6 +42,27 @@ const MIN_PARALLEL_TILES: usize = 64;
 
 /// A kernel's entry point: the four sums of one interleaved tile.
 type Dot4 = unsafe fn(*const u8, *const i8, usize) -> [i32; 4];
+
+/// A kernel's grouped-scale entry point: the four f32 sums of one interleaved tile.
+type Dot4Grouped = unsafe fn(*const u8, *const i8, *const f32, usize) -> [f32; 4];
+
+/// The grouped-scale tile function of `kernel` (checked as [`dot4_fn`] checks).
+fn dot4_grouped_fn(kernel: Kernel) -> Result<Dot4Grouped> {
+    if !kernel.is_available() {
+        return Err(KernelError::KernelUnavailable(kernel.name()));
+    }
+    Ok(match kernel {
+        Kernel::Scalar => scalar::dot4_grouped,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => avx2::dot4_grouped,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Bw | Kernel::Avx512Vnni => avx512::dot4_grouped,
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon | Kernel::NeonDotprod => neon::dot4_grouped,
+        #[allow(unreachable_patterns)]
+        _ => return Err(KernelError::KernelUnavailable(kernel.name())),
+    })
+}
 
 /// The tile function of `kernel`, or an error if this CPU cannot run it. Checking availability here is
 /// what makes calling the `unsafe` target-feature functions sound.
@@ -81,7 +107,8 @@ unsafe fn tile_sums(dot4: Dot4, w: &TernaryView<'_>, t: usize, act: &[i8]) -> [i
 }
 
 /// Raw accumulators `acc[n] = sum_k c[n,k] * q[token,k]` of every weight row for one token, with an
-/// explicit kernel. This is the integer core that every kernel must compute bit for bit identically.
+/// explicit kernel. This is the integer core that every kernel must compute bit for bit identically. A
+/// matrix with group scales has no such single sum; it is refused.
 pub fn ternary_accumulators<'a>(
     kernel: Kernel,
     w: impl Into<TernaryView<'a>>,
@@ -92,6 +119,9 @@ pub fn ternary_accumulators<'a>(
     let w = &w.into();
     check_shapes(w, x, x.rows() * w.rows())?;
     ensure_len("accumulators", w.rows(), acc.len())?;
+    if w.group_scales().is_some() {
+        return Err(KernelError::ShapeMismatch { what: "row scales of a grouped matrix", expected: 0, got: 1 });
+    }
     if token >= x.rows() {
         return Err(KernelError::ShapeMismatch { what: "token index", expected: x.rows(), got: token });
     }
@@ -171,6 +201,7 @@ pub fn ternary_matmul_many_with(
         check_shapes(w, x, y.len())?;
     }
     let dot4 = dot4_fn(kernel)?;
+    let dot4_grouped = dot4_grouped_fn(kernel)?;
     let outs: Vec<OutPtr<f32>> = ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect();
     // First global tile of each weight, and the total.
     let mut first_tile = Vec::with_capacity(weights.len() + 1);
@@ -195,15 +226,28 @@ pub fn ternary_matmul_many_with(
                 let n = t * ROW_TILE;
                 let width = ROW_TILE.min(rows - n);
                 let scales = &w.row_scales()[n..n + width];
-                let write = |m: usize, sums: [i32; 4]| {
+                let write_f32 = |m: usize, sums: [f32; 4]| {
                     let inv_s = 1.0 / x.scales()[m];
-                    let qsum = x.sums()[m];
-                    for (i, (&acc, &g)) in sums.iter().zip(scales).enumerate() {
-                        let value = (acc - qsum) as f32 * (g * inv_s);
+                    for (i, (&sum, &g)) in sums.iter().zip(scales).enumerate() {
                         // SAFETY: `m * rows + n + i < tokens * rows <= ys[j].len()`; tile `t` of weight `j`
                         // belongs to this chunk alone, so no two threads write the same element.
-                        unsafe { outs[j].write(m * rows + n + i, value) };
+                        unsafe { outs[j].write(m * rows + n + i, sum * (g * inv_s)) };
                     }
+                };
+                if let Some(group_scales) = w.tile_group_scales(t) {
+                    for m in 0..tokens {
+                        let (tile, act) = (w.tile_bytes(t), x.row(m));
+                        // SAFETY: the tile and the activation row hold `blocks * 256` bytes (`check_shapes`), the
+                        // tile's group scales `blocks * 16` values (`TernaryView::new`); kernel checked.
+                        let sums =
+                            unsafe { dot4_grouped(tile.as_ptr(), act.as_ptr(), group_scales.as_ptr(), blocks) };
+                        write_f32(m, sums);
+                    }
+                    continue;
+                }
+                let write = |m: usize, sums: [i32; 4]| {
+                    let qsum = x.sums()[m];
+                    write_f32(m, sums.map(|acc| (acc - qsum) as f32));
                 };
                 let mut m = 0;
                 if let Some((kernel_fn, group)) = gemm {

@@ -110,3 +110,44 @@ pub(crate) unsafe fn dot4_plain(w: *const u8, act: *const i8, blocks: usize) -> 
         [vaddvq_s32(acc[0]), vaddvq_s32(acc[1]), vaddvq_s32(acc[2]), vaddvq_s32(acc[3])]
     }
 }
+
+/// Grouped scales (see the scalar twin): codes minus one as signed bytes, products widened to i16 and
+/// summed over the four quarters of a block (eight per lane, |lane| <= 1024), widened, reduced pairwise to
+/// one vector of four plane sums per row, converted and scaled into four f32 accumulators per row.
+///
+/// # Safety
+/// The CPU has neon; `w` and `act` are valid for `blocks * 256` bytes, `scales` for `blocks * 16` values.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f32, blocks: usize) -> [f32; 4] {
+    unsafe {
+        let one = vdupq_n_s8(1);
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        for b in 0..blocks {
+            let a = act.add(b * 256);
+            let mut e = [[vdupq_n_s16(0); 4]; 4];
+            for i in 0..4 {
+                let x = act_quarter(a, i);
+                for r in 0..4 {
+                    let c = codes4(vld1q_u8(w.add((4 * b + r) * 64 + 16 * i)));
+                    for p in 0..4 {
+                        let signed = vsubq_s8(c[p], one);
+                        e[r][p] = vmlal_s8(e[r][p], vget_low_s8(signed), vget_low_s8(x[p]));
+                        e[r][p] = vmlal_high_s8(e[r][p], signed, x[p]);
+                    }
+                }
+            }
+            for r in 0..4 {
+                let d = [vpaddlq_s16(e[r][0]), vpaddlq_s16(e[r][1]), vpaddlq_s16(e[r][2]), vpaddlq_s16(e[r][3])];
+                let sums = vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));
+                let h = vld1q_f32(scales.add(16 * b + 4 * r));
+                acc[r] = vaddq_f32(acc[r], vmulq_f32(vcvtq_f32_s32(sums), h));
+            }
+        }
+        let mut out = [0f32; 4];
+        for r in 0..4 {
+            let l = [vgetq_lane_f32::<0>(acc[r]), vgetq_lane_f32::<1>(acc[r]), vgetq_lane_f32::<2>(acc[r]), vgetq_lane_f32::<3>(acc[r])];
+            out[r] = (l[0] + l[1]) + (l[2] + l[3]);
+        }
+        out
+    }
+}

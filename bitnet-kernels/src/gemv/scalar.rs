@@ -29,3 +29,33 @@ pub(crate) unsafe fn dot4(w: *const u8, act: *const i8, blocks: usize) -> [i32; 
     }
     acc
 }
+
+/// Grouped scales: `out[r] = (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3])`, where `acc[r][p]` runs over
+/// the blocks in order, `acc[r][p] = acc[r][p] + (d as f32) * h` with `d = sum_j (c - 1) * a` the exact
+/// integer sum of plane `p` (64 weights) of row `r` in the block and `h` its group scale (`scales[16b + 4r +
+/// p]`). Separate multiply and add (no fused multiply-add): every SIMD twin rounds the same way.
+///
+/// # Safety
+/// `w` and `act` are valid for `blocks * 256` bytes, `scales` for `blocks * 16` values.
+pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f32, blocks: usize) -> [f32; 4] {
+    // SAFETY: lengths guaranteed by the caller.
+    let (w, act, scales) = unsafe {
+        (
+            std::slice::from_raw_parts(w, blocks * ROW_TILE * NATIVE_BLOCK_BYTES),
+            std::slice::from_raw_parts(act, blocks * NATIVE_BLOCK),
+            std::slice::from_raw_parts(scales, blocks * 16),
+        )
+    };
+    let mut acc = [[0f32; 4]; 4];
+    for ((tile_block, ab), hb) in
+        w.chunks_exact(ROW_TILE * NATIVE_BLOCK_BYTES).zip(act.chunks_exact(NATIVE_BLOCK)).zip(scales.chunks_exact(16))
+    {
+        for (r, wb) in tile_block.chunks_exact(NATIVE_BLOCK_BYTES).enumerate() {
+            for p in 0..4 {
+                let d: i32 = wb.iter().zip(&ab[64 * p..64 * p + 64]).map(|(&byte, &a)| (((byte >> (2 * p)) & 3) as i32 - 1) * a as i32).sum();
+                acc[r][p] += d as f32 * hb[4 * r + p];
+            }
+        }
+    }
+    acc.map(|a| (a[0] + a[1]) + (a[2] + a[3]))
+}
