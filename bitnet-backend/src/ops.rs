@@ -248,3 +248,34 @@ pub fn quantize_activations<B: TernaryBackend>(x: Tensor<B, 2>) -> (Tensor<B, 2,
 pub fn ternary_dequantize<B: TernaryBackend>(weight: &TernaryWeight<B>) -> Tensor<B, 2> {
     float_tensor(B::ternary_dequantize(weight.primitive()))
 }
+
+/// Rows `ids` (`[T]`) of the dequantized weight, `[T, K]` f32: a ternary embedding lookup. Runs on any
+/// backend without dequantizing the whole matrix: the 4-row tiles holding the rows are gathered (their word
+/// rows, row scales and group scales) into a `[4T, K]` weight, dequantized, and the wanted row of each tile
+/// kept. Ids must be below the row count (the caller checks them against the vocabulary).
+pub fn ternary_rows<B: TernaryBackend>(weight: &TernaryWeight<B>, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    let (rows, cols) = (weight.rows(), weight.cols());
+    let t = ids.dims()[0];
+    let device = ids.device();
+    let tiles = ids.clone().div_scalar(4);
+    let slots = ids.remainder_scalar(4);
+    let offsets = Tensor::<B, 1, Int>::arange(0..4, &device);
+    let word_rows =
+        (tiles.clone().mul_scalar(4).unsqueeze_dim::<2>(1) + offsets.unsqueeze_dim::<2>(0)).reshape([4 * t]);
+    let words = weight.words().clone().select(0, word_rows.clone());
+    let all_scales = weight.scales().clone();
+    // A tile's padding rows (past `rows`) hold zero codes; any row scale serves them.
+    let row_scales = all_scales.clone().slice(0..rows).select(0, word_rows.clamp_max(rows as i64 - 1));
+    let scales = if weight.is_grouped() {
+        let per_tile = cols.div_ceil(256) * bitnet_kernels::formats::native::GROUP_SCALES_PER_TILE_BLOCK;
+        let total = all_scales.dims()[0];
+        let groups = all_scales.slice(rows..total).reshape([(total - rows) / per_tile, per_tile]);
+        Tensor::cat(vec![row_scales, groups.select(0, tiles).reshape([t * per_tile])], 0)
+    } else {
+        row_scales
+    };
+    let gathered = TernaryWeight::from_tensors(words, scales, 4 * t, cols)
+        .expect("a gathered tile set has the shapes of a [4T, K] ternary weight");
+    let keep = Tensor::<B, 1, Int>::arange(0..t as i64, &device).mul_scalar(4) + slots;
+    ternary_dequantize(&gathered).select(0, keep)
+}

@@ -8,6 +8,18 @@ use thiserror::Error;
 /// these instead of panicking; the unsafe SIMD code only ever runs on inputs that passed these checks.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum KernelError {
+    /// Weights of one scale group that carry different scales, which a coarser layout cannot store.
+    #[error("row {row}: the weights of a {group}-weight group carry different scales ({first} vs {other})")]
+    NonUniformScales {
+        /// The row.
+        row: usize,
+        /// The group size asked for.
+        group: usize,
+        /// The group's first scale.
+        first: f32,
+        /// A different scale in the same group.
+        other: f32,
+    },
     /// Two sizes that must agree do not.
     #[error("shape mismatch for {what}: expected {expected}, got {got}")]
     ShapeMismatch {

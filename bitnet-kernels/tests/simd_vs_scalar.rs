@@ -517,12 +517,14 @@ fn grouped_scale_kernels_match_scalar_bit_for_bit() {
     let mut rng = StdRng::seed_from_u64(42);
     // (rows, cols, group): partial tiles, partial blocks (cols a multiple of the group, not of 256), and
     // enough tiles to split over threads.
-    let shapes = [(1, 64, 64), (5, 192, 64), (7, 320, 64), (9, 384, 128), (4, 768, 256), (70, 2560, 128), (300, 1088, 64)];
+    let shapes =
+        [(1, 64, 64), (5, 192, 64), (7, 320, 64), (9, 384, 128), (4, 768, 256), (70, 2560, 128), (300, 1088, 64)];
     for &(rows, cols, group) in &shapes {
         let codes = random_codes(&mut rng, rows, cols);
         // Scales of very different magnitudes (and signs) make the f32 summation order visible.
-        let scales: Vec<f32> =
-            (0..rows * cols / group).map(|_| rng.random_range(-3.0..3.0f32) * 10f32.powi(rng.random_range(-3..4))).collect();
+        let scales: Vec<f32> = (0..rows * cols / group)
+            .map(|_| rng.random_range(-3.0..3.0f32) * 10f32.powi(rng.random_range(-3..4)))
+            .collect();
         let w = TernaryMatrix::from_codes_grouped(&codes, group, &scales).unwrap();
         // One group per row is a row scale; more make a grouped matrix.
         assert_eq!(w.group_scales().is_some(), cols > group, "{rows}x{cols}/{group}");

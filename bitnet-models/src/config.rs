@@ -1,4 +1,5 @@
-//! The model configuration, read from a Hugging Face `config.json` (`model_type` "bitnet").
+//! The model configuration, read from a Hugging Face `config.json` (`model_type` "bitnet", a BitNet "llama", or
+//! "qwen3" for the Qwen3-based ternary models).
 //!
 //! Accepts both config styles checkpoints come in: `rope_theta` at the top level (released checkpoints) or inside
 //! `rope_parameters` (transformers 5 saves), and `torch_dtype` or `dtype`.
@@ -30,12 +31,23 @@ pub enum Family {
     /// tiiuae Falcon3-*-1.58bit, Falcon-E): LLaMA blocks with BitLinear projections, no sub-norms, SiLU,
     /// optionally an RMSNorm inside every BitLinear (`use_rms_norm`).
     LlamaBitNet,
+    /// `model_type` "qwen3" (PrismML's Ternary-Bonsai and other Qwen3-based ternary models): Qwen3 blocks, i.e.
+    /// LLaMA blocks with a per-head RMSNorm on queries and keys before RoPE (`self_attn.q_norm` / `k_norm`, width
+    /// `head_dim`), an explicit `head_dim`, SiLU, no biases, no sub-norms. The projections must be ternary: GGUF
+    /// Q2_0 / PQ2_0 / TQ2_0 / TQ1_0, or float tensors holding ternary values times one scale per row or per 64
+    /// weights. Activations are quantized to int8 per token like every member's.
+    Qwen3,
 }
 
 impl Family {
     /// Whether the block has the sub-norms before the output and down projections.
     pub fn has_sub_norms(self) -> bool {
-        self != Self::LlamaBitNet
+        matches!(self, Self::BitNet | Self::OneBitLlm)
+    }
+
+    /// Whether queries and keys are RMS-normalized per head before RoPE (Qwen3).
+    pub fn has_qk_norm(self) -> bool {
+        self == Self::Qwen3
     }
 }
 
@@ -116,8 +128,15 @@ impl BitNetConfig {
                     BitnetForCausalLM architecture) is a full-precision model, not BitNet b1.58"
                     .into())
             }
-            mt => return Err(format!("model_type is '{mt}', expected 'bitnet' (or a BitNet 'llama')")),
+            "qwen3" => Family::Qwen3,
+            mt => return Err(format!("model_type is '{mt}', expected 'bitnet', 'qwen3' (or a BitNet 'llama')")),
         };
+        for (flag, what) in [("attention_bias", "attention biases"), ("use_sliding_window", "sliding-window attention")]
+        {
+            if obj.get(flag).and_then(Value::as_bool) == Some(true) {
+                return Err(format!("'{flag}' is true: {what} are not supported"));
+            }
+        }
         let usize_field = |name: &str| -> std::result::Result<Option<usize>, String> {
             match obj.get(name) {
                 None | Some(Value::Null) => Ok(None),
@@ -147,7 +166,7 @@ impl BitNetConfig {
                 .as_f64()
                 .filter(|f| f.is_finite() && *f > 0.0)
                 .ok_or("'rope_parameters.rope_theta' must be a positive number")?,
-            None => float_field("rope_theta", 500_000.0)?,
+            None => float_field("rope_theta", if family == Family::Qwen3 { 1_000_000.0 } else { 500_000.0 })?,
         };
         if let Some(scaling) = obj.get("rope_scaling").filter(|v| !v.is_null()) {
             let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).unwrap_or("?");
@@ -247,7 +266,8 @@ impl BitNetConfig {
         let kv = n(self.num_key_value_heads).checked_mul(d)?;
         let attention = h.checked_mul(q.checked_mul(2)?.checked_add(kv.checked_mul(2)?)?)?;
         let mlp = h.checked_mul(f)?.checked_mul(3)?;
-        let norms = h.checked_mul(3)?.checked_add(q)?.checked_add(f)?;
+        let qk_norms = if self.family.has_qk_norm() { d.checked_mul(2)? } else { 0 };
+        let norms = h.checked_mul(3)?.checked_add(q)?.checked_add(f)?.checked_add(qk_norms)?;
         let layer = attention.checked_add(mlp)?.checked_add(norms)?;
         let matrices = if self.tie_word_embeddings { 1 } else { 2 };
         let tokens = n(self.vocab_size).checked_mul(h)?.checked_mul(matrices)?;
@@ -274,13 +294,14 @@ impl BitNetConfig {
             Family::BitNet => ("bitnet", "BitNetForCausalLM"),
             Family::OneBitLlm => ("llama", "BitnetForCausalLM"),
             Family::LlamaBitNet => ("llama", "LlamaForCausalLM"),
+            Family::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
         };
         let mut quantization = serde_json::json!({"quant_method": "bitnet", "linear_class": linear_class});
         if let Some(eps) = self.linear_rms_norm_eps {
             quantization["use_rms_norm"] = true.into();
             quantization["rms_norm_eps"] = eps.into();
         }
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "architectures": [architecture],
             "model_type": model_type,
             "vocab_size": self.vocab_size,
@@ -300,6 +321,13 @@ impl BitNetConfig {
             "torch_dtype": "float32",
             "quantization_config": quantization,
         });
+        // A Qwen3 checkpoint is a plain Qwen3 to transformers: its ternary values are the weights.
+        if self.family == Family::Qwen3 {
+            if let Some(map) = value.as_object_mut() {
+                map.remove("quantization_config");
+                map.insert("attention_bias".into(), false.into());
+            }
+        }
         serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
     }
 }
@@ -342,6 +370,23 @@ mod tests {
             let c = BitNetConfig::from_json(&text).unwrap();
             assert_eq!(BitNetConfig::from_json(&c.to_json()).unwrap(), c);
         }
+    }
+
+    #[test]
+    fn reads_qwen3() {
+        let qwen = r#"{"architectures":["Qwen3ForCausalLM"],"model_type":"qwen3","hidden_size":2048,
+            "intermediate_size":6144,"num_hidden_layers":28,"num_attention_heads":16,"num_key_value_heads":8,
+            "head_dim":128,"vocab_size":151936,"max_position_embeddings":40960,"rms_norm_eps":1e-06,
+            "rope_theta":1000000,"hidden_act":"silu","tie_word_embeddings":true,"attention_bias":false,
+            "use_sliding_window":false,"bos_token_id":151643,"eos_token_id":151645}"#;
+        let c = BitNetConfig::from_json(qwen).unwrap();
+        assert_eq!((c.family, c.activation, c.head_dim, c.rope_theta), (Family::Qwen3, Activation::Silu, 128, 1e6));
+        assert!(c.family.has_qk_norm() && !c.family.has_sub_norms());
+        assert_eq!(BitNetConfig::from_json(&c.to_json()).unwrap(), c);
+        let biased = qwen.replace(r#""attention_bias":false"#, r#""attention_bias":true"#);
+        assert!(BitNetConfig::from_json(&biased).unwrap_err().contains("attention_bias"));
+        let sliding = qwen.replace(r#""use_sliding_window":false"#, r#""use_sliding_window":true"#);
+        assert!(BitNetConfig::from_json(&sliding).unwrap_err().contains("sliding"));
     }
 
     #[test]

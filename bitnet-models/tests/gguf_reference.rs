@@ -20,6 +20,11 @@ fn hf_source_model_matches_transformers() {
 }
 
 #[test]
+fn qwen3_ternary_models_match_transformers() {
+    common::qwen3_fixtures_match_transformers::<B>(&Default::default());
+}
+
+#[test]
 fn ternary_gguf_types_match_transformers() {
     common::gguf_types_match_transformers::<B>(&Default::default());
 }

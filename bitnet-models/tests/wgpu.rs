@@ -36,3 +36,8 @@ fn head_formats_stay_close() {
 fn batched_generation_equals_single_generation_on_wgpu() {
     common::batched_generation_equals_single_generation::<Wgpu>(&WgpuDevice::default());
 }
+
+#[test]
+fn qwen3_ternary_models_match_transformers_on_wgpu() {
+    common::qwen3_fixtures_match_transformers::<Wgpu>(&WgpuDevice::default());
+}

@@ -70,14 +70,33 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
                 let count = CubeCount::Static(tiles.div_ceil(TILES_PER_CUBE), m as u32, 1);
                 let dim = CubeDim { x: TILE_LANES, y: TILES_PER_CUBE, z: 1 };
                 let (codes, act_scales) = (q.codes.clone().into_tensor_arg(), q.scales.clone().into_tensor_arg());
-                let (words, scales, y) = (words.into_tensor_arg(), scales.into_tensor_arg(), out.clone().into_tensor_arg());
+                let (words, scales, y) =
+                    (words.into_tensor_arg(), scales.into_tensor_arg(), out.clone().into_tensor_arg());
                 if grouped {
                     kernels::ternary_matmul_grouped_kernel::launch::<R>(
-                        &out.client, count, dim, codes, act_scales, words, scales, y, use_plane, dtypes,
+                        &out.client,
+                        count,
+                        dim,
+                        codes,
+                        act_scales,
+                        words,
+                        scales,
+                        y,
+                        use_plane,
+                        dtypes,
                     );
                 } else {
                     kernels::ternary_matmul_kernel::launch::<R>(
-                        &out.client, count, dim, codes, act_scales, words, scales, y, use_plane, dtypes,
+                        &out.client,
+                        count,
+                        dim,
+                        codes,
+                        act_scales,
+                        words,
+                        scales,
+                        y,
+                        use_plane,
+                        dtypes,
                     );
                 }
                 out

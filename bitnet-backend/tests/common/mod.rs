@@ -82,7 +82,9 @@ pub fn ops_match_cpu_reference<B: TernaryBackend>(device: &B::Device) {
 pub fn grouped_ops_match_cpu_reference<B: TernaryBackend>(device: &B::Device) {
     let mut rng = StdRng::seed_from_u64(64);
     let pool = ThreadPool::new(1).unwrap();
-    for &(m, n, k, group) in &[(1, 8, 256, 64), (1, 37, 320, 64), (3, 5, 128, 64), (4, 70, 1024, 128), (2, 9, 2560, 128)] {
+    for &(m, n, k, group) in
+        &[(1, 8, 256, 64), (1, 37, 320, 64), (3, 5, 128, 64), (4, 70, 1024, 128), (2, 9, 2560, 128)]
+    {
         let w = random_grouped_matrix(&mut rng, n, k, group);
         let xs = random_vec(&mut rng, m * k, 2.0);
         let q = QuantizedActivations::quantize(&xs, m, k).unwrap();
@@ -99,6 +101,20 @@ pub fn grouped_ops_match_cpu_reference<B: TernaryBackend>(device: &B::Device) {
         assert_close(&to_vec(ternary_dequantize(&weight)), &w.view().dequantize(), "grouped dequantized weights");
         let back = weight.to_matrix().unwrap();
         assert_eq!((back.to_codes(), back.scales()), (w.to_codes(), w.scales()), "grouped weights round-trip");
+    }
+    // `ternary_rows` (the ternary embedding lookup) equals rows of the dequantized matrix, grouped or not, for
+    // repeated ids and the last row of a partial tile.
+    for w in [random_grouped_matrix(&mut rng, 37, 320, 64), random_matrix(&mut rng, 37, 300)] {
+        let weight = TernaryWeight::<B>::from_matrix(&w, device);
+        let ids = [36i32, 0, 5, 5, 33];
+        let got = to_vec(bitnet_backend::ternary_rows(
+            &weight,
+            Tensor::from_data(TensorData::new(ids.to_vec(), [5]), device),
+        ));
+        let all = w.view().dequantize();
+        let want: Vec<f32> =
+            ids.iter().flat_map(|&i| all[i as usize * w.cols()..(i as usize + 1) * w.cols()].to_vec()).collect();
+        assert_close(&got, &want, "ternary_rows");
     }
 }
 

@@ -114,12 +114,16 @@ impl TernaryMatrix {
     }
 
     /// Packs unpacked codes with one scale per `group` weights of each row (`rows * cols / group` scales,
-    /// row-major; `group` is 64, 128 or 256 and divides `cols`). Rows whose groups all agree make a
+    /// row-major; `group` is 64, 128, 256, or `cols` itself (one scale per row), and divides `cols`). Rows whose groups all agree make a
     /// matrix with row scales only (the faster kernels); otherwise the matrix keeps group scales.
     pub fn from_codes_grouped(codes: &TernaryCodes, group: usize, group_scales: &[f32]) -> Result<Self> {
         let (rows, cols) = (codes.rows(), codes.cols());
-        if !matches!(group, 64 | 128 | 256) {
-            return Err(KernelError::ShapeMismatch { what: "scale group size (64, 128 or 256)", expected: 64, got: group });
+        if !matches!(group, 64 | 128 | 256) && group != cols {
+            return Err(KernelError::ShapeMismatch {
+                what: "scale group size (64, 128 or 256)",
+                expected: 64,
+                got: group,
+            });
         }
         crate::error::ensure_multiple("grouped ternary matrix", "cols", cols, group)?;
         let per_row = cols / group;
@@ -145,6 +149,34 @@ impl TernaryMatrix {
         }
         matrix.scales.extend_from_slice(&grouped);
         Ok(matrix)
+    }
+
+    /// Recognizes float weights `[rows, cols]` that are ternary values times a scale, as converters and
+    /// unpacked checkpoints store them: one scale per row, or (when `cols` is a multiple of 64) one per 64
+    /// weights, each group's nonzero weights sharing one magnitude. `None` for any other weights (latent
+    /// master weights). A group of zeros takes its row's first scale (so uniform rows stay per-row).
+    pub fn from_scaled_ternary(values: &[f32], rows: usize, cols: usize) -> Result<Option<Self>> {
+        ensure_eq("weight count", checked_elems("weights", rows, cols)?, values.len())?;
+        let group = if cols.is_multiple_of(SCALE_GROUP) { SCALE_GROUP } else { cols.max(1) };
+        let mut scales = Vec::with_capacity(values.len() / group);
+        let mut codes = Vec::with_capacity(values.len());
+        for row in values.chunks(cols.max(1)) {
+            let first = scales.len();
+            for g in row.chunks(group) {
+                let magnitude = g.iter().map(|v| v.abs()).find(|&a| a != 0.0).unwrap_or(0.0);
+                if !magnitude.is_finite() || g.iter().any(|&v| v != 0.0 && v.abs() != magnitude) {
+                    return Ok(None);
+                }
+                codes.extend(g.iter().map(|&v| (v > 0.0) as u8 + (v >= 0.0) as u8));
+                scales.push(magnitude);
+            }
+            let row_scale = scales[first..].iter().copied().find(|&s| s != 0.0).unwrap_or(0.0);
+            scales[first..].iter_mut().filter(|s| **s == 0.0).for_each(|s| *s = row_scale);
+        }
+        if rows == 0 || cols == 0 {
+            return Ok(None);
+        }
+        Self::from_codes_grouped(&TernaryCodes::new(rows, cols, codes)?, group, &scales).map(Some)
     }
 
     /// Packs unpacked codes with one scale `g` for the whole tensor.
@@ -341,6 +373,37 @@ impl<'a> TernaryView<'a> {
         let (block, e) = (k / NATIVE_BLOCK, k % NATIVE_BLOCK);
         (self.data[block_offset(self.cols_padded, r, block) + e % 64] >> (2 * (e / 64))) & 3
     }
+    /// One scale per `group` weights of each row, row-major (`rows * ceil(cols / group)` values): the full
+    /// scale of the group's weights, for writers of coarser layouts (TQ2_0: 256, Q2_0: 64, PQ2_0: 128, one per
+    /// row: `cols`). Fails when the weights of a group carry different scales. `group` is a multiple of 64 or
+    /// at least `cols`.
+    pub fn scales_per(&self, group: usize) -> Result<Vec<f32>> {
+        if group == 0 || !(group.is_multiple_of(SCALE_GROUP) || group >= self.cols) {
+            return Err(KernelError::ShapeMismatch {
+                what: "scale group (a multiple of 64)",
+                expected: 64,
+                got: group,
+            });
+        }
+        let per_row = self.cols.div_ceil(group);
+        let mut out = Vec::with_capacity(self.rows * per_row);
+        for r in 0..self.rows {
+            for j in 0..per_row {
+                let (begin, end) = (j * group, ((j + 1) * group).min(self.cols));
+                let first = self.weight_scale(r, begin);
+                if let Some(other) = (begin..end)
+                    .step_by(SCALE_GROUP)
+                    .map(|k| self.weight_scale(r, k))
+                    .find(|s| s.to_bits() != first.to_bits())
+                {
+                    return Err(KernelError::NonUniformScales { row: r, group, first, other });
+                }
+                out.push(first);
+            }
+        }
+        Ok(out)
+    }
+
     /// The dequantized weights `(c - 1) * g_n` (times the group scale, if any), row-major `[rows, cols]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.rows * self.cols);
@@ -442,6 +505,24 @@ mod tests {
     }
 
     #[test]
+    fn scaled_ternary_floats_are_recognized_per_row_and_per_group() {
+        // Per row (K = 3, not a multiple of 64): row 0 scale 0.5, row 1 all zero.
+        let m = TernaryMatrix::from_scaled_ternary(&[0.5, -0.5, 0.0, 0.0, 0.0, 0.0], 2, 3).unwrap().unwrap();
+        assert_eq!((m.row_scales(), m.group_scales()), (&[0.5, 0.0][..], None));
+        assert_eq!(m.view().dequantize(), vec![0.5, -0.5, 0.0, 0.0, 0.0, 0.0]);
+        // Per 64 weights, with a zero group in the middle of row 0.
+        let mut w = vec![0f32; 192];
+        w[0] = 2.0;
+        w[130] = -3.0;
+        let m = TernaryMatrix::from_scaled_ternary(&w, 1, 192).unwrap().unwrap();
+        assert!(m.group_scales().is_some());
+        assert_eq!(m.view().dequantize(), w);
+        // Latent weights are not ternary.
+        assert!(TernaryMatrix::from_scaled_ternary(&[0.5, 0.25, 0.0], 1, 3).unwrap().is_none());
+        assert!(TernaryMatrix::from_scaled_ternary(&[f32::INFINITY, 0.0, 0.0], 1, 3).unwrap().is_none());
+    }
+
+    #[test]
     fn q2_0_groups_map_to_planes() {
         // Row 1 of a 2 x 128 matrix: groups of 64 with scales 3 and 5.
         let codes = TernaryCodes::new(2, 128, vec![2; 256]).unwrap();
@@ -450,6 +531,8 @@ mod tests {
         assert_eq!(&g[4..8], &[3.0, 5.0, 0.0, 0.0]);
         let view = m.view();
         assert_eq!((view.weight_scale(1, 63), view.weight_scale(1, 64)), (3.0, 5.0));
+        assert_eq!(view.scales_per(64).unwrap(), vec![1.0, 1.0, 3.0, 5.0]);
+        assert!(view.scales_per(128).is_err(), "row 1 has two scales per 128 weights");
         let again = TernaryView::new(2, 128, m.data(), m.scales()).unwrap();
         assert_eq!(again.dequantize(), view.dequantize());
         assert!(TernaryView::new(2, 128, m.data(), &m.scales()[1..]).is_err());

@@ -93,7 +93,8 @@ pub fn pack_q2_0(codes: &TernaryCodes, group_scales: &[f32], group: Q2Group) -> 
     let groups = codes.codes().len() / g;
     ensure_eq("Q2_0 group scale count", groups, group_scales.len())?;
     let mut out = vec![0u8; groups * group.block_bytes()];
-    for ((src, dst), &d) in codes.codes().chunks_exact(g).zip(out.chunks_exact_mut(group.block_bytes())).zip(group_scales)
+    for ((src, dst), &d) in
+        codes.codes().chunks_exact(g).zip(out.chunks_exact_mut(group.block_bytes())).zip(group_scales)
     {
         let d = f16::from_f32(d);
         ensure_finite("Q2_0 group scale (as f16)", d.to_f32())?;

@@ -139,6 +139,11 @@ pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f
         let mut l = [0f32; 16];
         _mm256_storeu_ps(l.as_mut_ptr(), acc[0]);
         _mm256_storeu_ps(l.as_mut_ptr().add(8), acc[1]);
-        [(l[0] + l[1]) + (l[2] + l[3]), (l[4] + l[5]) + (l[6] + l[7]), (l[8] + l[9]) + (l[10] + l[11]), (l[12] + l[13]) + (l[14] + l[15])]
+        [
+            (l[0] + l[1]) + (l[2] + l[3]),
+            (l[4] + l[5]) + (l[6] + l[7]),
+            (l[8] + l[9]) + (l[10] + l[11]),
+            (l[12] + l[13]) + (l[14] + l[15]),
+        ]
     }
 }

@@ -170,6 +170,11 @@ pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f
         }
         let mut l = [0f32; 16];
         _mm512_storeu_ps(l.as_mut_ptr(), acc);
-        [(l[0] + l[1]) + (l[2] + l[3]), (l[4] + l[5]) + (l[6] + l[7]), (l[8] + l[9]) + (l[10] + l[11]), (l[12] + l[13]) + (l[14] + l[15])]
+        [
+            (l[0] + l[1]) + (l[2] + l[3]),
+            (l[4] + l[5]) + (l[6] + l[7]),
+            (l[8] + l[9]) + (l[10] + l[11]),
+            (l[12] + l[13]) + (l[14] + l[15]),
+        ]
     }
 }

@@ -239,8 +239,7 @@ pub fn ternary_matmul_many_with(
                         let (tile, act) = (w.tile_bytes(t), x.row(m));
                         // SAFETY: the tile and the activation row hold `blocks * 256` bytes (`check_shapes`), the
                         // tile's group scales `blocks * 16` values (`TernaryView::new`); kernel checked.
-                        let sums =
-                            unsafe { dot4_grouped(tile.as_ptr(), act.as_ptr(), group_scales.as_ptr(), blocks) };
+                        let sums = unsafe { dot4_grouped(tile.as_ptr(), act.as_ptr(), group_scales.as_ptr(), blocks) };
                         write_f32(m, sums);
                     }
                     continue;

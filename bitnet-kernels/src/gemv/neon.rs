@@ -145,7 +145,12 @@ pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f
         }
         let mut out = [0f32; 4];
         for r in 0..4 {
-            let l = [vgetq_lane_f32::<0>(acc[r]), vgetq_lane_f32::<1>(acc[r]), vgetq_lane_f32::<2>(acc[r]), vgetq_lane_f32::<3>(acc[r])];
+            let l = [
+                vgetq_lane_f32::<0>(acc[r]),
+                vgetq_lane_f32::<1>(acc[r]),
+                vgetq_lane_f32::<2>(acc[r]),
+                vgetq_lane_f32::<3>(acc[r]),
+            ];
             out[r] = (l[0] + l[1]) + (l[2] + l[3]);
         }
         out

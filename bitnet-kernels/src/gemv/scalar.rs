@@ -52,7 +52,11 @@ pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f
     {
         for (r, wb) in tile_block.chunks_exact(NATIVE_BLOCK_BYTES).enumerate() {
             for p in 0..4 {
-                let d: i32 = wb.iter().zip(&ab[64 * p..64 * p + 64]).map(|(&byte, &a)| (((byte >> (2 * p)) & 3) as i32 - 1) * a as i32).sum();
+                let d: i32 = wb
+                    .iter()
+                    .zip(&ab[64 * p..64 * p + 64])
+                    .map(|(&byte, &a)| (((byte >> (2 * p)) & 3) as i32 - 1) * a as i32)
+                    .sum();
                 acc[r][p] += d as f32 * hb[4 * r + p];
             }
         }

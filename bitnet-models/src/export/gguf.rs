@@ -1,17 +1,19 @@
-//! A packed model as a GGUF file that bitnet.cpp-style readers (and [`crate::gguf`]) load: architecture
-//! `bitnet-b1.58` (the 2B-4T block), projections as TQ2_0 (llama.cpp, type 35; input widths a multiple of 256)
-//! or I2_S (bitnet.cpp, type 36; one scale per tensor), norms and dense tensors in their stored precision, and
-//! the tokenizer in `tokenizer.ggml.*` metadata when given.
+//! A packed model as a GGUF file that bitnet.cpp-style readers (and [`crate::gguf`]) load: architecture as
+//! [`written_architecture`] says, projections (and ternary token matrices) as TQ2_0 (llama.cpp, type 35; input
+//! widths a multiple of 256), I2_S (bitnet.cpp, type 36; one scale per tensor), Q2_0 (ggml, type 42; a scale per
+//! 64 weights) or PQ2_0 (PrismML, type 142; a scale per 128 weights), norms and dense tensors in their stored
+//! precision, and the tokenizer in `tokenizer.ggml.*` metadata when given.
 
-use super::{projection_codes, single_scale, tensor_bytes};
+use super::{projection_matrix, scales_per, single_scale, tensor_bytes};
 use crate::config::BitNetConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::{metadata_from_config, write_gguf, written_architecture, GgmlType, GgufTensorSpec, GgufVocab};
 use crate::model::{BitNetModel, ModelTensor, TokenMatrix};
 use crate::source::gguf::gguf_name;
 use bitnet_kernels::formats::i2s::pack_i2s;
+use bitnet_kernels::formats::q2_0::{pack_q2_0, Q2Group};
 use bitnet_kernels::formats::tq2_0::pack_tq2_0;
-use bitnet_kernels::TernaryCodes;
+use bitnet_kernels::TernaryMatrix;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use std::path::Path;
@@ -23,6 +25,10 @@ pub enum TernaryGgufType {
     Tq2_0,
     /// bitnet.cpp I2_S: 2 bits/weight, one f32 scale per tensor.
     I2s,
+    /// ggml Q2_0: 2.25 bits/weight, an f16 scale per 64 weights; rows must be a multiple of 64 wide.
+    Q2_0,
+    /// PrismML PQ2_0: 2.125 bits/weight, an f16 scale per 128 weights; rows must be a multiple of 128 wide.
+    Pq2_0,
 }
 
 impl TernaryGgufType {
@@ -31,6 +37,18 @@ impl TernaryGgufType {
         match self {
             Self::Tq2_0 => GgmlType::TQ2_0,
             Self::I2s => GgmlType::I2_S,
+            Self::Q2_0 => GgmlType::Q2_0,
+            Self::Pq2_0 => GgmlType::PQ2_0,
+        }
+    }
+
+    /// Weights per scale block, where the type's rows must be a multiple of it.
+    fn block(self) -> Option<usize> {
+        match self {
+            Self::Tq2_0 => Some(256),
+            Self::I2s => None,
+            Self::Q2_0 => Some(64),
+            Self::Pq2_0 => Some(128),
         }
     }
 
@@ -38,24 +56,27 @@ impl TernaryGgufType {
     pub fn check_shapes(self, config: &BitNetConfig) -> std::result::Result<(), String> {
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let q = config.num_attention_heads * config.head_dim;
-        if self == Self::Tq2_0 && !(h.is_multiple_of(256) && i.is_multiple_of(256) && q.is_multiple_of(256)) {
-            return Err(format!(
-                "TQ2_0 needs hidden_size and intermediate_size multiples of 256 (got {h} and {i}); I2_S has no such limit"
-            ));
+        if let Some(b) = self.block() {
+            if !(h.is_multiple_of(b) && i.is_multiple_of(b) && q.is_multiple_of(b)) {
+                return Err(format!(
+                    "{} needs hidden_size, intermediate_size and heads * head_dim multiples of {b} (got {h}, {i} and \
+                     {q}); I2_S has no such limit",
+                    self.ggml_type()
+                ));
+            }
         }
         Ok(())
     }
 
-    /// Encodes `codes` (`[rows, cols]`, values 0/1/2 for -1/0/+1) with per-row scales.
-    pub fn encode(self, what: &str, codes: &TernaryCodes, row_scales: &[f32]) -> Result<Vec<u8>> {
+    /// Encodes a packed matrix; fails when its scales are finer than the type stores.
+    pub fn encode(self, what: &str, matrix: &TernaryMatrix) -> Result<Vec<u8>> {
+        let name = self.ggml_type().name();
+        let codes = matrix.to_codes();
         let bytes = match self {
-            Self::Tq2_0 => {
-                let blocks_per_row = codes.cols() / 256;
-                let block_scales: Vec<f32> =
-                    row_scales.iter().flat_map(|&g| std::iter::repeat_n(g, blocks_per_row)).collect();
-                pack_tq2_0(codes, &block_scales)
-            }
-            Self::I2s => pack_i2s(codes, single_scale(what, row_scales, "I2_S")?),
+            Self::Tq2_0 => pack_tq2_0(&codes, &scales_per(what, matrix, 256, name)?),
+            Self::I2s => pack_i2s(&codes, single_scale(what, matrix, name)?),
+            Self::Q2_0 => pack_q2_0(&codes, &scales_per(what, matrix, 64, name)?, Q2Group::G64),
+            Self::Pq2_0 => pack_q2_0(&codes, &scales_per(what, matrix, 128, name)?, Q2Group::G128),
         };
         bytes.map_err(|e| ModelError::Request(format!("encoding {what}: {e}")))
     }
@@ -100,6 +121,12 @@ pub fn write_gguf_model<B: Backend>(
                 let data = Box::new(move || Ok(blocks.into_data().as_bytes().to_vec()));
                 tensors.push(GgufTensorSpec { name, dims, ggml_type: GgmlType::Q6_K, data });
             }
+            ModelTensor::Matrix(m @ TokenMatrix::Ternary(layer)) => {
+                let dims = m.dims().iter().rev().map(|&d| d as u64).collect();
+                let what = name.clone();
+                let data = Box::new(move || ty.encode(&what, &projection_matrix(&what, layer)?));
+                tensors.push(GgufTensorSpec { name, dims, ggml_type: ty.ggml_type(), data });
+            }
             ModelTensor::Matrix(TokenMatrix::Int8(_)) => {
                 return Err(ModelError::Request(format!(
                     "{name} is int8, which GGUF files do not store: write it as loaded (without --head int8), or \
@@ -114,10 +141,7 @@ pub fn write_gguf_model<B: Backend>(
                 let dims = vec![p.d_input() as u64, p.d_output() as u64];
                 let what = name.clone();
                 // Read back and encoded when the tensor's turn comes: one projection in memory at a time.
-                let data = Box::new(move || {
-                    let (codes, scales) = projection_codes(&what, p)?;
-                    ty.encode(&what, &codes, &scales)
-                });
+                let data = Box::new(move || ty.encode(&what, &projection_matrix(&what, p)?));
                 tensors.push(GgufTensorSpec { name, dims, ggml_type: ty.ggml_type(), data });
             }
         }

@@ -4,7 +4,7 @@
 //! with an f32 `weight_scale = 1 / g`; norms, embedding and head in their stored precision.
 
 use super::safetensors::{write_safetensors, TensorSpec};
-use super::{projection_codes, single_scale, tensor_bytes};
+use super::{projection_matrix, single_scale, tensor_bytes};
 use crate::config::ScaleConvention;
 use crate::error::{ModelError, Result};
 use crate::model::{BitNetModel, ModelTensor, TokenMatrix};
@@ -75,7 +75,7 @@ pub fn write_hf_checkpoint<B: Backend>(
                     name: format!("{name}.weight"),
                     dtype: "U8",
                     shape: vec![rows / 4, cols],
-                    data: Box::new(move || Ok(pack_hf_packed(&projection_codes(&what, p)?.0)?)),
+                    data: Box::new(move || Ok(pack_hf_packed(&projection_matrix(&what, p)?.to_codes())?)),
                 });
                 let what = name.clone();
                 tensors.push(TensorSpec {
@@ -83,8 +83,7 @@ pub fn write_hf_checkpoint<B: Backend>(
                     dtype: "F32",
                     shape: vec![1],
                     data: Box::new(move || {
-                        let scales = p.packed_weight().expect("checked packed above")?.scales().clone();
-                        let g = single_scale(&what, &super::tensor_f32(scales)?, "the HF packed layout")?;
+                        let g = single_scale(&what, &projection_matrix(&what, p)?, "the HF packed layout")?;
                         Ok((1.0 / g).to_le_bytes().to_vec())
                     }),
                 });

@@ -16,23 +16,30 @@ pub use random::random_model;
 
 use crate::error::{ModelError, Result};
 use bitnet_backend::BitLinear;
-use bitnet_kernels::TernaryCodes;
+use bitnet_kernels::TernaryMatrix;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-/// The codes `[rows, cols]` and per-row scales of a packed projection, read back from its device.
-pub(crate) fn projection_codes<B: Backend>(what: &str, p: &BitLinear<B>) -> Result<(TernaryCodes, Vec<f32>)> {
+/// The packed matrix of a projection, read back from its device.
+pub(crate) fn projection_matrix<B: Backend>(what: &str, p: &BitLinear<B>) -> Result<TernaryMatrix> {
     let weight = p.packed_weight().ok_or_else(|| {
         ModelError::Request(format!("{what} holds latent weights: pack the model before writing it"))
     })??;
-    let matrix = weight.to_matrix()?;
-    Ok((matrix.to_codes(), matrix.row_scales().to_vec()))
+    Ok(weight.to_matrix()?)
 }
 
-/// The one scale shared by every row (the HF packed and I2_S layouts store one scale per tensor).
-pub(crate) fn single_scale(what: &str, row_scales: &[f32], format: &str) -> Result<f32> {
-    match row_scales.first() {
-        Some(&g) if row_scales.iter().all(|&s| s.to_bits() == g.to_bits()) => Ok(g),
+/// The scales of `matrix` per `group` weights of each row (row-major), or why `format` cannot store them.
+pub(crate) fn scales_per(what: &str, matrix: &TernaryMatrix, group: usize, format: &str) -> Result<Vec<f32>> {
+    matrix.view().scales_per(group).map_err(|e| {
+        ModelError::Request(format!("{what} cannot be written as {format} (a scale per {group} weights): {e}"))
+    })
+}
+
+/// The one scale shared by every weight (the HF packed and I2_S layouts store one scale per tensor).
+pub(crate) fn single_scale(what: &str, matrix: &TernaryMatrix, format: &str) -> Result<f32> {
+    let scales = scales_per(what, matrix, matrix.cols().max(1), format)?;
+    match scales.first() {
+        Some(&g) if scales.iter().all(|&s| s.to_bits() == g.to_bits()) => Ok(g),
         _ => Err(ModelError::Request(format!(
             "{what} has a scale per row, which {format} cannot store (it holds one scale per tensor)"
         ))),
@@ -44,12 +51,4 @@ pub(crate) fn tensor_bytes<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<
     let data = t.into_data();
     let dtype = data.dtype;
     (data.into_bytes().to_vec(), dtype)
-}
-
-/// f32 values of a float tensor, read back from its device.
-pub(crate) fn tensor_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| ModelError::Request(format!("reading a tensor: {e:?}")))
 }

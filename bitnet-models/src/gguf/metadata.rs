@@ -8,9 +8,10 @@
 //!
 //! The architecture string carries the block's semantics, whatever the tensor types: `bitnet-25` and
 //! `bitnet-b1.58` (bitnet.cpp's fork) are the 2B-4T block (relu², sub-norms); upstream llama.cpp's `bitnet` is
-//! the 1bitLLM block (SiLU-gated FFN, with sub-norms). Both store q/k unpermuted (rotate-half RoPE), as their
-//! converters write them. Files written here use `bitnet-b1.58` for the 2B-4T block and `bitnet` for the
-//! 1bitLLM block.
+//! the 1bitLLM block (SiLU-gated FFN, with sub-norms); `qwen3` is the Qwen3 block (per-head q/k norms
+//! `attn_q_norm` / `attn_k_norm`, SiLU, `{arch}.attention.key_length` = head_dim, RoPE base 1e6 by default).
+//! All of them store q/k unpermuted (rotate-half RoPE), as their converters write them. Files written here use
+//! `bitnet-b1.58` for the 2B-4T block, `bitnet` for the 1bitLLM block and `qwen3` for the Qwen3 block.
 
 use super::reader::GgufFile;
 use super::types::FORK_ARCHITECTURES;
@@ -27,8 +28,9 @@ pub fn written_architecture(config: &BitNetConfig) -> std::result::Result<&'stat
     match (config.family, config.activation, config.linear_rms_norm_eps) {
         (Family::BitNet, Activation::Relu2, None) => Ok(WRITTEN_ARCHITECTURE),
         (Family::OneBitLlm, Activation::Silu, None) => Ok("bitnet"),
-        _ => Err("GGUF files hold the 2B-4T block (bitnet-b1.58) or the 1bitLLM block (bitnet); this model's \
-                  block is neither"
+        (Family::Qwen3, Activation::Silu, None) => Ok("qwen3"),
+        _ => Err("GGUF files hold the 2B-4T block (bitnet-b1.58), the 1bitLLM block (bitnet) or the Qwen3 block \
+                  (qwen3); this model's block is none of them"
             .into()),
     }
 }
@@ -67,8 +69,16 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<BitNetConfig> {
     let (activation, family) = match arch.as_str() {
         a if FORK_ARCHITECTURES.contains(&a) => (Activation::Relu2, Family::BitNet),
         "bitnet" => (Activation::Silu, Family::OneBitLlm),
-        other => return Err(file.error(format!("architecture '{other}' is not a BitNet model"))),
+        "qwen3" => (Activation::Silu, Family::Qwen3),
+        other => return Err(file.error(format!("architecture '{other}' is not a BitNet or Qwen3 ternary model"))),
     };
+    let key_length = positive_int(file, &format!("{arch}.attention.key_length"))?;
+    let value_length = positive_int(file, &format!("{arch}.attention.value_length"))?;
+    if let (Some(k), Some(v)) = (key_length, value_length) {
+        if k != v {
+            return Err(file.error(format!("attention key_length {k} and value_length {v} differ (not supported)")));
+        }
+    }
     let need = |key: &str| -> Result<usize> {
         positive_int(file, &format!("{arch}.{key}"))?
             .ok_or_else(|| file.error(format!("missing metadata '{arch}.{key}'")))
@@ -84,25 +94,27 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<BitNetConfig> {
             return Err(file.error(format!("{EMBEDDING_TENSOR} has dims {dims:?}, expected [{hidden}, vocab]")));
         }
     };
-    let config = BitNetConfig {
-        vocab_size: vocab,
-        hidden_size: hidden,
-        intermediate_size: need("feed_forward_length")?,
-        num_hidden_layers: need("block_count")?,
-        num_attention_heads: heads,
-        num_key_value_heads: positive_int(file, &format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads),
-        head_dim: hidden / heads,
-        max_position_embeddings: positive_int(file, &format!("{arch}.context_length"))?.unwrap_or(2048),
-        rms_norm_eps: positive_float(file, &format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
-        rope_theta: positive_float(file, &format!("{arch}.rope.freq_base"))?.unwrap_or(500_000.0),
-        tie_word_embeddings: file.tensor("output.weight").is_none(),
-        activation,
-        scale_convention: ScaleConvention::Multiply,
-        bos_token_id: token_id(file, "tokenizer.ggml.bos_token_id"),
-        eos_token_ids: token_id(file, "tokenizer.ggml.eos_token_id").into_iter().collect(),
-        family,
-        linear_rms_norm_eps: None,
-    };
+    let config =
+        BitNetConfig {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: need("feed_forward_length")?,
+            num_hidden_layers: need("block_count")?,
+            num_attention_heads: heads,
+            num_key_value_heads: positive_int(file, &format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads),
+            head_dim: key_length.or(value_length).unwrap_or(hidden / heads),
+            max_position_embeddings: positive_int(file, &format!("{arch}.context_length"))?.unwrap_or(2048),
+            rms_norm_eps: positive_float(file, &format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            rope_theta: positive_float(file, &format!("{arch}.rope.freq_base"))?
+                .unwrap_or(if family == Family::Qwen3 { 1_000_000.0 } else { 500_000.0 }),
+            tie_word_embeddings: file.tensor("output.weight").is_none(),
+            activation,
+            scale_convention: ScaleConvention::Multiply,
+            bos_token_id: token_id(file, "tokenizer.ggml.bos_token_id"),
+            eos_token_ids: token_id(file, "tokenizer.ggml.eos_token_id").into_iter().collect(),
+            family,
+            linear_rms_norm_eps: None,
+        };
     config.check().map_err(|m| file.error(m))?;
     Ok(config)
 }
@@ -126,6 +138,8 @@ pub fn metadata_from_config(
         (format!("{a}.attention.head_count_kv"), int(c.num_key_value_heads)),
         (format!("{a}.attention.layer_norm_rms_epsilon"), GgufValue::F32(c.rms_norm_eps as f32)),
         (format!("{a}.rope.freq_base"), GgufValue::F32(c.rope_theta as f32)),
+        (format!("{a}.attention.key_length"), int(c.head_dim)),
+        (format!("{a}.attention.value_length"), int(c.head_dim)),
     ];
     if let Some(bos) = c.bos_token_id {
         meta.push(("tokenizer.ggml.bos_token_id".into(), GgufValue::U32(bos)));

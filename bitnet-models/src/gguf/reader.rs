@@ -136,6 +136,37 @@ struct Parsed {
     tensor_index: HashMap<String, usize>,
 }
 
+/// Checks that no tensor's data runs into the next one's (llama.cpp lays tensors out back to back, so an
+/// overlap is a corrupt or hostile header). One known exception is repaired: early PrismML files wrote
+/// group-128 blocks (34 bytes per 128 weights) under upstream's Q2_0 id (18 bytes per 64); a Q2_0 tensor that
+/// only fits its slot at the group-128 size is read as PQ2_0.
+fn resolve_overlaps(tensors: &mut [GgufTensorInfo], file_len: usize) -> std::result::Result<(), String> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by_key(|&i| tensors[i].start);
+    for (position, &i) in order.iter().enumerate() {
+        let limit = order.get(position + 1).map_or(file_len, |&next| tensors[next].start);
+        let t = &mut tensors[i];
+        if t.start + t.len <= limit {
+            continue;
+        }
+        let n = t.dims.iter().product::<u64>();
+        let as_g128 = GgmlType::PQ2_0.tensor_bytes(n).map(|len| len as usize);
+        match as_g128 {
+            Some(len) if t.ggml_type == GgmlType::Q2_0 && t.start + len <= limit => {
+                t.ggml_type = GgmlType::PQ2_0;
+                t.len = len;
+            }
+            _ => {
+                return Err(format!(
+                    "tensor '{}': its {} bytes of {} data run past the next tensor or the end of the file",
+                    t.name, t.len, t.ggml_type
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 impl GgufFile {
     /// Maps and parses `path`.
     pub fn open(path: &Path) -> Result<Self> {
@@ -217,7 +248,12 @@ impl GgufFile {
                 .tensor_bytes(n)
                 .ok_or_else(|| format!("tensor '{name}': {n} elements are not a whole number of {ggml_type} blocks"))?;
             let start = (data_start as u64).checked_add(offset).filter(|s| s % alignment as u64 == 0);
-            let end = start.and_then(|s| s.checked_add(len)).filter(|&e| e <= bytes.len() as u64);
+            // A Q2_0 tensor may be group-128 data under the upstream id (see `resolve_overlaps`).
+            let least = match ggml_type {
+                GgmlType::Q2_0 => GgmlType::PQ2_0.tensor_bytes(n).map_or(len, |l| l.min(len)),
+                _ => len,
+            };
+            let end = start.and_then(|s| s.checked_add(least)).filter(|&e| e <= bytes.len() as u64);
             let (Some(start), Some(_)) = (start, end) else {
                 return Err(format!(
                     "tensor '{name}': data at offset {offset} (+{len} bytes) lies past the end of the file or is misaligned"
@@ -228,6 +264,7 @@ impl GgufFile {
             }
             tensors.push(GgufTensorInfo { name, dims, ggml_type, start: start as usize, len: len as usize });
         }
+        resolve_overlaps(&mut tensors, bytes.len())?;
         Ok(Parsed { version, metadata, metadata_index, tensors, tensor_index })
     }
 

@@ -7,7 +7,9 @@
 //!
 //! Type ids are not globally unique: bitnet.cpp's llama.cpp fork gives id 36 to its I2_S type, which upstream
 //! ggml used for something else. The reader therefore takes the architecture into account
-//! ([`GgmlType::from_id`]).
+//! ([`GgmlType::from_id`]). PrismML's fork uses private ids above upstream's range (142 PQ2_0, 143 PTQ1_0);
+//! early Ternary-Bonsai files are said to have written their group-128 blocks under upstream's Q2_0 id 42,
+//! which the reader catches by size (a tensor's bytes must fit before the next tensor).
 
 /// A ggml tensor type this project knows the layout of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +62,14 @@ pub enum GgmlType {
     /// bitnet.cpp's 2-bit ternary type (x86 layout): 2 bits per weight and one f32 scale per tensor in a
     /// 32-byte tail.
     I2_S,
+    /// ggml's 1-bit type: blocks of 128, an f16 scale and 16 bytes of signs (binary, not ternary: not loadable).
+    Q1_0,
+    /// ggml's 2-bit type: blocks of 64, an f16 scale then 16 bytes of codes (18 bytes); ternary when no code is 3.
+    Q2_0,
+    /// PrismML's fork: Q2_0's codec at 128 weights per block (34 bytes).
+    PQ2_0,
+    /// PrismML's fork: TQ1_0's base-3 packing at 128 weights per block (28 bytes); known by size only.
+    PTQ1_0,
 }
 
 /// Architectures of bitnet.cpp's llama.cpp fork, where type id 36 is I2_S.
@@ -67,7 +77,7 @@ pub const FORK_ARCHITECTURES: [&str; 2] = ["bitnet-25", "bitnet-b1.58"];
 
 impl GgmlType {
     /// Every known type.
-    pub const ALL: [GgmlType; 23] = [
+    pub const ALL: [GgmlType; 27] = [
         Self::F32,
         Self::F16,
         Self::Q4_0,
@@ -91,6 +101,10 @@ impl GgmlType {
         Self::TQ1_0,
         Self::TQ2_0,
         Self::I2_S,
+        Self::Q1_0,
+        Self::Q2_0,
+        Self::PQ2_0,
+        Self::PTQ1_0,
     ];
 
     /// `(id, name, elements per block, bytes per block)`; I2_S's per-tensor tail is added by
@@ -120,6 +134,10 @@ impl GgmlType {
             Self::TQ1_0 => (34, "TQ1_0", 256, 54),
             Self::TQ2_0 => (35, "TQ2_0", 256, 66),
             Self::I2_S => (36, "I2_S", 128, 32),
+            Self::Q1_0 => (41, "Q1_0", 128, 18),
+            Self::Q2_0 => (42, "Q2_0", 64, 18),
+            Self::PQ2_0 => (142, "PQ2_0", 128, 34),
+            Self::PTQ1_0 => (143, "PTQ1_0", 128, 28),
         }
     }
 
@@ -168,7 +186,7 @@ impl GgmlType {
 
     /// Whether the type stores ternary weights.
     pub fn is_ternary(self) -> bool {
-        matches!(self, Self::TQ1_0 | Self::TQ2_0 | Self::I2_S)
+        matches!(self, Self::TQ1_0 | Self::TQ2_0 | Self::I2_S | Self::Q2_0 | Self::PQ2_0 | Self::PTQ1_0)
     }
 }
 
@@ -200,5 +218,8 @@ mod tests {
         assert_eq!(GgmlType::F16.tensor_bytes(7), Some(14));
         assert_eq!(GgmlType::Q8_0.tensor_bytes(64), Some(68));
         assert_eq!(GgmlType::F32.tensor_bytes(u64::MAX), None, "overflow");
+        assert_eq!(GgmlType::Q2_0.tensor_bytes(128), Some(36));
+        assert_eq!(GgmlType::PQ2_0.tensor_bytes(256), Some(68));
+        assert_eq!(GgmlType::from_id(142, "qwen3"), Some(GgmlType::PQ2_0));
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! q, k, v = BitLinear_q(x), BitLinear_k(x), BitLinear_v(x)
+//! q, k = q_norm(q), k_norm(k)                           # Qwen3: RMSNorm over each head's head_dim values
 //! q, k = rope(q, k)
 //! a = softmax(q k^T / sqrt(d) + causal mask) v          # query head h uses key/value head h / (heads / kv_heads)
 //! y = BitLinear_o(attn_sub_norm(a))
@@ -25,6 +26,8 @@ pub struct Attention<B: Backend> {
     q_proj: BitLinear<B>,
     k_proj: BitLinear<B>,
     v_proj: BitLinear<B>,
+    q_norm: Option<RmsNorm<B>>,
+    k_norm: Option<RmsNorm<B>>,
     attn_sub_norm: Option<RmsNorm<B>>,
     o_proj: BitLinear<B>,
     heads: usize,
@@ -38,6 +41,8 @@ impl<B: Backend> Attention<B> {
             q_proj: projection(config, layer, BlockTensor::Q, factory)?,
             k_proj: projection(config, layer, BlockTensor::K, factory)?,
             v_proj: projection(config, layer, BlockTensor::V, factory)?,
+            q_norm: block_norm(config, layer, BlockTensor::QNorm, factory)?,
+            k_norm: block_norm(config, layer, BlockTensor::KNorm, factory)?,
             attn_sub_norm: block_norm(config, layer, BlockTensor::AttnSubNorm, factory)?,
             o_proj: projection(config, layer, BlockTensor::O, factory)?,
             heads: config.num_attention_heads,
@@ -61,6 +66,11 @@ impl<B: Backend> Attention<B> {
         self.attn_sub_norm.as_ref()
     }
 
+    /// The per-head query and key norms, if the family has them (Qwen3).
+    pub fn qk_norms(&self) -> Option<(&RmsNorm<B>, &RmsNorm<B>)> {
+        self.q_norm.as_ref().zip(self.k_norm.as_ref())
+    }
+
     /// The module with `f` applied to every projection.
     pub(crate) fn map_projections(
         self,
@@ -70,6 +80,8 @@ impl<B: Backend> Attention<B> {
             q_proj: f(self.q_proj)?,
             k_proj: f(self.k_proj)?,
             v_proj: f(self.v_proj)?,
+            q_norm: self.q_norm,
+            k_norm: self.k_norm,
             attn_sub_norm: self.attn_sub_norm,
             o_proj: f(self.o_proj)?,
             ..self
@@ -144,9 +156,13 @@ impl<B: BitNetBackend> Attention<B> {
         let [b, t, _] = q.dims();
         let (heads, kv_heads, d) = (self.heads, self.kv_heads, self.head_dim);
         let split = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
-        let q = rope.apply(split(q, heads));
+        let norm = |y: Tensor<B, 4>, norm: &Option<RmsNorm<B>>| match norm {
+            Some(norm) => rms_norm(y, &norm.gamma.val(), norm.epsilon),
+            None => y,
+        };
+        let q = rope.apply(norm(split(q, heads), &self.q_norm));
         // Keys and values as `[batch * kv_heads, T, d]`, the cache's layout.
-        let k = rope.apply(split(k, kv_heads)).reshape([b * kv_heads, t, d]);
+        let k = rope.apply(norm(split(k, kv_heads), &self.k_norm)).reshape([b * kv_heads, t, d]);
         let v = split(v, kv_heads).reshape([b * kv_heads, t, d]);
         let (keys, values, start) = match cache {
             Some((cache, start)) => {

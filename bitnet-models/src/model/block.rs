@@ -49,6 +49,9 @@ impl<B: Backend> Block<B> {
     /// Every norm of the block with its role, in the order of the computation.
     pub fn norms(&self) -> Vec<(BlockTensor, &RmsNorm<B>)> {
         let mut norms = vec![(BlockTensor::InputNorm, &self.input_layernorm)];
+        if let Some((q, k)) = self.self_attn.qk_norms() {
+            norms.extend([(BlockTensor::QNorm, q), (BlockTensor::KNorm, k)]);
+        }
         norms.extend(self.self_attn.sub_norm().map(|n| (BlockTensor::AttnSubNorm, n)));
         norms.push((BlockTensor::PostAttentionNorm, &self.post_attention_layernorm));
         norms.extend(self.mlp.sub_norm().map(|n| (BlockTensor::FfnSubNorm, n)));

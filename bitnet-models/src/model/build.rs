@@ -21,6 +21,10 @@ pub enum BlockTensor {
     K,
     /// Value projection.
     V,
+    /// Per-head RMSNorm of the queries, before RoPE (Qwen3).
+    QNorm,
+    /// Per-head RMSNorm of the keys, before RoPE (Qwen3).
+    KNorm,
     /// Norm of the attention output, before the output projection (2B-4T and 1bitLLM members).
     AttnSubNorm,
     /// Output projection.
@@ -39,11 +43,13 @@ pub enum BlockTensor {
 
 impl BlockTensor {
     /// Every tensor, in the order of the block's computation.
-    pub const ALL: [BlockTensor; 11] = [
+    pub const ALL: [BlockTensor; 13] = [
         Self::InputNorm,
         Self::Q,
         Self::K,
         Self::V,
+        Self::QNorm,
+        Self::KNorm,
         Self::AttnSubNorm,
         Self::O,
         Self::PostAttentionNorm,
@@ -73,6 +79,7 @@ impl BlockTensor {
             Self::InputNorm | Self::PostAttentionNorm => Some(c.hidden_size),
             Self::AttnSubNorm if c.family.has_sub_norms() => Some(c.num_attention_heads * c.head_dim),
             Self::FfnSubNorm if c.family.has_sub_norms() => Some(c.intermediate_size),
+            Self::QNorm | Self::KNorm if c.family.has_qk_norm() => Some(c.head_dim),
             _ => None,
         }
     }

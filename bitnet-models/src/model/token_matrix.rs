@@ -7,6 +7,11 @@
 //! | dense f32 / bf16 / f16 | 4 / 2 / 2 | f32 GEMV over the stored values | every backend |
 //! | int8 | 1 (+ a scale per row) | `(sum_k Wq q) · r_n / s` (W8A8) | CPU; burn ops elsewhere |
 //! | Q6_K | 0.82 | `(sum_b d_b S_b) / s` (see `bitnet_kernels::q6k`) | CPU; a dense copy elsewhere |
+//! | ternary | 0.25-0.31 (+ scales) | the ternary kernels, int8 activations (a `BitLinear`) | every backend |
+//!
+//! A ternary matrix (GGUF Q2_0 / PQ2_0 / TQ2_0 / TQ1_0 / I2_S `token_embd` or `output`, as the Qwen3-based
+//! ternary models ship them) stays ternary: the embedding lookup dequantizes only the rows it reads
+//! (`bitnet_backend::ternary_rows`), and the head runs the same kernels as every projection.
 //!
 //! The quantized formats round the head to 8 or ~6 bits and the activations to 8 bits per token (as the
 //! ternary layers already do); `docs/PERFORMANCE.md` gives their perplexity cost. A checkpoint's 16-bit values
@@ -14,8 +19,12 @@
 
 use crate::error::{ModelError, Result};
 use crate::gguf::SharedBytes;
-use bitnet_backend::{dense_linear, int8_linear, q6k_linear, q6k_rows, BitNetBackend, DenseLinearBackend};
+use bitnet_backend::{
+    dense_linear, int8_linear, q6k_linear, q6k_rows, ternary_rows, BitLinear, BitNetBackend, DenseLinearBackend,
+    TernaryWeight,
+};
 use bitnet_kernels::q6k::{q6k_row_bytes, Q6kView, Q6K_BLOCK_BYTES};
+use bitnet_kernels::TernaryMatrix;
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{AllocationProperty, Bytes, DType, FloatDType, Int, Tensor, TensorData};
@@ -75,6 +84,8 @@ pub enum MatrixData {
     Half(SharedBytes, DType),
     /// Q6_K blocks, `cols / 256 · 210` bytes per row, usually a slice of the file mapping.
     Q6K(SharedBytes),
+    /// Ternary codes with their scales (checked when they were unpacked).
+    Ternary(TernaryMatrix),
 }
 
 impl MatrixData {
@@ -89,6 +100,12 @@ impl MatrixData {
                 b.len(),
                 rows.checked_mul(q6k_row_bytes(cols).map_err(|e| e.to_string())?).ok_or("the shape overflows")?,
             ),
+            Self::Ternary(m) => {
+                if [m.rows(), m.cols()] != [rows, cols] {
+                    return Err(format!("a [{}, {}] ternary matrix, [{rows}, {cols}] expected", m.rows(), m.cols()));
+                }
+                return Ok(());
+            }
         };
         if len != want {
             return Err(format!("{len} bytes or values for a [{rows}, {cols}] matrix ({want} expected)"));
@@ -105,6 +122,7 @@ impl MatrixData {
                 .chunks_exact(Q6K_BLOCK_BYTES)
                 .position(|block| u16::from_le_bytes([block[208], block[209]]) & 0x7c00 == 0x7c00)
                 .map(|block| block * 256),
+            Self::Ternary(_) => None,
         };
         match bad {
             None => Ok(()),
@@ -125,6 +143,14 @@ impl MatrixData {
                 let mut out = vec![0f32; count * cols];
                 for (n, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
                     view.dequantize_row(n, row).expect("checked by MatrixData::check");
+                }
+                out
+            }
+            Self::Ternary(m) => {
+                let view = m.view();
+                let mut out = Vec::with_capacity(count * cols);
+                for r in first..first + count {
+                    out.extend((0..cols).map(|k| (view.code(r, k) as f32 - 1.0) * view.weight_scale(r, k)));
                 }
                 out
             }
@@ -160,6 +186,8 @@ pub struct Q6kTable<B: Backend> {
 }
 
 /// A `[vocab, hidden]` token matrix (see the module docs).
+// A model holds one or two; burn's `Module` derive does not see through a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum TokenMatrix<B: Backend> {
     /// Dense, in its stored precision (trained as a parameter).
@@ -168,6 +196,8 @@ pub enum TokenMatrix<B: Backend> {
     Int8(Int8Table<B>),
     /// Q6_K blocks.
     Q6K(Q6kTable<B>),
+    /// Ternary codes (a packed `BitLinear` without bias or norm).
+    Ternary(BitLinear<B>),
 }
 
 impl<B: Backend> TokenMatrix<B> {
@@ -182,6 +212,7 @@ impl<B: Backend> TokenMatrix<B> {
             Self::Dense(p) => p.dims(),
             Self::Int8(q) => q.codes.dims(),
             Self::Q6K(q) => [q.blocks.dims()[0], q.cols],
+            Self::Ternary(l) => [l.d_output(), l.d_input()],
         }
     }
 
@@ -192,6 +223,7 @@ impl<B: Backend> TokenMatrix<B> {
             Self::Dense(p) => (rows * cols) as u64 * p.val().dtype().size() as u64,
             Self::Int8(_) => (rows * cols + 4 * rows) as u64,
             Self::Q6K(q) => q.blocks.shape().num_elements() as u64,
+            Self::Ternary(l) => l.packed_weight().and_then(|w| w.ok()).map_or(0, |w| w.packed_bytes()),
         }
     }
 
@@ -205,6 +237,7 @@ impl<B: Backend> TokenMatrix<B> {
             },
             Self::Int8(_) => "int8",
             Self::Q6K(_) => "q6k",
+            Self::Ternary(_) => "ternary",
         }
     }
 
@@ -230,6 +263,7 @@ impl<B: Backend> TokenMatrix<B> {
             Self::Dense(p) => p.val().device(),
             Self::Int8(q) => q.scales.val().device(),
             Self::Q6K(q) => q.blocks.val().device(),
+            Self::Ternary(l) => l.devices().first().cloned().unwrap_or_default(),
         }
     }
 
@@ -250,6 +284,10 @@ impl<B: Backend> TokenMatrix<B> {
             Self::Int8(_) => {
                 Err(ModelError::Request("the matrix is already int8: load the model again to change it".into()))
             }
+            Self::Ternary(l) => match l.packed_weight() {
+                Some(w) => Ok(MatrixData::Ternary(w?.to_matrix()?)),
+                None => Err(ModelError::Request("a ternary token matrix must be packed".into())),
+            },
         }
     }
 }
@@ -281,6 +319,9 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
             Self::dense(Tensor::from_data(TensorData::from_bytes(shared_bytes(bytes), dims, dtype), (device, dtype)))
         };
         Ok(match (format, data) {
+            (HeadFormat::Stored, MatrixData::Ternary(m)) => {
+                Self::Ternary(BitLinear::from_packed(TernaryWeight::from_matrix(&m, device), None, None)?)
+            }
             (HeadFormat::Stored, MatrixData::F32(values)) => f32_matrix(values),
             (HeadFormat::Stored, MatrixData::Half(bytes, dtype)) if supports(dtype) => half_matrix(bytes, dtype),
             (HeadFormat::Stored | HeadFormat::Q6K, MatrixData::Q6K(bytes)) if B::has_native_q6k(device) => {
@@ -353,7 +394,9 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
         drop(self);
         Self::build(data, dims, format, &device)
     }
+}
 
+impl<B: BitNetBackend> TokenMatrix<B> {
     /// The rows of `ids` (`[T]`) as f32 `[T, cols]`: the embedding lookup.
     pub fn rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         match self {
@@ -371,17 +414,20 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
                 codes * q.scales.val().select(0, ids).unsqueeze_dim(1)
             }
             Self::Q6K(q) => q6k_rows(&q.blocks.val(), ids, q.cols),
+            Self::Ternary(l) => match l.packed_weight() {
+                Some(Ok(w)) => ternary_rows(&w, ids),
+                _ => unreachable!("a ternary token matrix is built packed"),
+            },
         }
     }
-}
 
-impl<B: BitNetBackend> TokenMatrix<B> {
     /// `h W^T` (`h`: `[tokens, cols]`): the logits.
     pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
             Self::Dense(p) => dense_linear(h, &p.val()),
             Self::Int8(q) => int8_linear(h, &q.codes.val(), &q.scales.val()),
             Self::Q6K(q) => q6k_linear(h, &q.blocks.val(), q.cols),
+            Self::Ternary(l) => l.forward(h),
         }
     }
 }

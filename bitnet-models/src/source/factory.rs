@@ -2,7 +2,7 @@
 //! loading entry points.
 
 use super::{hf, LoadAs, LoadOptions, ProjectionData, TensorSource};
-use crate::config::BitNetConfig;
+use crate::config::{BitNetConfig, Family};
 use crate::error::{ModelError, Result};
 use crate::model::{describe, BitNetModel, HeadFormat, ParamFactory, TensorId, TokenMatrix};
 use bitnet_backend::{BitLinear, BitNetBackend, DenseLinearBackend, TernaryWeight};
@@ -19,6 +19,8 @@ struct SourceFactory<'a, B: Backend> {
     options: LoadOptions,
     /// Whether the embedding is also the head.
     tied: bool,
+    /// The family (a Qwen3 model must come ternary).
+    family: Family,
     device: &'a B::Device,
 }
 
@@ -70,6 +72,16 @@ impl<B: DenseLinearBackend> SourceFactory<'_, B> {
         let layer = match (data, self.options.state) {
             (ProjectionData::Ternary(m), LoadAs::Packed) => {
                 BitLinear::from_packed(TernaryWeight::from_matrix(&m, self.device), None, norm)?
+            }
+            (ProjectionData::Float(_), LoadAs::Packed) if self.family == Family::Qwen3 => {
+                return Err(ModelError::Weights {
+                    path: self.source.path().into(),
+                    message: format!(
+                        "{} holds full-precision weights: a Qwen3 model runs when its projections are ternary \
+                         (GGUF Q2_0, PQ2_0, TQ2_0 or TQ1_0, or ternary values times per-row or per-64 scales)",
+                        describe(id)
+                    ),
+                })
             }
             (ProjectionData::Float(values), LoadAs::Packed) => {
                 check_finite(self.source, id, &values)?;
@@ -136,8 +148,8 @@ pub fn build_model<B: BitNetBackend>(
             ),
         });
     }
-    let tied = config.tie_word_embeddings;
-    BitNetModel::build(config, &mut SourceFactory { source, options, tied, device })
+    let (tied, family) = (config.tie_word_embeddings, config.family);
+    BitNetModel::build(config, &mut SourceFactory { source, options, tied, family, device })
 }
 
 /// Loads a Hugging Face checkpoint directory onto `device`, packed for inference.

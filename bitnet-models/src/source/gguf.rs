@@ -1,6 +1,6 @@
 //! GGUF files as a [`TensorSource`]: llama.cpp's tensor names (`token_embd`, `blk.N.attn_q`, ...), ternary
-//! projections in TQ1_0, TQ2_0 or I2_S (repacked into the kernel layout), float projections (ternary values
-//! times one scale, as converters write them, or latent weights), F32 / F16 / BF16 / Q8_0 norms and token
+//! projections in TQ1_0, TQ2_0, I2_S, Q2_0 or PQ2_0 (repacked into the kernel layout), float projections
+//! (ternary values times a scale per row or per 64 weights, as converters write them, or latent weights), F32 / F16 / BF16 / Q8_0 norms and token
 //! matrices, and Q6_K token matrices (16-bit and Q6_K matrices are read in place from the mapping).
 //! Dimensions are innermost first: a `[rows, cols]` weight has ggml dims `[cols, rows]`.
 
@@ -8,9 +8,14 @@ use super::{ProjectionData, TensorSource};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile, GgufTensorInfo};
 use crate::model::{BlockTensor, MatrixData, TensorId};
-use bitnet_kernels::{TernaryCodes, TernaryMatrix};
+use bitnet_kernels::formats::q2_0::Q2Group::{G128, G64};
+use bitnet_kernels::TernaryMatrix;
 use burn::tensor::DType;
 use std::path::Path;
+
+/// Why PTQ1_0 tensors are refused.
+pub(crate) const PTQ1_0_UNSUPPORTED: &str = "type PTQ1_0 (143, PrismML's private base-3 format at group 128) is \
+    not supported: its trit order is not established from a public source; use the PQ2_0 or Q2_0 file of the model";
 
 /// The GGUF (llama.cpp) name of `id`, without the `.weight` suffix.
 pub fn gguf_name(id: TensorId) -> String {
@@ -20,6 +25,8 @@ pub fn gguf_name(id: TensorId) -> String {
             BlockTensor::Q => "attn_q",
             BlockTensor::K => "attn_k",
             BlockTensor::V => "attn_v",
+            BlockTensor::QNorm => "attn_q_norm",
+            BlockTensor::KNorm => "attn_k_norm",
             BlockTensor::AttnSubNorm => "attn_sub_norm",
             BlockTensor::O => "attn_output",
             BlockTensor::PostAttentionNorm => "ffn_norm",
@@ -52,6 +59,21 @@ impl GgufFile {
 
     fn tensor_error(&self, name: &str, message: String) -> ModelError {
         ModelError::Tensor { path: self.path().into(), name: name.into(), message }
+    }
+
+    /// A tensor of a ternary type repacked into the kernel layout; `None` for other types.
+    fn ternary(&self, name: &str, info: &GgufTensorInfo, rows: usize, cols: usize) -> Result<Option<TernaryMatrix>> {
+        let data = self.data(info);
+        let matrix = match info.ggml_type {
+            GgmlType::TQ1_0 => TernaryMatrix::from_tq1_0(data, rows, cols),
+            GgmlType::TQ2_0 => TernaryMatrix::from_tq2_0(data, rows, cols),
+            GgmlType::I2_S => TernaryMatrix::from_i2s(data, rows, cols),
+            GgmlType::Q2_0 => TernaryMatrix::from_q2_0(data, rows, cols, G64),
+            GgmlType::PQ2_0 => TernaryMatrix::from_q2_0(data, rows, cols, G128),
+            GgmlType::PTQ1_0 => return Err(self.tensor_error(name, PTQ1_0_UNSUPPORTED.into())),
+            _ => return Ok(None),
+        };
+        matrix.map(Some).map_err(|e| self.tensor_error(name, e.to_string()))
     }
 
     /// A float tensor (F32, F16, BF16 or Q8_0) as f32.
@@ -97,7 +119,10 @@ impl TensorSource for GgufFile {
             GgmlType::F16 => MatrixData::Half(self.shared_data(info), DType::F16),
             GgmlType::BF16 => MatrixData::Half(self.shared_data(info), DType::BF16),
             GgmlType::Q6_K => MatrixData::Q6K(self.shared_data(info)),
-            _ => MatrixData::F32(self.floats(&name, info)?),
+            _ => match self.ternary(&name, info, rows, cols)? {
+                Some(m) => MatrixData::Ternary(m),
+                None => MatrixData::F32(self.floats(&name, info)?),
+            },
         })
     }
 
@@ -110,25 +135,16 @@ impl TensorSource for GgufFile {
     fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData> {
         let name = format!("{}.weight", gguf_name(id));
         let info = self.info_of(&name, &[cols as u64, rows as u64])?;
-        let data = self.data(info);
-        let wrap = |e: bitnet_kernels::KernelError| self.tensor_error(&name, e.to_string());
-        Ok(match info.ggml_type {
-            GgmlType::TQ1_0 => ProjectionData::Ternary(TernaryMatrix::from_tq1_0(data, rows, cols).map_err(wrap)?),
-            GgmlType::TQ2_0 => ProjectionData::Ternary(TernaryMatrix::from_tq2_0(data, rows, cols).map_err(wrap)?),
-            GgmlType::I2_S => ProjectionData::Ternary(TernaryMatrix::from_i2s(data, rows, cols).map_err(wrap)?),
-            _ => {
-                // Float weights: either ternary values times one scale (converted checkpoints) or latent weights.
-                let values = self.floats(&name, info)?;
-                let scale = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let ternary = scale > 0.0 && scale.is_finite() && values.iter().all(|&v| v == 0.0 || v.abs() == scale);
-                if ternary {
-                    let codes: Vec<u8> = values.iter().map(|&v| (v > 0.0) as u8 + (v >= 0.0) as u8).collect();
-                    let codes = TernaryCodes::new(rows, cols, codes)?;
-                    ProjectionData::Ternary(TernaryMatrix::from_codes_with_scale(&codes, scale).map_err(wrap)?)
-                } else {
-                    ProjectionData::Float(values)
-                }
-            }
+        if let Some(m) = self.ternary(&name, info, rows, cols)? {
+            return Ok(ProjectionData::Ternary(m));
+        }
+        // Float weights: ternary values times scales (converted checkpoints), or latent weights.
+        let values = self.floats(&name, info)?;
+        let recognized = TernaryMatrix::from_scaled_ternary(&values, rows, cols)
+            .map_err(|e| self.tensor_error(&name, e.to_string()))?;
+        Ok(match recognized {
+            Some(m) => ProjectionData::Ternary(m),
+            None => ProjectionData::Float(values),
         })
     }
 }

@@ -191,6 +191,8 @@ pub fn hf_name(config: &BitNetConfig, id: TensorId) -> String {
             (_, BlockTensor::Q) => "self_attn.q_proj",
             (_, BlockTensor::K) => "self_attn.k_proj",
             (_, BlockTensor::V) => "self_attn.v_proj",
+            (_, BlockTensor::QNorm) => "self_attn.q_norm",
+            (_, BlockTensor::KNorm) => "self_attn.k_norm",
             (_, BlockTensor::AttnSubNorm) => "self_attn.attn_sub_norm",
             (_, BlockTensor::O) => "self_attn.o_proj",
             (_, BlockTensor::PostAttentionNorm) => "post_attention_layernorm",
@@ -273,6 +275,16 @@ impl TensorSource for HfCheckpoint {
         check_shape(path, &name, &info.shape, &[rows, cols])?;
         let shared =
             || self.shards[info.shard].1.slice(info.range.clone()).expect("tensor ranges are checked when indexed");
+        // Qwen3-based ternary models ship ternary embeddings and heads (as unpacked values times group scales
+        // here): they stay ternary.
+        if self.config.family == Family::Qwen3 {
+            let values = to_f32(path, &name, info.dtype, data)?;
+            if let Some(m) = TernaryMatrix::from_scaled_ternary(&values, rows, cols)
+                .map_err(|e| tensor_error(path, &name, e.to_string()))?
+            {
+                return Ok(MatrixData::Ternary(m));
+            }
+        }
         Ok(match info.dtype {
             Dtype::BF16 => MatrixData::Half(shared(), DType::BF16),
             Dtype::F16 => MatrixData::Half(shared(), DType::F16),
@@ -324,7 +336,15 @@ impl TensorSource for HfCheckpoint {
             }
             (dtype, None) => {
                 check_shape(path, &name, &info.shape, &[rows, cols])?;
-                ProjectionData::Float(to_f32(path, &name, dtype, data)?)
+                // Unpacked ternary checkpoints (ternary values times per-row or per-group scales) load as such;
+                // anything else is latent master weights.
+                let values = to_f32(path, &name, dtype, data)?;
+                match TernaryMatrix::from_scaled_ternary(&values, rows, cols)
+                    .map_err(|e| tensor_error(path, &name, e.to_string()))?
+                {
+                    Some(m) => ProjectionData::Ternary(m),
+                    None => ProjectionData::Float(values),
+                }
             }
         })
     }

@@ -191,6 +191,62 @@ pub fn gguf_types_match_transformers<B: BitNetBackend>(device: &B::Device) {
     }
 }
 
+/// The Qwen3-family ternary fixtures (`fixtures/make_qwen3_fixtures.py`), each loaded from its HF directory
+/// (f16 ternary values times group scales, recognized as ternary at load) and from its GGUF file (Q2_0 at
+/// group 64, tied; PQ2_0 at group 128, untied; every matrix ternary, embedding and head included), against
+/// transformers' Qwen3ForCausalLM: the same bars as the BitNet fixtures (logits within 0.05, the same argmax
+/// where the margin is clear, every layer within 5%, the same greedy continuation through the cache). The
+/// reference computes activations in f32, ours are int8 per token, as in every member.
+pub fn qwen3_fixtures_match_transformers<B: BitNetBackend>(device: &B::Device) {
+    for (name, group, tied) in [("tiny-qwen3-q2_0", 64, true), ("tiny-qwen3-pq2_0", 128, false)] {
+        let expected = expected(name);
+        let dir = fixture_dir(name);
+        let hf = load_hf_dir::<B>(&dir, device).unwrap_or_else(|e| panic!("{name} (HF): {e}"));
+        let gguf = bitnet_models::load_gguf::<B>(&dir.join("model.gguf"), device)
+            .unwrap_or_else(|e| panic!("{name} (GGUF): {e}"));
+        for (source, model) in [("HF", &hf), ("GGUF", &gguf)] {
+            let label = format!("{name} ({source})");
+            let c = model.config();
+            assert_eq!((c.family, c.head_dim, c.tie_word_embeddings), (bitnet_models::config::Family::Qwen3, 64, tied));
+            assert_eq!(model.embedding().format_name(), "ternary", "{label}: the embedding stays ternary");
+            assert_eq!(model.head().format_name(), "ternary", "{label}: the head stays ternary");
+            check_model(&label, model, &expected);
+        }
+        // The two sources hold the same weights: the same logits, bit for bit.
+        assert_eq!(prompt_logits(&hf, &expected.prompt), prompt_logits(&gguf, &expected.prompt), "{name}");
+        let _ = group;
+    }
+}
+
+/// The logits, per-layer and greedy checks of one loaded model against `expected`.
+pub fn check_model<B: BitNetBackend>(label: &str, model: &BitNetModel<B>, expected: &Expected) {
+    use bitnet_models::{generate, Sampler, SamplingConfig};
+    let got = prompt_logits(model, &expected.prompt);
+    let diff = max_diff(&got, &expected.logits);
+    eprintln!("{label}: max |logit difference| = {diff}");
+    assert!(diff <= 0.05, "{label}: max |logit difference| {diff} > 0.05");
+    for (t, (g, e)) in got.chunks(expected.vocab).zip(expected.logits.chunks(expected.vocab)).enumerate() {
+        let top = argmax(e);
+        let runner_up = e.iter().enumerate().filter(|&(i, _)| i != top).map(|(_, &x)| x).fold(f32::MIN, f32::max);
+        if e[top] - runner_up > 0.05 {
+            assert_eq!(argmax(g), top, "{label}: argmax differs at position {t}");
+        }
+    }
+    let mut cache = model.new_cache(1, 64).unwrap();
+    let (_, layers) = model.forward_traced(&expected.prompt, &mut cache).unwrap();
+    for (i, (got, want)) in layers.into_iter().zip(&expected.layer_outputs).enumerate() {
+        let got = to_vec(got);
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let diff = max_diff(&got, want);
+        assert!(diff <= 0.05 * scale, "{label}: layer {i} differs by {diff} (scale {scale})");
+    }
+    let mut cache = model.new_cache(1, 64).unwrap();
+    let mut sampler = Sampler::new(SamplingConfig::default());
+    let out =
+        generate(model, &mut cache, &expected.prompt, expected.greedy.len(), &mut sampler, &[], |_| true).unwrap();
+    assert_eq!(out.tokens, expected.greedy, "{label}: greedy continuation");
+}
+
 /// Logits of `expected.prompt` through a fresh cache.
 pub fn prompt_logits<B: BitNetBackend>(model: &BitNetModel<B>, prompt: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(1, 64).unwrap();
