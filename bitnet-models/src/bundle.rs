@@ -198,6 +198,46 @@ impl Checkpoint {
         Ok(ChatTemplate::BitNet2B4T)
     }
 
+    /// The tokenizer files to write beside a converted model: `tokenizer.json` (the side file, the GGUF
+    /// vocabulary converted, or the default model's) and `tokenizer_config.json` (the side file, else one
+    /// holding the GGUF file's chat template); `None` when the model has no tokenizer.
+    pub fn tokenizer_files(&self) -> Result<Option<crate::export::TokenizerFiles>> {
+        let tokenizer_json = match self.tokenizer_source() {
+            TokenizerSource::File(path) => crate::io::read_regular_file(&path)?,
+            TokenizerSource::Gguf(vocab) => vocab.to_tokenizer_json(),
+            TokenizerSource::Default => default_model::tokenizer_json().to_vec(),
+            TokenizerSource::None(_) => return Ok(None),
+        };
+        let side_config = self.side_dir().map(|d| d.join("tokenizer_config.json")).filter(|p| p.is_file());
+        let tokenizer_config = match (side_config, &self.files) {
+            (Some(path), _) => Some(
+                String::from_utf8(crate::io::read_regular_file(&path)?)
+                    .map_err(|_| ModelError::Config { path, message: "not UTF-8".into() })?,
+            ),
+            (None, CheckpointFiles::Gguf(f)) => f
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .map(|t| serde_json::json!({ "chat_template": t }).to_string()),
+            (None, CheckpointFiles::Hf(_)) => None,
+        };
+        Ok(Some(crate::export::TokenizerFiles { tokenizer_json, tokenizer_config }))
+    }
+
+    /// The vocabulary (with its chat template) to embed in a converted GGUF file: the GGUF file's own, or the
+    /// `tokenizer.json` converted; `Ok(None)` with no tokenizer, an error when it cannot be embedded (not
+    /// byte-level BPE).
+    pub fn gguf_vocab(&self) -> Result<Option<GgufVocab>> {
+        if let (TokenizerSource::Gguf(vocab), CheckpointFiles::Gguf(_)) = (self.tokenizer_source(), &self.files) {
+            return Ok(Some(vocab));
+        }
+        let Some(files) = self.tokenizer_files()? else { return Ok(None) };
+        let vocab = GgufVocab::from_tokenizer_json(&files.tokenizer_json).map_err(ModelError::Request)?;
+        match files.tokenizer_config {
+            Some(config) => Ok(Some(vocab.with_chat_template_of(&config).map_err(ModelError::Request)?)),
+            None => Ok(Some(vocab)),
+        }
+    }
+
     /// The stop tokens (see the module docs).
     fn stop_ids(&self, config: &BitNetConfig) -> Vec<u32> {
         let mut ids = config.eos_token_ids.clone();

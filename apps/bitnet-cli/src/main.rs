@@ -32,6 +32,8 @@ enum Command {
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Write a random-weight model of a known architecture (HF packed directory or GGUF), for benchmarks.
     Init(commands::init::InitArgs),
+    /// Convert a model to another format (HF, I2_S, TQ2_0, TQ1_0, Q2_0, PQ2_0), tokenizer included.
+    Convert(commands::convert::ConvertArgs),
     /// Train a BitNet b1.58 model (quantization-aware, burn-train) on text files and export it.
     #[cfg(feature = "train")]
     Train(commands::train::TrainArgs),
@@ -55,6 +57,7 @@ fn main() {
         Command::Logits(args) => commands::logits::run(args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Init(args) => commands::init::run(args),
+        Command::Convert(args) => commands::convert::run(args),
         Command::Perplexity(args) => commands::perplexity::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Download(args) => commands::download::run(args),

@@ -613,3 +613,59 @@ fn inspect_reads_sharded_directories() {
     assert_eq!(gen(&dir), gen(&src));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `bitnet convert` on the Qwen3 fixture: GGUF Q2_0 -> HF -> Q2_0 generates the reference continuation at
+/// every step, an existing output needs --force, and a target that cannot hold the scales exits 1 with the
+/// reason (and writes nothing). `init` writes Qwen3-shaped models as Q2_0 and refuses coarser types (exit 2).
+#[test]
+fn convert_round_trips_a_qwen3_model_and_init_writes_one() {
+    let e = expected("tiny-qwen3-q2_0");
+    let dir = std::env::temp_dir().join(format!("bitnet-cli-convert-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let greedy = |model: &Path| {
+        let out = bitnet(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-ids",
+            &join(&ids(&e["prompt"])),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ids(&serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["tokens"])
+    };
+    let source = fixture("tiny-qwen3-q2_0").join("model.gguf");
+    assert_eq!(greedy(&source), ids(&e["greedy"]));
+    let hf = dir.join("hf");
+    let q2 = dir.join("again.gguf");
+    for (from, to, format) in [(&source, &hf, "hf"), (&hf, &q2, "q2_0")] {
+        let args = ["convert", "--model", from.to_str().unwrap(), "--out", to.to_str().unwrap(), "--format", format];
+        let out = bitnet(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(greedy(to), ids(&e["greedy"]), "after converting to {format}");
+        assert_eq!(bitnet(&args).status.code(), Some(2), "an existing output needs --force");
+    }
+    let i2s = dir.join("x.i2s.gguf");
+    let out =
+        bitnet(&["convert", "--model", source.to_str().unwrap(), "--out", i2s.to_str().unwrap(), "--format", "i2s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: ") && last.contains("I2_S") && last.contains("token_embd"), "{stderr}");
+    assert!(!i2s.exists());
+    let random = dir.join("random.gguf");
+    let out =
+        bitnet(&["init", "--random", "--arch", "tiny-qwen3", "--format", "q2_0", "--out", random.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        bitnet(&["generate", "--model", random.to_str().unwrap(), "--prompt-ids", "1,2", "--max-new-tokens", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bitnet(&["init", "--random", "--arch", "tiny-qwen3", "--format", "tq2_0", "--out", "/tmp/never.gguf"]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
+}

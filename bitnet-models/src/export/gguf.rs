@@ -1,6 +1,6 @@
 //! A packed model as a GGUF file that bitnet.cpp-style readers (and [`crate::gguf`]) load: architecture as
-//! [`written_architecture`] says, projections (and ternary token matrices) as TQ2_0 (llama.cpp, type 35; input
-//! widths a multiple of 256), I2_S (bitnet.cpp, type 36; one scale per tensor), Q2_0 (ggml, type 42; a scale per
+//! [`written_architecture`] says, projections (and ternary token matrices) as TQ2_0 or TQ1_0 (llama.cpp, types
+//! 35 and 34; input widths a multiple of 256), I2_S (bitnet.cpp, type 36; one scale per tensor), Q2_0 (ggml, type 42; a scale per
 //! 64 weights) or PQ2_0 (PrismML, type 142; a scale per 128 weights), norms and dense tensors in their stored
 //! precision, and the tokenizer in `tokenizer.ggml.*` metadata when given.
 
@@ -12,6 +12,7 @@ use crate::model::{BitNetModel, ModelTensor, TokenMatrix};
 use crate::source::gguf::gguf_name;
 use bitnet_kernels::formats::i2s::pack_i2s;
 use bitnet_kernels::formats::q2_0::{pack_q2_0, Q2Group};
+use bitnet_kernels::formats::tq1_0::pack_tq1_0;
 use bitnet_kernels::formats::tq2_0::pack_tq2_0;
 use bitnet_kernels::TernaryMatrix;
 use burn::tensor::backend::Backend;
@@ -23,6 +24,8 @@ use std::path::Path;
 pub enum TernaryGgufType {
     /// llama.cpp TQ2_0: 2.06 bits/weight, an f16 scale per 256-weight block; rows must be a multiple of 256 wide.
     Tq2_0,
+    /// llama.cpp TQ1_0: 1.69 bits/weight (base-3), an f16 scale per 256-weight block; rows a multiple of 256.
+    Tq1_0,
     /// bitnet.cpp I2_S: 2 bits/weight, one f32 scale per tensor.
     I2s,
     /// ggml Q2_0: 2.25 bits/weight, an f16 scale per 64 weights; rows must be a multiple of 64 wide.
@@ -36,6 +39,7 @@ impl TernaryGgufType {
     pub fn ggml_type(self) -> GgmlType {
         match self {
             Self::Tq2_0 => GgmlType::TQ2_0,
+            Self::Tq1_0 => GgmlType::TQ1_0,
             Self::I2s => GgmlType::I2_S,
             Self::Q2_0 => GgmlType::Q2_0,
             Self::Pq2_0 => GgmlType::PQ2_0,
@@ -45,7 +49,7 @@ impl TernaryGgufType {
     /// Weights per scale block, where the type's rows must be a multiple of it.
     fn block(self) -> Option<usize> {
         match self {
-            Self::Tq2_0 => Some(256),
+            Self::Tq2_0 | Self::Tq1_0 => Some(256),
             Self::I2s => None,
             Self::Q2_0 => Some(64),
             Self::Pq2_0 => Some(128),
@@ -74,6 +78,7 @@ impl TernaryGgufType {
         let codes = matrix.to_codes();
         let bytes = match self {
             Self::Tq2_0 => pack_tq2_0(&codes, &scales_per(what, matrix, 256, name)?),
+            Self::Tq1_0 => pack_tq1_0(&codes, &scales_per(what, matrix, 256, name)?),
             Self::I2s => pack_i2s(&codes, single_scale(what, matrix, name)?),
             Self::Q2_0 => pack_q2_0(&codes, &scales_per(what, matrix, 64, name)?, Q2Group::G64),
             Self::Pq2_0 => pack_q2_0(&codes, &scales_per(what, matrix, 128, name)?, Q2Group::G128),

@@ -2,10 +2,14 @@
 //! files, in the layout microsoft/bitnet-b1.58-2B-4T ships (and transformers' `BitNetForCausalLM` loads with
 //! `linear_class` "bitlinear"): each projection as uint8 `[out/4, in]` codes packed along the output dimension
 //! with an f32 `weight_scale = 1 / g`; norms, embedding and head in their stored precision.
+//!
+//! A Qwen3-family model is written as transformers' `Qwen3ForCausalLM` loads it: every ternary matrix
+//! (projections, and the embedding and head when ternary) as dense values `(c - 1) * scale`, in f16 when every
+//! scale is an f16 value (Q2_0 / PQ2_0 / TQ scales are) and f32 otherwise, so the values are exact.
 
 use super::safetensors::{write_safetensors, TensorSpec};
 use super::{projection_matrix, single_scale, tensor_bytes};
-use crate::config::ScaleConvention;
+use crate::config::{Family, ScaleConvention};
 use crate::error::{ModelError, Result};
 use crate::model::{BitNetModel, ModelTensor, TokenMatrix};
 use crate::source::hf::hf_name;
@@ -38,6 +42,26 @@ fn stored<'a, B: Backend, const D: usize>(name: String, t: Tensor<B, D>) -> Resu
     Ok(TensorSpec { name, dtype, shape, data: Box::new(move || Ok(tensor_bytes(t).0)) })
 }
 
+/// A ternary matrix as dense `[rows, cols]` values, f16 when exact, else f32 (read back when written).
+fn dense_ternary<'a, B: Backend>(name: String, layer: &'a bitnet_backend::BitLinear<B>) -> TensorSpec<'a> {
+    let shape = vec![layer.d_output(), layer.d_input()];
+    // The dtype is decided from the scales alone, before the tensor's turn comes.
+    let exact_f16 = layer.packed_weight().and_then(|w| w.ok()).is_some_and(|w| {
+        let scales = w.scales().to_data().convert::<f32>();
+        scales.as_slice::<f32>().is_ok_and(|s| s.iter().all(|&s| half::f16::from_f32(s).to_f32() == s))
+    });
+    let what = name.clone();
+    let data = Box::new(move || {
+        let values = projection_matrix(&what, layer)?.view().dequantize();
+        Ok(if exact_f16 {
+            values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
+        } else {
+            values.iter().flat_map(|&v| v.to_le_bytes()).collect()
+        })
+    });
+    TensorSpec { name, dtype: if exact_f16 { "F16" } else { "F32" }, shape, data }
+}
+
 /// Writes packed `model` into `dir` (created if needed) as an HF checkpoint, with `tokenizer` if given.
 pub fn write_hf_checkpoint<B: Backend>(
     model: &BitNetModel<B>,
@@ -50,8 +74,18 @@ pub fn write_hf_checkpoint<B: Backend>(
     let mut tensors: Vec<TensorSpec<'_>> = Vec::new();
     for (id, tensor) in model.tensors() {
         let name = hf_name(&config, id);
+        let qwen3 = config.family == Family::Qwen3;
         match tensor {
             ModelTensor::Matrix(TokenMatrix::Dense(p)) => tensors.push(stored(format!("{name}.weight"), p.val())?),
+            ModelTensor::Matrix(TokenMatrix::Ternary(layer)) if qwen3 => {
+                tensors.push(dense_ternary(format!("{name}.weight"), layer))
+            }
+            ModelTensor::Projection(p) if qwen3 => {
+                if !p.is_packed() {
+                    return Err(ModelError::Request(format!("{name} holds latent weights: pack the model first")));
+                }
+                tensors.push(dense_ternary(format!("{name}.weight"), p))
+            }
             ModelTensor::Matrix(m) => {
                 return Err(ModelError::Request(format!(
                     "{name} is {}, which Hugging Face checkpoints do not store: write it as loaded (without --head)",

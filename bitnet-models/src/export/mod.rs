@@ -1,15 +1,17 @@
 //! Writing models: a packed [`crate::BitNetModel`] to a Hugging Face checkpoint directory
-//! ([`write_hf_checkpoint`]) or a GGUF file ([`write_gguf_model`]), and random-weight models of a family member's
-//! shapes for benchmarks ([`random_model`]).
+//! ([`write_hf_checkpoint`]) or a GGUF file ([`write_gguf_model`]), any checkpoint to any format ([`convert`]),
+//! and random-weight models of a family member's shapes for benchmarks ([`random_model`]).
 //!
 //! Export of a trained model is `model.pack()` followed by one of the writers: the codes and scales written are
 //! exactly those the packed model computes with. Every file is written atomically.
 
+mod convert;
 mod gguf;
 mod hf;
 mod random;
 pub mod safetensors;
 
+pub use convert::{convert, ConvertFormat, ConvertReport};
 pub use gguf::{write_gguf_model, TernaryGgufType};
 pub use hf::{write_hf_checkpoint, TokenizerFiles};
 pub use random::random_model;
@@ -31,7 +33,12 @@ pub(crate) fn projection_matrix<B: Backend>(what: &str, p: &BitLinear<B>) -> Res
 /// The scales of `matrix` per `group` weights of each row (row-major), or why `format` cannot store them.
 pub(crate) fn scales_per(what: &str, matrix: &TernaryMatrix, group: usize, format: &str) -> Result<Vec<f32>> {
     matrix.view().scales_per(group).map_err(|e| {
-        ModelError::Request(format!("{what} cannot be written as {format} (a scale per {group} weights): {e}"))
+        let holds = if group >= matrix.cols() {
+            "one scale per row".to_string()
+        } else {
+            format!("a scale per {group} weights")
+        };
+        ModelError::Request(format!("{what} cannot be written as {format} ({holds}): {e}"))
     })
 }
 

@@ -1,6 +1,8 @@
-//! `bitnet init --random --arch NAME --out PATH [--format hf|tq2_0|i2s]`: writes a random-weight model of a
-//! family member's shapes, in the Hugging Face packed layout (a directory) or as a GGUF file with TQ2_0
-//! (llama.cpp) or I2_S (bitnet.cpp) ternary tensors, for benchmarks and tests. Models with the LLaMA-3
+//! `bitnet init --random --arch NAME --out PATH [--format hf|tq2_0|tq1_0|i2s|q2_0|pq2_0]`: writes a random-weight
+//! model of a family member's shapes, in the Hugging Face layout (a directory) or as a GGUF file with TQ2_0 /
+//! TQ1_0 (llama.cpp), I2_S (bitnet.cpp), Q2_0 (ggml) or PQ2_0 (PrismML) ternary tensors, for benchmarks and
+//! tests. Qwen3-shaped architectures (bonsai-1.7b, bonsai-8b, tiny-qwen3) are ternary throughout, embedding and
+//! head included, with a scale per 64 weights (write them as q2_0 or hf). Models with the LLaMA-3
 //! vocabulary (2b-4t) get its tokenizer and chat template, beside the weights or inside the GGUF file.
 //! `--embedding q6k` writes the Q6_K `token_embd` GGUF files often ship with.
 
@@ -24,7 +26,8 @@ pub struct InitArgs {
     /// Fill the weights with random values (the only mode today).
     #[arg(long)]
     random: bool,
-    /// Architecture: 2b-4t (microsoft/bitnet-b1.58-2B-4T shapes), tiny, small.
+    /// Architecture: 2b-4t (microsoft/bitnet-b1.58-2B-4T shapes), 2b-4t-silu, tiny, small, bonsai-1.7b and
+    /// bonsai-8b (Ternary-Bonsai / Qwen3 shapes), tiny-qwen3.
     #[arg(long, value_name = "NAME")]
     arch: String,
     /// Output: a directory (created) for --format hf, a .gguf file otherwise.
@@ -51,9 +54,18 @@ pub enum InitFormat {
     /// GGUF with llama.cpp TQ2_0 ternary tensors (every projection's input width a multiple of 256; f16 embedding).
     #[value(name = "tq2_0")]
     Tq2_0,
+    /// GGUF with llama.cpp TQ1_0 ternary tensors (widths a multiple of 256).
+    #[value(name = "tq1_0")]
+    Tq1_0,
     /// GGUF with bitnet.cpp I2_S ternary tensors (f16 embedding).
     #[value(name = "i2s")]
     I2s,
+    /// GGUF with ggml Q2_0 ternary tensors (a scale per 64 weights).
+    #[value(name = "q2_0")]
+    Q2_0,
+    /// GGUF with PrismML PQ2_0 ternary tensors (a scale per 128 weights).
+    #[value(name = "pq2_0")]
+    Pq2_0,
 }
 
 /// The LLaMA-3 vocabulary size: models with it get the LLaMA-3 tokenizer.
@@ -69,8 +81,19 @@ pub fn run(args: InitArgs) -> Result<()> {
     let gguf = match args.format {
         InitFormat::Hf => None,
         InitFormat::Tq2_0 => Some(TernaryGgufType::Tq2_0),
+        InitFormat::Tq1_0 => Some(TernaryGgufType::Tq1_0),
         InitFormat::I2s => Some(TernaryGgufType::I2s),
+        InitFormat::Q2_0 => Some(TernaryGgufType::Q2_0),
+        InitFormat::Pq2_0 => Some(TernaryGgufType::Pq2_0),
     };
+    let qwen3 = config.family == bitnet_models::config::Family::Qwen3;
+    if qwen3 && !matches!(args.format, InitFormat::Hf | InitFormat::Q2_0) {
+        return Err(UsageError(format!(
+            "--arch {}: Qwen3-shaped models get a scale per 64 weights, which only --format q2_0 or hf stores",
+            args.arch
+        ))
+        .into());
+    }
     if let Some(ty) = gguf {
         ty.check_shapes(&config).map_err(|why| UsageError(format!("--arch {}: {why}: use --format i2s", args.arch)))?;
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod convert;
 pub mod device;
 pub mod download;
 pub mod generate;
@@ -40,7 +41,7 @@ impl std::error::Error for UsageError {}
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// The model: a Hugging Face directory (config.json + *.safetensors: packed, dense-ternary or bf16 BitNet
-    /// weights), a .gguf file (TQ1_0, TQ2_0, I2_S), or a hub id such as microsoft/bitnet-b1.58-2B-4T
+    /// weights, or a Qwen3-based ternary model), a .gguf file (TQ1_0, TQ2_0, I2_S, Q2_0, PQ2_0), or a hub id such as microsoft/bitnet-b1.58-2B-4T
     /// (downloaded once into the Hugging Face hub cache; HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE=1, HF_HUB_DOWNLOAD_TIMEOUT apply).
     /// A tokenizer.json in the directory (or next to the .gguf file), or a byte-level BPE tokenizer embedded
     /// in the .gguf file (llama.cpp's tokenizer.ggml.* keys), enables --prompt. Omitted: the embedded
