@@ -63,7 +63,9 @@ fn a_llama_cpp_style_gguf_tokenizer_reproduces_hugging_face_ids() {
 fn llama3_tokenizer_survives_the_gguf_form() {
     let vocab = GgufVocab::from_tokenizer_json(&llama3_tokenizer_json()).unwrap();
     assert_eq!(vocab.tokens.len(), 128_256);
-    assert_eq!(vocab.pre.gguf_name(), "llama-bpe");
+    assert!(
+        matches!(vocab.model, bitnet_models::gguf::VocabModel::ByteLevelBpe { pre, .. } if pre.gguf_name() == "llama-bpe")
+    );
     let control = vocab.token_types.iter().filter(|&&t| t == 3).count();
     assert_eq!(control, 256, "the 256 special tokens are control tokens");
     let rebuilt = Tokenizer::from_bytes(&vocab.to_tokenizer_json()).unwrap();
@@ -115,8 +117,9 @@ fn unsupported_or_malformed_embedded_tokenizers_are_named() {
     };
     let edit = |key: &str, value: GgufValue| rewritten("edit", &|k| k != key, Some((key, value))).unwrap_err();
     let s = |v: &str| GgufValue::String(v.into());
-    assert!(edit("tokenizer.ggml.model", s("llama")).contains("only byte-level BPE"));
-    assert!(edit("tokenizer.ggml.pre", s("qwen2")).contains("\"qwen2\" is not supported"));
+    assert!(edit("tokenizer.ggml.model", s("bert")).contains("\"bert\""));
+    assert!(edit("tokenizer.ggml.model", s("llama")).contains("no tokenizer.ggml.scores"));
+    assert!(edit("tokenizer.ggml.pre", s("falcon")).contains("\"falcon\" is not supported"));
     let merges = GgufValue::Array(GgufArray::from_strings(&["a b c"]));
     assert!(edit("tokenizer.ggml.merges", merges).contains("is not two tokens"));
     let types = GgufValue::Array(GgufArray::from_i32s(&[1]));
@@ -133,7 +136,7 @@ fn unsupported_or_malformed_embedded_tokenizers_are_named() {
 fn a_gguf_whose_vocabulary_cannot_be_converted_still_runs_token_ids() {
     use bitnet_models::gguf::GgufTensorSpec;
     use bitnet_models::{generate, Checkpoint, ModelBundle, ModelSpec, Sampler, SamplingConfig};
-    // The TQ2_0 fixture with a SentencePiece-style vocabulary (which this converter refuses) added.
+    // The TQ2_0 fixture with a malformed SentencePiece vocabulary (no scores, which it needs) added.
     let source = GgufFile::open(&fixtures().join("tiny-tq2_0.gguf")).unwrap();
     let mut meta: Vec<(String, GgufValue)> = source.metadata().to_vec();
     let tokens: Vec<String> = (0..300).map(|i| format!("<tok{i}>")).collect();
@@ -157,11 +160,43 @@ fn a_gguf_whose_vocabulary_cannot_be_converted_still_runs_token_ids() {
     let bundle = ModelBundle::<Flex>::load(&checkpoint, &Default::default()).unwrap();
     // Text needs the tokenizer, and the error names why there is none ...
     let err = bundle.tokenizer().unwrap_err().to_string();
-    assert!(err.contains("only byte-level BPE"), "{err}");
+    assert!(err.contains("no tokenizer.ggml.scores"), "{err}");
     // ... but token ids run.
     let mut cache = bundle.model().new_cache(1, 16).unwrap();
     let mut sampler = Sampler::new(SamplingConfig::default());
     let out = generate(bundle.model(), &mut cache, &[5, 6, 7], 4, &mut sampler, bundle.stop_ids(), |_| true).unwrap();
     assert_eq!(out.tokens.len(), 4);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A SentencePiece vocabulary (`tokenizer.ggml.model` "llama", made by `fixtures/make_gguf_spm_fixture.py`
+/// from a sentencepiece BPE model the way llama.cpp's converter lays it out) tokenizes exactly as the
+/// `tokenizers` conversion of the same vocabulary does (transformers' LlamaConverter: merges from the scores,
+/// byte fallback, `▁` normalization), on the recorded texts and on every text of this file; decoding gives the
+/// same strings; and the vocabulary survives our GGUF writer.
+#[test]
+fn a_sentencepiece_gguf_vocabulary_tokenizes_as_its_tokenizers_conversion() {
+    let file = GgufFile::open(&fixtures().join("tokenizer-spm.gguf")).unwrap();
+    let vocab = GgufVocab::from_file(&file).unwrap().expect("the fixture carries a tokenizer");
+    assert!(matches!(vocab.model, bitnet_models::gguf::VocabModel::SentencePiece { add_space_prefix: true, .. }));
+    let ours = vocab.to_tokenizer().unwrap();
+    let reference = Tokenizer::from_file(&fixtures().join("tokenizer-spm.tokenizer.json")).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokenizer-spm.json")).unwrap()).unwrap();
+    for case in cases.as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(ours.encode(text).unwrap(), ids, "{text:?}");
+        assert_eq!(ours.decode(&ids, false).unwrap(), case["decoded"].as_str().unwrap(), "{text:?}");
+    }
+    assert_same_tokenization(&reference, &ours);
+    assert_eq!((ours.token_id("<s>"), ours.token_id("<unk>")), (Some(1), Some(0)));
+    // Written by our GGUF writer and read back: the same vocabulary.
+    let path = std::env::temp_dir().join(format!("bitnet-gguf-spm-roundtrip-{}.gguf", std::process::id()));
+    let mut meta = vec![("general.architecture".to_string(), GgufValue::String("llama".into()))];
+    meta.extend(vocab.metadata());
+    write_gguf(&path, &meta, vec![]).unwrap();
+    let again = GgufVocab::from_file(&GgufFile::open(&path).unwrap()).unwrap().unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(again, vocab);
 }

@@ -21,5 +21,5 @@ pub use metadata::{
 pub use reader::{GgufFile, GgufTensorInfo};
 pub use types::{GgmlType, FORK_ARCHITECTURES};
 pub use value::{GgufArray, GgufValue, SharedBytes, ValueType};
-pub use vocab::{token_type, GgufVocab, PreTokenizer, LLAMA3_SPLIT_REGEX};
+pub use vocab::{token_type, GgufVocab, PreTokenizer, VocabModel, LLAMA3_SPLIT_REGEX, QWEN2_SPLIT_REGEX};
 pub use writer::{f32_spec, write_gguf, GgufTensorSpec, ALIGNMENT};

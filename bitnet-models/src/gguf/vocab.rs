@@ -1,17 +1,25 @@
-//! The tokenizer a GGUF file carries in its metadata (llama.cpp's `tokenizer.ggml.*` keys), converted to and
-//! from a Hugging Face `tokenizer.json`, for byte-level BPE vocabularies (`tokenizer.ggml.model` "gpt2": the
-//! LLaMA-3 tokenizer of the 2B-4T family, GPT-2-style tokenizers like the one `bitnet train-tokenizer` makes).
+//! The tokenizer a GGUF file carries in its metadata (llama.cpp's `tokenizer.ggml.*` keys), converted to a
+//! Hugging Face `tokenizer.json` (and back, for byte-level BPE): byte-level BPE vocabularies
+//! (`tokenizer.ggml.model` "gpt2": the LLaMA-3 tokenizer of the 2B-4T family, Qwen's, GPT-2-style tokenizers
+//! like the one `bitnet train-tokenizer` makes) and SentencePiece vocabularies ("llama": LLaMA-2-based models
+//! such as llama.cpp's 1bitLLM conversions).
 //!
 //! The keys, as llama.cpp's converter writes them:
 //! * `tokenizer.ggml.tokens`: every token string, indexed by id (byte-level: a space is `Ġ`);
 //! * `tokenizer.ggml.token_type`: 1 normal, 3 control (special tokens such as `<|eot_id|>`), 4 user-defined
 //!   (added, not special), 5 unused (ids with no token);
 //! * `tokenizer.ggml.merges`: the BPE merges in rank order, each "left right";
-//! * `tokenizer.ggml.pre`: the pre-tokenizer: "llama-bpe" (LLaMA-3's split regex) or "gpt-2";
+//! * `tokenizer.ggml.pre`: the pre-tokenizer: "llama-bpe" (LLaMA-3's split regex), "qwen2" or "gpt-2";
 //! * `tokenizer.chat_template`: the Jinja chat template, when the model has one.
 //!
-//! SentencePiece vocabularies (`tokenizer.ggml.model` "llama", e.g. LLaMA-2-based 1bitLLM conversions) carry
-//! scores instead of merges and are not converted: such files need a `tokenizer.json` beside them.
+//! SentencePiece vocabularies carry `tokenizer.ggml.scores` instead of merges (types 2 unknown and 6 byte
+//! appear too, and `tokenizer.ggml.add_space_prefix`, default true). They become what the `tokenizers`
+//! conversion of a SentencePiece BPE model is (transformers' `LlamaConverter`, legacy mode): a BPE model with
+//! byte fallback, `<unk>` fused, and the merges every split of a piece into two pieces gives, ranked by the
+//! piece's score (highest first; ties keep the pieces' order, a piece's own splits ordered by the ids of their
+//! halves, then by longer halves first as Python's stable sort on `(score, len left, len right)` descending
+//! leaves them); a normalizer that prepends `▁` (with the space prefix) and turns spaces into `▁`; and the
+//! decoder that undoes it.
 
 use super::reader::GgufFile;
 use super::value::{GgufArray, GgufValue};
@@ -30,7 +38,15 @@ pub mod token_type {
     pub const USER_DEFINED: i32 = 4;
     /// An id with no token.
     pub const UNUSED: i32 = 5;
+    /// SentencePiece's unknown token.
+    pub const UNKNOWN: i32 = 2;
+    /// A SentencePiece byte-fallback token (`<0x41>`).
+    pub const BYTE: i32 = 6;
 }
+
+/// Qwen2/Qwen3's pre-tokenizer split pattern (llama.cpp "qwen2"): LLaMA-3's with single digits.
+pub const QWEN2_SPLIT_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// How text is split before BPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +56,8 @@ pub enum PreTokenizer {
     Llama3,
     /// GPT-2: the byte-level pre-tokenizer's own regex (llama.cpp "gpt-2").
     Gpt2,
+    /// Qwen2 / Qwen3: [`QWEN2_SPLIT_REGEX`] after NFC normalization, then byte-level mapping (llama.cpp "qwen2").
+    Qwen2,
 }
 
 impl PreTokenizer {
@@ -48,6 +66,7 @@ impl PreTokenizer {
         match self {
             Self::Llama3 => "llama-bpe",
             Self::Gpt2 => "gpt-2",
+            Self::Qwen2 => "qwen2",
         }
     }
 
@@ -55,17 +74,22 @@ impl PreTokenizer {
         match name {
             "llama-bpe" | "llama3" => Some(Self::Llama3),
             "gpt-2" | "gpt2" => Some(Self::Gpt2),
+            "qwen2" => Some(Self::Qwen2),
             _ => None,
         }
     }
 
     fn tokenizer_json(self) -> serde_json::Value {
         use serde_json::json;
-        match self {
-            Self::Llama3 => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT_REGEX}, "behavior": "Isolated", "invert": false},
+        let split_then_bytes = |regex: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
-            ]}),
+            ]})
+        };
+        match self {
+            Self::Llama3 => split_then_bytes(LLAMA3_SPLIT_REGEX),
+            Self::Qwen2 => split_then_bytes(QWEN2_SPLIT_REGEX),
             Self::Gpt2 => {
                 json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
             }
@@ -81,28 +105,50 @@ impl PreTokenizer {
             return Some(Self::Gpt2);
         }
         let parts = pre["pretokenizers"].as_array()?;
-        let llama3 = pre["type"] == "Sequence"
-            && parts.len() == 2
-            && parts[0]["type"] == "Split"
-            && parts[0]["pattern"]["Regex"] == LLAMA3_SPLIT_REGEX
-            && parts[0]["behavior"] == "Isolated"
-            && parts[0]["invert"] == false
-            && byte_level(&parts[1], false);
-        llama3.then_some(Self::Llama3)
+        let split = |regex: &str| {
+            pre["type"] == "Sequence"
+                && parts.len() == 2
+                && parts[0]["type"] == "Split"
+                && parts[0]["pattern"]["Regex"] == regex
+                && parts[0]["behavior"] == "Isolated"
+                && parts[0]["invert"] == false
+                && byte_level(&parts[1], false)
+        };
+        [(LLAMA3_SPLIT_REGEX, Self::Llama3), (QWEN2_SPLIT_REGEX, Self::Qwen2)]
+            .into_iter()
+            .find(|(regex, _)| split(regex))
+            .map(|(_, p)| p)
     }
 }
 
-/// A byte-level BPE vocabulary in GGUF form.
+/// How a vocabulary splits text into its tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VocabModel {
+    /// Byte-level BPE (`tokenizer.ggml.model` "gpt2"): merges in rank order, "left right", and the pre-tokenizer.
+    ByteLevelBpe {
+        /// Merges in rank order.
+        merges: Vec<String>,
+        /// The pre-tokenizer.
+        pre: PreTokenizer,
+    },
+    /// SentencePiece BPE (`tokenizer.ggml.model` "llama"): a score per token.
+    SentencePiece {
+        /// Each token's score (higher merges first).
+        scores: Vec<f32>,
+        /// Whether a `▁` is prepended to the text.
+        add_space_prefix: bool,
+    },
+}
+
+/// A vocabulary in GGUF form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GgufVocab {
     /// Token strings by id.
     pub tokens: Vec<String>,
     /// llama.cpp token type of each id ([`token_type`]).
     pub token_types: Vec<i32>,
-    /// Merges in rank order, "left right".
-    pub merges: Vec<String>,
-    /// The pre-tokenizer.
-    pub pre: PreTokenizer,
+    /// How text becomes tokens.
+    pub model: VocabModel,
     /// The Jinja chat template (`tokenizer_config.json`'s `chat_template`), if any.
     pub chat_template: Option<String>,
 }
@@ -126,20 +172,49 @@ impl GgufVocab {
                 .map(|items| items.map(str::to_string).collect())
                 .ok_or_else(|| format!("{key} is not an array of strings"))
         };
-        let model = string("tokenizer.ggml.model")?.unwrap_or("");
-        if model != "gpt2" {
-            return Err(format!(
-                "the embedded tokenizer is of type \"{model}\"; only byte-level BPE (\"gpt2\") is converted"
-            ));
-        }
-        let pre_name = string("tokenizer.ggml.pre")?.unwrap_or("default");
-        let pre = PreTokenizer::from_gguf_name(pre_name).ok_or_else(|| {
-            format!("the embedded tokenizer's pre-tokenizer \"{pre_name}\" is not supported (llama-bpe, gpt-2)")
-        })?;
+        let model_name = string("tokenizer.ggml.model")?.unwrap_or("");
         let tokens = strings("tokenizer.ggml.tokens", tokens)?;
-        let merges = match file.get("tokenizer.ggml.merges") {
-            Some(v) => strings("tokenizer.ggml.merges", v)?,
-            None => return Err("the embedded BPE tokenizer has no tokenizer.ggml.merges".into()),
+        let model = match model_name {
+            "gpt2" => {
+                let pre_name = string("tokenizer.ggml.pre")?.unwrap_or("default");
+                let pre = PreTokenizer::from_gguf_name(pre_name).ok_or_else(|| {
+                    format!(
+                        "the embedded tokenizer's pre-tokenizer \"{pre_name}\" is not supported (llama-bpe, qwen2, gpt-2)"
+                    )
+                })?;
+                let merges = match file.get("tokenizer.ggml.merges") {
+                    Some(v) => strings("tokenizer.ggml.merges", v)?,
+                    None => return Err("the embedded BPE tokenizer has no tokenizer.ggml.merges".into()),
+                };
+                if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
+                    return Err(format!("merge \"{bad}\" is not two tokens separated by one space"));
+                }
+                VocabModel::ByteLevelBpe { merges, pre }
+            }
+            "llama" => {
+                let scores: Vec<f32> = match file.get("tokenizer.ggml.scores").and_then(GgufValue::as_array) {
+                    Some(a) => a
+                        .iter()
+                        .map(|v| v.as_f64().map(|x| x as f32).filter(|x| x.is_finite()))
+                        .collect::<Option<_>>()
+                        .ok_or("tokenizer.ggml.scores holds a value that is not a finite number")?,
+                    None => return Err("the embedded SentencePiece tokenizer has no tokenizer.ggml.scores".into()),
+                };
+                if scores.len() != tokens.len() {
+                    return Err(format!("{} scores for {} tokens", scores.len(), tokens.len()));
+                }
+                let add_space_prefix = match file.get("tokenizer.ggml.add_space_prefix") {
+                    None => true,
+                    Some(v) => v.as_bool().ok_or("tokenizer.ggml.add_space_prefix is not a boolean")?,
+                };
+                VocabModel::SentencePiece { scores, add_space_prefix }
+            }
+            other => {
+                return Err(format!(
+                    "the embedded tokenizer is of type \"{other}\"; byte-level BPE (\"gpt2\") and SentencePiece \
+                     (\"llama\") are converted"
+                ))
+            }
         };
         let token_types = match file.get("tokenizer.ggml.token_type") {
             Some(v) => v
@@ -153,11 +228,11 @@ impl GgufVocab {
         if token_types.len() != tokens.len() {
             return Err(format!("{} token types for {} tokens", token_types.len(), tokens.len()));
         }
-        if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
-            return Err(format!("merge \"{bad}\" is not two tokens separated by one space"));
+        if matches!(model, VocabModel::SentencePiece { .. }) && !token_types.contains(&token_type::UNKNOWN) {
+            return Err("the embedded SentencePiece tokenizer has no unknown token (type 2)".into());
         }
         let chat_template = string("tokenizer.chat_template")?.map(str::to_string);
-        Ok(Some(Self { tokens, token_types, merges, pre, chat_template }))
+        Ok(Some(Self { tokens, token_types, model, chat_template }))
     }
 
     /// The vocabulary of a byte-level BPE `tokenizer.json` (ids with no token become `[PAD<id>]`, unused).
@@ -202,7 +277,7 @@ impl GgufVocab {
                 _ => Err("a merge is neither \"a b\" nor [a, b]".to_string()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { tokens, token_types, merges, pre, chat_template: None })
+        Ok(Self { tokens, token_types, model: VocabModel::ByteLevelBpe { merges, pre }, chat_template: None })
     }
 
     /// This vocabulary with the chat template of a `tokenizer_config.json` (none if it has no template).
@@ -216,12 +291,21 @@ impl GgufVocab {
     /// The `tokenizer.*` metadata of this vocabulary, for [`super::write_gguf`].
     pub fn metadata(&self) -> Vec<(String, GgufValue)> {
         let mut meta = vec![
-            ("tokenizer.ggml.model".into(), GgufValue::String("gpt2".into())),
-            ("tokenizer.ggml.pre".into(), GgufValue::String(self.pre.gguf_name().into())),
             ("tokenizer.ggml.tokens".into(), GgufValue::Array(GgufArray::from_strings(&self.tokens))),
             ("tokenizer.ggml.token_type".into(), GgufValue::Array(GgufArray::from_i32s(&self.token_types))),
-            ("tokenizer.ggml.merges".into(), GgufValue::Array(GgufArray::from_strings(&self.merges))),
         ];
+        match &self.model {
+            VocabModel::ByteLevelBpe { merges, pre } => meta.extend([
+                ("tokenizer.ggml.model".into(), GgufValue::String("gpt2".into())),
+                ("tokenizer.ggml.pre".into(), GgufValue::String(pre.gguf_name().into())),
+                ("tokenizer.ggml.merges".into(), GgufValue::Array(GgufArray::from_strings(merges))),
+            ]),
+            VocabModel::SentencePiece { scores, add_space_prefix } => meta.extend([
+                ("tokenizer.ggml.model".into(), GgufValue::String("llama".into())),
+                ("tokenizer.ggml.scores".into(), GgufValue::Array(GgufArray::from_f32s(scores))),
+                ("tokenizer.ggml.add_space_prefix".into(), GgufValue::Bool(*add_space_prefix)),
+            ]),
+        }
         if let Some(template) = &self.chat_template {
             meta.push(("tokenizer.chat_template".into(), GgufValue::String(template.clone())));
         }
@@ -235,35 +319,127 @@ impl GgufVocab {
 
     /// The equivalent `tokenizer.json` (what [`crate::tokenizer::Tokenizer::from_bytes`] reads).
     pub fn to_tokenizer_json(&self) -> Vec<u8> {
-        use serde_json::json;
-        let special = |kind: i32| kind == token_type::CONTROL || kind == token_type::USER_DEFINED;
-        let mut vocab = serde_json::Map::new();
-        let mut added = Vec::new();
-        // Every id is in the model's vocabulary (so ids stay contiguous and an added token keeps its id: the
-        // tokenizers library numbers added tokens missing from the vocabulary after it); control and
-        // user-defined tokens are also added tokens, matched in the text before BPE.
-        for (id, (token, &kind)) in self.tokens.iter().zip(&self.token_types).enumerate() {
-            if special(kind) {
-                added.push(json!({"id": id, "content": token, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": kind == token_type::CONTROL}));
+        match &self.model {
+            VocabModel::ByteLevelBpe { merges, pre } => self.byte_level_json(merges, *pre),
+            VocabModel::SentencePiece { scores, add_space_prefix } => {
+                self.sentencepiece_json(scores, *add_space_prefix)
             }
-            vocab.entry(token.clone()).or_insert(json!(id));
+        }
+    }
+
+    /// The added tokens of a `tokenizer.json`: control tokens (special) and user-defined ones.
+    fn added_tokens(&self) -> Vec<serde_json::Value> {
+        let special = |kind: i32| kind == token_type::CONTROL || kind == token_type::USER_DEFINED;
+        (self.tokens.iter().zip(&self.token_types).enumerate())
+            .filter(|(_, (_, &kind))| special(kind))
+            .map(|(id, (token, &kind))| {
+                serde_json::json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": kind == token_type::CONTROL})
+            })
+            .collect()
+    }
+
+    /// Token -> id, the first id of a repeated token winning.
+    fn vocab_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut vocab = serde_json::Map::new();
+        for (id, token) in self.tokens.iter().enumerate() {
+            vocab.entry(token.clone()).or_insert(serde_json::json!(id));
+        }
+        vocab
+    }
+
+    /// The SentencePiece vocabulary as the `tokenizers` conversion makes it (see the module docs).
+    fn sentencepiece_json(&self, scores: &[f32], add_space_prefix: bool) -> Vec<u8> {
+        use serde_json::json;
+        let mut ids: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (id, token) in self.tokens.iter().enumerate() {
+            ids.entry(token.as_str()).or_insert(id);
+        }
+        // (left, right, score) for every split of every piece into two pieces of the vocabulary.
+        let mut merges: Vec<(&str, &str, f32)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (piece, &score) in self.tokens.iter().zip(scores) {
+            if !seen.insert(piece.as_str()) {
+                continue;
+            }
+            let mut local: Vec<(&str, &str, f32)> = piece
+                .char_indices()
+                .skip(1)
+                .map(|(at, _)| piece.split_at(at))
+                .filter(|(l, r)| ids.contains_key(l) && ids.contains_key(r))
+                .map(|(l, r)| (l, r, score))
+                .collect();
+            local.sort_by_key(|&(l, r, _)| (ids[l], ids[r]));
+            merges.extend(local);
+        }
+        let chars = |s: &str| s.chars().count();
+        // Python's stable `sorted(key=(score, len(l), len(r)), reverse=True)`: descending keys, ties kept in order.
+        merges.sort_by(|a, b| {
+            b.2.total_cmp(&a.2).then_with(|| chars(b.0).cmp(&chars(a.0))).then_with(|| chars(b.1).cmp(&chars(a.1)))
+        });
+        let merges: Vec<[&str; 2]> = merges.into_iter().map(|(l, r, _)| [l, r]).collect();
+        let unk = (self.tokens.iter().zip(&self.token_types))
+            .find(|(_, &kind)| kind == token_type::UNKNOWN)
+            .map_or("<unk>", |(t, _)| t.as_str());
+        let mut normalizers = vec![];
+        if add_space_prefix {
+            normalizers.push(json!({"type": "Prepend", "prepend": "▁"}));
+        }
+        normalizers.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"}));
+        let mut decoders = vec![
+            json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}),
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Fuse"}),
+        ];
+        if add_space_prefix {
+            decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
         }
         let tokenizer = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
-            "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": self.pre.tokenizer_json(),
+            "added_tokens": self.added_tokens(),
+            "normalizer": {"type": "Sequence", "normalizers": normalizers},
+            "pre_tokenizer": null,
+            "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": decoders},
+            "model": {
+                "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true,
+                "byte_fallback": self.token_types.contains(&token_type::BYTE),
+                "ignore_merges": false,
+                "vocab": self.vocab_map(),
+                "merges": merges,
+            },
+        });
+        serde_json::to_vec(&tokenizer).unwrap_or_default()
+    }
+
+    /// The byte-level BPE vocabulary as a `tokenizer.json`.
+    fn byte_level_json(&self, merges: &[String], pre: PreTokenizer) -> Vec<u8> {
+        use serde_json::json;
+        // Every id is in the model's vocabulary (so ids stay contiguous and an added token keeps its id: the
+        // tokenizers library numbers added tokens missing from the vocabulary after it); control and
+        // user-defined tokens are also added tokens, matched in the text before BPE.
+        let normalizer = match pre {
+            PreTokenizer::Qwen2 => json!({"type": "NFC"}),
+            _ => serde_json::Value::Null,
+        };
+        let tokenizer = json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": self.added_tokens(),
+            "normalizer": normalizer,
+            "pre_tokenizer": pre.tokenizer_json(),
             "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {
                 "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                 "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                "ignore_merges": self.pre == PreTokenizer::Llama3,
-                "vocab": vocab,
-                "merges": self.merges,
+                "ignore_merges": pre == PreTokenizer::Llama3,
+                "vocab": self.vocab_map(),
+                "merges": merges,
             },
         });
         serde_json::to_vec(&tokenizer).unwrap_or_default()
