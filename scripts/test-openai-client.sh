@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `bitnet serve` against the official `openai` Python client: installs the client from PyPI into a venv
 # (under target/, reused), starts the server on the embedded default model on a free port, and runs a chat
-# completion whole and streamed, a text completion, and the models list through the client. Called by
+# completion whole and streamed, a text completion, embeddings (float and the client's default base64), and the
+# models list through the client. Called by
 # scripts/test.sh after the Rust tests; usable alone: scripts/test-openai-client.sh [path/to/bitnet].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,12 +51,21 @@ assert "".join(pieces) == text, ("".join(pieces), text)
 assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens, usage
 completion = client.completions.create(model="bitnet-default", prompt="ROMEO:", max_tokens=8, temperature=0)
 assert completion.choices[0].text, completion
+# The client asks for base64 by default and decodes it; float is asked explicitly.
+embedded = client.embeddings.create(model="bitnet-default", input=["To be, or not to be", "ROMEO:"])
+floats = client.embeddings.create(model="bitnet-default", input=["To be, or not to be", "ROMEO:"],
+                                  encoding_format="float")
+assert [len(e.embedding) for e in embedded.data] == [256, 256], embedded
+for a, b in zip(embedded.data, floats.data):
+    assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding)) < 1e-6
+    assert abs(sum(x * x for x in a.embedding) - 1.0) < 1e-4
 try:
     openai.OpenAI(base_url=os.environ["BASE_URL"], api_key="wrong", max_retries=0).models.list()
     raise SystemExit("a wrong API key was accepted")
 except openai.AuthenticationError:
     pass
-print(f"openai client OK: chat {text!r}, completion {completion.choices[0].text!r}")
+print(f"openai client OK: chat {text!r}, completion {completion.choices[0].text!r}, embeddings of "
+      f"{len(embedded.data[0].embedding)} dimensions")
 PY
 kill -TERM $server
 wait $server

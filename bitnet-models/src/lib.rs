@@ -1,17 +1,19 @@
 //! # bitnet-models
 //!
-//! The BitNet b1.58 model family (microsoft/bitnet-b1.58-2B-4T and relatives) on any
-//! [`bitnet_backend::BitNetBackend`]:
+//! The BitNet b1.58 model family (microsoft/bitnet-b1.58-2B-4T and relatives) and the Qwen3-based ternary models
+//! (Ternary-Bonsai, BitNet embeddings) on any [`bitnet_backend::BitNetBackend`]:
 //!
 //! * [`config`]: the model configuration, read from a Hugging Face `config.json` (both `rope_theta` styles, the
 //!   `linear_class` scale conventions, the family members);
 //! * [`model`]: ONE decoder, [`BitNetModel`], a burn module tree of `BitLinear` projections: latent for training
 //!   ([`BitNetConfig::init`]), packed for inference, with a preallocated [`model::KvCache`] and a batch dimension;
 //! * [`source`]: one weight-source abstraction over Hugging Face directories ([`source::hf`]: packed uint8 +
-//!   `weight_scale`, dense ternary, bf16/fp16 masters) and GGUF files ([`source::gguf`]: I2_S, TQ1_0, TQ2_0),
-//!   filling the module packed or latent;
+//!   `weight_scale`, dense ternary, bf16/fp16 masters) and GGUF files ([`source::gguf`]: I2_S, TQ1_0, TQ2_0,
+//!   Q2_0, PQ2_0), filling the module packed or latent;
 //! * [`gguf`]: the GGUF container (reader, writer, ggml types, metadata values, BitNet metadata, vocabularies);
-//! * [`export`]: writing packed models as HF checkpoints or GGUF files, and random-weight models;
+//! * [`export`]: writing packed models as HF checkpoints or GGUF files, converting between formats, and
+//!   random-weight models;
+//! * [`embed`]: pooled, L2-normalized text embeddings (`bitnet embed`, `/v1/embeddings`);
 //! * [`bundle`]: a model as a user names it (directory, `.gguf`, hub id, the embedded default model) resolved and
 //!   opened once into model + tokenizer + chat template + BOS and stop ids; [`hub`]: hub ids through a hardened hub client and the standard hub cache;
 //! * [`tokenizer`] and [`chat`]: `tokenizer.json` via the `tokenizers` crate (the LLaMA-3 tokenizer ships with the
@@ -33,6 +35,7 @@ pub mod chat;
 pub mod config;
 #[cfg(feature = "default-model")]
 pub mod default_model;
+pub mod embed;
 pub mod error;
 pub mod export;
 pub mod generate;

@@ -117,3 +117,43 @@ fn malformed_gguf_files_are_one_line_errors() {
     arch[at..at + 9].copy_from_slice(b"llama-xyz");
     assert!(load_error("arch", &arch).contains("llama-xyz"));
 }
+
+/// The BitNet embedding layout (`fixtures/make_qwen3_fixtures.py`: a bare Qwen3Model whose projections each
+/// normalize their input, ternary weights with int8 activations, last-token pooling), from its HF directory
+/// and from its GGUF file (I2_S projections under architecture `qwen3`, `*_norm_in` gains, pooling type 3):
+/// every text's embedding within cosine 0.999 of the reference, unit length, and the two sources agree.
+#[test]
+fn bitnet_embedding_models_match_the_reference_embeddings() {
+    use bitnet_models::embed::{embed, Pooling};
+    use bitnet_models::{Checkpoint, ModelBundle, ModelSpec};
+    let dir = fixtures().join("tiny-bitnet-embedding");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let mut by_source = Vec::new();
+    for path in [dir.clone(), dir.join("model.gguf")] {
+        let checkpoint = Checkpoint::open(&ModelSpec::parse(Some(&path)).unwrap()).unwrap();
+        let pooling = Pooling::declared(&checkpoint).unwrap();
+        assert_eq!(pooling, path.is_file().then_some(Pooling::Last), "GGUF files declare their pooling");
+        let bundle = ModelBundle::<B>::load(&checkpoint, &Default::default()).unwrap();
+        let config = bundle.model().config();
+        let eps = config.linear_rms_norm_eps.expect("every projection normalizes its input");
+        assert!(config.head_dim == 64 && (eps - 1e-6).abs() < 1e-12, "{}", path.display());
+        let mut all = Vec::new();
+        for (text, want) in expected["texts"].as_array().unwrap().iter().zip(expected["embeddings"].as_array().unwrap())
+        {
+            let ids: Vec<u32> = text.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let got = embed(bundle.model(), &ids, Pooling::Last).unwrap();
+            let dot: f64 = got.iter().zip(&want).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let norm: f64 = got.iter().map(|a| *a as f64 * *a as f64).sum::<f64>().sqrt();
+            eprintln!("{} {ids:?}: cosine {dot:.6}", path.display());
+            assert!(dot >= 0.999, "{}: cosine {dot} for {ids:?}", path.display());
+            assert!((norm - 1.0).abs() < 1e-5);
+            all.push(got);
+        }
+        by_source.push(all);
+    }
+    assert_eq!(by_source[0], by_source[1], "HF and GGUF sources give the same embeddings");
+    let model = load_gguf::<B>(&dir.join("model.gguf"), &Default::default()).unwrap();
+    assert!(embed(&model, &[], Pooling::Last).is_err() && embed(&model, &[300], Pooling::Last).is_err());
+}

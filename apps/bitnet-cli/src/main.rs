@@ -22,6 +22,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Chat interactively (multi-turn, one message per stdin line; the KV cache is reused across turns).
     Chat(commands::chat::ChatArgs),
+    /// Embed texts: the pooled, L2-normalized final hidden state (BitNet embedding models), as JSON.
+    Embed(commands::embed::EmbedArgs),
     /// Write the float32 [tokens, vocab] logits of one full forward pass to a .npy file.
     Logits(commands::logits::LogitsArgs),
     /// Download a model from the Hugging Face hub into the local cache and print its path.
@@ -55,6 +57,7 @@ fn main() {
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
         Command::Logits(args) => commands::logits::run(args),
+        Command::Embed(args) => commands::embed::run(args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Convert(args) => commands::convert::run(args),

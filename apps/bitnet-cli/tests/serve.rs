@@ -367,3 +367,75 @@ fn impossible_sizes_and_a_busy_port_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
+
+/// `/v1/embeddings` on the BitNet embedding fixture: ids in every input shape give the reference embeddings
+/// (cosine >= 0.999), equal to `bitnet embed`'s, base64 decodes to the same floats, and bad inputs are 400s.
+#[test]
+fn embeddings_match_the_reference_and_bitnet_embed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../bitnet-models/tests/fixtures/tiny-bitnet-embedding");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let gguf = dir.join("model.gguf");
+    let server = Server::start(&["--model", gguf.to_str().unwrap(), "--model-id", "embedder"]);
+    let texts = expected["texts"].clone();
+    let (status, body) = server.post("/v1/embeddings", &json!({"input": texts, "model": "embedder"}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["object"].as_str(), body["model"].as_str()), (Some("list"), Some("embedder")));
+    let total: u64 = texts.as_array().unwrap().iter().map(|t| t.as_array().unwrap().len() as u64).sum();
+    assert_eq!(body["usage"]["prompt_tokens"], total);
+    let floats = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>();
+    for (i, (item, want)) in
+        body["data"].as_array().unwrap().iter().zip(expected["embeddings"].as_array().unwrap()).enumerate()
+    {
+        assert_eq!(item["index"], i);
+        let cosine: f64 = floats(&item["embedding"]).iter().zip(floats(want)).map(|(a, b)| a * b).sum();
+        assert!(cosine >= 0.999, "input {i}: cosine {cosine}");
+    }
+    // One id list, base64: the same floats as `bitnet embed --ids`.
+    let first = &texts[0];
+    let (status, b64) = server.post("/v1/embeddings", &json!({"input": first, "encoding_format": "base64"}));
+    assert_eq!(status, 200, "{b64}");
+    let ids: Vec<String> = first.as_array().unwrap().iter().map(|x| x.to_string()).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(["embed", "--model", gguf.to_str().unwrap(), "--ids", &ids.join(",")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli: Vec<f32> = floats(&cli["data"][0]["embedding"]).into_iter().map(|x| x as f32).collect();
+    let decoded = decode_base64_f32(b64["data"][0]["embedding"].as_str().unwrap());
+    assert_eq!(decoded, cli, "the server and bitnet embed give the same embedding");
+    for bad in [
+        json!({"input": []}),
+        json!({"input": [[]]}),
+        json!({"input": [100000]}),
+        json!({"input": first, "model": "other"}),
+        json!({"input": first, "encoding_format": "int8"}),
+        json!({"input": first, "dimensions": 3}),
+        json!({"input": "text needs a tokenizer, which the fixture lacks"}),
+    ] {
+        let (status, body) = server.post("/v1/embeddings", &bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"]["message"].is_string());
+    }
+    let (status, _) = server.post("/v1/embeddings", &json!({"input": first}));
+    assert_eq!(status, 200, "the server keeps serving after errors");
+}
+
+/// Standard base64 of little-endian f32 values, decoded.
+fn decode_base64_f32(text: &str) -> Vec<f32> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    } as u32;
+    let mut bytes = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let n = chunk.iter().map(|&c| if c == b'=' { 0 } else { value(c) }).fold(0u32, |n, v| n << 6 | v);
+        bytes.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}

@@ -28,7 +28,7 @@ pub fn written_architecture(config: &BitNetConfig) -> std::result::Result<&'stat
     match (config.family, config.activation, config.linear_rms_norm_eps) {
         (Family::BitNet, Activation::Relu2, None) => Ok(WRITTEN_ARCHITECTURE),
         (Family::OneBitLlm, Activation::Silu, None) => Ok("bitnet"),
-        (Family::Qwen3, Activation::Silu, None) => Ok("qwen3"),
+        (Family::Qwen3, Activation::Silu, _) => Ok("qwen3"),
         _ => Err("GGUF files hold the 2B-4T block (bitnet-b1.58), the 1bitLLM block (bitnet) or the Qwen3 block \
                   (qwen3); this model's block is none of them"
             .into()),
@@ -70,6 +70,14 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<BitNetConfig> {
         a if FORK_ARCHITECTURES.contains(&a) => (Activation::Relu2, Family::BitNet),
         "bitnet" => (Activation::Silu, Family::OneBitLlm),
         "qwen3" => (Activation::Silu, Family::Qwen3),
+        "gemma3" => {
+            return Err(file.error(
+                "architecture 'gemma3' (BitNet embeddings on Gemma3) is not supported: its blocks interleave \
+                 sliding-window and global attention with two RoPE bases and add post-norms, which the shared \
+                 decoder does not have"
+                    .into(),
+            ))
+        }
         other => return Err(file.error(format!("architecture '{other}' is not a BitNet or Qwen3 ternary model"))),
     };
     let key_length = positive_int(file, &format!("{arch}.attention.key_length"))?;
@@ -94,27 +102,29 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<BitNetConfig> {
             return Err(file.error(format!("{EMBEDDING_TENSOR} has dims {dims:?}, expected [{hidden}, vocab]")));
         }
     };
-    let config =
-        BitNetConfig {
-            vocab_size: vocab,
-            hidden_size: hidden,
-            intermediate_size: need("feed_forward_length")?,
-            num_hidden_layers: need("block_count")?,
-            num_attention_heads: heads,
-            num_key_value_heads: positive_int(file, &format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads),
-            head_dim: key_length.or(value_length).unwrap_or(hidden / heads),
-            max_position_embeddings: positive_int(file, &format!("{arch}.context_length"))?.unwrap_or(2048),
-            rms_norm_eps: positive_float(file, &format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
-            rope_theta: positive_float(file, &format!("{arch}.rope.freq_base"))?
-                .unwrap_or(if family == Family::Qwen3 { 1_000_000.0 } else { 500_000.0 }),
-            tie_word_embeddings: file.tensor("output.weight").is_none(),
-            activation,
-            scale_convention: ScaleConvention::Multiply,
-            bos_token_id: token_id(file, "tokenizer.ggml.bos_token_id"),
-            eos_token_ids: token_id(file, "tokenizer.ggml.eos_token_id").into_iter().collect(),
-            family,
-            linear_rms_norm_eps: None,
-        };
+    let rms_norm_eps = positive_float(file, &format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
+    let default_theta = if family == Family::Qwen3 { 1_000_000.0 } else { 500_000.0 };
+    let config = BitNetConfig {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: need("feed_forward_length")?,
+        num_hidden_layers: need("block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: positive_int(file, &format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads),
+        head_dim: key_length.or(value_length).unwrap_or(hidden / heads),
+        max_position_embeddings: positive_int(file, &format!("{arch}.context_length"))?.unwrap_or(2048),
+        rms_norm_eps,
+        rope_theta: positive_float(file, &format!("{arch}.rope.freq_base"))?.unwrap_or(default_theta),
+        tie_word_embeddings: file.tensor("output.weight").is_none(),
+        activation,
+        scale_convention: ScaleConvention::Multiply,
+        bos_token_id: token_id(file, "tokenizer.ggml.bos_token_id"),
+        eos_token_ids: token_id(file, "tokenizer.ggml.eos_token_id").into_iter().collect(),
+        family,
+        // Microsoft's BitNet embedding models (architecture `qwen3`) normalize every projection's input with
+        // its own gains (`blk.N.attn_q_norm_in`, ...), at the model's epsilon.
+        linear_rms_norm_eps: file.tensor("blk.0.attn_q_norm_in.weight").map(|_| rms_norm_eps),
+    };
     config.check().map_err(|m| file.error(m))?;
     Ok(config)
 }

@@ -72,8 +72,12 @@ pub enum GgmlType {
     PTQ1_0,
 }
 
-/// Architectures of bitnet.cpp's llama.cpp fork, where type id 36 is I2_S.
+/// Architectures of bitnet.cpp's llama.cpp fork (the 2B-4T block).
 pub const FORK_ARCHITECTURES: [&str; 2] = ["bitnet-25", "bitnet-b1.58"];
+
+/// Architectures whose files use type id 36 as I2_S: the fork's, and `qwen3` (bitnet.cpp's converter of the
+/// BitNet embedding models writes I2_S under it; upstream's old id 36 was removed from ggml).
+pub const I2S_ARCHITECTURES: [&str; 3] = ["bitnet-25", "bitnet-b1.58", "qwen3"];
 
 impl GgmlType {
     /// Every known type.
@@ -161,9 +165,9 @@ impl GgmlType {
         self.layout().3
     }
 
-    /// The type of `id` in a file of architecture `architecture` (id 36 is I2_S only in bitnet.cpp's fork).
+    /// The type of `id` in a file of architecture `architecture` (id 36 is I2_S only in [`I2S_ARCHITECTURES`]).
     pub fn from_id(id: u32, architecture: &str) -> Option<Self> {
-        let fork = FORK_ARCHITECTURES.contains(&architecture);
+        let fork = I2S_ARCHITECTURES.contains(&architecture);
         Self::ALL.into_iter().find(|t| t.id() == id && (*t != Self::I2_S || fork))
     }
 

@@ -241,6 +241,28 @@ impl<B: BitNetBackend> BitNetModel<B> {
         Ok((self.logits(h).reshape([t, self.config.vocab_size]), layers))
     }
 
+    /// The final-normed hidden states `[T, hidden]` of one sequence from an empty context (what an embedding
+    /// pools); fails on an empty, too long or out-of-vocabulary sequence.
+    pub fn final_hidden_states(&self, ids: &[u32]) -> Result<Tensor<B, 2>> {
+        let c = &self.config;
+        if ids.is_empty() || ids.len() > c.max_position_embeddings {
+            return Err(ModelError::Request(format!(
+                "{} tokens: a text needs 1 to max_position_embeddings ({}) tokens",
+                ids.len(),
+                c.max_position_embeddings
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(ModelError::Request(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                c.vocab_size
+            )));
+        }
+        let data: Vec<i32> = ids.iter().map(|&id| id as i32).collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(data, [1, ids.len()]), &self.device());
+        Ok(self.hidden_states(tokens, None, &mut |_| {}).reshape([ids.len(), c.hidden_size]))
+    }
+
     /// The ids of `batch` as a `[batch, T]` tensor, after checking them against the vocabulary and the cache.
     fn checked_tokens(&self, batch: &[&[u32]], cache: &KvCache<B>) -> Result<Tensor<B, 2, Int>> {
         let t = batch.first().map_or(0, |s| s.len());

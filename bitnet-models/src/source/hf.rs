@@ -44,6 +44,8 @@ pub struct HfTensorInfo {
 pub struct HfCheckpoint {
     dir: PathBuf,
     config: BitNetConfig,
+    /// Names without the `model.` prefix (transformers' bare `Qwen3Model`, as embedding models are saved).
+    bare: bool,
     shards: Vec<(PathBuf, SharedBytes)>,
     index: HashMap<String, HfTensorInfo>,
 }
@@ -146,7 +148,17 @@ impl HfCheckpoint {
                 }
             }
         }
-        Ok(Self { dir: dir.into(), config, shards, index })
+        // A Qwen3 embedding model (microsoft's BitNet embeddings) is a bare `Qwen3Model` whose projections
+        // each normalize their input: found by its tensors, since its config says only "qwen3".
+        let mut config = config;
+        let bare = !index.contains_key("model.embed_tokens.weight") && index.contains_key("embed_tokens.weight");
+        if config.family == Family::Qwen3 {
+            let prefix = if bare { "" } else { "model." };
+            if index.contains_key(&format!("{prefix}layers.0.self_attn.q_proj.norm.weight")) {
+                config.linear_rms_norm_eps = Some(config.rms_norm_eps);
+            }
+        }
+        Ok(Self { dir: dir.into(), config, bare, shards, index })
     }
 
     /// The model configuration.
@@ -176,7 +188,11 @@ impl HfCheckpoint {
 
     /// The name of tensor `id` in this checkpoint's family, without the `.weight` suffix.
     pub fn name(&self, id: TensorId) -> String {
-        hf_name(&self.config, id)
+        let name = hf_name(&self.config, id);
+        match name.strip_prefix("model.") {
+            Some(bare) if self.bare => bare.to_string(),
+            _ => name,
+        }
     }
 }
 
@@ -208,6 +224,9 @@ pub fn hf_name(config: &BitNetConfig, id: TensorId) -> String {
         TensorId::Head => "lm_head".into(),
         TensorId::FinalNorm => "model.norm".into(),
         TensorId::Block { layer, tensor } => block(layer, tensor),
+        TensorId::ProjectionNorm { layer, projection } if config.family == Family::Qwen3 => {
+            format!("{}.norm", block(layer, projection))
+        }
         TensorId::ProjectionNorm { layer, projection } => format!("{}.rms_norm", block(layer, projection)),
     }
 }

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod convert;
 pub mod device;
 pub mod download;
+pub mod embed;
 pub mod generate;
 pub mod init;
 pub mod inspect;

@@ -1,7 +1,8 @@
 //! The engine thread: loads the model, then runs the continuous-batching loop
 //! ([`bitnet_models::batch::BatchEngine`]): admits queued jobs into free slots between steps and runs one
-//! batched forward pass per step. HTTP handlers talk to it through a bounded queue of [`Job`]s and get each
+//! batched forward pass per step. HTTP handlers talk to it through a bounded queue of [`Work`] and get each
 //! sequence's events back on a channel of their own; dropping that channel's receiver cancels the sequence.
+//! Embedding requests ([`EmbedJob`]) are answered between steps, one forward pass per input.
 
 use super::metrics::Metrics;
 use crate::commands::device::{on_device, Device, OnDevice};
@@ -10,6 +11,7 @@ use anyhow::Result;
 use bitnet_models::backend::BitNetBackend;
 use bitnet_models::batch::{BatchConfig, BatchEngine, SequenceEvent, SequenceRequest, SequenceSink};
 use bitnet_models::chat::ChatTemplate;
+use bitnet_models::embed::{embed, Pooling};
 use bitnet_models::tokenizer::Tokenizer;
 use bitnet_models::Checkpoint;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,22 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// What the HTTP side queues for the engine.
+pub enum Work {
+    /// A generation.
+    Generate(Job),
+    /// Embeddings.
+    Embed(EmbedJob),
+}
+
+/// Texts (as ids) to embed, and where the embeddings (or the reason there are none) go.
+pub struct EmbedJob {
+    /// One id sequence per input, checked against the vocabulary and the context by the handler.
+    pub inputs: Vec<Vec<u32>>,
+    /// The reply.
+    pub reply: tokio::sync::oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
+}
 
 /// A generation waiting for a slot.
 pub struct Job {
@@ -54,6 +72,8 @@ pub struct ModelInfo {
     pub context: usize,
     /// The vocabulary size.
     pub vocab: usize,
+    /// How `/v1/embeddings` pools (what the model declares, else the last token).
+    pub pooling: Pooling,
 }
 
 impl ModelInfo {
@@ -103,7 +123,7 @@ pub struct EngineSettings {
 const DEFAULT_CONTEXT_CAP: usize = 4096;
 
 /// Runs the engine until the queue's senders are gone or the server stops and nothing is left to do.
-pub fn run(device: Device, settings: EngineSettings, shared: Arc<Shared>, jobs: Receiver<Job>) -> Result<()> {
+pub fn run(device: Device, settings: EngineSettings, shared: Arc<Shared>, jobs: Receiver<Work>) -> Result<()> {
     let result = on_device(device, EngineLoop { settings, shared: shared.clone(), jobs });
     shared.engine_ended.notify_one();
     result
@@ -112,7 +132,7 @@ pub fn run(device: Device, settings: EngineSettings, shared: Arc<Shared>, jobs: 
 struct EngineLoop {
     settings: EngineSettings,
     shared: Arc<Shared>,
-    jobs: Receiver<Job>,
+    jobs: Receiver<Work>,
 }
 
 impl OnDevice for EngineLoop {
@@ -144,8 +164,10 @@ impl OnDevice for EngineLoop {
             stop_ids: bundle.stop_ids().to_vec(),
             context,
             vocab: model.config().vocab_size,
+            pooling: Pooling::declared(&settings.checkpoint)?.unwrap_or_default(),
         };
         shared.metrics.set_slots(config.slots);
+        let pooling = info.pooling;
         let _ = shared.info.set(Arc::new(info));
         crate::output::note(&format!(
             "model loaded in {:.1} s: {} slots x {context} positions, prefill chunk {}",
@@ -153,8 +175,16 @@ impl OnDevice for EngineLoop {
             config.slots,
             config.prefill_chunk
         ));
-        let admit = |engine: &mut BatchEngine<'_, B>, job: Job| {
+        let admit = |engine: &mut BatchEngine<'_, B>, work: Work| {
             shared.metrics.dequeued();
+            let job = match work {
+                Work::Generate(job) => job,
+                Work::Embed(job) => {
+                    let result = job.inputs.iter().map(|ids| embed(model, ids, pooling)).collect::<Result<Vec<_>, _>>();
+                    let _ = job.reply.send(result.map_err(|e| e.to_string()));
+                    return;
+                }
+            };
             if job.events.is_closed() {
                 return;
             }

@@ -5,6 +5,7 @@
 //! loads, so `GET /health` answers 503 while loading and 200 once ready. SIGINT/SIGTERM stop accepting
 //! connections, let in-flight requests finish, and exit 0; a failed model load or engine step exits 1.
 
+mod embeddings;
 mod engine;
 mod error;
 mod metrics;
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
-use engine::{EngineSettings, Job, Shared};
+use engine::{EngineSettings, Shared, Work};
 use error::ApiError;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
@@ -74,7 +75,7 @@ const MAX_QUEUE: usize = 1 << 16;
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
-    jobs: SyncSender<Job>,
+    jobs: SyncSender<Work>,
     api_key: Option<Arc<str>>,
 }
 
@@ -133,6 +134,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/tokenize", post(openai::tokenize))
         .route("/detokenize", post(openai::detokenize))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authorize));

@@ -8,7 +8,7 @@
 //! `bitnet generate` defaults (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05); an omitted `max_tokens`
 //! runs to the end of the slot's context.
 
-use super::engine::{Job, ModelInfo};
+use super::engine::{Job, ModelInfo, Work};
 use super::error::ApiError;
 use super::stop::{Piece, StopText};
 use super::AppState;
@@ -138,7 +138,7 @@ struct Generation {
 }
 
 /// The body as JSON, with axum's rejections as OpenAI errors (413 over the size limit, 400 otherwise).
-fn body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     match body {
         Ok(Json(value)) => Ok(value),
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
@@ -303,7 +303,7 @@ async fn run(state: &AppState, info: Arc<ModelInfo>, g: Generation) -> Result<Re
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let prompt_tokens = g.request.prompt.len();
     state.shared.metrics.enqueued();
-    if let Err(e) = state.jobs.try_send(Job { request: g.request, events: tx }) {
+    if let Err(e) = state.jobs.try_send(Work::Generate(Job { request: g.request, events: tx })) {
         state.shared.metrics.dequeued();
         return Err(match e {
             TrySendError::Full(_) => ApiError::unavailable("the server is busy: every slot and the queue are full"),
