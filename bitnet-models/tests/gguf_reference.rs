@@ -146,7 +146,7 @@ fn bitnet_embedding_models_match_the_reference_embeddings() {
             let got = embed(bundle.model(), &ids, Pooling::Last).unwrap();
             let dot: f64 = got.iter().zip(&want).map(|(a, b)| *a as f64 * *b as f64).sum();
             let norm: f64 = got.iter().map(|a| *a as f64 * *a as f64).sum::<f64>().sqrt();
-            eprintln!("{} {ids:?}: cosine {dot:.6}", path.display());
+            eprintln!("{} {ids:?}: cosine {dot:.9}", path.display());
             assert!(dot >= 0.999, "{}: cosine {dot} for {ids:?}", path.display());
             assert!((norm - 1.0).abs() < 1e-5);
             all.push(got);

@@ -121,6 +121,9 @@ impl PreTokenizer {
     }
 }
 
+/// Longest SentencePiece piece (in bytes) whose splits become merges.
+const MAX_MERGED_PIECE_BYTES: usize = 256;
+
 /// How a vocabulary splits text into its tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VocabModel {
@@ -359,7 +362,9 @@ impl GgufVocab {
         let mut merges: Vec<(&str, &str, f32)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (piece, &score) in self.tokens.iter().zip(scores) {
-            if !seen.insert(piece.as_str()) {
+            // A piece's splits cost its length squared (hashing each half): a hostile file's megabyte-long
+            // token must not stall the load. SentencePiece pieces are at most 16 characters by default.
+            if !seen.insert(piece.as_str()) || piece.len() > MAX_MERGED_PIECE_BYTES {
                 continue;
             }
             let mut local: Vec<(&str, &str, f32)> = piece

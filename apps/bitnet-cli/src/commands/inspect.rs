@@ -91,11 +91,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
         c.max_position_embeddings,
         c.rope_theta
     );
+    // Only HF packed BitNet checkpoints carry a `weight_scale` whose convention matters.
+    let convention = match (&checkpoint.files(), c.family) {
+        (CheckpointFiles::Hf(_), f) if f != bitnet_models::config::Family::Qwen3 => {
+            format!("; weight_scale convention: {:?}", c.scale_convention)
+        }
+        _ => String::new(),
+    };
+    let norms = if c.linear_rms_norm_eps.is_some() { "; an RMSNorm before every projection" } else { "" };
     text += &format!(
-        "activation: {:?}; embeddings {}; weight_scale convention: {:?}\n",
+        "activation: {:?}; embeddings {}{convention}{norms}\n",
         c.activation,
         if c.tie_word_embeddings { "tied" } else { "untied" },
-        c.scale_convention
     );
     text += &format!("tensors: {} ({stored} stored elements)\n", tensors.len());
     for (dtype, n) in &by_dtype {
