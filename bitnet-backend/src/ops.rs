@@ -257,8 +257,9 @@ pub fn ternary_rows<B: TernaryBackend>(weight: &TernaryWeight<B>, ids: Tensor<B,
     let (rows, cols) = (weight.rows(), weight.cols());
     let t = ids.dims()[0];
     let device = ids.device();
-    let tiles = ids.clone().div_scalar(4);
-    let slots = ids.remainder_scalar(4);
+    // Tensor-by-tensor division: candle has no integer division by a scalar.
+    let tiles = ids.clone().div(Tensor::<B, 1, Int>::full([t], 4, &device));
+    let slots = ids - tiles.clone().mul_scalar(4);
     let offsets = Tensor::<B, 1, Int>::arange(0..4, &device);
     let word_rows =
         (tiles.clone().mul_scalar(4).unsqueeze_dim::<2>(1) + offsets.unsqueeze_dim::<2>(0)).reshape([4 * t]);
