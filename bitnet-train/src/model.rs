@@ -64,6 +64,14 @@ impl<B: BitNetBackend> LanguageModel<B> {
 }
 
 impl<B: Backend> LanguageModel<B> {
+    /// A model starting from `decoder` (e.g. a pretrained checkpoint loaded latent with
+    /// `bitnet_models::LoadOptions::latent()`): ternary (`quantized`, with the λ warm-up) or full precision.
+    pub fn from_decoder(decoder: BitNetModel<B>, quantized: bool, lambda_warmup_steps: usize) -> Self {
+        let schedule = LambdaSchedule { quantized, warmup_steps: lambda_warmup_steps, steps: Arc::default() };
+        let decoder = decoder.with_lambda(schedule.lambda());
+        Self { decoder, schedule }
+    }
+
     /// The decoder.
     pub fn decoder(&self) -> &BitNetModel<B> {
         &self.decoder

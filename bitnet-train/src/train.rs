@@ -10,7 +10,7 @@ use crate::optim::StagedAdamW;
 use crate::schedule::TwoStageSchedule;
 use bitnet_models::backend::BitNetBackend;
 use bitnet_models::BitNetConfig;
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
 use burn::train::{Learner, SupervisedTraining};
@@ -58,6 +58,11 @@ pub struct TrainConfig {
     pub lambda_warmup_steps: usize,
     /// Seed of the initialization and of the data order.
     pub seed: u64,
+    /// A pretrained checkpoint the run starts from instead of random weights (a directory, `.gguf` file or hub
+    /// id, as `bitnet_models::ModelSpec` reads it; "default" is the embedded default model): full-precision or
+    /// bf16 weights as they are, packed ternary weights as latent weights that quantize back to them. Its
+    /// architecture must be `model`'s. A resumed run continues from its checkpoints instead.
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 impl TrainConfig {
@@ -150,6 +155,8 @@ pub struct TrainReport {
     pub seconds: f64,
     /// Training tokens per second of this process.
     pub tokens_per_second: f64,
+    /// Mean validation loss of the starting model, when the run starts from a pretrained checkpoint.
+    pub initial_valid_loss: Option<f64>,
 }
 
 /// Mean next-token loss of `model` over all validation windows (the definition of `bitnet_models::perplexity`).
@@ -247,12 +254,28 @@ where
         .map_err(|e| TrainError::Io(format!("{}: {e}", record.display())))?;
         model.set_steps(done_steps);
         let (valid_loss, valid_tokens) = evaluate(&model, &valid_data, config.batch_size, device)?;
-        let report =
-            TrainReport { valid_loss, valid_tokens, steps: config.total_steps(), seconds: 0.0, tokens_per_second: 0.0 };
+        let report = TrainReport {
+            valid_loss,
+            valid_tokens,
+            steps: config.total_steps(),
+            seconds: 0.0,
+            tokens_per_second: 0.0,
+            initial_valid_loss: None,
+        };
         return Ok((model, report));
     }
     B::seed(device, config.seed);
-    let model = LanguageModel::<B>::new(&config.model, !config.full_precision, config.lambda_warmup_steps, device)?;
+    let (model, initial_valid_loss) = match (&config.init_from, start_epoch) {
+        (Some(source), None) => {
+            let model = pretrained::<B>(config, source, device)?;
+            let (loss, _) = evaluate(&model.clone().valid(), &valid_data, config.batch_size, device)?;
+            eprintln!("starting from {}: validation loss {loss:.4}", source.display());
+            (model, Some(loss))
+        }
+        _ => {
+            (LanguageModel::<B>::new(&config.model, !config.full_precision, config.lambda_warmup_steps, device)?, None)
+        }
+    };
     model.set_steps(done_steps);
     let train_loader = TrainLoader::<B>::new(
         train_data,
@@ -314,6 +337,25 @@ where
         steps: config.total_steps(),
         seconds,
         tokens_per_second: tokens / seconds.max(1e-9),
+        initial_valid_loss,
     };
     Ok((trained, report))
+}
+
+/// The model of `config` loaded latent from the checkpoint `source` (see [`TrainConfig::init_from`]).
+fn pretrained<B: BitNetBackend>(config: &TrainConfig, source: &Path, device: &B::Device) -> Result<LanguageModel<B>> {
+    use bitnet_models::{build_model, Checkpoint, LoadOptions, ModelSpec};
+    let spec = if source.as_os_str() == "default" { ModelSpec::Default } else { ModelSpec::parse(Some(source))? };
+    let checkpoint = Checkpoint::open(&spec)?;
+    let found = checkpoint.config()?;
+    let normalized = |c: &BitNetConfig| BitNetConfig { bos_token_id: None, eos_token_ids: vec![], ..c.clone() };
+    if normalized(&found) != normalized(&config.model) {
+        return Err(TrainError::Config(format!(
+            "--init-from {}: its architecture differs from the run's (take the checkpoint's: {})",
+            source.display(),
+            found.to_json().replace('\n', " ")
+        )));
+    }
+    let decoder = build_model::<B>(&config.model, checkpoint.source(), LoadOptions::latent(), device)?;
+    Ok(LanguageModel::from_decoder(decoder, !config.full_precision, config.lambda_warmup_steps))
 }

@@ -57,6 +57,7 @@ fn setup(context: usize) -> Setup {
         grad_clip: Some(1.0),
         lambda_warmup_steps: 0,
         seed: 7,
+        init_from: None,
     };
     Setup {
         tokenizer_json,

@@ -43,6 +43,7 @@ fn trains_on_wgpu_and_exports() {
         grad_clip: Some(1.0),
         lambda_warmup_steps: 0,
         seed: 1,
+        init_from: None,
     };
     let train_data = Arc::new(TokenWindows::new(train_tokens, 17));
     let valid = Arc::new(TokenWindows::new(valid_tokens.clone(), 17));

@@ -363,3 +363,56 @@ fn without_valid_the_tail_of_the_training_text_is_held_out() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--valid-fraction"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--init-from default`: fine-tuning the embedded default model (packed ternary, started as latent weights that
+/// quantize back to it) on other text. The starting validation loss the run reports is the packed model's own
+/// loss on that text (`bitnet perplexity`, the same windows), and training lowers it.
+#[test]
+fn init_from_fine_tunes_the_default_model_on_other_text() {
+    let dir = tmp("init-from");
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let text = std::fs::read_to_string(docs.join("ARCHITECTURE.md")).unwrap();
+    let (train, valid) = (dir.join("train.txt"), dir.join("valid.txt"));
+    std::fs::write(&train, &text[..12_000]).unwrap();
+    std::fs::write(&valid, &text[12_000..15_000]).unwrap();
+    let out = dir.join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = [
+        "train",
+        "--init-from",
+        "default",
+        "--train",
+        &s(&train),
+        "--valid",
+        &s(&valid),
+        "--out",
+        &s(&out),
+        "--context",
+        "33",
+        "--batch-size",
+        "4",
+        "--steps",
+        "12",
+        "--checkpoint-every",
+        "6",
+        "--warmup-steps",
+        "2",
+        "--lr",
+        "1e-3",
+    ];
+    let result = run(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let (initial, last) = (summary["initial_valid_loss"].as_f64().unwrap(), summary["valid_loss"].as_f64().unwrap());
+    let scored = run(&["perplexity", "--file", &s(&valid), "--context", "33", "--json"]);
+    assert!(scored.status.success(), "{}", String::from_utf8_lossy(&scored.stderr));
+    let packed: serde_json::Value = serde_json::from_slice(&scored.stdout).unwrap();
+    let packed = packed["nll"].as_f64().unwrap();
+    assert!((initial - packed).abs() < 1e-3, "starting loss {initial} vs the packed model's {packed}");
+    assert!(last < initial - 0.05, "fine-tuning lowered the loss from {initial} to {last}");
+    // --init-from takes its architecture and tokenizer from the checkpoint: --arch is refused with it.
+    let conflict =
+        run(&["train", "--init-from", "default", "--arch", "tiny", "--train", &s(&train), "--out", &s(&out)]);
+    assert_eq!(conflict.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -89,7 +89,7 @@ impl<B: DenseLinearBackend> SourceFactory<'_, B> {
                 BitLinear::from_packed(TernaryWeight::from_matrix(&m, self.device), None, norm)?
             }
             (ProjectionData::Ternary(m), LoadAs::Latent) => {
-                let values = m.view().dequantize();
+                let values = latent_of_ternary(&m);
                 let w = Tensor::<B, 2>::from_data(TensorData::new(values, [rows, cols]), self.device);
                 BitLinear::from_latent(w.transpose(), None, norm)?
             }
@@ -129,6 +129,21 @@ impl<B: DenseLinearBackend> SourceFactory<'_, B> {
         self.source.release(id);
         Ok(matrix)
     }
+}
+
+/// Latent weights that BitLinear's absmean fake quantization maps back onto `m`: `W = (c - 1) · s / p`, with `s`
+/// each weight's scale and `p` the fraction of nonzero codes. Then `mean |W| = s` (for one scale per tensor, as
+/// every BitNet checkpoint has), `round(W / mean|W|) = round((c - 1) / p)` clamps to `c - 1` (since `1 / p >= 1`),
+/// and the dequantized weight is `(c - 1) · s`: at `λ = 1` the latent model computes the packed model's
+/// function, so fine-tuning starts where the checkpoint is. (Per-row or per-group scales start from their mean.)
+fn latent_of_ternary(m: &TernaryMatrix) -> Vec<f32> {
+    let mut values = m.view().dequantize();
+    let nonzero = m.to_codes().codes().iter().filter(|&&c| c != 1).count();
+    if nonzero > 0 {
+        let inv_p = values.len() as f32 / nonzero as f32;
+        values.iter_mut().for_each(|v| *v *= inv_p);
+    }
+    values
 }
 
 /// Builds a model of `config` from `source` as `options` say (packed or latent projections, the head's format).

@@ -59,7 +59,8 @@ pub enum LoadAs {
     /// Packed ternary weights (inference); float checkpoints are quantized with absmean per tensor.
     #[default]
     Packed,
-    /// Latent f32 weights (training, fine-tuning); ternary checkpoints are dequantized to `(c - 1) * g`.
+    /// Latent f32 weights (training, fine-tuning); ternary checkpoints become latent weights whose absmean
+    /// quantization gives back their codes and scale (`(c - 1) · g / p`, `p` the fraction of nonzero codes).
     Latent,
 }
 

@@ -16,7 +16,7 @@ use bitnet_models::export::TernaryGgufType;
 use bitnet_models::gguf::GgufVocab;
 use bitnet_models::tokenizer::Tokenizer;
 use bitnet_models::zoo::{arch_config_json, ARCHS};
-use bitnet_models::BitNetConfig;
+use bitnet_models::{BitNetConfig, Checkpoint, ModelSpec};
 use bitnet_train::data::TokenWindows;
 use bitnet_train::export::export_hf_packed;
 use bitnet_train::{train, TrainConfig};
@@ -39,8 +39,16 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.05, value_name = "F")]
     pub valid_fraction: f64,
     /// The tokenizer.json to use (make one with `bitnet train-tokenizer`); its vocabulary size sets the model's.
-    #[arg(long, value_name = "TOKENIZER_JSON")]
-    pub tokenizer: PathBuf,
+    /// With --init-from it defaults to the checkpoint's tokenizer.
+    #[arg(long, value_name = "TOKENIZER_JSON", required_unless_present = "init_from")]
+    pub tokenizer: Option<PathBuf>,
+    /// Fine-tune a pretrained checkpoint instead of training from random weights: a Hugging Face directory, a
+    /// .gguf file, a hub id, or `default` (the embedded default model). Full-precision and bf16 weights start
+    /// as they are; packed ternary weights start as latent weights that quantize back to them, so the first step
+    /// starts from the checkpoint's function. The architecture is the checkpoint's (--arch and --config do not
+    /// apply); combine with --lambda-warmup-steps for the 1.58-bit fine-tuning recipe (full precision to ternary).
+    #[arg(long, value_name = "DIR|FILE.gguf|OWNER/NAME|default", conflicts_with_all = ["arch", "config"])]
+    pub init_from: Option<PathBuf>,
     /// Output directory: checkpoints, logs, train-summary.json, and the exported model in `model/`.
     #[arg(long, value_name = "DIR", required_unless_present = "bench")]
     pub out: Option<PathBuf>,
@@ -113,8 +121,19 @@ pub fn tokenize_file(tokenizer: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
 }
 
 impl TrainArgs {
-    /// The architecture with the tokenizer's vocabulary.
+    /// The architecture: the --init-from checkpoint's, or --arch / --config with the tokenizer's vocabulary.
     fn model_config(&self, vocab_size: usize) -> Result<BitNetConfig> {
+        if let Some(source) = &self.init_from {
+            let config = init_checkpoint(source)?.config()?;
+            if vocab_size > config.vocab_size {
+                return Err(UsageError(format!(
+                    "the tokenizer has {vocab_size} tokens, more than the --init-from model's {}",
+                    config.vocab_size
+                ))
+                .into());
+            }
+            return Ok(config);
+        }
         let mut config = match &self.config {
             Some(path) => BitNetConfig::from_file(path)?,
             None => {
@@ -151,6 +170,7 @@ impl TrainArgs {
             grad_clip: (self.grad_clip != 0.0).then_some(self.grad_clip),
             lambda_warmup_steps: self.lambda_warmup_steps,
             seed: self.seed,
+            init_from: self.init_from.clone(),
         };
         config.check().map_err(|e| UsageError(e.to_string()))?;
         if let Some(ty) = self.gguf_type() {
@@ -160,12 +180,27 @@ impl TrainArgs {
     }
 }
 
+/// The checkpoint `--init-from` names (`default`: the embedded default model).
+fn init_checkpoint(source: &Path) -> Result<Checkpoint> {
+    let spec = if source.as_os_str() == "default" { ModelSpec::Default } else { ModelSpec::parse(Some(source))? };
+    Ok(Checkpoint::open(&spec)?)
+}
+
 /// Runs the command.
 pub fn run(args: TrainArgs) -> Result<()> {
     args.device.check_built()?;
-    let tokenizer_bytes = bitnet_models::io::read_regular_file(&args.tokenizer)?;
+    let (tokenizer_bytes, tokenizer_name) = match (&args.tokenizer, &args.init_from) {
+        (Some(path), _) => (bitnet_models::io::read_regular_file(path)?, path.display().to_string()),
+        (None, Some(source)) => {
+            let files = init_checkpoint(source)?.tokenizer_files()?.ok_or_else(|| {
+                UsageError(format!("--init-from {} has no tokenizer: pass --tokenizer", source.display()))
+            })?;
+            (files.tokenizer_json, format!("the tokenizer of {}", source.display()))
+        }
+        (None, None) => return Err(UsageError("--tokenizer is required".into()).into()),
+    };
     let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
-        .map_err(|e| anyhow::anyhow!("{}: invalid tokenizer: {e}", args.tokenizer.display()))?;
+        .map_err(|e| anyhow::anyhow!("{tokenizer_name}: invalid tokenizer: {e}"))?;
     let model = args.model_config(tokenizer.vocab_size())?;
     let config = args.train_config(model)?;
     output::note(&format!("tokenizing {} ...", args.train.display()));
@@ -253,8 +288,12 @@ where
         report.valid_tokens,
         report.tokens_per_second
     ));
+    if let Some(initial) = report.initial_valid_loss {
+        output::note(&format!("validation loss of the starting checkpoint: {initial:.4} nats/token"));
+    }
     let summary = serde_json::json!({
         "quantized": !config.full_precision,
+        "initial_valid_loss": report.initial_valid_loss,
         "valid_loss": report.valid_loss,
         "valid_tokens": report.valid_tokens,
         "context": config.context,
