@@ -32,4 +32,4 @@ pub mod train;
 pub use bitnet_models as models;
 pub use error::{Result, TrainError};
 pub use model::LanguageModel;
-pub use train::{evaluate, train, TrainConfig, TrainReport};
+pub use train::{evaluate, starting_model, train, TrainConfig, TrainReport};

@@ -267,7 +267,7 @@ where
     B::seed(device, config.seed);
     let (model, initial_valid_loss) = match (&config.init_from, start_epoch) {
         (Some(source), None) => {
-            let model = pretrained::<B>(config, source, device)?;
+            let model = starting_model::<B>(config, device)?;
             let (loss, _) = evaluate(&model.clone().valid(), &valid_data, config.batch_size, device)?;
             eprintln!("starting from {}: validation loss {loss:.4}", source.display());
             (model, Some(loss))
@@ -342,9 +342,13 @@ where
     Ok((trained, report))
 }
 
-/// The model of `config` loaded latent from the checkpoint `source` (see [`TrainConfig::init_from`]).
-fn pretrained<B: BitNetBackend>(config: &TrainConfig, source: &Path, device: &B::Device) -> Result<LanguageModel<B>> {
+/// The model a fresh run of `config` starts from: the [`TrainConfig::init_from`] checkpoint loaded latent, or
+/// random weights.
+pub fn starting_model<B: BitNetBackend>(config: &TrainConfig, device: &B::Device) -> Result<LanguageModel<B>> {
     use bitnet_models::{build_model, Checkpoint, LoadOptions, ModelSpec};
+    let Some(source) = &config.init_from else {
+        return LanguageModel::new(&config.model, !config.full_precision, config.lambda_warmup_steps, device);
+    };
     let spec = if source.as_os_str() == "default" { ModelSpec::Default } else { ModelSpec::parse(Some(source))? };
     let checkpoint = Checkpoint::open(&spec)?;
     let found = checkpoint.config()?;

@@ -1,0 +1,66 @@
+//! `TrainConfig::init_from`: a run starting from a pretrained checkpoint of each family starts from that
+//! checkpoint's function. At λ = 1 the latent model the checkpoint loads into scores a text as the packed model
+//! loaded for inference does: to 1e-4 (float rounding) for the BitNet members (bf16 masters quantized at load,
+//! packed ternary weights whose latent values quantize back to the same codes and scales; the 2B-4T block and
+//! the LLaMA layout). A Qwen3 model with a scale per 128 weights starts within 1e-2: training's fake quantization
+//! has one scale per tensor, so each tensor starts from its groups' mean scale (and the ternary head and
+//! embedding train as dense f32 matrices).
+
+use bitnet_train::data::TokenWindows;
+use bitnet_train::models::perplexity::perplexity;
+use bitnet_train::models::{load_model, Checkpoint, ModelSpec};
+use bitnet_train::{evaluate, starting_model, TrainConfig};
+use burn::backend::Flex;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bitnet-models/tests/fixtures").join(name)
+}
+
+fn config(source: PathBuf, full_precision: bool) -> TrainConfig {
+    let model = Checkpoint::open(&ModelSpec::parse(Some(&source)).unwrap()).unwrap().config().unwrap();
+    TrainConfig {
+        model,
+        full_precision,
+        context: 17,
+        batch_size: 4,
+        steps: 1,
+        checkpoint_every: 1,
+        lr: 1e-3,
+        stage_two_lr: 1e-4,
+        stage_one_fraction: 0.5,
+        warmup_steps: 0,
+        weight_decay: 0.0,
+        grad_clip: None,
+        lambda_warmup_steps: 0,
+        seed: 1,
+        init_from: Some(source),
+    }
+}
+
+#[test]
+fn every_family_starts_from_its_checkpoint() {
+    let device = Default::default();
+    let tokens: Vec<u32> = (0..200u32).map(|i| (i * 37 + 11) % 300).collect();
+    for (name, tolerance) in [
+        ("tiny-bf16-master", 1e-4),
+        ("tiny-bitlinear", 1e-4),
+        ("tiny-llama-bitnet-online", 1e-4),
+        ("tiny-qwen3-pq2_0/model.gguf", 1e-2),
+    ] {
+        let source = fixture(name);
+        let config = config(source.clone(), false);
+        let start = starting_model::<Flex>(&config, &device).unwrap();
+        let windows = Arc::new(TokenWindows::new(tokens.clone(), config.context));
+        let (latent, _) = evaluate(&start, &windows, 4, &device).unwrap();
+        let packed = load_model::<Flex>(&source, &device).unwrap();
+        let reference = perplexity(&packed, &tokens, config.context, |_, _| {}).unwrap();
+        eprintln!("{name}: latent start {latent:.6}, packed {:.6}", reference.nll);
+        assert!((latent - reference.nll).abs() < tolerance, "{name}: {latent} vs {}", reference.nll);
+    }
+    // Another architecture than the run's is refused.
+    let mut other = config(fixture("tiny-bitlinear"), false);
+    other.model.num_hidden_layers += 1;
+    assert!(starting_model::<Flex>(&other, &device).is_err());
+}
