@@ -1,12 +1,13 @@
 //! Export of a trained model: `pack()` (each projection's latent weight quantized exactly as the training forward
 //! pass fake-quantizes it: `g = max(mean|W|, 1e-5)`, `c = clamp(round(W / g), -1, 1)`) and one of the writers of
 //! `bitnet_models::export`: the Hugging Face packed layout every command (and transformers'
-//! `BitNetForCausalLM`) loads, or a GGUF file.
+//! `BitNetForCausalLM`) loads, or a GGUF file; and the latent master weights as a bf16 checkpoint for
+//! continuing in PyTorch tools.
 
 use crate::error::{Result, TrainError};
 use crate::model::LanguageModel;
 use bitnet_models::backend::BitNetBackend;
-use bitnet_models::export::{write_gguf_model, write_hf_checkpoint, TernaryGgufType, TokenizerFiles};
+use bitnet_models::export::{write_gguf_model, write_hf_checkpoint, write_hf_master, TernaryGgufType, TokenizerFiles};
 use bitnet_models::gguf::GgufVocab;
 use std::path::Path;
 
@@ -27,6 +28,18 @@ pub fn export_hf_packed<B: BitNetBackend>(
 ) -> Result<()> {
     let tokenizer = tokenizer_json.map(|t| TokenizerFiles { tokenizer_json: t.to_vec(), tokenizer_config: None });
     write_hf_checkpoint(&packed(model)?, dir, tokenizer.as_ref())?;
+    Ok(())
+}
+
+/// Writes `model`'s latent master weights into `dir` as a bf16 HF checkpoint that transformers' BitNet loads with
+/// online quantization (see `bitnet_models::export::write_hf_master`), with `tokenizer_json` if given.
+pub fn export_hf_master<B: BitNetBackend>(
+    model: &LanguageModel<B>,
+    tokenizer_json: Option<&[u8]>,
+    dir: &Path,
+) -> Result<()> {
+    let tokenizer = tokenizer_json.map(|t| TokenizerFiles { tokenizer_json: t.to_vec(), tokenizer_config: None });
+    write_hf_master(model.decoder(), dir, tokenizer.as_ref())?;
     Ok(())
 }
 

@@ -97,6 +97,16 @@ fn trains_exports_and_the_export_scores_like_training() {
         score.nll,
         report.valid_loss
     );
+    // The bf16 master checkpoint (transformers' online quantization) loads back, quantized at load, and scores
+    // the text as the packed export does up to bf16 rounding of the masters; its config says online.
+    let master = dir.join("master");
+    bitnet_train::export::export_hf_master(&model, Some(s.tokenizer_json.as_bytes()), &master).unwrap();
+    let config = std::fs::read_to_string(master.join("config.json")).unwrap();
+    assert!(config.contains("\"online\"") && config.contains("\"bfloat16\""), "{config}");
+    let reloaded = bitnet_train::models::load_hf_dir::<Flex>(&master, &device).unwrap();
+    let master_score = perplexity(&reloaded, &s.valid_tokens, s.config.context, |_, _| {}).unwrap();
+    eprintln!("packed export nll {}, bf16 master nll {}", score.nll, master_score.nll);
+    assert!((master_score.nll - score.nll).abs() < 0.02, "{} vs {}", master_score.nll, score.nll);
     // A second run into the same directory must not silently overwrite it.
     let err = train::<B>(&s.config, s.train.clone(), s.valid.clone(), &dir, false, &device).unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");

@@ -62,6 +62,17 @@ fn dense_ternary<'a, B: Backend>(name: String, layer: &'a bitnet_backend::BitLin
     TensorSpec { name, dtype: if exact_f16 { "F16" } else { "F32" }, shape, data }
 }
 
+/// Writes the tokenizer files (if any) into a checkpoint directory.
+fn write_tokenizer_files(dir: &Path, tokenizer: Option<&TokenizerFiles>) -> Result<()> {
+    if let Some(t) = tokenizer {
+        crate::io::write_atomically(&dir.join("tokenizer.json"), &t.tokenizer_json)?;
+        if let Some(config) = &t.tokenizer_config {
+            crate::io::write_atomically(&dir.join("tokenizer_config.json"), config.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes packed `model` into `dir` (created if needed) as an HF checkpoint, with `tokenizer` if given.
 pub fn write_hf_checkpoint<B: Backend>(
     model: &BitNetModel<B>,
@@ -125,12 +136,54 @@ pub fn write_hf_checkpoint<B: Backend>(
         }
     }
     write_safetensors(&dir.join("model.safetensors"), tensors)?;
-    if let Some(t) = tokenizer {
-        crate::io::write_atomically(&dir.join("tokenizer.json"), &t.tokenizer_json)?;
-        if let Some(config) = &t.tokenizer_config {
-            crate::io::write_atomically(&dir.join("tokenizer_config.json"), config.as_bytes())?;
-        }
-    }
+    write_tokenizer_files(dir, tokenizer)?;
     // Last: a directory with config.json is complete.
     crate::io::write_atomically(&dir.join("config.json"), config.to_json().as_bytes())
+}
+
+/// Writes a LATENT `model` (a training run's master weights) into `dir` as a bf16 Hugging Face checkpoint that
+/// transformers' `BitNetForCausalLM` (and LLaMA-layout members) load with online quantization
+/// (`quantization_config`: `quant_method` "bitnet", `linear_class` "autobitlinear", `quantization_mode`
+/// "online"), so a run can continue in PyTorch tools: every projection as `[out, in]` bf16 latent weights,
+/// norms and token matrices in bf16. Loaded back here, the projections are quantized at load (absmean, as the
+/// training forward pass does; bf16 rounding of the masters may flip a code at a rounding boundary).
+pub fn write_hf_master<B: Backend>(
+    model: &BitNetModel<B>,
+    dir: &Path,
+    tokenizer: Option<&TokenizerFiles>,
+) -> Result<()> {
+    use burn::tensor::FloatDType;
+    std::fs::create_dir_all(dir).map_err(|cause| ModelError::Io { path: dir.into(), cause })?;
+    let config = model.config().clone();
+    let bf16 = |name: String, t: Tensor<B, 2>| stored(name, t.cast(FloatDType::BF16));
+    let mut tensors: Vec<TensorSpec<'_>> = Vec::new();
+    for (id, tensor) in model.tensors() {
+        let name = format!("{}.weight", hf_name(&config, id));
+        match tensor {
+            ModelTensor::Matrix(TokenMatrix::Dense(p)) => tensors.push(bf16(name, p.val())?),
+            ModelTensor::Matrix(m) => {
+                return Err(ModelError::Request(format!(
+                    "{name} is {}: a master checkpoint needs dense matrices",
+                    m.format_name()
+                )))
+            }
+            ModelTensor::Norm(n) => tensors.push(stored(name, n.gamma.val().cast(FloatDType::BF16))?),
+            ModelTensor::Projection(p) => match p.latent_weight() {
+                // BitLinear keeps latent weights as burn's Linear does, [in, out].
+                Some(w) => tensors.push(bf16(name, w.val().transpose())?),
+                None => return Err(ModelError::Request(format!("{name} is packed: master weights are latent"))),
+            },
+        }
+    }
+    write_safetensors(&dir.join("model.safetensors"), tensors)?;
+    write_tokenizer_files(dir, tokenizer)?;
+    let mut json: serde_json::Value = serde_json::from_str(&config.to_json())
+        .map_err(|e| ModelError::Request(format!("the configuration's own JSON: {e}")))?;
+    json["torch_dtype"] = "bfloat16".into();
+    if config.family != Family::Qwen3 {
+        json["quantization_config"]["linear_class"] = "autobitlinear".into();
+        json["quantization_config"]["quantization_mode"] = "online".into();
+    }
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default() + "\n";
+    crate::io::write_atomically(&dir.join("config.json"), text.as_bytes())
 }

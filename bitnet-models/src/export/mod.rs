@@ -13,7 +13,7 @@ pub mod safetensors;
 
 pub use convert::{convert, ConvertFormat, ConvertReport};
 pub use gguf::{write_gguf_model, TernaryGgufType};
-pub use hf::{write_hf_checkpoint, TokenizerFiles};
+pub use hf::{write_hf_checkpoint, write_hf_master, TokenizerFiles};
 pub use random::random_model;
 
 use crate::error::{ModelError, Result};

@@ -104,6 +104,10 @@ pub struct TrainArgs {
     /// shape; tq2_0: llama.cpp, input widths a multiple of 256).
     #[arg(long, value_name = "TYPE", value_parser = ["i2s", "tq2_0"])]
     pub gguf: Option<String>,
+    /// Also export the latent master weights as `<out>/master/`: a bf16 Hugging Face checkpoint that
+    /// transformers' BitNetForCausalLM loads with online quantization, to continue the run in PyTorch tools.
+    #[arg(long)]
+    pub export_master: bool,
     /// Instead of training: time N optimizer steps of the ternary model and of the full-precision baseline
     /// (same configuration and batches) and print {"qat_ms_per_step", "fp_ms_per_step", "ratio", ...}.
     #[arg(long, value_name = "N")]
@@ -314,6 +318,11 @@ where
                 .ok();
             bitnet_train::export::export_gguf(&model, ty, vocab.as_ref(), &path)?;
             output::note(&format!("exported {}", path.display()));
+        }
+        if args.export_master {
+            let master = out_dir.join("master");
+            bitnet_train::export::export_hf_master(&model, Some(tokenizer_json), &master)?;
+            output::note(&format!("exported the bf16 master weights to {}", master.display()));
         }
         output::note(&format!(
             "exported the packed model to {} (score it: bitnet perplexity --model {} --file VALID_TEXT --context {})",
