@@ -23,6 +23,7 @@ pub mod export;
 mod metric;
 pub mod model;
 pub mod optim;
+pub mod plot;
 mod progress;
 pub mod schedule;
 mod step;

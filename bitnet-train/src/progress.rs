@@ -1,5 +1,6 @@
 //! A compact progress display for burn-train's Learner: one line on stderr, rewritten in place on a terminal
-//! (a line per checkpoint interval otherwise), with the step, the latest metrics and the validation progress.
+//! (a line per checkpoint interval otherwise), with the step, the latest metrics and the validation progress;
+//! and the run's curves (see [`crate::plot`]), rewritten as an SVG file after every validation.
 
 use burn::data::dataloader::Progress;
 use burn::train::metric::{MetricDefinition, MetricId};
@@ -20,6 +21,12 @@ pub struct StepProgress {
     last_draw: Option<Instant>,
     terminal: bool,
     validating: bool,
+    curves: crate::plot::TrainingCurves,
+    /// Numeric values of the current step, by metric name, charted when the step is known.
+    pending: Vec<(String, f64)>,
+    /// The validation loss of the running validation.
+    valid_loss: Option<f64>,
+    plot: Option<std::path::PathBuf>,
 }
 
 impl StepProgress {
@@ -34,12 +41,30 @@ impl StepProgress {
             last_draw: None,
             terminal: std::io::stderr().is_terminal(),
             validating: false,
+            curves: Default::default(),
+            pending: Vec::new(),
+            valid_loss: None,
+            plot: None,
+        }
+    }
+
+    /// The display, also writing the run's curves to `path` (an SVG file) after every validation.
+    pub fn with_plot(self, path: std::path::PathBuf) -> Self {
+        Self { plot: Some(path), ..self }
+    }
+
+    /// Writes the chart (atomically); a failure is reported, not fatal: the run matters more than its picture.
+    fn write_plot(&self) {
+        let (Some(path), Some(svg)) = (&self.plot, self.curves.to_svg()) else { return };
+        if let Err(e) = bitnet_models::io::write_atomically(path, svg.as_bytes()) {
+            eprintln!("note: could not write {}: {e}", path.display());
         }
     }
 
     fn record(&mut self, valid: bool, state: MetricState) {
-        let entry = match state {
-            MetricState::Generic(e) | MetricState::Numeric(e, _) => e,
+        let (entry, number) = match state {
+            MetricState::Generic(e) => (e, None),
+            MetricState::Numeric(e, n) => (e, Some(n)),
         };
         let name = self
             .names
@@ -54,6 +79,18 @@ impl StepProgress {
         // The learning rate is shown as of the latest step, not averaged.
         let latest = formatted.rsplit(" - batch ").next().unwrap_or(formatted);
         let running = if name.contains("Learning Rate") { latest } else { running };
+        match (valid, name.as_str(), number) {
+            (false, "Loss" | "Learning Rate", Some(n)) => {
+                let v = match n {
+                    burn::train::metric::NumericEntry::Value(v) => v,
+                    burn::train::metric::NumericEntry::Aggregated { aggregated_value, .. } => aggregated_value,
+                };
+                self.pending.retain(|(k, _)| *k != name);
+                self.pending.push((name.clone(), v));
+            }
+            (true, "Loss", _) => self.valid_loss = running.trim().parse().ok(),
+            _ => {}
+        }
         let value = format!("{name} {running}");
         match list.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
@@ -99,8 +136,17 @@ impl MetricsRendererTraining for StepProgress {
     }
 
     fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
+        let step = self.step_of(&item);
+        for (name, v) in std::mem::take(&mut self.pending) {
+            let series = if name == "Loss" { &mut self.curves.train_loss } else { &mut self.curves.learning_rate };
+            series.push((step, v));
+        }
         if self.validating {
             self.validating = false;
+            if let Some(loss) = self.valid_loss.take() {
+                self.curves.valid_loss.push((step.saturating_sub(1), loss));
+            }
+            self.write_plot();
             let metrics: Vec<String> = self.valid.iter().map(|(_, v)| v.clone()).collect();
             let line =
                 format!("validation after step {}: {}", self.step_of(&item).saturating_sub(1), metrics.join(" | "));
@@ -123,6 +169,11 @@ impl MetricsRendererTraining for StepProgress {
     }
 
     fn on_train_end(&mut self, summary: Option<burn::train::LearnerSummary>) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(loss) = self.valid_loss.take() {
+            let step = self.curves.train_loss.last().map_or(0, |p| p.0);
+            self.curves.valid_loss.push((step, loss));
+        }
+        self.write_plot();
         let metrics: Vec<String> = self.valid.iter().map(|(_, v)| v.clone()).collect();
         if !metrics.is_empty() {
             self.draw(format!("last validation: {}", metrics.join(" | ")), true);

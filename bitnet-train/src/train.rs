@@ -297,7 +297,10 @@ where
         .metric_train_numeric(TokensPerSecond::new())
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(AtomicFileRecorder::default())
-        .renderer(crate::progress::StepProgress::new(every, config.total_steps()))
+        .renderer(
+            crate::progress::StepProgress::new(every, config.total_steps())
+                .with_plot(artifact_dir.join("training.svg")),
+        )
         .num_epochs(epochs)
         .summary();
     if let Some(epoch) = start_epoch {

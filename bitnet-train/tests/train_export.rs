@@ -79,6 +79,12 @@ fn trains_exports_and_the_export_scores_like_training() {
     assert!(report.valid_loss < before - 0.3, "validation loss {before} -> {}", report.valid_loss);
     assert_eq!(report.valid_tokens, s.valid.scored_tokens());
     assert!(report.valid_tokens > 100 && s.valid.tail().is_some(), "the tail window is part of the check");
+    // The curves beside the summary: a training loss and a learning rate per step, a validation loss per
+    // checkpoint (2 of them), rewritten after each validation.
+    let svg = std::fs::read_to_string(dir.join("training.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
+    assert_eq!(svg.matches("<polyline").count(), 3, "train loss, validation loss, learning rate");
+    assert_eq!(svg.matches("<circle").count(), 2 * s.config.total_steps() + 2, "{svg}");
     // Every checkpoint record is complete and no temporary file is left behind.
     assert_eq!(bitnet_train::checkpoint::latest_complete_checkpoint(&dir), Some(2));
     for entry in std::fs::read_dir(dir.join("checkpoint")).unwrap() {
