@@ -64,3 +64,24 @@ fn every_family_starts_from_its_checkpoint() {
     other.model.num_hidden_layers += 1;
     assert!(starting_model::<Flex>(&other, &device).is_err());
 }
+
+/// At λ = 0 (the full-precision run) a model started from latent LLaMA-layout weights is transformers' plain
+/// LlamaForCausalLM on them: its validation loss equals the one `fixtures/make_fp_reference.py` recorded.
+#[test]
+fn a_full_precision_start_scores_as_the_float_reference() {
+    let device = Default::default();
+    let source = fixture("tiny-llama-bitnet-online");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source.join("fp-reference.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = reference["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let mut config = config(source, true);
+    config.context = reference["context"].as_u64().unwrap() as usize;
+    let start = starting_model::<Flex>(&config, &device).unwrap();
+    assert_eq!(start.lambda(), 0.0);
+    let windows = Arc::new(TokenWindows::new(tokens, config.context));
+    let (loss, scored) = evaluate(&start, &windows, 4, &device).unwrap();
+    let want = reference["fp_loss"].as_f64().unwrap();
+    eprintln!("full-precision start {loss:.6}, transformers {want:.6}");
+    assert_eq!(scored as u64, reference["scored"].as_u64().unwrap());
+    assert!((loss - want).abs() < 1e-4, "{loss} vs {want}");
+}
