@@ -22,6 +22,9 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 30.0;
 const GAP: f64 = 50.0;
 
+/// A series to draw: its points, its colour, its name.
+type Series<'a> = (&'a [(usize, f64)], &'a str, &'a str);
+
 /// `(min, max)` of the finite values, widened when they are equal.
 fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let (lo, hi) =
@@ -85,15 +88,7 @@ impl TrainingCurves {
     }
 
     /// One panel at `top`: frame, axis labels, and each series as a polyline (points for short series).
-    fn panel(
-        &self,
-        svg: &mut String,
-        top: f64,
-        title: &str,
-        x: (f64, f64),
-        y: (f64, f64),
-        series: &[(&Vec<(usize, f64)>, &str, &str)],
-    ) {
+    fn panel(&self, svg: &mut String, top: f64, title: &str, x: (f64, f64), y: (f64, f64), series: &[Series<'_>]) {
         let plot_w = WIDTH - LEFT - RIGHT;
         let px = |s: f64| LEFT + (s - x.0) / (x.1 - x.0) * plot_w;
         let py = |v: f64| top + PANEL - (v - y.0) / (y.1 - y.0) * PANEL;
