@@ -175,16 +175,33 @@ pub fn ternary_matmul_kernel<F: Float, I: Int>(
     }
     let row_a = row_sum::<i32>(acc_a, y, lane, use_plane);
     let row_b = row_sum::<i32>(acc_b, y, lane, use_plane);
-    // Lane 0 writes rows 0 and 2 of the tile, lane 16 rows 1 and 3.
-    if tile < tiles && lane % 16 == 0 {
+    write_tile_rows::<F>(out, act_scales, weight_scales, F::cast_from(row_a), F::cast_from(row_b), m, tile, lane);
+}
+
+/// Writes the two rows lane `lane` of tile `tile` summed (`row_a` for slot `lane / 16`, `row_b` for slot
+/// `2 + lane / 16`) as `row * (g_n / s_m)`: lane 0 writes rows 0 and 2 of the tile, lane 16 rows 1 and 3.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn write_tile_rows<F: Float>(
+    out: &mut Tensor<F>,
+    act_scales: &Tensor<F>,
+    weight_scales: &Tensor<F>,
+    row_a: F,
+    row_b: F,
+    m: usize,
+    tile: usize,
+    lane: usize,
+) {
+    let rows = out.shape(1);
+    if tile < (rows + 3) / 4 && lane % 16 == 0 {
         let inv_s = F::new(1.0) / act_scales[m];
         let n_a = tile * 4 + lane / 16;
         let n_b = n_a + 2;
         if n_a < rows {
-            out[m * rows + n_a] = F::cast_from(row_a) * (weight_scales[n_a] * inv_s);
+            out[m * rows + n_a] = row_a * (weight_scales[n_a] * inv_s);
         }
         if n_b < rows {
-            out[m * rows + n_b] = F::cast_from(row_b) * (weight_scales[n_b] * inv_s);
+            out[m * rows + n_b] = row_b * (weight_scales[n_b] * inv_s);
         }
     }
 }
@@ -242,17 +259,7 @@ pub fn ternary_matmul_grouped_kernel<F: Float, I: Int>(
     }
     let row_a = row_sum::<F>(acc_a, y, lane, use_plane);
     let row_b = row_sum::<F>(acc_b, y, lane, use_plane);
-    if tile < tiles && lane % 16 == 0 {
-        let inv_s = F::new(1.0) / act_scales[m];
-        let n_a = tile * 4 + lane / 16;
-        let n_b = n_a + 2;
-        if n_a < rows {
-            out[m * rows + n_a] = row_a * (weight_scales[n_a] * inv_s);
-        }
-        if n_b < rows {
-            out[m * rows + n_b] = row_b * (weight_scales[n_b] * inv_s);
-        }
-    }
+    write_tile_rows::<F>(out, act_scales, weight_scales, row_a, row_b, m, tile, lane);
 }
 
 /// `out[n, k] = (c[n,k] - 1) * g_n`, times the group scale `h[n, k / 64]` when `grouped`: one unit per weight.
