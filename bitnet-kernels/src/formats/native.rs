@@ -406,8 +406,17 @@ impl<'a> TernaryView<'a> {
 
     /// The dequantized weights `(c - 1) * g_n` (times the group scale, if any), row-major `[rows, cols]`.
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for r in 0..self.rows {
+        self.dequantize_rows(0..self.rows)
+    }
+
+    /// [`TernaryView::dequantize`] of the rows `rows` only, row-major `[rows.len(), cols]`.
+    ///
+    /// # Panics
+    /// If `rows` reaches past the matrix.
+    pub fn dequantize_rows(&self, rows: std::ops::Range<usize>) -> Vec<f32> {
+        assert!(rows.end <= self.rows, "rows {rows:?} of a {}-row matrix", self.rows);
+        let mut out = Vec::with_capacity(rows.len() * self.cols);
+        for r in rows {
             out.extend((0..self.cols).map(|k| (self.code(r, k) as f32 - 1.0) * self.weight_scale(r, k)));
         }
         out

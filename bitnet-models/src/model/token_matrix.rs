@@ -146,14 +146,7 @@ impl MatrixData {
                 }
                 out
             }
-            Self::Ternary(m) => {
-                let view = m.view();
-                let mut out = Vec::with_capacity(count * cols);
-                for r in first..first + count {
-                    out.extend((0..cols).map(|k| (view.code(r, k) as f32 - 1.0) * view.weight_scale(r, k)));
-                }
-                out
-            }
+            Self::Ternary(m) => m.view().dequantize_rows(first..first + count),
         }
     }
 
@@ -414,9 +407,11 @@ impl<B: BitNetBackend> TokenMatrix<B> {
                 codes * q.scales.val().select(0, ids).unsqueeze_dim(1)
             }
             Self::Q6K(q) => q6k_rows(&q.blocks.val(), ids, q.cols),
+            // A malformed record panics with its cause, as `BitLinear::forward` does.
             Self::Ternary(l) => match l.packed_weight() {
                 Some(Ok(w)) => ternary_rows(&w, ids),
-                _ => unreachable!("a ternary token matrix is built packed"),
+                Some(Err(e)) => panic!("TokenMatrix::rows: {e}"),
+                None => unreachable!("a ternary token matrix is built packed"),
             },
         }
     }

@@ -125,10 +125,11 @@ pub fn tokenize_file(tokenizer: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
 }
 
 impl TrainArgs {
-    /// The architecture: the --init-from checkpoint's, or --arch / --config with the tokenizer's vocabulary.
-    fn model_config(&self, vocab_size: usize) -> Result<BitNetConfig> {
-        if let Some(source) = &self.init_from {
-            let config = init_checkpoint(source)?.config()?;
+    /// The architecture: the --init-from checkpoint's (`init`, opened once by `run`), or --arch / --config with
+    /// the tokenizer's vocabulary.
+    fn model_config(&self, vocab_size: usize, init: Option<&Checkpoint>) -> Result<BitNetConfig> {
+        if let Some(checkpoint) = init {
+            let config = checkpoint.config()?;
             if vocab_size > config.vocab_size {
                 return Err(UsageError(format!(
                     "the tokenizer has {vocab_size} tokens, more than the --init-from model's {}",
@@ -193,19 +194,20 @@ fn init_checkpoint(source: &Path) -> Result<Checkpoint> {
 /// Runs the command.
 pub fn run(args: TrainArgs) -> Result<()> {
     args.device.check_built()?;
-    let (tokenizer_bytes, tokenizer_name) = match (&args.tokenizer, &args.init_from) {
+    let init = args.init_from.as_deref().map(init_checkpoint).transpose()?;
+    let (tokenizer_bytes, tokenizer_name) = match (&args.tokenizer, &init) {
         (Some(path), _) => (bitnet_models::io::read_regular_file(path)?, path.display().to_string()),
-        (None, Some(source)) => {
-            let files = init_checkpoint(source)?.tokenizer_files()?.ok_or_else(|| {
-                UsageError(format!("--init-from {} has no tokenizer: pass --tokenizer", source.display()))
+        (None, Some(checkpoint)) => {
+            let files = checkpoint.tokenizer_files()?.ok_or_else(|| {
+                UsageError(format!("--init-from {} has no tokenizer: pass --tokenizer", checkpoint.path().display()))
             })?;
-            (files.tokenizer_json, format!("the tokenizer of {}", source.display()))
+            (files.tokenizer_json, format!("the tokenizer of {}", checkpoint.path().display()))
         }
         (None, None) => return Err(UsageError("--tokenizer is required".into()).into()),
     };
     let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
         .map_err(|e| anyhow::anyhow!("{tokenizer_name}: invalid tokenizer: {e}"))?;
-    let model = args.model_config(tokenizer.vocab_size())?;
+    let model = args.model_config(tokenizer.vocab_size(), init.as_ref())?;
     let config = args.train_config(model)?;
     output::note(&format!("tokenizing {} ...", args.train.display()));
     let mut train_tokens = tokenize_file(&tokenizer, &args.train)?;
