@@ -58,7 +58,7 @@ const SEAL_MAGIC: &[u8; 4] = b"BNCK";
 const SEAL_BYTES: usize = 20;
 
 /// A checksum of `bytes`: FNV-1a over 8-byte words (fast enough for multi-GB records), then the tail bytes.
-fn checksum(bytes: &[u8]) -> u64 {
+pub(crate) fn checksum(bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let words = bytes.chunks_exact(8);

@@ -11,6 +11,7 @@
 //!   own. Scoring every target once makes the token-weighted mean loss the same number `bitnet perplexity
 //!   --context C` computes on the same text.
 
+use crate::ddp::Shard;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -71,6 +72,13 @@ impl TokenWindows {
         &self.tokens[i * self.context..(i + 1) * self.context]
     }
 
+    /// A checksum of the token stream and the window length.
+    pub fn digest(&self) -> u64 {
+        let mut bytes: Vec<u8> = (self.context as u64).to_le_bytes().to_vec();
+        bytes.extend(self.tokens.iter().flat_map(|t| t.to_le_bytes()));
+        crate::checkpoint::checksum(&bytes)
+    }
+
     /// Tokens scored by the validation definition: every token but the first of each window.
     pub fn scored_tokens(&self) -> usize {
         self.full_windows() * (self.context - 1) + self.tail().map_or(0, |t| t.len() - 1)
@@ -121,6 +129,8 @@ pub struct TrainLoader<B: Backend> {
     seed: u64,
     /// Epochs started so far (shared with copies made by `to_device`).
     epoch: Arc<AtomicUsize>,
+    /// This process's share of each combined batch (data-parallel runs).
+    shard: Shard,
     device: B::Device,
 }
 
@@ -135,16 +145,26 @@ impl<B: Backend> TrainLoader<B> {
         device: B::Device,
     ) -> Self {
         assert!(data.full_windows() > 0 && batch_size > 0 && steps_per_epoch > 0);
-        Self { data, batch_size, steps_per_epoch, seed, epoch: Arc::new(AtomicUsize::new(first_epoch)), device }
+        let epoch = Arc::new(AtomicUsize::new(first_epoch));
+        Self { data, batch_size, steps_per_epoch, seed, epoch, shard: Shard::WHOLE, device }
     }
 
-    /// The window indices of global step `step`.
+    /// The loader of one rank of a data-parallel run: its `batch_size` windows are its share of the combined
+    /// batch of `shard.count · batch_size` windows that a single-process loader with that batch size draws.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        assert!(shard.index < shard.count);
+        self.shard = shard;
+        self
+    }
+
+    /// The window indices of global step `step` (this shard's part of the combined batch).
     pub fn step_windows(&self, step: usize) -> Vec<usize> {
         let n = self.data.full_windows();
+        let combined = self.batch_size * self.shard.count;
         let mut out = Vec::with_capacity(self.batch_size);
         let mut cached: Option<(u64, Vec<usize>)> = None;
         for b in 0..self.batch_size {
-            let g = step * self.batch_size + b;
+            let g = step * combined + self.shard.index * self.batch_size + b;
             let pass = (g / n) as u64;
             if cached.as_ref().is_none_or(|(p, _)| *p != pass) {
                 cached = Some((pass, permutation(n, self.seed, pass)));
@@ -199,6 +219,7 @@ impl<B: Backend> DataLoader<B, LmBatch<B>> for TrainLoader<B> {
             steps_per_epoch: self.steps_per_epoch,
             seed: self.seed,
             epoch: self.epoch.clone(),
+            shard: self.shard,
             device: device.clone(),
         })
     }
@@ -303,5 +324,21 @@ mod tests {
         assert_eq!(w.scored_tokens(), 4 * 4 + 2);
         let w = TokenWindows::new((0..21).collect(), 5);
         assert_eq!(w.tail(), None, "a 1-token tail scores nothing");
+    }
+
+    #[test]
+    fn shards_of_a_step_are_the_combined_batch_in_rank_order() {
+        type B = burn::backend::Flex;
+        let data = Arc::new(TokenWindows::new((0..400).collect(), 4));
+        let loader =
+            |batch, shard| TrainLoader::<B>::new(data.clone(), batch, 3, 7, 0, Default::default()).with_shard(shard);
+        let whole = loader(6, Shard::WHOLE);
+        let ranks: Vec<_> = (0..3).map(|index| loader(2, Shard { index, count: 3 })).collect();
+        // Across passes over the 100 windows too (step 20 starts pass 1).
+        for step in [0, 1, 5, 16, 17, 40] {
+            let joined: Vec<usize> = ranks.iter().flat_map(|r| r.step_windows(step)).collect();
+            assert_eq!(joined, whole.step_windows(step), "step {step}");
+        }
+        assert_ne!(ranks[0].step_windows(0), ranks[1].step_windows(0));
     }
 }

@@ -11,6 +11,7 @@
 //!   lower cooldown without weight decay), gradient clipping;
 //! * [`checkpoint`]: checkpoints every N steps, written atomically, and resume;
 //! * [`export`]: `pack()` plus the HF or GGUF writer of the model crate;
+//! * [`ddp`]: data-parallel training across processes and machines (gradients averaged over a TCP star);
 //! * [`tokenizer::train_bpe`]: a byte-level BPE for users without a tokenizer.
 
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod ddp;
 pub mod error;
 pub mod export;
 mod metric;

@@ -30,7 +30,9 @@ where
         let item = self.forward_batch(batch);
         let grads = item.loss.clone().mean().backward();
         self.count_step();
-        TrainOutput::new(self, grads, item)
+        let mut output = TrainOutput::new(self, grads, item);
+        crate::ddp::all_reduce_gradients::<B, _>(self, &mut output.grads);
+        output
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::checkpoint::{latest_complete_checkpoint, prune_checkpoints, AtomicFileRecorder};
 use crate::data::{TokenWindows, TrainLoader, ValidLoader};
+use crate::ddp::{DataParallel, Shard};
 use crate::error::{Result, TrainError};
 use crate::metric::TokensPerSecond;
 use crate::model::LanguageModel;
@@ -63,6 +64,8 @@ pub struct TrainConfig {
     /// bf16 weights as they are, packed ternary weights as latent weights that quantize back to them. Its
     /// architecture must be `model`'s. A resumed run continues from its checkpoints instead.
     pub init_from: Option<std::path::PathBuf>,
+    /// This process's place in a data-parallel run ([`crate::ddp`]); `batch_size` is then per process.
+    pub data_parallel: Option<DataParallel>,
 }
 
 impl TrainConfig {
@@ -117,6 +120,9 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.stage_one_fraction) {
             return bad(format!("--stage-one-fraction must be in [0, 1], got {}", self.stage_one_fraction));
+        }
+        if let Some(run) = &self.data_parallel {
+            run.check()?;
         }
         Ok(())
     }
@@ -277,6 +283,7 @@ where
         }
     };
     model.set_steps(done_steps);
+    let train_data_digest = if config.data_parallel.is_some() { train_data.digest() } else { 0 };
     let train_loader = TrainLoader::<B>::new(
         train_data,
         config.batch_size,
@@ -284,7 +291,8 @@ where
         config.seed,
         start_epoch.unwrap_or(0),
         device.clone(),
-    );
+    )
+    .with_shard(config.data_parallel.as_ref().map_or(Shard::WHOLE, DataParallel::shard));
     let valid_loader = ValidLoader::<B::InnerBackend>::new(valid_data.clone(), config.batch_size, device.clone());
     let stage_one_steps = config.schedule().stage_one_steps;
     let optimizer =
@@ -306,6 +314,11 @@ where
     if let Some(epoch) = start_epoch {
         eprintln!("resuming from checkpoint {epoch} (step {done_steps} of {})", config.total_steps());
         training = training.checkpoint(epoch);
+    }
+    if let Some(run) = &config.data_parallel {
+        eprintln!("data-parallel rank {} of {}: waiting for every rank at {}", run.rank, run.nodes, run.coordinator);
+        crate::ddp::join(run, run_fingerprint(config, &train_data_digest, start_epoch, &model))?;
+        eprintln!("data-parallel run: all {} ranks joined", run.nodes);
     }
     let started = Instant::now();
     let result = training.launch(Learner::new(model, optimizer, config.schedule()));
@@ -343,6 +356,21 @@ where
         initial_valid_loss,
     };
     Ok((trained, report))
+}
+
+/// What the ranks of a data-parallel run must share, as one number: the options (but the rank, and the path of
+/// `--init-from`, which may differ between machines), the training text, the checkpoint resumed from, and the
+/// starting weights.
+fn run_fingerprint<B: BitNetBackend>(
+    config: &TrainConfig,
+    train_data_digest: &u64,
+    start_epoch: Option<usize>,
+    model: &LanguageModel<B>,
+) -> u64 {
+    let shared = TrainConfig { data_parallel: None, init_from: None, ..config.clone() };
+    let nodes = config.data_parallel.as_ref().map_or(1, |run| run.nodes);
+    let text = format!("{shared:?} nodes={nodes} data={train_data_digest} epoch={start_epoch:?}");
+    crate::checkpoint::checksum(text.as_bytes()) ^ crate::ddp::weights_digest(model).rotate_left(1)
 }
 
 /// The model a fresh run of `config` starts from: the [`TrainConfig::init_from`] checkpoint loaded latent, or

@@ -36,6 +36,7 @@ fn config(source: PathBuf, full_precision: bool) -> TrainConfig {
         lambda_warmup_steps: 0,
         seed: 1,
         init_from: Some(source),
+        data_parallel: None,
     }
 }
 

@@ -58,6 +58,7 @@ fn setup(context: usize) -> Setup {
         lambda_warmup_steps: 0,
         seed: 7,
         init_from: None,
+        data_parallel: None,
     };
     Setup {
         tokenizer_json,

@@ -44,6 +44,7 @@ fn trains_on_wgpu_and_exports() {
         lambda_warmup_steps: 0,
         seed: 1,
         init_from: None,
+        data_parallel: None,
     };
     let train_data = Arc::new(TokenWindows::new(train_tokens, 17));
     let valid = Arc::new(TokenWindows::new(valid_tokens.clone(), 17));

@@ -261,17 +261,15 @@ fn bad_training_input_is_a_one_line_error() {
         (("--weight-decay", "NaN"), 2, "--weight-decay"),
         (("--grad-clip", "NaN"), 2, "--grad-clip"),
         (("--grad-clip", "inf"), 2, "--grad-clip"),
+        (("--nodes", "2"), 2, "--coordinator HOST:PORT"),
+        (("--rank", "1"), 2, "need --nodes 2 or more"),
+        (("--coordinator", "127.0.0.1:9"), 2, "need --nodes 2 or more"),
     ];
     if !cfg!(feature = "cuda") {
         cases.push((("--device", "cuda"), 2, "--features cuda"));
     }
     for ((flag, value), code, needle) in cases {
-        let mut a = train_args(&tok, &train, &valid, o);
-        // Replace the flag's value if the base arguments set it, else append it.
-        match a.iter().position(|x| *x == flag) {
-            Some(i) => a[i + 1] = value,
-            None => a.extend([flag, value]),
-        }
+        let a = args_with(train_args(&tok, &train, &valid, o), &[(flag, value)]);
         let out = run(&a);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{a:?}: {stderr}");
@@ -415,4 +413,122 @@ fn init_from_fine_tunes_the_default_model_on_other_text() {
         run(&["train", "--init-from", "default", "--arch", "tiny", "--train", &s(&train), "--out", &s(&out)]);
     assert_eq!(conflict.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A TCP port free on loopback right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `base` with each flag's value replaced where `base` sets it, else the flag appended.
+fn args_with<'a>(base: Vec<&'a str>, set: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+    let mut args = base;
+    for (flag, value) in set {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => args[i + 1] = value,
+            None => args.extend([*flag, *value]),
+        }
+    }
+    args
+}
+
+fn owned(args: Vec<&str>) -> Vec<String> {
+    args.into_iter().map(String::from).collect()
+}
+
+/// Starts the ranks of a data-parallel run (rank r gets `per_rank[r]` extra flags), waits for all of them.
+fn run_ranks(per_rank: Vec<Vec<String>>) -> Vec<Output> {
+    let children: Vec<_> = per_rank
+        .into_iter()
+        .map(|args| bitnet().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+}
+
+#[test]
+fn two_process_data_parallel_run_equals_one_process_with_the_combined_batch() {
+    let dir = tmp("ddp");
+    let (tok, train, valid) = prepare(&dir);
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    let (single, single_half) = (s(dir.join("single")), s(dir.join("single-half")));
+    fn twelve_steps<'a>(tok: &'a str, train: &'a str, valid: &'a str, out: &'a str) -> Vec<&'a str> {
+        args_with(train_args(tok, train, valid, out), &[("--steps", "12")])
+    }
+    // One process, the combined batch of 4 windows; and one process with a rank's batch of 2 (a different run).
+    let combined = summary(&run(&twelve_steps(&tok, &train, &valid, &single)))["valid_loss"].as_f64().unwrap();
+    let half = summary(&run(&args_with(twelve_steps(&tok, &train, &valid, &single_half), &[("--batch-size", "2")])))
+        ["valid_loss"]
+        .as_f64()
+        .unwrap();
+
+    let port = free_port().to_string();
+    let coordinator = format!("127.0.0.1:{port}");
+    let outs: Vec<String> = (0..2).map(|r| s(dir.join(format!("rank{r}")))).collect();
+    let ranks: Vec<Vec<String>> = (0..2)
+        .map(|r| {
+            let rank = r.to_string();
+            let set = [("--batch-size", "2"), ("--nodes", "2"), ("--rank", &rank), ("--coordinator", &coordinator)];
+            owned(args_with(twelve_steps(&tok, &train, &valid, &outs[r]), &set))
+        })
+        .collect();
+    let results = run_ranks(ranks);
+    let losses: Vec<f64> = results.iter().map(|o| summary(o)["valid_loss"].as_f64().unwrap()).collect();
+    // The ranks hold one model: the same bits, the same loss.
+    assert_eq!(losses[0], losses[1]);
+    // It is the combined-batch run, up to the rounding of the gradient sums (measured: 2e-5 .. 5e-5).
+    assert!((losses[0] - combined).abs() < 1e-3, "data-parallel {} vs one process {combined}", losses[0]);
+    assert!((half - combined).abs() > 1e-2, "the test separates the runs: batch 2 gives {half}, batch 4 {combined}");
+    // Rank 0 exports; rank 1 says so and does not.
+    assert!(Path::new(&outs[0]).join("model").join("model.safetensors").exists());
+    assert!(!Path::new(&outs[1]).join("model").exists());
+    assert!(String::from_utf8_lossy(&results[1].stderr).contains("rank 0 exports"));
+
+    // A rank of another run (another seed: other starting weights and batches) is refused, and both ranks fail.
+    let port = free_port().to_string();
+    let coordinator = format!("127.0.0.1:{port}");
+    let ranks: Vec<Vec<String>> = (0..2)
+        .map(|r| {
+            let (rank, out) = (r.to_string(), s(dir.join(format!("refused{r}"))));
+            let seed = if r == 0 { "3" } else { "4" };
+            let set = [("--seed", seed), ("--nodes", "2"), ("--rank", &rank), ("--coordinator", &coordinator)];
+            owned(args_with(twelve_steps(&tok, &train, &valid, &out), &set))
+        })
+        .collect();
+    let results = run_ranks(ranks);
+    for (r, result) in results.iter().enumerate() {
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(1), "rank {r}: {stderr}");
+        assert!(stderr.contains("another training run"), "rank {r}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_data_parallel_run_whose_peer_dies_fails() {
+    let dir = tmp("ddp-dies");
+    let (tok, train, valid) = prepare(&dir);
+    let coordinator = format!("127.0.0.1:{}", free_port());
+    let out: Vec<String> = (0..2).map(|r| dir.join(format!("rank{r}")).to_str().unwrap().to_string()).collect();
+    let rank = |r: usize| {
+        let rank = r.to_string();
+        let set = [("--steps", "100000"), ("--checkpoint-every", "50000"), ("--batch-size", "2")];
+        let mut args = args_with(train_args(&tok, &train, &valid, &out[r]), &set);
+        args.extend(["--nodes", "2", "--rank", &rank, "--coordinator", &coordinator]);
+        bitnet().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let zero = rank(0);
+    let mut one = rank(1);
+    // Let the ranks join and train a while, then kill rank 1.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(one.try_wait().unwrap().is_none(), "rank 1 is still training");
+    one.kill().unwrap();
+    one.wait().unwrap();
+    let started = Instant::now();
+    let result = zero.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    assert!(stderr.contains("all 2 ranks joined") && stderr.contains("rank 1: the connection closed"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(!Path::new(&out[0]).join("model").exists(), "nothing is exported");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -18,6 +18,7 @@ use bitnet_models::tokenizer::Tokenizer;
 use bitnet_models::zoo::{arch_config_json, ARCHS};
 use bitnet_models::{BitNetConfig, Checkpoint, ModelSpec};
 use bitnet_train::data::TokenWindows;
+use bitnet_train::ddp::DataParallel;
 use bitnet_train::export::export_hf_packed;
 use bitnet_train::{train, TrainConfig};
 use burn::tensor::backend::AutodiffBackend;
@@ -116,6 +117,19 @@ pub struct TrainArgs {
     /// or `--features cuda`).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// Data-parallel training: the number of processes (machines or devices) in the run. Start one `bitnet
+    /// train` per rank with the same options and text but --rank (and --out on a shared disk); each trains on its
+    /// --batch-size windows of every combined batch of N x --batch-size windows, and the ranks average their
+    /// gradients each step, so the run equals a single-process run with the combined batch. Rank 0 exports.
+    #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Data-parallel training")]
+    pub nodes: u32,
+    /// This process's rank, 0 to N-1; rank 0 coordinates.
+    #[arg(long, default_value_t = 0, value_name = "R", help_heading = "Data-parallel training")]
+    pub rank: u32,
+    /// HOST:PORT of rank 0, the same for every rank (rank 0 listens on PORT on every interface; the others
+    /// connect to it, retrying for up to 10 minutes while it starts).
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Data-parallel training")]
+    pub coordinator: Option<String>,
 }
 
 /// Reads and tokenizes a text file.
@@ -159,6 +173,26 @@ impl TrainArgs {
         self.gguf.as_deref().map(|kind| if kind == "tq2_0" { TernaryGgufType::Tq2_0 } else { TernaryGgufType::I2s })
     }
 
+    /// The data-parallel settings (None for a single-process run).
+    fn data_parallel(&self) -> Result<Option<DataParallel>> {
+        if self.nodes <= 1 {
+            if self.rank != 0 || self.coordinator.is_some() {
+                return Err(UsageError("--rank and --coordinator need --nodes 2 or more".into()).into());
+            }
+            return Ok(None);
+        }
+        if self.bench.is_some() {
+            return Err(UsageError("--bench times one process: drop --nodes".into()).into());
+        }
+        let coordinator = self
+            .coordinator
+            .clone()
+            .ok_or_else(|| UsageError("--nodes needs --coordinator HOST:PORT (rank 0's address)".into()))?;
+        let run = DataParallel { nodes: self.nodes, rank: self.rank, coordinator };
+        run.check().map_err(|e| UsageError(e.to_string()))?;
+        Ok(Some(run))
+    }
+
     fn train_config(&self, model: BitNetConfig) -> Result<TrainConfig> {
         let config = TrainConfig {
             model,
@@ -176,6 +210,7 @@ impl TrainArgs {
             lambda_warmup_steps: self.lambda_warmup_steps,
             seed: self.seed,
             init_from: self.init_from.clone(),
+            data_parallel: self.data_parallel()?,
         };
         config.check().map_err(|e| UsageError(e.to_string()))?;
         if let Some(ty) = self.gguf_type() {
@@ -309,7 +344,11 @@ where
     });
     let summary_path = out_dir.join("train-summary.json");
     bitnet_models::io::write_atomically(&summary_path, format!("{summary:#}\n").as_bytes())?;
-    if !config.full_precision {
+    let exports = config.data_parallel.as_ref().is_none_or(|run| run.rank == 0);
+    if !exports {
+        output::note("data-parallel rank > 0: rank 0 exports the model (this rank's copy is the same)");
+    }
+    if !config.full_precision && exports {
         let dir = out_dir.join("model");
         export_hf_packed(&model, Some(tokenizer_json), &dir)?;
         if let Some(ty) = args.gguf_type() {
