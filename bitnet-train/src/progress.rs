@@ -1,6 +1,7 @@
 //! A compact progress display for burn-train's Learner: one line on stderr, rewritten in place on a terminal
 //! (a line per checkpoint interval otherwise), with the step, the latest metrics and the validation progress;
-//! and the run's curves (see [`crate::plot`]), rewritten as an SVG file after every validation.
+//! and the run's curves (see [`crate::plot`]), rewritten as an SVG file after every validation. With a
+//! dashboard (burn-train's terminal UI) the line gives way to it: every event goes to the dashboard too.
 
 use burn::data::dataloader::Progress;
 use burn::train::metric::{MetricDefinition, MetricId};
@@ -27,6 +28,8 @@ pub struct StepProgress {
     /// The validation loss of the running validation.
     valid_loss: Option<f64>,
     plot: Option<std::path::PathBuf>,
+    /// burn-train's terminal dashboard, shown instead of the line.
+    dashboard: Option<Box<dyn MetricsRenderer>>,
 }
 
 impl StepProgress {
@@ -45,7 +48,13 @@ impl StepProgress {
             pending: Vec::new(),
             valid_loss: None,
             plot: None,
+            dashboard: None,
         }
+    }
+
+    /// The display, with burn-train's terminal dashboard in place of the line.
+    pub fn with_dashboard(self, dashboard: Box<dyn MetricsRenderer>) -> Self {
+        Self { dashboard: Some(dashboard), ..self }
     }
 
     /// The display, also writing the run's curves to `path` (an SVG file) after every validation.
@@ -99,6 +108,9 @@ impl StepProgress {
     }
 
     fn draw(&mut self, line: String, force: bool) {
+        if self.dashboard.is_some() {
+            return;
+        }
         let due = self.last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
         if !(force || (self.terminal && due)) {
             return;
@@ -128,14 +140,23 @@ fn percent(p: &Option<Progress>) -> String {
 
 impl MetricsRendererTraining for StepProgress {
     fn update_train(&mut self, state: MetricState) {
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.update_train(copy_state(&state));
+        }
         self.record(false, state);
     }
 
     fn update_valid(&mut self, state: MetricState) {
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.update_valid(copy_state(&state));
+        }
         self.record(true, state);
     }
 
-    fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
+    fn render_train(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.render_train(copy_progress(&item), indicators);
+        }
         let step = self.step_of(&item);
         for (name, v) in std::mem::take(&mut self.pending) {
             let series = if name == "Loss" { &mut self.curves.train_loss } else { &mut self.curves.learning_rate };
@@ -162,13 +183,20 @@ impl MetricsRendererTraining for StepProgress {
         self.draw(line, end_of_interval);
     }
 
-    fn render_valid(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
+    fn render_valid(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.render_valid(copy_progress(&item), indicators);
+        }
         self.validating = true;
         let line = format!("validating {}", percent(&item.progress));
         self.draw(line, false);
     }
 
     fn on_train_end(&mut self, summary: Option<burn::train::LearnerSummary>) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(mut dashboard) = self.dashboard.take() {
+            // Closes the dashboard and gives the terminal back; the line display takes over for the summary.
+            dashboard.on_train_end(None)?;
+        }
         if let Some(loss) = self.valid_loss.take() {
             let step = self.curves.train_loss.last().map_or(0, |p| p.0);
             self.curves.valid_loss.push((step, loss));
@@ -197,9 +225,32 @@ impl MetricsRendererEvaluation for StepProgress {
 }
 
 impl MetricsRenderer for StepProgress {
-    fn manual_close(&mut self) {}
+    fn manual_close(&mut self) {
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.manual_close();
+        }
+    }
 
     fn register_metric(&mut self, definition: MetricDefinition) {
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.register_metric(definition.clone());
+        }
         self.names.push((definition.metric_id, definition.name));
+    }
+}
+
+/// A copy of a metric state (burn-train's type is not `Clone`; its parts are).
+fn copy_state(state: &MetricState) -> MetricState {
+    match state {
+        MetricState::Generic(entry) => MetricState::Generic(entry.clone()),
+        MetricState::Numeric(entry, number) => MetricState::Numeric(entry.clone(), number.clone()),
+    }
+}
+
+fn copy_progress(item: &TrainingProgress) -> TrainingProgress {
+    TrainingProgress {
+        progress: item.progress.clone(),
+        global_progress: item.global_progress.clone(),
+        iteration: item.iteration,
     }
 }

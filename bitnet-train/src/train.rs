@@ -66,6 +66,8 @@ pub struct TrainConfig {
     pub init_from: Option<std::path::PathBuf>,
     /// This process's place in a data-parallel run ([`crate::ddp`]); `batch_size` is then per process.
     pub data_parallel: Option<DataParallel>,
+    /// Show burn-train's terminal dashboard instead of the one-line progress (when stdout is a terminal).
+    pub dashboard: bool,
 }
 
 impl TrainConfig {
@@ -305,12 +307,15 @@ where
         .metric_train_numeric(TokensPerSecond::new())
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(AtomicFileRecorder::default())
-        .renderer(
-            crate::progress::StepProgress::new(every, config.total_steps())
-                .with_plot(artifact_dir.join("training.svg")),
-        )
         .num_epochs(epochs)
         .summary();
+    let mut progress =
+        crate::progress::StepProgress::new(every, config.total_steps()).with_plot(artifact_dir.join("training.svg"));
+    if config.dashboard && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        let dashboard = burn::train::renderer::tui::TuiMetricsRendererWrapper::new(training.interrupter(), start_epoch);
+        progress = progress.with_dashboard(Box::new(dashboard));
+    }
+    training = training.renderer(progress);
     if let Some(epoch) = start_epoch {
         eprintln!("resuming from checkpoint {epoch} (step {done_steps} of {})", config.total_steps());
         training = training.checkpoint(epoch);
@@ -367,7 +372,7 @@ fn run_fingerprint<B: BitNetBackend>(
     start_epoch: Option<usize>,
     model: &LanguageModel<B>,
 ) -> u64 {
-    let shared = TrainConfig { data_parallel: None, init_from: None, ..config.clone() };
+    let shared = TrainConfig { data_parallel: None, init_from: None, dashboard: false, ..config.clone() };
     let nodes = config.data_parallel.as_ref().map_or(1, |run| run.nodes);
     let text = format!("{shared:?} nodes={nodes} data={train_data_digest} epoch={start_epoch:?}");
     crate::checkpoint::checksum(text.as_bytes()) ^ crate::ddp::weights_digest(model).rotate_left(1)

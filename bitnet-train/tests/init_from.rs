@@ -37,6 +37,7 @@ fn config(source: PathBuf, full_precision: bool) -> TrainConfig {
         seed: 1,
         init_from: Some(source),
         data_parallel: None,
+        dashboard: false,
     }
 }
 

@@ -59,6 +59,7 @@ fn setup(context: usize) -> Setup {
         seed: 7,
         init_from: None,
         data_parallel: None,
+        dashboard: false,
     };
     Setup {
         tokenizer_json,

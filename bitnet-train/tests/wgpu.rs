@@ -45,6 +45,7 @@ fn trains_on_wgpu_and_exports() {
         seed: 1,
         init_from: None,
         data_parallel: None,
+        dashboard: false,
     };
     let train_data = Arc::new(TokenWindows::new(train_tokens, 17));
     let valid = Arc::new(TokenWindows::new(valid_tokens.clone(), 17));

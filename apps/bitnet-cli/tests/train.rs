@@ -468,7 +468,12 @@ fn two_process_data_parallel_run_equals_one_process_with_the_combined_batch() {
         .map(|r| {
             let rank = r.to_string();
             let set = [("--batch-size", "2"), ("--nodes", "2"), ("--rank", &rank), ("--coordinator", &coordinator)];
-            owned(args_with(twelve_steps(&tok, &train, &valid, &outs[r]), &set))
+            let mut args = owned(args_with(twelve_steps(&tok, &train, &valid, &outs[r]), &set));
+            if r == 1 {
+                // A display option is not part of the run (and without a terminal the dashboard stays off).
+                args.push("--dashboard".into());
+            }
+            args
         })
         .collect();
     let results = run_ranks(ranks);
@@ -530,5 +535,34 @@ fn a_data_parallel_run_whose_peer_dies_fails() {
     assert!(stderr.contains("all 2 ranks joined") && stderr.contains("rank 1: the connection closed"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(!Path::new(&out[0]).join("model").exists(), "nothing is exported");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_dashboard_runs_on_a_terminal() {
+    // util-linux `script` gives the run a pseudo-terminal on stdout.
+    let dir = tmp("dashboard");
+    let (tok, train, valid) = prepare(&dir);
+    let out = dir.join("run");
+    let log = dir.join("terminal.log");
+    let set = [("--steps", "40"), ("--checkpoint-every", "20"), ("--batch-size", "2")];
+    let args = args_with(train_args(&tok, &train, &valid, out.to_str().unwrap()), &set);
+    let command = format!("stty cols 160 rows 45; '{}' {} --dashboard", env!("CARGO_BIN_EXE_bitnet"), args.join(" "));
+    let status = Command::new("script")
+        .args(["-qfec", &command, log.to_str().unwrap()])
+        .env("BITNET_THREADS", "2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("util-linux `script`");
+    assert!(status.success());
+    let screen = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).to_string();
+    // burn-train's dashboard took the alternate screen, drew its panels, and gave the terminal back.
+    assert!(screen.contains("\x1b[?1049h") && screen.contains("\x1b[?1049l"), "no dashboard: {screen}");
+    for panel in ["Loss", "Perplexity", "Learning Rate", "Iteration"] {
+        assert!(screen.contains(panel), "{panel} missing");
+    }
+    assert!(out.join("model").join("model.safetensors").exists() && out.join("training.svg").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

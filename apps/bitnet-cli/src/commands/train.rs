@@ -117,6 +117,10 @@ pub struct TrainArgs {
     /// or `--features cuda`).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// Show burn-train's terminal dashboard (metric charts and progress; `q` stops the run) instead of the
+    /// one-line progress, when stdout is a terminal.
+    #[arg(long)]
+    pub dashboard: bool,
     /// Data-parallel training: the number of processes (machines or devices) in the run. Start one `bitnet
     /// train` per rank with the same options and text but --rank (and --out on a shared disk); each trains on its
     /// --batch-size windows of every combined batch of N x --batch-size windows, and the ranks average their
@@ -211,6 +215,7 @@ impl TrainArgs {
             seed: self.seed,
             init_from: self.init_from.clone(),
             data_parallel: self.data_parallel()?,
+            dashboard: self.dashboard,
         };
         config.check().map_err(|e| UsageError(e.to_string()))?;
         if let Some(ty) = self.gguf_type() {
