@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training speed side by side with PyTorch on this machine: `bitnet train --bench` and the same model, batch
 # shape and optimizer as an eager PyTorch loop (scripts/bench_train_torch.py), QAT and full precision, one run
-# after the other. Not part of CI (it installs torch).
+# after the other; ours both as one process and as `--processes <threads>` (local data-parallel ranks of one
+# thread each, the same combined batch). Not part of CI (it installs torch).
 #
 #   scripts/bench-train.sh [--arch small] [--context 129] [--batch-size 16] [--steps 10] [--threads 2]
 #
@@ -51,19 +52,24 @@ config["vocab_size"] = tok.get_vocab_size()
 json.dump(config, open(f"{work}/config.json", "w"))
 json.dump(tok.encode(open(f"{work}/train.txt").read()).ids, open(f"{work}/tokens.json", "w"))
 PY
-echo "== bitnet ($bitnet, $threads threads)" >&2
+echo "== bitnet ($bitnet, one process, $threads threads)" >&2
 ours=$(BITNET_THREADS=$threads "$bitnet" train --bench "$steps" --arch "$arch" --context "$context" \
   --batch-size "$batch" --tokenizer "$tokenizer" --train "$work/train.txt" 2>/dev/null)
+echo "== bitnet ($bitnet, --processes $threads: one thread each)" >&2
+ranks=$(BITNET_THREADS=$threads "$bitnet" train --bench "$steps" --arch "$arch" --context "$context" \
+  --batch-size "$batch" --tokenizer "$tokenizer" --train "$work/train.txt" --processes "$threads" 2>/dev/null)
 echo "== PyTorch ($python, $threads threads)" >&2
 theirs=$("$python" scripts/bench_train_torch.py --config "$work/config.json" --tokens "$work/tokens.json" \
   --context "$context" --batch-size "$batch" --steps "$steps" --threads "$threads")
-"$python" - "$ours" "$theirs" <<'PY'
+"$python" - "$ours" "$ranks" "$theirs" "$threads" <<'PY'
 import json, sys
-ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+ours, ranks, theirs = (json.loads(a) for a in sys.argv[1:4])
 print(f"tokens per step: {ours['tokens_per_step']:.0f} (PyTorch {theirs['torch']})")
-print(f"{'':12} {'QAT ms/step':>12} {'QAT tok/s':>10} {'FP ms/step':>11} {'FP tok/s':>9} {'QAT/FP':>7}")
-for name, r in (("bitnet", ours), ("PyTorch", theirs)):
-    print(f"{name:12} {r['qat_ms_per_step']:12.1f} {r['qat_tokens_per_s']:10.0f} {r['fp_ms_per_step']:11.1f} "
+print(f"{'':22} {'QAT ms/step':>12} {'QAT tok/s':>10} {'FP ms/step':>11} {'FP tok/s':>9} {'QAT/FP':>7}")
+rows = (("bitnet", ours), (f"bitnet --processes {sys.argv[4]}", ranks), ("PyTorch", theirs))
+for name, r in rows:
+    print(f"{name:22} {r['qat_ms_per_step']:12.1f} {r['qat_tokens_per_s']:10.0f} {r['fp_ms_per_step']:11.1f} "
           f"{r['fp_tokens_per_s']:9.0f} {r['ratio']:7.2f}")
-print(f"QAT tokens/s, bitnet / PyTorch: {ours['qat_tokens_per_s'] / theirs['qat_tokens_per_s']:.2f}x")
+for name, r in rows[:2]:
+    print(f"QAT tokens/s, {name} / PyTorch: {r['qat_tokens_per_s'] / theirs['qat_tokens_per_s']:.2f}x")
 PY

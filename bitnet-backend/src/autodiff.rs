@@ -12,7 +12,8 @@ use crate::cache::{cache_write_slice_assign, CacheWriteBackend};
 use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use crate::transformer::{
-    causal_attention_ops, gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
+    causal_attention_gradients, gated_activation_ops, rms_norm_gradients, rotary_ops, GateActivation,
+    TransformerBackend,
 };
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -50,6 +51,61 @@ impl<B: TernaryBackend> Backward<B, 1> for TernaryLinearSte {
     }
 }
 
+/// Backward of `rms_norm` (see `rms_norm_gradients`).
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl<B: TransformerBackend> Backward<B, 2> for RmsNormBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad_y = grads.consume::<B>(&ops.node);
+        let (x, gamma, eps) = ops.state;
+        for (node, gradient) in ops.parents.into_iter().zip(rms_norm_gradients::<B>(x, gamma, grad_y, eps)) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, gradient);
+            }
+        }
+    }
+}
+
+/// Backward of `causal_attention` (see `causal_attention_gradients`).
+#[derive(Debug)]
+struct CausalAttentionBackward;
+
+impl<B: TransformerBackend> Backward<B, 3> for CausalAttentionBackward {
+    type State = ([FloatTensor<B>; 3], usize, usize, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad_y = grads.consume::<B>(&ops.node);
+        let (inputs, t, start, scale) = ops.state;
+        let gradients = causal_attention_gradients::<B>(inputs, grad_y, t, start, scale);
+        for (node, gradient) in ops.parents.into_iter().zip(gradients) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, gradient);
+            }
+        }
+    }
+}
+
+/// Backward of `rotary` with respect to `x` for constant tables: `dL/dx = rotary(dL/dy, cos, -sin)` (see
+/// [`TransformerBackend::rotary`]).
+#[derive(Debug)]
+struct RotaryBackward;
+
+impl<B: TransformerBackend> Backward<B, 1> for RotaryBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad_y = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            let (cos, sin) = ops.state;
+            grads.register::<B>(node.id, B::rotary(grad_y, cos, B::float_neg(sin)));
+        }
+    }
+}
+
 impl<B: TernaryBackend, C: CheckpointStrategy> TernaryBackend for Autodiff<B, C> {
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
         Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
@@ -75,6 +131,27 @@ impl<B: TernaryBackend, C: CheckpointStrategy> TernaryBackend for Autodiff<B, C>
 
     fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
         Self::from_inner(B::ternary_dequantize(inner(weight)))
+    }
+
+    fn fake_quantize_activations(x: FloatTensor<Self>, lambda: f32) -> FloatTensor<Self> {
+        let y = B::fake_quantize_activations(x.primitive, lambda);
+        StraightThrough.prepare::<C>([x.node]).compute_bound().stateless(y)
+    }
+}
+
+/// The identity backward of a straight-through estimator.
+#[derive(Debug)]
+struct StraightThrough;
+
+impl<B: burn::tensor::backend::Backend> Backward<B, 1> for StraightThrough {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad_y = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, grad_y);
+        }
     }
 }
 
@@ -122,15 +199,27 @@ impl<B: CacheWriteBackend, C: CheckpointStrategy> CacheWriteBackend for Autodiff
 impl<B: TransformerBackend, C: CheckpointStrategy> TransformerBackend for Autodiff<B, C> {
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         if untracked::<B, C>(&x) && untracked::<B, C>(&gamma) {
-            Self::from_inner(B::rms_norm(x.primitive, gamma.primitive, eps))
-        } else {
-            rms_norm_ops::<Self>(x, gamma, eps)
+            return Self::from_inner(B::rms_norm(x.primitive, gamma.primitive, eps));
+        }
+        // `B`'s fused op forward; the backward recomputes the row statistics on `B`.
+        let state = (x.primitive.clone(), gamma.primitive.clone(), eps);
+        let y = B::rms_norm(x.primitive, gamma.primitive, eps);
+        match RmsNormBackward.prepare::<C>([x.node, gamma.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
     fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
         if untracked::<B, C>(&x) {
             Self::from_inner(B::rotary(x.primitive, cos.primitive, sin.primitive))
+        } else if untracked::<B, C>(&cos) && untracked::<B, C>(&sin) {
+            // Constant tables (every model): `B`'s fused op forward and backward.
+            let y = B::rotary(x.primitive, cos.primitive.clone(), sin.primitive.clone());
+            match RotaryBackward.prepare::<C>([x.node]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((cos.primitive, sin.primitive), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
         } else {
             rotary_ops::<Self>(x, cos, sin)
         }
@@ -145,9 +234,21 @@ impl<B: TransformerBackend, C: CheckpointStrategy> TransformerBackend for Autodi
         scale: f64,
     ) -> FloatTensor<Self> {
         if [&q, &keys, &values].iter().all(|x| untracked::<B, C>(x)) {
-            Self::from_inner(B::causal_attention(q.primitive, keys.primitive, values.primitive, t, start, scale))
-        } else {
-            causal_attention_ops::<Self>(q, keys, values, t, start, scale)
+            return Self::from_inner(B::causal_attention(
+                q.primitive,
+                keys.primitive,
+                values.primitive,
+                t,
+                start,
+                scale,
+            ));
+        }
+        // `B`'s fused op forward; the backward recomputes the probabilities on `B` (no graph of the forward).
+        let inputs = [q.primitive.clone(), keys.primitive.clone(), values.primitive.clone()];
+        let y = B::causal_attention(q.primitive, keys.primitive, values.primitive, t, start, scale);
+        match CausalAttentionBackward.prepare::<C>([q.node, keys.node, values.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((inputs, t, start, scale), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 

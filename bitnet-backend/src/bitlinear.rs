@@ -21,8 +21,8 @@
 //! packed skeleton of the same shapes with [`BitLinearConfig::init_packed`] and call `load_record`.
 
 use crate::error::BackendError;
-use crate::ops::{ternary_linear, ternary_linear_many, TernaryBackend, TernaryWeight};
-use crate::quant::{activation_fake_quant, weight_fake_quant};
+use crate::ops::{fake_quantize_activations, ternary_linear, ternary_linear_many, TernaryBackend, TernaryWeight};
+use crate::quant::weight_fake_quant;
 use bitnet_kernels::TernaryMatrix;
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param, ParamId};
@@ -344,7 +344,7 @@ impl<B: TernaryBackend> BitLinear<B> {
 
     fn fake_quantized<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match &self.weight {
-            BitLinearWeight::Latent(_) if self.lambda != 0.0 => activation_fake_quant(x, self.lambda),
+            BitLinearWeight::Latent(_) if self.lambda != 0.0 => fake_quantize_activations(x, self.lambda),
             _ => x,
         }
     }

@@ -84,6 +84,19 @@ impl TernaryBackend for Flex {
         linear_many(x, &weights, "ternary_linear_many")
     }
 
+    fn fake_quantize_activations(x: FlexTensor, lambda: f32) -> FlexTensor {
+        let shape = x.shape();
+        match f32_contiguous(x.clone()) {
+            Some(xs) => {
+                let [_, k] = shape.dims::<2>();
+                f32_tensor(host::fake_quantize(xs.as_slice::<f32>().expect("contiguous f32 tensor"), k, lambda), shape)
+            }
+            None => crate::quant::activation_fake_quant(crate::ops::float_tensor::<Flex, 2>(x), lambda)
+                .into_primitive()
+                .tensor(),
+        }
+    }
+
     fn quantize_activations(x: FlexTensor) -> QuantizedActivationsPrimitive<Self> {
         let q = quantize_input(x, "quantize_activations");
         let (m, k) = (q.rows(), q.cols());

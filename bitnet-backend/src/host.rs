@@ -74,6 +74,22 @@ pub(crate) fn rms_norm(x: &[f32], gamma: &[f32], eps: f64) -> Vec<f32> {
     out
 }
 
+/// Fake quantization of rows of `k` values (see `TernaryBackend::fake_quantize_activations`), the tensor ops'
+/// arithmetic in one pass: `s = 127 / max(max|x|, 1e-5)`, `x + λ · (clamp(round_half_even(x · s), -128, 127) / s
+/// - x)`.
+pub(crate) fn fake_quantize(x: &[f32], k: usize, lambda: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (row, out) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+        let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs())).max(crate::quant::SCALE_EPS);
+        let s = 127.0 / absmax;
+        for (o, &v) in out.iter_mut().zip(row) {
+            let q = (v * s).round_ties_even().clamp(-128.0, 127.0);
+            *o = v + (q / s - v) * lambda;
+        }
+    }
+    out
+}
+
 /// Rotary embedding of rows of `x` whose position is `row % t`.
 pub(crate) fn rotary(x: &[f32], cos: &[f32], sin: &[f32], t: usize) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];

@@ -68,8 +68,9 @@ pub use cache::{cache_write, CacheWriteBackend};
 pub use dense::{dense_linear, int8_linear, q6k_linear, q6k_rows, DenseLinearBackend};
 pub use error::{BackendError, Result};
 pub use ops::{
-    packed_words_shape, quantize_activations, ternary_dequantize, ternary_linear, ternary_linear_many, ternary_rows,
-    QuantizedActivationsPrimitive, TernaryBackend, TernaryWeight, TernaryWeightPrimitive,
+    fake_quantize_activations, packed_words_shape, quantize_activations, ternary_dequantize, ternary_linear,
+    ternary_linear_many, ternary_rows, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeight,
+    TernaryWeightPrimitive,
 };
 pub use transformer::{causal_attention, gated_activation, rms_norm, rotary, GateActivation, TransformerBackend};
 

@@ -60,6 +60,13 @@ pub trait TernaryBackend: crate::TransformerBackend {
     /// The dequantized weights `(c - 1) * g_n` as `[N, K]` f32 (for straight-through backward passes and
     /// reference checks).
     fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self>;
+
+    /// Training's fake quantization of activations `x` (`[M, K]`): `x + λ · (dequant(quant(x)) - x)` with
+    /// per-row absmax int8, exactly [`crate::quant::activation_fake_quant`] (bit for bit); its gradient with
+    /// respect to `x` is the identity (straight-through). Backends may run it as one pass.
+    fn fake_quantize_activations(x: FloatTensor<Self>, lambda: f32) -> FloatTensor<Self> {
+        crate::quant::activation_fake_quant(float_tensor::<Self, 2>(x), lambda).into_primitive().tensor()
+    }
 }
 
 /// Packed ternary weights on a backend's device (the tensor-level handle of [`TernaryWeightPrimitive`]).
@@ -242,6 +249,14 @@ pub fn ternary_linear_many<B: TernaryBackend>(x: Tensor<B, 2>, weights: &[&Terna
 pub fn quantize_activations<B: TernaryBackend>(x: Tensor<B, 2>) -> (Tensor<B, 2, Int>, Tensor<B, 1>) {
     let q = B::quantize_activations(x.into_primitive().tensor());
     (Tensor::from_primitive(q.codes), float_tensor(q.scales))
+}
+
+/// [`TernaryBackend::fake_quantize_activations`] over the last dimension of `x`.
+pub fn fake_quantize_activations<B: TernaryBackend, const D: usize>(x: Tensor<B, D>, lambda: f32) -> Tensor<B, D> {
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product();
+    let x = x.reshape([rows, dims[D - 1]]).into_primitive().tensor();
+    float_tensor::<B, 2>(B::fake_quantize_activations(x, lambda)).reshape(dims)
 }
 
 /// The dequantized weights `[N, K]`.

@@ -34,12 +34,15 @@ pub fn activation_quant_dequant<B: Backend, const D: usize>(x: Tensor<B, D>) -> 
 
 /// Straight-through fake quantization of weights with warm-up factor `lambda`.
 pub fn weight_fake_quant<B: Backend, const D: usize>(w: Tensor<B, D>, lambda: f32) -> Tensor<B, D> {
-    let delta = (weight_quant_dequant(w.clone()) - w.clone()).detach();
+    // The correction is computed from a detached copy: an autodiff backend records none of its ops.
+    let constant = w.clone().detach();
+    let delta = weight_quant_dequant(constant.clone()) - constant;
     w + delta * lambda
 }
 
 /// Straight-through fake quantization of activations with warm-up factor `lambda`.
 pub fn activation_fake_quant<B: Backend, const D: usize>(x: Tensor<B, D>, lambda: f32) -> Tensor<B, D> {
-    let delta = (activation_quant_dequant(x.clone()) - x.clone()).detach();
+    let constant = x.clone().detach();
+    let delta = activation_quant_dequant(constant.clone()) - constant;
     x + delta * lambda
 }

@@ -21,7 +21,10 @@ pub trait TransformerBackend: Backend {
     }
 
     /// Rotary embedding of `x` (`[batch, heads, T, d]`) with `cos` and `sin` (`[T, d]`):
-    /// `x * cos + rotate_half(x) * sin`, `rotate_half([x1, x2]) = [-x2, x1]`.
+    /// `x * cos + rotate_half(x) * sin`, `rotate_half([x1, x2]) = [-x2, x1]`. The tables repeat their angles in
+    /// both halves (`emb = [freqs, freqs]`, as every rotate-half model builds them); the autodiff backend's
+    /// gradient relies on it: `rotate_half` is then orthogonal with inverse `-rotate_half`, so
+    /// `dL/dx = g * cos - rotate_half(g) * sin`, the same op with `-sin`.
     fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
         rotary_ops::<Self>(x, cos, sin)
     }
@@ -54,6 +57,25 @@ pub(crate) fn rms_norm_ops<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>,
     ((x / rms) * float_tensor::<B, 1>(gamma).unsqueeze()).into_primitive().tensor()
 }
 
+/// The gradients of [`TransformerBackend::rms_norm`] (`x`: `[rows, d]`) with respect to `x` and `gamma`, given
+/// the output's gradient `g`: with `r = sqrt(mean(x²) + eps)` per row and `n = x / r`,
+/// `dgamma = Σ_rows g ⊙ n` and `dx = (g ⊙ gamma - n · mean(g ⊙ gamma ⊙ n)) / r`.
+pub(crate) fn rms_norm_gradients<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    g: FloatTensor<B>,
+    eps: f64,
+) -> [FloatTensor<B>; 2] {
+    let (x, gamma, g) = (float_tensor::<B, 2>(x), float_tensor::<B, 1>(gamma), float_tensor::<B, 2>(g));
+    let [_, d] = x.dims();
+    let rms = (x.clone().square().mean_dim(1) + eps).sqrt();
+    let n = x / rms.clone();
+    let d_gamma = (g.clone() * n.clone()).sum_dim(0).reshape([d]);
+    let scaled = g * gamma.unsqueeze();
+    let d_x = (scaled.clone() - n.clone() * (scaled * n).mean_dim(1)) / rms;
+    [d_x.into_primitive().tensor(), d_gamma.into_primitive().tensor()]
+}
+
 /// [`TransformerBackend::rotary`] with burn ops.
 pub(crate) fn rotary_ops<B: Backend>(x: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor<B>) -> FloatTensor<B> {
     let x = float_tensor::<B, 4>(x);
@@ -75,9 +97,21 @@ pub(crate) fn causal_attention_ops<B: Backend>(
     start: usize,
     scale: f64,
 ) -> FloatTensor<B> {
-    let q = float_tensor::<B, 3>(q);
+    let probabilities = attention_probabilities::<B>(float_tensor(q), float_tensor(keys), t, start, scale);
+    probabilities.matmul(float_tensor::<B, 3>(values)).into_primitive().tensor()
+}
+
+/// `P = softmax(q k^T · scale + mask)` (`[groups, rows, len]`), the causal mask letting row `r` see keys
+/// `..= start + r % t`.
+fn attention_probabilities<B: Backend>(
+    q: Tensor<B, 3>,
+    keys: Tensor<B, 3>,
+    t: usize,
+    start: usize,
+    scale: f64,
+) -> Tensor<B, 3> {
     let [_, rows, _] = q.dims();
-    let mut scores = q.matmul(float_tensor::<B, 3>(keys).swap_dims(1, 2)) * scale;
+    let mut scores = q.matmul(keys.swap_dims(1, 2)) * scale;
     if t > 1 {
         let device = scores.device();
         let len = start + t;
@@ -88,7 +122,28 @@ pub(crate) fn causal_attention_ops<B: Backend>(
             .repeat_dim(0, rows / t);
         scores = scores + mask.unsqueeze::<3>();
     }
-    softmax(scores, 2).matmul(float_tensor::<B, 3>(values)).into_primitive().tensor()
+    softmax(scores, 2)
+}
+
+/// The gradients of [`TransformerBackend::causal_attention`] with respect to `q`, `keys` and `values`, given
+/// the output's gradient `g`: with `P` recomputed, `dV = P^T g`, `dS = P ⊙ (g V^T - rowsum(g V^T ⊙ P))`,
+/// `dQ = dS K · scale`, `dK = dS^T Q · scale` (masked entries have `P = 0`, hence `dS = 0`).
+pub(crate) fn causal_attention_gradients<B: Backend>(
+    [q, keys, values]: [FloatTensor<B>; 3],
+    g: FloatTensor<B>,
+    t: usize,
+    start: usize,
+    scale: f64,
+) -> [FloatTensor<B>; 3] {
+    let (q, keys, values, g) =
+        (float_tensor::<B, 3>(q), float_tensor::<B, 3>(keys), float_tensor::<B, 3>(values), float_tensor::<B, 3>(g));
+    let p = attention_probabilities::<B>(q.clone(), keys.clone(), t, start, scale);
+    let d_values = p.clone().swap_dims(1, 2).matmul(g.clone());
+    let d_p = g.matmul(values.swap_dims(1, 2));
+    let d_scores = p.clone() * (d_p.clone() - (d_p * p).sum_dim(2));
+    let d_q = d_scores.clone().matmul(keys) * scale;
+    let d_keys = d_scores.swap_dims(1, 2).matmul(q) * scale;
+    [d_q, d_keys, d_values].map(|x| x.into_primitive().tensor())
 }
 
 /// [`TransformerBackend::gated_activation`] with burn ops.

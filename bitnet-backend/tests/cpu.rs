@@ -35,6 +35,11 @@ fn latent_bitlinear_gradients_are_ste() {
 }
 
 #[test]
+fn rotary_gradient_matches_its_definition() {
+    common::rotary_gradient_matches_its_definition::<AB>(&Default::default());
+}
+
+#[test]
 fn two_layer_bitlinear_model_lowers_its_loss() {
     let (first, last) = common::two_layer_model_trains::<AB>(&Default::default(), 300);
     eprintln!("toy regression MSE: {first} -> {last}");
@@ -186,4 +191,19 @@ fn grouped_ops_match_cpu_reference() {
 #[test]
 fn grouped_ops_match_cpu_reference_through_autodiff() {
     common::grouped_ops_match_cpu_reference::<AB>(&Default::default());
+}
+
+#[test]
+fn fake_quantized_activations_match_their_definition() {
+    common::fake_quantized_activations_match_their_definition::<AB>(&Default::default());
+}
+
+#[test]
+fn causal_attention_gradients_match_burn_ops() {
+    common::causal_attention_gradients_match_burn_ops::<AB>(&Default::default());
+}
+
+#[test]
+fn rms_norm_gradients_match_burn_ops() {
+    common::rms_norm_gradients_match_burn_ops::<AB>(&Default::default());
 }

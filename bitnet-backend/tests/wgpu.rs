@@ -39,6 +39,11 @@ fn latent_bitlinear_gradients_are_ste() {
 }
 
 #[test]
+fn rotary_gradient_matches_its_definition() {
+    common::rotary_gradient_matches_its_definition::<Autodiff<Wgpu>>(&device());
+}
+
+#[test]
 fn two_layer_bitlinear_model_lowers_its_loss() {
     let (first, last) = common::two_layer_model_trains::<Autodiff<Wgpu>>(&device(), 300);
     eprintln!("toy regression MSE on wgpu: {first} -> {last}");
@@ -80,4 +85,19 @@ fn fusion_grouped_ops_match_cpu_reference() {
 #[test]
 fn raw_cube_grouped_ops_match_cpu_reference() {
     common::grouped_ops_match_cpu_reference::<Raw>(&device());
+}
+
+#[test]
+fn fake_quantized_activations_match_their_definition() {
+    common::fake_quantized_activations_match_their_definition::<Autodiff<Wgpu>>(&device());
+}
+
+#[test]
+fn causal_attention_gradients_match_burn_ops() {
+    common::causal_attention_gradients_match_burn_ops::<Autodiff<Wgpu>>(&device());
+}
+
+#[test]
+fn rms_norm_gradients_match_burn_ops() {
+    common::rms_norm_gradients_match_burn_ops::<Autodiff<Wgpu>>(&device());
 }

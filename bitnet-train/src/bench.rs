@@ -1,8 +1,10 @@
 //! Training-step timing (`bitnet train --bench N`): the same configuration trained as ternary (QAT) and as the
 //! full-precision baseline, N timed optimizer steps each (forward, backward, clipping, AdamW) after one
-//! untimed warm-up step, on the same batches.
+//! untimed warm-up step, on the same batches. In a data-parallel run every rank times its share of each step and
+//! the exchange of gradients.
 
 use crate::data::{batch_of, TokenWindows, TrainLoader};
+use crate::ddp::{DataParallel, Shard};
 use crate::error::{Result, TrainError};
 use crate::model::LanguageModel;
 use crate::optim::StagedAdamW;
@@ -35,7 +37,13 @@ where
     B::seed(device, config.seed);
     let mut model = LanguageModel::<B>::new(&config.model, quantized, config.lambda_warmup_steps, device)?;
     let mut optim = StagedAdamW::new(config.weight_decay, usize::MAX).init::<B, LanguageModel<B>>(config.grad_clip);
-    let loader = TrainLoader::<B>::new(data.clone(), config.batch_size, 1, config.seed, 0, device.clone());
+    let shard = config.data_parallel.as_ref().map_or(Shard::WHOLE, DataParallel::shard);
+    let loader =
+        TrainLoader::<B>::new(data.clone(), config.batch_size, 1, config.seed, 0, device.clone()).with_shard(shard);
+    // A data-parallel bench times the run's steps, gradient exchange included (the ranks join once).
+    if let Some(run) = config.data_parallel.as_ref().filter(|_| !crate::ddp::joined()) {
+        crate::ddp::join(run, crate::train::run_fingerprint(config, &data.digest(), None, &model))?;
+    }
     let mut started = Instant::now();
     for step in 0..=steps {
         if step == 1 {

@@ -161,7 +161,7 @@ pub struct TrainReport {
     pub steps: usize,
     /// Wall time of this process's training, seconds.
     pub seconds: f64,
-    /// Training tokens per second of this process.
+    /// Training tokens per second of the run (all ranks of a data-parallel run together).
     pub tokens_per_second: f64,
     /// Mean validation loss of the starting model, when the run starts from a pretrained checkpoint.
     pub initial_valid_loss: Option<f64>,
@@ -344,7 +344,8 @@ where
     prune_checkpoints(artifact_dir, 2).map_err(|e| TrainError::Io(format!("pruning old checkpoints: {e}")))?;
     let trained = result.model;
     let run_steps = config.total_steps() - done_steps;
-    let tokens = (run_steps * config.batch_size * (config.context - 1)) as f64;
+    let ranks = config.data_parallel.as_ref().map_or(1, |run| run.nodes as usize);
+    let tokens = (run_steps * config.batch_size * ranks * (config.context - 1)) as f64;
     let (valid_loss, valid_tokens) = evaluate(&trained, &valid_data, config.batch_size, device)?;
     if !valid_loss.is_finite() {
         return Err(TrainError::Data(format!(
@@ -366,7 +367,7 @@ where
 /// What the ranks of a data-parallel run must share, as one number: the options (but the rank, and the path of
 /// `--init-from`, which may differ between machines), the training text, the checkpoint resumed from, and the
 /// starting weights.
-fn run_fingerprint<B: BitNetBackend>(
+pub(crate) fn run_fingerprint<B: BitNetBackend>(
     config: &TrainConfig,
     train_data_digest: &u64,
     start_epoch: Option<usize>,

@@ -368,3 +368,136 @@ pub fn dense_and_cache_ops_match_burn<B: bitnet_backend::BitNetBackend>(device: 
         assert_eq!(to_vec(cache.clone()), to_vec(reference.clone()), "cache after {start} positions");
     }
 }
+
+/// The gradient of the rotary embedding with respect to `x` (strided, as attention hands it over) is its
+/// definition: `y = x cos + R(x) sin` with `R([a, b]) = [-b, a]` gives `dL/dx = g cos + R^T(g sin)`,
+/// `R^T([a, b]) = [b, -a]`, computed here on the host.
+pub fn rotary_gradient_matches_its_definition<B: AutodiffBackend + bitnet_backend::TransformerBackend>(
+    device: &B::Device,
+) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (b, h, t, d) = (2, 3, 5, 8);
+    let half = d / 2;
+    // Tables as models build them: the same angles in both halves.
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for _ in 0..t {
+        let angles = random_vec(&mut rng, half, 3.0);
+        for _ in 0..2 {
+            cos.extend(angles.iter().map(|a| a.cos()));
+            sin.extend(angles.iter().map(|a| a.sin()));
+        }
+    }
+    let table = |v: &Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v.clone(), [t, d]), device);
+    // x is [b, t, h, d] swapped to [b, h, t, d].
+    let x = Tensor::<B, 4>::from_data(TensorData::new(random_vec(&mut rng, b * t * h * d, 1.0), [b, t, h, d]), device)
+        .require_grad();
+    let r = random_vec(&mut rng, b * h * t * d, 1.0);
+    let rt = Tensor::<B, 4>::from_data(TensorData::new(r.clone(), [b, h, t, d]), device);
+    let y = bitnet_backend::rotary(x.clone().swap_dims(1, 2), &table(&cos), &table(&sin));
+    let grads = (y * rt).sum().backward();
+    let got = to_vec(x.grad(&grads).expect("x has a gradient").swap_dims(1, 2));
+    let mut want = vec![0f32; r.len()];
+    for row in 0..b * h * t {
+        let p = row % t;
+        let g = &r[row * d..(row + 1) * d];
+        for i in 0..d {
+            let partner =
+                if i < half { g[i + half] * sin[p * d + i + half] } else { -g[i - half] * sin[p * d + i - half] };
+            want[row * d + i] = g[i] * cos[p * d + i] + partner;
+        }
+    }
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "grad[{i}]: {g} vs {w}");
+    }
+}
+
+/// The backend's fake quantization of activations is the tensor-op definition bit for bit (ties to even, an
+/// all-zero row, λ < 1), and its gradient is the identity.
+pub fn fake_quantized_activations_match_their_definition<B: AutodiffBackend + TernaryBackend>(device: &B::Device) {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (m, k) = (6, 37);
+    let mut x = random_vec(&mut rng, m * k, 2.0);
+    x[k..2 * k].fill(0.0);
+    // A row whose absmax is 127 (scale 1): halves are ties, rounded to even.
+    for (i, v) in x[2 * k..3 * k].iter_mut().enumerate() {
+        *v = [127.0, 2.5, -3.5, 0.5, -0.5, 1.5][i % 6];
+    }
+    for lambda in [1.0, 0.3] {
+        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [m, k]), device).require_grad();
+        let fused = bitnet_backend::fake_quantize_activations(xt.clone(), lambda);
+        let reference = bitnet_backend::quant::activation_fake_quant(xt.clone().detach(), lambda);
+        let (got, want) = (to_vec(fused.clone()), to_vec(reference));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "λ {lambda}, value {i}: {g} vs {w}");
+        }
+        if lambda == 1.0 {
+            assert_eq!(&got[2 * k..2 * k + 6], &[127.0, 2.0, -4.0, 0.0, -0.0, 2.0]);
+        }
+        let r = random_vec(&mut rng, m * k, 1.0);
+        let rt = Tensor::<B, 2>::from_data(TensorData::new(r.clone(), [m, k]), device);
+        let grads = (fused * rt).sum().backward();
+        assert_eq!(to_vec(xt.grad(&grads).expect("x has a gradient")), r, "straight-through gradient");
+    }
+}
+
+/// The gradients of the fused causal attention (grouped queries, a prefix of cached positions) equal those of
+/// its definition written as plain burn ops, `softmax(q k^T · scale + mask) v`, through autodiff.
+pub fn causal_attention_gradients_match_burn_ops<B: AutodiffBackend + bitnet_backend::TransformerBackend>(
+    device: &B::Device,
+) {
+    use burn::tensor::activation::softmax;
+    let mut rng = StdRng::seed_from_u64(9);
+    for (t, start) in [(5, 0), (3, 2)] {
+        let (g, heads, d, len) = (2, 2, 8, start + t);
+        let rows = heads * t;
+        let tensor = |rng: &mut StdRng, dims: [usize; 3]| {
+            let n = dims.iter().product();
+            Tensor::<B, 3>::from_data(TensorData::new(random_vec(rng, n, 1.0), dims), device).require_grad()
+        };
+        let (q, k, v) = (tensor(&mut rng, [g, rows, d]), tensor(&mut rng, [g, len, d]), tensor(&mut rng, [g, len, d]));
+        let r =
+            Tensor::<B, 3>::from_data(TensorData::new(random_vec(&mut rng, g * rows * d, 1.0), [g, rows, d]), device);
+        let scale = 0.35;
+        let fused = bitnet_backend::causal_attention(q.clone(), k.clone(), v.clone(), t, start, scale);
+        let grads = (fused * r.clone()).sum().backward();
+        let got: Vec<Vec<f32>> = [&q, &k, &v].iter().map(|x| to_vec(x.grad(&grads).expect("a gradient"))).collect();
+        // The definition: row i of a group sees keys ..= start + i % t.
+        let mut mask = vec![0f32; rows * len];
+        for i in 0..rows {
+            for j in start + i % t + 1..len {
+                mask[i * len + j] = f32::NEG_INFINITY;
+            }
+        }
+        let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [rows, len]), device).unsqueeze::<3>();
+        let scores = q.clone().matmul(k.clone().swap_dims(1, 2)) * scale + mask;
+        let reference = softmax(scores, 2).matmul(v.clone());
+        let grads = (reference * r).sum().backward();
+        for (x, (name, got)) in [&q, &k, &v].iter().zip(["q", "k", "v"].iter().zip(&got)) {
+            let want = to_vec(x.grad(&grads).expect("a gradient"));
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "t {t}, start {start}: d{name}[{i}] {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// The gradients of the fused RMSNorm equal those of its definition as plain burn ops, through autodiff.
+pub fn rms_norm_gradients_match_burn_ops<B: AutodiffBackend + bitnet_backend::TransformerBackend>(device: &B::Device) {
+    let mut rng = StdRng::seed_from_u64(10);
+    let (rows, d, eps) = (2 * 3, 24, 1e-5);
+    let x = Tensor::<B, 3>::from_data(TensorData::new(random_vec(&mut rng, rows * d, 2.0), [2, 3, d]), device)
+        .require_grad();
+    let gamma = Tensor::<B, 1>::from_data(TensorData::new(random_vec(&mut rng, d, 1.5), [d]), device).require_grad();
+    let r = Tensor::<B, 3>::from_data(TensorData::new(random_vec(&mut rng, rows * d, 1.0), [2, 3, d]), device);
+    let fused = bitnet_backend::rms_norm(x.clone(), &gamma, eps);
+    let grads = (fused * r.clone()).sum().backward();
+    let got = [to_vec(x.grad(&grads).expect("dx")), to_vec(gamma.grad(&grads).expect("dgamma"))];
+    let reference = x.clone() / (x.clone().square().mean_dim(2) + eps).sqrt() * gamma.clone().unsqueeze::<3>();
+    let grads = (reference * r).sum().backward();
+    let want = [to_vec(x.grad(&grads).expect("dx")), to_vec(gamma.grad(&grads).expect("dgamma"))];
+    for (name, (got, want)) in ["x", "gamma"].iter().zip(got.iter().zip(&want)) {
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "d{name}[{i}]: {a} vs {b}");
+        }
+    }
+}

@@ -17,6 +17,8 @@ pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
 #[cfg(feature = "train")]
+mod train_ranks;
+#[cfg(feature = "train")]
 pub mod train_tokenizer;
 
 use anyhow::Result;

@@ -51,7 +51,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR|FILE.gguf|OWNER/NAME|default", conflicts_with_all = ["arch", "config"])]
     pub init_from: Option<PathBuf>,
     /// Output directory: checkpoints, logs, train-summary.json, and the exported model in `model/`.
-    #[arg(long, value_name = "DIR", required_unless_present = "bench")]
+    #[arg(long, value_name = "DIR", required_unless_present = "bench", overrides_with = "out")]
     pub out: Option<PathBuf>,
     /// Architecture from the zoo (tiny, small, ...); its vocab_size is replaced by the tokenizer's.
     #[arg(long, default_value = "small", value_name = "NAME", conflicts_with = "config")]
@@ -65,8 +65,8 @@ pub struct TrainArgs {
     /// Window length in tokens: each example predicts tokens 2..N of a window from their prefix.
     #[arg(long, default_value_t = 129, value_name = "N")]
     pub context: usize,
-    /// Windows per optimizer step.
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    /// Windows per optimizer step (per rank with --nodes).
+    #[arg(long, default_value_t = 16, value_name = "N", overrides_with = "batch_size")]
     pub batch_size: usize,
     /// Optimizer steps (rounded up to a whole number of checkpoint intervals).
     #[arg(long, default_value_t = 2000, value_name = "N")]
@@ -121,6 +121,13 @@ pub struct TrainArgs {
     /// one-line progress, when stdout is a terminal.
     #[arg(long)]
     pub dashboard: bool,
+    /// Local data-parallel training: run N processes on this machine, each on its share of the CPU threads and
+    /// of every batch (--batch-size must be a multiple of N), averaging their gradients each step; the run
+    /// equals one process with the same --batch-size. burn's CPU backend runs most non-matmul work on one
+    /// thread, so on a multi-core CPU N processes keep the cores busy where one process cannot. Rank 0 writes
+    /// --out; ranks 1.. write their checkpoints into <out>/ranks/<r>. Also with --bench.
+    #[arg(long, default_value_t = 1, value_name = "N", overrides_with = "processes")]
+    pub processes: u32,
     /// Data-parallel training: the number of processes (machines or devices) in the run. Start one `bitnet
     /// train` per rank with the same options and text but --rank (and --out on a shared disk); each trains on its
     /// --batch-size windows of every combined batch of N x --batch-size windows, and the ranks average their
@@ -185,9 +192,6 @@ impl TrainArgs {
             }
             return Ok(None);
         }
-        if self.bench.is_some() {
-            return Err(UsageError("--bench times one process: drop --nodes".into()).into());
-        }
         let coordinator = self
             .coordinator
             .clone()
@@ -234,6 +238,9 @@ fn init_checkpoint(source: &Path) -> Result<Checkpoint> {
 /// Runs the command.
 pub fn run(args: TrainArgs) -> Result<()> {
     args.device.check_built()?;
+    if args.processes > 1 {
+        return super::train_ranks::run_local_ranks(&args);
+    }
     let init = args.init_from.as_deref().map(init_checkpoint).transpose()?;
     let (tokenizer_bytes, tokenizer_name) = match (&args.tokenizer, &init) {
         (Some(path), _) => (bitnet_models::io::read_regular_file(path)?, path.display().to_string()),
@@ -311,9 +318,14 @@ where
     if let Some(steps) = args.bench {
         let qat = bitnet_train::bench::seconds_per_step::<B>(config, train_data, true, steps, device)?;
         let fp = bitnet_train::bench::seconds_per_step::<B>(config, train_data, false, steps, device)?;
-        let tokens = (config.batch_size * (config.context - 1)) as f64;
+        let ranks = config.data_parallel.as_ref().map_or(1, |run| run.nodes as usize);
+        let tokens = (config.batch_size * ranks * (config.context - 1)) as f64;
+        if config.data_parallel.as_ref().is_some_and(|run| run.rank != 0) {
+            return Ok(()); // rank 0 reports the run
+        }
         return output::println(
             &serde_json::json!({
+                "processes": ranks,
                 "steps": steps,
                 "tokens_per_step": tokens,
                 "qat_ms_per_step": qat * 1e3,
