@@ -566,3 +566,43 @@ fn the_dashboard_runs_on_a_terminal() {
     assert!(out.join("model").join("model.safetensors").exists() && out.join("training.svg").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn local_processes_train_the_one_process_run() {
+    let dir = tmp("processes");
+    let (tok, train, valid) = prepare(&dir);
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    let (single, split) = (s(dir.join("single")), s(dir.join("split")));
+    let steps = [("--steps", "12")];
+    let one = summary(&run(&args_with(train_args(&tok, &train, &valid, &single), &steps)));
+    let result = run(&args_with(train_args(&tok, &train, &valid, &split), &[("--steps", "12"), ("--processes", "2")]));
+    let two = summary(&result);
+    let (a, b) = (one["valid_loss"].as_f64().unwrap(), two["valid_loss"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-3, "one process {a}, two {b}");
+    assert!(Path::new(&split).join("model").join("model.safetensors").exists());
+    assert!(Path::new(&split).join("ranks").join("1").join("checkpoint").exists());
+    // A batch that does not split evenly is a usage error; --bench reports the run's combined batch.
+    let uneven = run(&args_with(train_args(&tok, &train, &valid, &split), &[("--processes", "3")]));
+    assert_eq!(uneven.status.code(), Some(2), "{}", String::from_utf8_lossy(&uneven.stderr));
+    assert!(String::from_utf8_lossy(&uneven.stderr).contains("multiple of --processes 3"));
+    let bench = summary(&run(&[
+        "train",
+        "--bench",
+        "2",
+        "--arch",
+        "tiny",
+        "--context",
+        "33",
+        "--batch-size",
+        "4",
+        "--tokenizer",
+        &tok,
+        "--train",
+        &train,
+        "--processes",
+        "2",
+    ]));
+    assert_eq!(bench["processes"], 2);
+    assert_eq!(bench["tokens_per_step"], 4.0 * 32.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
