@@ -606,3 +606,43 @@ fn local_processes_train_the_one_process_run() {
     assert_eq!(bench["tokens_per_step"], 4.0 * 32.0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The processes whose command line mentions `needle` (Linux `/proc`).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn local_ranks_end_with_their_supervisor() {
+    let dir = tmp("supervisor");
+    let (tok, train, valid) = prepare(&dir);
+    let out = dir.join("run").to_str().unwrap().to_string();
+    let set = [("--steps", "100000"), ("--checkpoint-every", "50000"), ("--processes", "2")];
+    let mut supervisor = bitnet()
+        .args(args_with(train_args(&tok, &train, &valid, &out), &set))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The supervisor and its two ranks.
+    let started = Instant::now();
+    while processes_mentioning(&out).len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the ranks did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    supervisor.kill().unwrap(); // SIGKILL: no chance to stop the ranks itself
+    supervisor.wait().unwrap();
+    let killed = Instant::now();
+    while !processes_mentioning(&out).is_empty() {
+        assert!(killed.elapsed() < Duration::from_secs(10), "ranks outlived their supervisor");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

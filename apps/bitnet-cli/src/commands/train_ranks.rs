@@ -4,7 +4,8 @@
 //! (`--nodes N --rank r --coordinator 127.0.0.1:PORT`, a per-rank `--batch-size`, ranks 1.. with their own
 //! `--out`), each with its share of the CPU threads, and ends as they end. Rank 0 speaks for the run (its stdout
 //! and stderr are this process's); the other ranks' error lines are relayed with their rank. When one rank
-//! fails the others are stopped and the run exits with that rank's status.
+//! fails the others are stopped and the run exits with that rank's status; when this process ends, so do the
+//! ranks (Linux: `PR_SET_PDEATHSIG`).
 
 use super::device::Device;
 use super::train::TrainArgs;
@@ -52,6 +53,7 @@ pub fn run_local_ranks(args: &TrainArgs) -> Result<()> {
         command.args(&command_line).args(["--processes", "1", "--nodes", &nodes, "--coordinator", &coordinator]);
         command.args(["--rank", &rank.to_string(), "--batch-size", &batch]);
         command.env(bitnet_models::backend::kernels::pool::THREADS_ENV, &per_rank).env("RAYON_NUM_THREADS", &per_rank);
+        end_with_this_process(&mut command);
         if rank > 0 {
             if let Some(out) = &args.out {
                 command.arg("--out").arg(out.join("ranks").join(rank.to_string()));
@@ -98,6 +100,28 @@ pub fn run_local_ranks(args: &TrainArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Makes the kernel kill the rank when this process ends, however it ends (SIGKILL included), so that no rank
+/// trains on alone.
+#[cfg(target_os = "linux")]
+fn end_with_this_process(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec and only calls prctl, which is async-signal-safe
+    // and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Elsewhere a rank ends when it loses its peers (its next gradient exchange fails).
+#[cfg(not(target_os = "linux"))]
+fn end_with_this_process(_: &mut Command) {}
 
 /// Stops every rank still running.
 fn stop(ranks: &mut [Child]) {
