@@ -47,6 +47,29 @@ impl std::io::Write for CappedOutput {
     }
 }
 
+/// Refuses the `*` operator. `[x] * n` builds a lazy sequence of any length in one instruction, which printing,
+/// `join`, `in` or `~` then walk item by item, beyond the reach of fuel (a 48-byte template ran for minutes);
+/// `'s' * n` strings are capped only at 100 MB. Chat templates do not need either. The template's own lexer
+/// finds the operator, so `*` inside strings, comments and raw blocks is not mistaken for it.
+fn refuse_repetition(source: &str) -> Result<()> {
+    use minijinja::machinery::{tokenize, Token};
+    for token in tokenize(source, false, Default::default(), Default::default()) {
+        match token {
+            Ok((Token::Mul, span)) => {
+                return Err(ModelError::Request(format!(
+                    "chat template: the `*` operator (line {}) is not allowed: repetition in a template from a model \
+                     file can run without bound",
+                    span.start_line
+                )))
+            }
+            Ok(_) => {}
+            // Lexing errors are reported by the compiler, with its message.
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
 /// How a conversation becomes a prompt.
 #[derive(Debug, Clone)]
 pub enum ChatTemplate {
@@ -134,6 +157,7 @@ impl ChatTemplate {
                     Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
                 });
                 let render_error = |e: minijinja::Error| ModelError::Request(format!("chat template: {e}"));
+                refuse_repetition(source)?;
                 env.add_template("chat", source).map_err(render_error)?;
                 let template = env.get_template("chat").map_err(render_error)?;
                 let mut out = CappedOutput { text: Vec::new(), cap: TEMPLATE_OUTPUT_CAP };
@@ -180,9 +204,18 @@ mod tests {
         let endless = "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
         let err = jinja(endless).render(&hi).unwrap_err().to_string();
         assert!(err.contains("fuel"), "{err}");
-        let huge = "{% set s = 'a' * 100000000 %}{% for i in range(100) %}{{ s }}{% endfor %}";
-        let err = jinja(huge).render(&hi).unwrap_err().to_string();
+        let s = "{% set s = '0123456789' %}{% set s = s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s %}";
+        let huge = format!("{s}{{% set s = s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s %}}{{% for i in range(100000) %}}{{{{ s }}}}{{% endfor %}}");
+        let err = jinja(&huge).render(&hi).unwrap_err().to_string();
         assert!(err.contains("MiB"), "{err}");
+        // Repetition: a 48-byte template (found by the fuzzer) that printed 10^19 items, and its string twin.
+        for repeat in ["s %e}{{000013411031718699088093*['row'] }}:zip", "{{ 'ab' * 99999999 }}", "{{ [1] *2 }}"] {
+            let err = jinja(repeat).render(&hi).unwrap_err().to_string();
+            assert!(err.contains("`*` operator (line 1)"), "{repeat}: {err}");
+        }
+        // `*` in a string, a comment or a raw block is text, not the operator.
+        let text = "{# a * b #}{% raw %}{{ x * y }}{% endraw %}{{ 'a * b' }}";
+        assert_eq!(jinja(text).render(&hi).unwrap(), "{{ x * y }}a * b");
     }
 
     #[test]
