@@ -42,7 +42,7 @@ where
         TrainLoader::<B>::new(data.clone(), config.batch_size, 1, config.seed, 0, device.clone()).with_shard(shard);
     // A data-parallel bench times the run's steps, gradient exchange included (the ranks join once).
     if let Some(run) = config.data_parallel.as_ref().filter(|_| !crate::ddp::joined()) {
-        crate::ddp::join(run, crate::train::run_fingerprint(config, &data.digest(), None, &model))?;
+        crate::ddp::join(run, crate::train::run_fingerprint(config, data.digest(), None, &model))?;
     }
     let mut started = Instant::now();
     for step in 0..=steps {

@@ -20,14 +20,18 @@ fn packed<B: BitNetBackend>(model: &LanguageModel<B>) -> Result<bitnet_models::B
     model.pack()
 }
 
+/// The tokenizer files an export writes beside the weights.
+fn tokenizer_files(tokenizer_json: Option<&[u8]>) -> Option<TokenizerFiles> {
+    tokenizer_json.map(|t| TokenizerFiles { tokenizer_json: t.to_vec(), tokenizer_config: None })
+}
+
 /// Writes `model` (ternary) into `dir` as an HF packed checkpoint, with `tokenizer_json` if given.
 pub fn export_hf_packed<B: BitNetBackend>(
     model: &LanguageModel<B>,
     tokenizer_json: Option<&[u8]>,
     dir: &Path,
 ) -> Result<()> {
-    let tokenizer = tokenizer_json.map(|t| TokenizerFiles { tokenizer_json: t.to_vec(), tokenizer_config: None });
-    write_hf_checkpoint(&packed(model)?, dir, tokenizer.as_ref())?;
+    write_hf_checkpoint(&packed(model)?, dir, tokenizer_files(tokenizer_json).as_ref())?;
     Ok(())
 }
 
@@ -38,8 +42,7 @@ pub fn export_hf_master<B: BitNetBackend>(
     tokenizer_json: Option<&[u8]>,
     dir: &Path,
 ) -> Result<()> {
-    let tokenizer = tokenizer_json.map(|t| TokenizerFiles { tokenizer_json: t.to_vec(), tokenizer_config: None });
-    write_hf_master(model.decoder(), dir, tokenizer.as_ref())?;
+    write_hf_master(model.decoder(), dir, tokenizer_files(tokenizer_json).as_ref())?;
     Ok(())
 }
 

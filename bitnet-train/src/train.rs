@@ -322,7 +322,7 @@ where
     }
     if let Some(run) = &config.data_parallel {
         eprintln!("data-parallel rank {} of {}: waiting for every rank at {}", run.rank, run.nodes, run.coordinator);
-        crate::ddp::join(run, run_fingerprint(config, &train_data_digest, start_epoch, &model))?;
+        crate::ddp::join(run, run_fingerprint(config, train_data_digest, start_epoch, &model))?;
         eprintln!("data-parallel run: all {} ranks joined", run.nodes);
     }
     let started = Instant::now();
@@ -369,7 +369,7 @@ where
 /// starting weights.
 pub(crate) fn run_fingerprint<B: BitNetBackend>(
     config: &TrainConfig,
-    train_data_digest: &u64,
+    train_data_digest: u64,
     start_epoch: Option<usize>,
     model: &LanguageModel<B>,
 ) -> u64 {

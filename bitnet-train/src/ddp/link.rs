@@ -97,8 +97,8 @@ impl Peer {
         };
         let mut header = [0u8; 20];
         self.reader.read_exact(&mut header).map_err(lost)?;
-        let exchange = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-        let count = u64::from_le_bytes(header[12..].try_into().expect("8 bytes"));
+        let exchange = u64::from_le_bytes(std::array::from_fn(|i| header[4 + i]));
+        let count = u64::from_le_bytes(std::array::from_fn(|i| header[12 + i]));
         if &header[..4] != FRAME {
             return Err(TrainError::Io(format!(
                 "data-parallel run: {who} sent something that is not a gradient frame"
@@ -118,7 +118,7 @@ impl Peer {
             let len = CHUNK.min(n - offset);
             self.reader.read_exact(&mut bytes[..len * 4]).map_err(lost)?;
             values.clear();
-            values.extend(bytes[..len * 4].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))));
+            values.extend(bytes[..len * 4].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
             take(offset, &values);
             offset += len;
         }
@@ -170,9 +170,9 @@ impl Link {
                 // Not a rank of ours (a port scan, another program): ignore it.
                 continue;
             }
-            let word = |i: usize| u32::from_le_bytes(hello[i..i + 4].try_into().expect("4 bytes"));
+            let word = |at: usize| u32::from_le_bytes(std::array::from_fn(|i| hello[at + i]));
             let (version, nodes, rank) = (word(4), word(8), word(12));
-            let theirs = u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes"));
+            let theirs = u64::from_le_bytes(std::array::from_fn(|i| hello[16 + i]));
             let refusal = if version != VERSION {
                 Some(format!("protocol version {version}, rank 0 speaks {VERSION} (another bitnet version)"))
             } else if nodes != run.nodes {

@@ -80,21 +80,19 @@ pub fn run_local_ranks(args: &TrainArgs) -> Result<()> {
         ranks.push(child);
     }
     loop {
+        let mut running = false;
         for (rank, child) in ranks.iter_mut().enumerate() {
-            let Some(status) = child.try_wait().with_context(|| format!("waiting for rank {rank}"))? else {
-                continue;
-            };
-            if !status.success() {
-                stop(&mut ranks);
-                eprintln!("error: rank {rank} of the local data-parallel run failed ({status})");
-                std::process::exit(status.code().unwrap_or(1).max(1));
+            match child.try_wait().with_context(|| format!("waiting for rank {rank}"))? {
+                None => running = true,
+                Some(status) if status.success() => {}
+                Some(status) => {
+                    stop(&mut ranks);
+                    eprintln!("error: rank {rank} of the local data-parallel run failed ({status})");
+                    std::process::exit(status.code().unwrap_or(1).max(1));
+                }
             }
         }
-        let mut done = true;
-        for child in ranks.iter_mut() {
-            done &= child.try_wait().ok().flatten().is_some();
-        }
-        if done {
+        if !running {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
