@@ -1,7 +1,7 @@
 //! Fidelity against transformers' `BitNetForCausalLM` and the family layouts on the CPU backend (Flex), the
-//! module's batch and cache semantics, and packed-model records (see `common/mod.rs` for the bars).
+//! module's batch and cache semantics, and packed-model records (see `common.rs` for the bars).
 
-mod common;
+use crate::common;
 
 use bitnet_models::perplexity::{perplexity, token_nll};
 use burn::backend::Flex;

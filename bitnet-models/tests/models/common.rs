@@ -2,7 +2,7 @@
 //! `make_family_fixtures.py`): logits within 0.05 of the reference (one int8 rounding flip moves a logit by
 //! ~1e-2; more is a bug), the same argmax wherever the reference's top-2 margin exceeds 0.05, every block's
 //! output within 0.05 of the layer's largest magnitude, and the same greedy continuation decoded token by token
-//! through the KV cache. Each test file runs them on its backend (CPU, wgpu).
+//! through the KV cache. `hf_reference` runs them on the CPU, `wgpu` on burn-wgpu.
 #![allow(dead_code)]
 
 use bitnet_models::backend::BitNetBackend;

@@ -1,7 +1,7 @@
 //! GGUF loading (TQ2_0, TQ1_0, I2_S; fixtures made by `fixtures/make_gguf_fixtures.py` from the transformers
 //! model `tiny-bitlinear-256`) against that model's reference logits, and malformed GGUF files.
 
-mod common;
+use crate::common;
 
 use bitnet_models::gguf::GgufFile;
 use bitnet_models::load_gguf;

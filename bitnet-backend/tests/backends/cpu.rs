@@ -1,6 +1,6 @@
 //! The extension on burn's CPU backend (Flex) and on `Autodiff<Flex>`.
 
-mod common;
+use crate::common;
 
 use bitnet_backend::{BitLinear, BitLinearConfig, TernaryWeight};
 use burn::backend::{Autodiff, Flex};

@@ -2,7 +2,7 @@
 //! cached decoding, and packed-model records.
 #![cfg(feature = "wgpu")]
 
-mod common;
+use crate::common;
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::Wgpu;

@@ -2,7 +2,7 @@
 //! `burn::backend::Wgpu` users get and as the raw `CubeBackend`, and through `Autodiff<Wgpu>`.
 #![cfg(feature = "wgpu")]
 
-mod common;
+use crate::common;
 
 use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
 use burn::backend::{Autodiff, Wgpu};

@@ -2,7 +2,7 @@
 #![cfg(feature = "candle")]
 #![allow(deprecated)]
 
-mod common;
+use crate::common;
 
 use burn::backend::candle::CandleDevice;
 use burn::backend::{Autodiff, Candle};

@@ -2,7 +2,7 @@
 //! types, within float rounding through the HF packed layout, whose `weight_scale` stores `1 / g`), targets that
 //! cannot hold a model's scales are refused with the reason, and the tokenizer and chat template travel along.
 
-mod common;
+use crate::common;
 
 use bitnet_models::export::{convert, random_model, write_gguf_model, ConvertFormat, TernaryGgufType};
 use bitnet_models::{BitNetConfig, Checkpoint, HeadFormat, ModelBundle, ModelSpec};
