@@ -4,16 +4,18 @@
 //!   both quantizers as the identity, `y ≈ x W^T` with `W = (c - 1) * g`, so `dL/dx = dL/dy · W`. Packed weights
 //!   are constants (no gradient): training uses `BitLinear`'s latent f32 weights with tensor-level fake
 //!   quantization instead.
-//! * The dense head, the cache append and the fused transformer ops forward to `B`'s fast op when no input is
-//!   tracked (inference on an autodiff backend), and otherwise run burn's differentiable ops (the trait
-//!   defaults), so training gets every gradient.
+//! * The dense head and the cache append forward to `B`'s fast op when no input is tracked (inference on an
+//!   autodiff backend), and otherwise run burn's differentiable ops (the trait defaults), so training gets every
+//!   gradient.
+//! * The fused transformer ops (RMSNorm, rotary, attention, gated activation, cross-entropy) run `B`'s fused
+//!   op forward and a backward of their own on `B` (the gradients their trait docs state), never a chain of
+//!   autodiff nodes.
 
 use crate::cache::{cache_write_slice_assign, CacheWriteBackend};
 use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use crate::transformer::{
-    causal_attention_gradients, gated_activation_ops, rms_norm_gradients, rotary_ops, GateActivation,
-    TransformerBackend,
+    causal_attention_gradients, rms_norm_gradients, rotary_ops, GateActivation, TransformerBackend,
 };
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -102,6 +104,43 @@ impl<B: TransformerBackend> Backward<B, 1> for RotaryBackward {
         if let Some(node) = node_x {
             let (cos, sin) = ops.state;
             grads.register::<B>(node.id, B::rotary(grad_y, cos, B::float_neg(sin)));
+        }
+    }
+}
+
+/// Backward of `gated_activation` (see [`TransformerBackend::gated_activation_gradients`]).
+#[derive(Debug)]
+struct GatedActivationBackward;
+
+impl<B: TransformerBackend> Backward<B, 2> for GatedActivationBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, GateActivation);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad_y = grads.consume::<B>(&ops.node);
+        let (gate, up, act) = ops.state;
+        let gradients = B::gated_activation_gradients(gate, up, grad_y, act);
+        for (node, gradient) in ops.parents.into_iter().zip(gradients) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, gradient);
+            }
+        }
+    }
+}
+
+/// Backward of `cross_entropy` with respect to the logits (see
+/// [`TransformerBackend::cross_entropy_gradient`]; the classes are integers, without a gradient).
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<B: TransformerBackend> Backward<B, 1> for CrossEntropyBackward {
+    type State = (FloatTensor<B>, IntTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_logits] = ops.parents;
+        let grad_losses = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_logits {
+            let (logits, targets) = ops.state;
+            grads.register::<B>(node.id, B::cross_entropy_gradient(logits, targets, grad_losses));
         }
     }
 }
@@ -254,9 +293,26 @@ impl<B: TransformerBackend, C: CheckpointStrategy> TransformerBackend for Autodi
 
     fn gated_activation(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
         if untracked::<B, C>(&gate) && untracked::<B, C>(&up) {
-            Self::from_inner(B::gated_activation(gate.primitive, up.primitive, act))
-        } else {
-            gated_activation_ops::<Self>(gate, up, act)
+            return Self::from_inner(B::gated_activation(gate.primitive, up.primitive, act));
+        }
+        // `B`'s fused op forward; the backward is one fused op on `B` too.
+        let state = (gate.primitive.clone(), up.primitive.clone(), act);
+        let y = B::gated_activation(gate.primitive, up.primitive, act);
+        match GatedActivationBackward.prepare::<C>([gate.node, up.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        if untracked::<B, C>(&logits) {
+            return Self::from_inner(B::cross_entropy(logits.primitive, targets));
+        }
+        let state = (logits.primitive.clone(), targets.clone());
+        let losses = B::cross_entropy(logits.primitive, targets);
+        match CrossEntropyBackward.prepare::<C>([logits.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, losses),
+            OpsKind::UnTracked(prep) => prep.finish(losses),
         }
     }
 }

@@ -7,7 +7,8 @@ use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::host::{self, DenseWeight};
 use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use crate::transformer::{
-    causal_attention_ops, gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
+    causal_attention_ops, cross_entropy_gradient_ops, cross_entropy_ops, gated_activation_gradients_ops,
+    gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
 };
 use bitnet_kernels::{QuantizedActivations, TernaryView};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
@@ -292,4 +293,69 @@ impl TransformerBackend for Flex {
             _ => gated_activation_ops::<Flex>(gate, up, act),
         }
     }
+
+    fn gated_activation_gradients(
+        gate: FlexTensor,
+        up: FlexTensor,
+        g: FlexTensor,
+        act: GateActivation,
+    ) -> [FlexTensor; 2] {
+        let shape = gate.shape();
+        match (f32_contiguous(gate.clone()), f32_contiguous(up.clone()), f32_contiguous(g.clone())) {
+            (Some(x), Some(u), Some(gs)) => {
+                let (d_gate, d_up) = host::gated_activation_gradients(
+                    x.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    u.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    gs.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    act,
+                );
+                [f32_tensor(d_gate, shape.clone()), f32_tensor(d_up, shape)]
+            }
+            _ => gated_activation_gradients_ops::<Flex>(gate, up, g, act),
+        }
+    }
+
+    fn cross_entropy(logits: FlexTensor, targets: FlexTensor) -> FlexTensor {
+        let [rows, vocab] = dims2(&logits, "cross_entropy logits");
+        match f32_contiguous(logits.clone()) {
+            Some(x) if vocab > 0 => {
+                let targets = i64_contiguous(targets);
+                let losses = host::cross_entropy(
+                    x.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    vocab,
+                    targets.as_slice::<i64>().expect("contiguous i64 tensor"),
+                );
+                f32_tensor(losses, Shape::new([rows]))
+            }
+            _ => cross_entropy_ops::<Flex>(logits, targets),
+        }
+    }
+
+    fn cross_entropy_gradient(logits: FlexTensor, targets: FlexTensor, g: FlexTensor) -> FlexTensor {
+        let shape = logits.shape();
+        let [_, vocab] = dims2(&logits, "cross_entropy logits");
+        match (f32_contiguous(logits.clone()), f32_contiguous(g.clone())) {
+            (Some(x), Some(gs)) if vocab > 0 => {
+                let targets = i64_contiguous(targets);
+                let gradient = host::cross_entropy_gradient(
+                    x.as_slice::<f32>().expect("contiguous f32 tensor"),
+                    vocab,
+                    targets.as_slice::<i64>().expect("contiguous i64 tensor"),
+                    gs.as_slice::<f32>().expect("contiguous f32 tensor"),
+                );
+                f32_tensor(gradient, shape)
+            }
+            _ => cross_entropy_gradient_ops::<Flex>(logits, targets, g),
+        }
+    }
+}
+
+/// A contiguous i64 view of the int tensor `t` (another int dtype is widened).
+fn i64_contiguous(t: FlexTensor) -> FlexTensor {
+    let t = if t.dtype() == DType::I64 {
+        t
+    } else {
+        <Flex as burn::tensor::ops::IntTensorOps<Flex>>::int_cast(t, burn::tensor::IntDType::I64)
+    };
+    contiguous(t, DType::I64, "i64 input")
 }

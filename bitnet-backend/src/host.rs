@@ -127,6 +127,77 @@ pub(crate) fn gated_activation(gate: &[f32], up: &[f32], act: bitnet_kernels::tr
     out
 }
 
+/// The gradients of `act(gate) ⊙ up` given the output's gradient `g`: `(d_gate, d_up)` (see
+/// `TransformerBackend::gated_activation_gradients`), one pass.
+pub(crate) fn gated_activation_gradients(
+    gate: &[f32],
+    up: &[f32],
+    g: &[f32],
+    act: bitnet_kernels::transformer::GateActivation,
+) -> (Vec<f32>, Vec<f32>) {
+    use bitnet_kernels::transformer::GateActivation;
+    assert!(gate.len() == up.len() && gate.len() == g.len(), "gated_activation_gradients: lengths differ");
+    let mut d_gate = vec![0f32; gate.len()];
+    let mut d_up = vec![0f32; gate.len()];
+    let items = d_gate.iter_mut().zip(d_up.iter_mut()).zip(gate.iter().zip(up).zip(g));
+    match act {
+        GateActivation::ReluSquared => {
+            for ((dg, du), ((&x, &u), &g)) in items {
+                let r = x.max(0.0);
+                *dg = g * u * (r * 2.0);
+                *du = g * (r * r);
+            }
+        }
+        GateActivation::Silu => {
+            for ((dg, du), ((&x, &u), &g)) in items {
+                let s = 1.0 / (1.0 + (-x).exp());
+                *dg = g * u * (s * ((1.0 - s) * x + 1.0));
+                *du = g * (s * x);
+            }
+        }
+    }
+    (d_gate, d_up)
+}
+
+/// `max_j x_j + ln Σ_j exp(x_j - max)` of a non-empty row.
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
+}
+
+/// The class of row `r`, checked against the vocabulary.
+fn target_class(targets: &[i64], r: usize, vocab: usize) -> usize {
+    let t = targets[r];
+    usize::try_from(t)
+        .ok()
+        .filter(|&c| c < vocab)
+        .unwrap_or_else(|| panic!("cross_entropy: class {t} of row {r} is outside 0..{vocab}"))
+}
+
+/// Cross-entropy `logsumexp(row) - row[target]` of each row of `logits` (rows of `vocab`).
+pub(crate) fn cross_entropy(logits: &[f32], vocab: usize, targets: &[i64]) -> Vec<f32> {
+    assert_eq!(logits.len(), targets.len() * vocab, "cross_entropy: logits and targets disagree");
+    logits
+        .chunks_exact(vocab)
+        .enumerate()
+        .map(|(r, row)| log_sum_exp(row) - row[target_class(targets, r, vocab)])
+        .collect()
+}
+
+/// The cross-entropy's gradient `g_r (softmax(row) - onehot(target_r))` for each row of `logits`, one pass.
+pub(crate) fn cross_entropy_gradient(logits: &[f32], vocab: usize, targets: &[i64], g: &[f32]) -> Vec<f32> {
+    assert!(logits.len() == targets.len() * vocab && g.len() == targets.len(), "cross_entropy_gradient: shapes");
+    let mut out = vec![0f32; logits.len()];
+    for (r, (row, out)) in logits.chunks_exact(vocab).zip(out.chunks_exact_mut(vocab)).enumerate() {
+        let lse = log_sum_exp(row);
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = g[r] * (v - lse).exp();
+        }
+        out[target_class(targets, r, vocab)] -= g[r];
+    }
+    out
+}
+
 /// `y = (Wq q) · r / s` for int8 codes `[n, k]` and quantized activations `q` (`[m, k]`): `[m, n]`.
 pub(crate) fn int8_gemv(q: &QuantizedActivations, codes: &[i8], [n, k]: [usize; 2], scales: &[f32]) -> Vec<f32> {
     let view = bitnet_kernels::Int8View::new(codes, n, k, k, scales).unwrap_or_else(|e| panic!("int8_linear: {e}"));

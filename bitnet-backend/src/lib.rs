@@ -72,7 +72,9 @@ pub use ops::{
     ternary_linear_many, ternary_rows, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeight,
     TernaryWeightPrimitive,
 };
-pub use transformer::{causal_attention, gated_activation, rms_norm, rotary, GateActivation, TransformerBackend};
+pub use transformer::{
+    causal_attention, cross_entropy, gated_activation, rms_norm, rotary, GateActivation, TransformerBackend,
+};
 
 /// Sets the number of threads the CPU kernels run on (the process-wide pool of `bitnet-kernels`). Call it before
 /// the first CPU op: the pool is created once, with the default of `BITNET_THREADS` or the CPUs this process may

@@ -8,10 +8,10 @@
 
 use crate::ops::float_tensor;
 pub use bitnet_kernels::transformer::GateActivation;
-use burn::tensor::activation::{relu, silu, softmax};
+use burn::tensor::activation::{log_softmax, relu, sigmoid, silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Int, Tensor};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor};
 
 /// A burn backend with the transformer block's non-ternary ops as single ops.
 pub trait TransformerBackend: Backend {
@@ -47,6 +47,35 @@ pub trait TransformerBackend: Backend {
     /// `act(gate) * up`, elementwise.
     fn gated_activation(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
         gated_activation_ops::<Self>(gate, up, act)
+    }
+
+    /// The gradients of [`gated_activation`](Self::gated_activation) with respect to `gate` and `up`, given the
+    /// output's gradient `g`: `d_gate = g ⊙ up ⊙ act'(gate)`, `d_up = g ⊙ act(gate)`, with `relu²' = 2 relu(x)`
+    /// and `silu'(x) = σ(x) (1 + x (1 - σ(x)))`.
+    fn gated_activation_gradients(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        act: GateActivation,
+    ) -> [FloatTensor<Self>; 2] {
+        gated_activation_gradients_ops::<Self>(gate, up, g, act)
+    }
+
+    /// Cross-entropy of each row of `logits` (`[rows, vocab]`, f32) against its class in `targets` (`[rows]`,
+    /// each `< vocab`): `loss_r = logsumexp(logits_r) - logits_r[target_r] = -log softmax(logits_r)[target_r]`,
+    /// `[rows]`.
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        cross_entropy_ops::<Self>(logits, targets)
+    }
+
+    /// The gradient of [`cross_entropy`](Self::cross_entropy) with respect to `logits`, given the losses'
+    /// gradient `g` (`[rows]`): `g_r (softmax(logits_r) - onehot(target_r))`, `[rows, vocab]`.
+    fn cross_entropy_gradient(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cross_entropy_gradient_ops::<Self>(logits, targets, g)
     }
 }
 
@@ -160,6 +189,51 @@ pub(crate) fn gated_activation_ops<B: Backend>(
     (gate * float_tensor::<B, 2>(up)).into_primitive().tensor()
 }
 
+/// [`TransformerBackend::gated_activation_gradients`] with burn ops.
+pub(crate) fn gated_activation_gradients_ops<B: Backend>(
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+    g: FloatTensor<B>,
+    act: GateActivation,
+) -> [FloatTensor<B>; 2] {
+    let (gate, up, g) = (float_tensor::<B, 2>(gate), float_tensor::<B, 2>(up), float_tensor::<B, 2>(g));
+    let (activated, slope) = match act {
+        GateActivation::ReluSquared => {
+            let r = relu(gate);
+            (r.clone().square(), r * 2.0)
+        }
+        GateActivation::Silu => {
+            let s = sigmoid(gate.clone());
+            let slope = s.clone() * ((s.clone().neg() + 1.0) * gate.clone() + 1.0);
+            (s * gate, slope)
+        }
+    };
+    let d_gate = g.clone() * up * slope;
+    let d_up = g * activated;
+    [d_gate.into_primitive().tensor(), d_up.into_primitive().tensor()]
+}
+
+/// [`TransformerBackend::cross_entropy`] with burn ops.
+pub(crate) fn cross_entropy_ops<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+    let logits = float_tensor::<B, 2>(logits);
+    let [rows, _] = logits.dims();
+    let targets = Tensor::<B, 1, Int>::from_primitive(targets).reshape([rows, 1]);
+    log_softmax(logits, 1).gather(1, targets).neg().reshape([rows]).into_primitive().tensor()
+}
+
+/// [`TransformerBackend::cross_entropy_gradient`] with burn ops.
+pub(crate) fn cross_entropy_gradient_ops<B: Backend>(
+    logits: FloatTensor<B>,
+    targets: IntTensor<B>,
+    g: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let logits = float_tensor::<B, 2>(logits);
+    let [rows, _] = logits.dims();
+    let targets = Tensor::<B, 1, Int>::from_primitive(targets).reshape([rows, 1]);
+    let g = float_tensor::<B, 1>(g).reshape([rows, 1]);
+    (softmax(logits, 1) * g.clone()).scatter(1, targets, g.neg(), IndexingUpdateOp::Add).into_primitive().tensor()
+}
+
 /// RMSNorm of `x` over its last dimension.
 pub fn rms_norm<B: TransformerBackend, const D: usize>(
     x: Tensor<B, D>,
@@ -227,4 +301,12 @@ pub fn gated_activation<B: TransformerBackend, const D: usize>(
     let (gate, up) = (gate.reshape([rows, d]), up.reshape([rows, d]));
     float_tensor::<B, 2>(B::gated_activation(gate.into_primitive().tensor(), up.into_primitive().tensor(), act))
         .reshape(dims)
+}
+
+/// Cross-entropy of each row of `logits` (`[rows, vocab]`) against its class in `targets` (`[rows]`):
+/// `-log softmax(logits_r)[target_r]`, `[rows]` (see [`TransformerBackend::cross_entropy`]).
+pub fn cross_entropy<B: TransformerBackend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let ([rows, _], [n]) = (logits.dims(), targets.dims());
+    assert_eq!(rows, n, "cross_entropy: {rows} rows of logits and {n} targets");
+    float_tensor(B::cross_entropy(logits.into_primitive().tensor(), targets.into_primitive()))
 }

@@ -12,10 +12,9 @@
 //! quantizers' gradient. The full-precision baseline is the same model at `λ = 0` for the whole run.
 
 use crate::error::Result;
-use bitnet_models::backend::BitNetBackend;
+use bitnet_models::backend::{cross_entropy, BitNetBackend};
 use bitnet_models::{BitNetConfig, BitNetModel};
 use burn::module::Module;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,8 +121,7 @@ impl<B: BitNetBackend> LanguageModel<B> {
             _ => self.decoder.forward(inputs),
         };
         let logits = logits.reshape([batch * t, v]);
-        let targets = targets.reshape([batch * t, 1]);
-        let losses = log_softmax(logits.clone(), 1).gather(1, targets).neg().reshape([batch * t]);
+        let losses = cross_entropy(logits.clone(), targets.reshape([batch * t]));
         (losses, logits)
     }
 }

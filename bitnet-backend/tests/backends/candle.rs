@@ -47,3 +47,8 @@ fn dense_and_cache_ops_match_burn() {
 fn grouped_ops_match_cpu_reference() {
     common::grouped_ops_match_cpu_reference::<Candle>(&device());
 }
+
+#[test]
+fn cross_entropy_matches_burn_ops() {
+    common::cross_entropy_matches_burn_ops::<Autodiff<Candle>>(&device());
+}

@@ -207,3 +207,13 @@ fn causal_attention_gradients_match_burn_ops() {
 fn rms_norm_gradients_match_burn_ops() {
     common::rms_norm_gradients_match_burn_ops::<AB>(&Default::default());
 }
+
+#[test]
+fn gated_activation_gradients_match_burn_ops() {
+    common::gated_activation_gradients_match_burn_ops::<AB>(&Default::default());
+}
+
+#[test]
+fn cross_entropy_matches_burn_ops() {
+    common::cross_entropy_matches_burn_ops::<AB>(&Default::default());
+}

@@ -101,3 +101,13 @@ fn causal_attention_gradients_match_burn_ops() {
 fn rms_norm_gradients_match_burn_ops() {
     common::rms_norm_gradients_match_burn_ops::<Autodiff<Wgpu>>(&device());
 }
+
+#[test]
+fn gated_activation_gradients_match_burn_ops() {
+    common::gated_activation_gradients_match_burn_ops::<Autodiff<Wgpu>>(&device());
+}
+
+#[test]
+fn cross_entropy_matches_burn_ops() {
+    common::cross_entropy_matches_burn_ops::<Autodiff<Wgpu>>(&device());
+}

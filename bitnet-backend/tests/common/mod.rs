@@ -501,3 +501,61 @@ pub fn rms_norm_gradients_match_burn_ops<B: AutodiffBackend + bitnet_backend::Tr
         }
     }
 }
+
+/// The fused gated activation's gradients (the backend's own backward) equal those autodiff derives from the
+/// burn-op chain `act(gate) * up`, for both activations.
+pub fn gated_activation_gradients_match_burn_ops<B: AutodiffBackend + bitnet_backend::TransformerBackend>(
+    device: &B::Device,
+) {
+    use bitnet_backend::GateActivation;
+    use burn::tensor::activation::{relu, silu};
+    let mut rng = StdRng::seed_from_u64(11);
+    let (rows, d) = (6, 20);
+    let input = |rng: &mut StdRng| {
+        Tensor::<B, 2>::from_data(TensorData::new(random_vec(rng, rows * d, 2.0), [rows, d]), device).require_grad()
+    };
+    let (gate, up) = (input(&mut rng), input(&mut rng));
+    let r = Tensor::<B, 2>::from_data(TensorData::new(random_vec(&mut rng, rows * d, 1.0), [rows, d]), device);
+    for act in [GateActivation::ReluSquared, GateActivation::Silu] {
+        let fused = bitnet_backend::gated_activation(gate.clone(), up.clone(), act);
+        let grads = (fused * r.clone()).sum().backward();
+        let got = [to_vec(gate.grad(&grads).expect("dgate")), to_vec(up.grad(&grads).expect("dup"))];
+        let activated = match act {
+            GateActivation::ReluSquared => relu(gate.clone()).powi_scalar(2),
+            GateActivation::Silu => silu(gate.clone()),
+        };
+        let grads = (activated * up.clone() * r.clone()).sum().backward();
+        let want = [to_vec(gate.grad(&grads).expect("dgate")), to_vec(up.grad(&grads).expect("dup"))];
+        for (name, (got, want)) in ["gate", "up"].iter().zip(got.iter().zip(&want)) {
+            for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{act:?}: d{name}[{i}]: {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// The fused cross-entropy equals `-log softmax(logits)[target]` of burn's ops, and its gradient (the
+/// backend's own backward) the one autodiff derives from those ops, under per-row loss weights.
+pub fn cross_entropy_matches_burn_ops<B: AutodiffBackend + bitnet_backend::TransformerBackend>(device: &B::Device) {
+    use burn::tensor::activation::log_softmax;
+    use burn::tensor::Int;
+    let mut rng = StdRng::seed_from_u64(12);
+    let (rows, vocab) = (7, 33);
+    let logits =
+        Tensor::<B, 2>::from_data(TensorData::new(random_vec(&mut rng, rows * vocab, 6.0), [rows, vocab]), device)
+            .require_grad();
+    let classes: Vec<i64> = (0..rows).map(|_| rng.random_range(0..vocab as i64)).collect();
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(classes, [rows]), device);
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(random_vec(&mut rng, rows, 1.0), [rows]), device);
+    let fused = bitnet_backend::cross_entropy(logits.clone(), targets.clone());
+    let got_losses = to_vec(fused.clone());
+    let grads = (fused * weights.clone()).sum().backward();
+    let got = to_vec(logits.grad(&grads).expect("dlogits"));
+    let reference = log_softmax(logits.clone(), 1).gather(1, targets.reshape([rows, 1])).neg().reshape([rows]);
+    assert_close(&got_losses, &to_vec(reference.clone()), "cross-entropy losses");
+    let grads = (reference * weights).sum().backward();
+    let want = to_vec(logits.grad(&grads).expect("dlogits"));
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "dlogits[{i}]: {a} vs {b}");
+    }
+}
