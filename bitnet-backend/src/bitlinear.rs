@@ -326,17 +326,19 @@ impl<B: TernaryBackend> BitLinear<B> {
     /// as `x_used`.
     fn product<const D: usize>(&self, x_used: Tensor<B, D>) -> Tensor<B, D> {
         let dims = x_used.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let mut out_dims = dims;
+        out_dims[D - 1] = self.d_output;
         let y = match &self.weight {
             BitLinearWeight::Packed(packed) => {
                 let weight = packed.weight().unwrap_or_else(|e| panic!("BitLinear::forward: {e}"));
-                let rows: usize = dims[..D - 1].iter().product();
-                let mut out_dims = dims;
-                out_dims[D - 1] = self.d_output;
                 ternary_linear(x_used.reshape([rows, self.d_input]), &weight).reshape(out_dims)
             }
             BitLinearWeight::Latent(w) => {
                 let w = if self.lambda == 0.0 { w.val() } else { weight_fake_quant(w.val(), self.lambda) };
-                burn::tensor::module::linear(x_used, w, None)
+                // As a matrix of rows: the weight's gradient is then one product `x^T g` over every row, not one
+                // per batch entry summed afterwards.
+                burn::tensor::module::linear(x_used.reshape([rows, self.d_input]), w, None).reshape(out_dims)
             }
         };
         self.add_bias(y)
