@@ -25,6 +25,21 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Values per read or write of a frame.
 const CHUNK: usize = 1 << 14;
 
+/// The error of an exchange whose connection to `who` failed with `e`. A peer that ended shows as the end of its
+/// stream, a reset or a broken pipe, depending on what was in flight: all three read "the connection closed".
+fn peer_error(who: &str, e: std::io::Error) -> TrainError {
+    use std::io::ErrorKind;
+    let why = match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!("no gradients for {} s", STEP_TIMEOUT.as_secs()),
+        ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => "the connection closed (the process ended?)".to_string(),
+        _ => e.to_string(),
+    };
+    TrainError::Io(format!("data-parallel run: {who}: {why}"))
+}
+
 /// The port of a `host:port` coordinator address (1..=65535, a non-empty host).
 pub(super) fn port_of(address: &str) -> Result<u16> {
     let bad =
@@ -73,28 +88,20 @@ impl Peer {
         header[..4].copy_from_slice(FRAME);
         header[4..12].copy_from_slice(&self.exchanges.to_le_bytes());
         header[12..].copy_from_slice(&(values.len() as u64).to_le_bytes());
-        self.writer.write_all(&header).map_err(io(format!("sending gradients to {who}")))?;
+        let lost = |e: std::io::Error| peer_error(who, e);
+        self.writer.write_all(&header).map_err(lost)?;
         let mut bytes = Vec::with_capacity(CHUNK * 4);
         for chunk in values.chunks(CHUNK) {
             bytes.clear();
             bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
-            self.writer.write_all(&bytes).map_err(io(format!("sending gradients to {who}")))?;
+            self.writer.write_all(&bytes).map_err(lost)?;
         }
-        self.writer.flush().map_err(io(format!("sending gradients to {who}")))
+        self.writer.flush().map_err(lost)
     }
 
     /// Receives this exchange's frame of `n` values and hands each chunk to `take(offset, values)`.
     fn receive(&mut self, n: usize, who: &str, mut take: impl FnMut(usize, &[f32])) -> Result<()> {
-        let lost = |e: std::io::Error| {
-            let why = match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                    format!("no gradients for {} s", STEP_TIMEOUT.as_secs())
-                }
-                std::io::ErrorKind::UnexpectedEof => "the connection closed (the process ended?)".to_string(),
-                _ => e.to_string(),
-            };
-            TrainError::Io(format!("data-parallel run: {who}: {why}"))
-        };
+        let lost = |e: std::io::Error| peer_error(who, e);
         let mut header = [0u8; 20];
         self.reader.read_exact(&mut header).map_err(lost)?;
         let exchange = u64::from_le_bytes(std::array::from_fn(|i| header[4 + i]));
@@ -348,6 +355,27 @@ mod tests {
         let hub = hub.join().unwrap();
         assert!(hub.contains("exchange 0 of 5 values") && hub.contains("exchange 0 of 4"), "{hub}");
         assert!(spoke.contains("rank 0"), "{spoke}");
+    }
+
+    #[test]
+    fn a_peer_that_ends_reads_as_a_closed_connection() {
+        // Its end shows as end of stream, a reset or a broken pipe, depending on what was in flight.
+        use std::io::{Error, ErrorKind};
+        for kind in [ErrorKind::UnexpectedEof, ErrorKind::ConnectionReset, ErrorKind::BrokenPipe] {
+            let message = peer_error("rank 1", Error::from(kind)).to_string();
+            assert!(message.contains("rank 1: the connection closed"), "{kind:?}: {message}");
+        }
+        let message = peer_error("rank 1", Error::from(ErrorKind::TimedOut)).to_string();
+        assert!(message.contains("no gradients for"), "{message}");
+
+        let port = free_port();
+        let hub = std::thread::spawn(move || {
+            let mut link = Link::connect(&run(2, 0, port), 3).unwrap();
+            link.mean(&mut [0.0; 4]).err().unwrap().to_string()
+        });
+        drop(Link::connect(&run(2, 1, port), 3).unwrap());
+        let hub = hub.join().unwrap();
+        assert!(hub.contains("rank 1: the connection closed"), "{hub}");
     }
 
     #[test]
