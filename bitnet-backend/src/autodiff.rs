@@ -127,6 +127,22 @@ impl<B: TransformerBackend> Backward<B, 2> for GatedActivationBackward {
     }
 }
 
+/// Backward of `swap_tokens_and_heads`: the same swap of the output's gradient.
+#[derive(Debug)]
+struct SwapTokensAndHeadsBackward;
+
+impl<B: TransformerBackend> Backward<B, 1> for SwapTokensAndHeadsBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad_y = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::swap_tokens_and_heads(grad_y));
+        }
+    }
+}
+
 /// Backward of `cross_entropy` with respect to the logits (see
 /// [`TransformerBackend::cross_entropy_gradient`]; the classes are integers, without a gradient).
 #[derive(Debug)]
@@ -302,6 +318,14 @@ impl<B: TransformerBackend, C: CheckpointStrategy> TransformerBackend for Autodi
             OpsKind::Tracked(prep) => prep.finish(state, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
+    }
+
+    fn swap_tokens_and_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if untracked::<B, C>(&x) {
+            return Self::from_inner(B::swap_tokens_and_heads(x.primitive));
+        }
+        let y = B::swap_tokens_and_heads(x.primitive);
+        SwapTokensAndHeadsBackward.prepare::<C>([x.node]).compute_bound().stateless(y)
     }
 
     fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {

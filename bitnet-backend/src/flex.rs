@@ -315,6 +315,17 @@ impl TransformerBackend for Flex {
         }
     }
 
+    fn swap_tokens_and_heads(x: FlexTensor) -> FlexTensor {
+        let [b, p, q, d] = x.shape().dims::<4>();
+        match f32_contiguous(x.clone()) {
+            Some(xs) if d > 0 => f32_tensor(
+                host::swap_tokens_and_heads(xs.as_slice::<f32>().expect("contiguous f32 tensor"), [b, p, q, d]),
+                Shape::new([b, q, p, d]),
+            ),
+            _ => <Flex as burn::tensor::ops::FloatTensorOps<Flex>>::float_swap_dims(x, 1, 2),
+        }
+    }
+
     fn cross_entropy(logits: FlexTensor, targets: FlexTensor) -> FlexTensor {
         let [rows, vocab] = dims2(&logits, "cross_entropy logits");
         match f32_contiguous(logits.clone()) {

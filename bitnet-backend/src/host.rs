@@ -159,6 +159,20 @@ pub(crate) fn gated_activation_gradients(
     (d_gate, d_up)
 }
 
+/// `x` (`[b, p, q, d]`, row-major) as `[b, q, p, d]`: rows of `d` copied to their new places.
+pub(crate) fn swap_tokens_and_heads(x: &[f32], [b, p, q, d]: [usize; 4]) -> Vec<f32> {
+    assert_eq!(x.len(), b * p * q * d, "swap_tokens_and_heads: {} values for [{b}, {p}, {q}, {d}]", x.len());
+    let mut out = vec![0f32; x.len()];
+    for (x, out) in x.chunks_exact(p * q * d).zip(out.chunks_exact_mut(p * q * d)) {
+        for (i, row) in x.chunks_exact(d).enumerate() {
+            let (pi, qi) = (i / q, i % q);
+            let at = (qi * p + pi) * d;
+            out[at..at + d].copy_from_slice(row);
+        }
+    }
+    out
+}
+
 /// `max_j x_j + ln Σ_j exp(x_j - max)` of a non-empty row.
 fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));

@@ -73,7 +73,8 @@ pub use ops::{
     TernaryWeightPrimitive,
 };
 pub use transformer::{
-    causal_attention, cross_entropy, gated_activation, rms_norm, rotary, GateActivation, TransformerBackend,
+    causal_attention, cross_entropy, gated_activation, rms_norm, rotary, swap_tokens_and_heads, GateActivation,
+    TransformerBackend,
 };
 
 /// Sets the number of threads the CPU kernels run on (the process-wide pool of `bitnet-kernels`). Call it before

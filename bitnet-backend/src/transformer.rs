@@ -61,6 +61,14 @@ pub trait TransformerBackend: Backend {
         gated_activation_gradients_ops::<Self>(gate, up, g, act)
     }
 
+    /// `x` (`[b, p, q, d]`) with dimensions 1 and 2 swapped, `[b, q, p, d]`, laid out in its new order: the
+    /// attention's split of token-major projections into heads and its merge back. The default is burn's
+    /// `swap_dims` (a strided view); the CPU copies rows of `d` once, where a later reshape of the view would
+    /// gather it element by element.
+    fn swap_tokens_and_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_swap_dims(x, 1, 2)
+    }
+
     /// Cross-entropy of each row of `logits` (`[rows, vocab]`, f32) against its class in `targets` (`[rows]`,
     /// each `< vocab`): `loss_r = logsumexp(logits_r) - logits_r[target_r] = -log softmax(logits_r)[target_r]`,
     /// `[rows]`.
@@ -309,4 +317,14 @@ pub fn cross_entropy<B: TransformerBackend>(logits: Tensor<B, 2>, targets: Tenso
     let ([rows, _], [n]) = (logits.dims(), targets.dims());
     assert_eq!(rows, n, "cross_entropy: {rows} rows of logits and {n} targets");
     float_tensor(B::cross_entropy(logits.into_primitive().tensor(), targets.into_primitive()))
+}
+
+/// `x` (`[b, p, q, d]`) as `[b, q, p, d]` (see [`TransformerBackend::swap_tokens_and_heads`]); a reshape when
+/// `p` or `q` is 1 (the order of the elements does not change).
+pub fn swap_tokens_and_heads<B: TransformerBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, p, q, d] = x.dims();
+    if p == 1 || q == 1 {
+        return x.reshape([b, q, p, d]);
+    }
+    float_tensor(B::swap_tokens_and_heads(x.into_primitive().tensor()))
 }

@@ -217,3 +217,8 @@ fn gated_activation_gradients_match_burn_ops() {
 fn cross_entropy_matches_burn_ops() {
     common::cross_entropy_matches_burn_ops::<AB>(&Default::default());
 }
+
+#[test]
+fn swap_tokens_and_heads_matches_swap_dims() {
+    common::swap_tokens_and_heads_matches_swap_dims::<AB>(&Default::default());
+}

@@ -111,3 +111,8 @@ fn gated_activation_gradients_match_burn_ops() {
 fn cross_entropy_matches_burn_ops() {
     common::cross_entropy_matches_burn_ops::<Autodiff<Wgpu>>(&device());
 }
+
+#[test]
+fn swap_tokens_and_heads_matches_swap_dims() {
+    common::swap_tokens_and_heads_matches_swap_dims::<Autodiff<Wgpu>>(&device());
+}

@@ -559,3 +559,24 @@ pub fn cross_entropy_matches_burn_ops<B: AutodiffBackend + bitnet_backend::Trans
         assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "dlogits[{i}]: {a} vs {b}");
     }
 }
+
+/// `swap_tokens_and_heads` holds the values of burn's `swap_dims(1, 2)` and passes its gradient back swapped;
+/// a size-1 dimension makes it a reshape.
+pub fn swap_tokens_and_heads_matches_swap_dims<B: AutodiffBackend + bitnet_backend::TransformerBackend>(
+    device: &B::Device,
+) {
+    let mut rng = StdRng::seed_from_u64(13);
+    for dims in [[2, 5, 3, 4], [1, 1, 6, 8], [3, 7, 1, 2]] {
+        let n = dims.iter().product();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(random_vec(&mut rng, n, 1.0), dims), device).require_grad();
+        let swapped = bitnet_backend::swap_tokens_and_heads(x.clone());
+        let reference = x.clone().swap_dims(1, 2);
+        assert_eq!(swapped.dims(), reference.dims());
+        assert_eq!(to_vec(swapped.clone()), to_vec(reference.clone()), "{dims:?}");
+        let weights =
+            Tensor::<B, 4>::from_data(TensorData::new(random_vec(&mut rng, n, 1.0), reference.dims()), device);
+        let got = to_vec(x.grad(&(swapped * weights.clone()).sum().backward()).expect("dx"));
+        let want = to_vec(x.grad(&(reference * weights).sum().backward()).expect("dx"));
+        assert_eq!(got, want, "{dims:?}");
+    }
+}

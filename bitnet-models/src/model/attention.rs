@@ -14,7 +14,7 @@ use super::cache::LayerCache;
 use super::rope::RopeTables;
 use crate::config::BitNetConfig;
 use crate::error::Result;
-use bitnet_backend::{causal_attention, rms_norm, BitLinear, BitNetBackend};
+use bitnet_backend::{causal_attention, rms_norm, swap_tokens_and_heads, BitLinear, BitNetBackend};
 use burn::module::Module;
 use burn::nn::RmsNorm;
 use burn::tensor::backend::Backend;
@@ -155,7 +155,9 @@ impl<B: BitNetBackend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, _] = q.dims();
         let (heads, kv_heads, d) = (self.heads, self.kv_heads, self.head_dim);
-        let split = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
+        // `[batch, T, n * d]` -> `[batch, n, T, d]`, laid out head-major (one pass of row copies, so the reshapes
+        // below and their gradients are views).
+        let split = |y: Tensor<B, 3>, n: usize| swap_tokens_and_heads(y.reshape([b, t, n, d]));
         let norm = |y: Tensor<B, 4>, norm: &Option<RmsNorm<B>>| match norm {
             Some(norm) => rms_norm(y, &norm.gamma.val(), norm.epsilon),
             None => y,
@@ -177,6 +179,6 @@ impl<B: BitNetBackend> Attention<B> {
         let rep = heads / kv_heads;
         let q = q.reshape([b * kv_heads, rep * t, d]);
         let attn = causal_attention(q, keys, values, t, start, 1.0 / (d as f64).sqrt());
-        attn.reshape([b, heads, t, d]).swap_dims(1, 2).reshape([b, t, heads * d])
+        swap_tokens_and_heads(attn.reshape([b, heads, t, d])).reshape([b, t, heads * d])
     }
 }
