@@ -192,6 +192,11 @@ impl<B: TernaryBackend, C: CheckpointStrategy> TernaryBackend for Autodiff<B, C>
         let y = B::fake_quantize_activations(x.primitive, lambda);
         StraightThrough.prepare::<C>([x.node]).compute_bound().stateless(y)
     }
+
+    fn fake_quantize_weights(w: FloatTensor<Self>, lambda: f32) -> FloatTensor<Self> {
+        let y = B::fake_quantize_weights(w.primitive, lambda);
+        StraightThrough.prepare::<C>([w.node]).compute_bound().stateless(y)
+    }
 }
 
 /// The identity backward of a straight-through estimator.

@@ -21,8 +21,10 @@
 //! packed skeleton of the same shapes with [`BitLinearConfig::init_packed`] and call `load_record`.
 
 use crate::error::BackendError;
-use crate::ops::{fake_quantize_activations, ternary_linear, ternary_linear_many, TernaryBackend, TernaryWeight};
-use crate::quant::weight_fake_quant;
+use crate::ops::{
+    fake_quantize_activations, fake_quantize_weights, ternary_linear, ternary_linear_many, TernaryBackend,
+    TernaryWeight,
+};
 use bitnet_kernels::TernaryMatrix;
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param, ParamId};
@@ -335,7 +337,7 @@ impl<B: TernaryBackend> BitLinear<B> {
                 ternary_linear(x_used.reshape([rows, self.d_input]), &weight).reshape(out_dims)
             }
             BitLinearWeight::Latent(w) => {
-                let w = if self.lambda == 0.0 { w.val() } else { weight_fake_quant(w.val(), self.lambda) };
+                let w = if self.lambda == 0.0 { w.val() } else { fake_quantize_weights(w.val(), self.lambda) };
                 // As a matrix of rows: the weight's gradient is then one product `x^T g` over every row, not one
                 // per batch entry summed afterwards.
                 burn::tensor::module::linear(x_used.reshape([rows, self.d_input]), w, None).reshape(out_dims)

@@ -98,6 +98,19 @@ impl TernaryBackend for Flex {
         }
     }
 
+    fn fake_quantize_weights(w: FlexTensor, lambda: f32) -> FlexTensor {
+        let shape = w.shape();
+        match f32_contiguous(w.clone()) {
+            Some(ws) => f32_tensor(
+                host::fake_quantize_weights(ws.as_slice::<f32>().expect("contiguous f32 tensor"), lambda),
+                shape,
+            ),
+            None => crate::quant::weight_fake_quant(crate::ops::float_tensor::<Flex, 2>(w), lambda)
+                .into_primitive()
+                .tensor(),
+        }
+    }
+
     fn quantize_activations(x: FlexTensor) -> QuantizedActivationsPrimitive<Self> {
         let q = quantize_input(x, "quantize_activations");
         let (m, k) = (q.rows(), q.cols());

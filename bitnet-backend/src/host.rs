@@ -90,6 +90,14 @@ pub(crate) fn fake_quantize(x: &[f32], k: usize, lambda: f32) -> Vec<f32> {
     out
 }
 
+/// Fake quantization of a whole weight tensor (see `TernaryBackend::fake_quantize_weights`): `g` the kernels'
+/// absmean scale, `w + λ · (clamp(round_half_even(w · (1/g)), -1, 1) · g - w)`.
+pub(crate) fn fake_quantize_weights(w: &[f32], lambda: f32) -> Vec<f32> {
+    let g = bitnet_kernels::quant::absmean_scale(w);
+    let inv = 1.0 / g;
+    w.iter().map(|&v| v + ((v * inv).round_ties_even().clamp(-1.0, 1.0) * g - v) * lambda).collect()
+}
+
 /// Rotary embedding of rows of `x` whose position is `row % t`.
 pub(crate) fn rotary(x: &[f32], cos: &[f32], sin: &[f32], t: usize) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];

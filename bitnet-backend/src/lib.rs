@@ -68,8 +68,8 @@ pub use cache::{cache_write, CacheWriteBackend};
 pub use dense::{dense_linear, int8_linear, q6k_linear, q6k_rows, DenseLinearBackend};
 pub use error::{BackendError, Result};
 pub use ops::{
-    fake_quantize_activations, packed_words_shape, quantize_activations, ternary_dequantize, ternary_linear,
-    ternary_linear_many, ternary_rows, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeight,
+    fake_quantize_activations, fake_quantize_weights, packed_words_shape, quantize_activations, ternary_dequantize,
+    ternary_linear, ternary_linear_many, ternary_rows, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeight,
     TernaryWeightPrimitive,
 };
 pub use transformer::{

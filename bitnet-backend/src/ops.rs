@@ -67,6 +67,15 @@ pub trait TernaryBackend: crate::TransformerBackend {
     fn fake_quantize_activations(x: FloatTensor<Self>, lambda: f32) -> FloatTensor<Self> {
         crate::quant::activation_fake_quant(float_tensor::<Self, 2>(x), lambda).into_primitive().tensor()
     }
+
+    /// Training's fake quantization of latent weights `w` (`[K, N]`, any layout): `w + λ · (dequant(quant(w)) -
+    /// w)` with per-tensor absmean ternary (see [`crate::quant::weight_fake_quant`]); its gradient with respect
+    /// to `w` is the identity (straight-through). The CPU runs it in two passes with the scale the packed export
+    /// computes (`bitnet_kernels::quant::absmean_scale`, accumulated in f64), so at `λ = 1` training multiplies
+    /// by the weights `pack()` will store, up to the rounding of `w + (q - w)`.
+    fn fake_quantize_weights(w: FloatTensor<Self>, lambda: f32) -> FloatTensor<Self> {
+        crate::quant::weight_fake_quant(float_tensor::<Self, 2>(w), lambda).into_primitive().tensor()
+    }
 }
 
 /// Packed ternary weights on a backend's device (the tensor-level handle of [`TernaryWeightPrimitive`]).
@@ -257,6 +266,11 @@ pub fn fake_quantize_activations<B: TernaryBackend, const D: usize>(x: Tensor<B,
     let rows = dims[..D - 1].iter().product();
     let x = x.reshape([rows, dims[D - 1]]).into_primitive().tensor();
     float_tensor::<B, 2>(B::fake_quantize_activations(x, lambda)).reshape(dims)
+}
+
+/// Straight-through fake quantization of a latent weight (see [`TernaryBackend::fake_quantize_weights`]).
+pub fn fake_quantize_weights<B: TernaryBackend>(w: Tensor<B, 2>, lambda: f32) -> Tensor<B, 2> {
+    float_tensor(B::fake_quantize_weights(w.into_primitive().tensor(), lambda))
 }
 
 /// The dequantized weights `[N, K]`.

@@ -222,3 +222,8 @@ fn cross_entropy_matches_burn_ops() {
 fn swap_tokens_and_heads_matches_swap_dims() {
     common::swap_tokens_and_heads_matches_swap_dims::<AB>(&Default::default());
 }
+
+#[test]
+fn fake_quantized_weights_match_the_packed_export() {
+    common::fake_quantized_weights_match_the_packed_export::<AB>(&Default::default());
+}

@@ -580,3 +580,31 @@ pub fn swap_tokens_and_heads_matches_swap_dims<B: AutodiffBackend + bitnet_backe
         assert_eq!(got, want, "{dims:?}");
     }
 }
+
+/// Weight fake quantization at `λ = 1` gives the weights the packed export stores (`quantize_absmean`, then
+/// dequantized), at `λ = 0.3` the blend `w + 0.3 (dequant - w)`, both up to the rounding of that sum; its
+/// gradient is the identity.
+pub fn fake_quantized_weights_match_the_packed_export<B: AutodiffBackend + TernaryBackend>(device: &B::Device) {
+    let mut rng = StdRng::seed_from_u64(14);
+    let (d_input, d_output) = (48, 20);
+    let values = random_vec(&mut rng, d_input * d_output, 0.8);
+    let w = Tensor::<B, 2>::from_data(TensorData::new(values, [d_input, d_output]), device).require_grad();
+    let rows = to_vec(w.clone().transpose());
+    let packed = TernaryWeight::<B>::quantize_absmean(&rows, d_output, d_input, device).unwrap();
+    let dequantized = to_vec(ternary_dequantize(&packed));
+    let scale = rows.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for lambda in [1.0f32, 0.3] {
+        let y = bitnet_backend::fake_quantize_weights(w.clone(), lambda);
+        let got = to_vec(y.clone().transpose());
+        for (i, ((g, d), w)) in got.iter().zip(&dequantized).zip(&rows).enumerate() {
+            let want = w + lambda * (d - w);
+            assert!((g - want).abs() <= 1e-6 * scale, "λ {lambda}, [{i}]: {g} vs {want}");
+        }
+        let r = Tensor::<B, 2>::from_data(
+            TensorData::new(random_vec(&mut rng, d_input * d_output, 1.0), [d_input, d_output]),
+            device,
+        );
+        let grad = to_vec(w.grad(&(y * r.clone()).sum().backward()).expect("dw"));
+        assert_eq!(grad, to_vec(r), "straight-through gradient");
+    }
+}
