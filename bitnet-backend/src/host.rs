@@ -171,6 +171,9 @@ pub(crate) fn gated_activation_gradients(
 pub(crate) fn swap_tokens_and_heads(x: &[f32], [b, p, q, d]: [usize; 4]) -> Vec<f32> {
     assert_eq!(x.len(), b * p * q * d, "swap_tokens_and_heads: {} values for [{b}, {p}, {q}, {d}]", x.len());
     let mut out = vec![0f32; x.len()];
+    if out.is_empty() {
+        return out;
+    }
     for (x, out) in x.chunks_exact(p * q * d).zip(out.chunks_exact_mut(p * q * d)) {
         for (i, row) in x.chunks_exact(d).enumerate() {
             let (pi, qi) = (i / q, i % q);

@@ -320,10 +320,10 @@ pub fn cross_entropy<B: TransformerBackend>(logits: Tensor<B, 2>, targets: Tenso
 }
 
 /// `x` (`[b, p, q, d]`) as `[b, q, p, d]` (see [`TransformerBackend::swap_tokens_and_heads`]); a reshape when
-/// `p` or `q` is 1 (the order of the elements does not change).
+/// `p` or `q` is at most 1 (the order of the elements does not change).
 pub fn swap_tokens_and_heads<B: TransformerBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, p, q, d] = x.dims();
-    if p == 1 || q == 1 {
+    if p <= 1 || q <= 1 {
         return x.reshape([b, q, p, d]);
     }
     float_tensor(B::swap_tokens_and_heads(x.into_primitive().tensor()))
