@@ -12,7 +12,7 @@ use crate::transformer::{
 };
 use bitnet_kernels::{QuantizedActivations, TernaryView};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
-use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
+use burn::tensor::{Bytes, DType, IntDType, Shape, TensorMetadata};
 
 /// A contiguous view of `t`, checked to hold `dtype` (the message names the op and both dtypes).
 fn contiguous(t: FlexTensor, dtype: DType, what: &str) -> FlexTensor {
@@ -37,15 +37,17 @@ fn f32_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
 /// The words and scales of a packed weight as contiguous host tensors of the kernels' dtypes (I32 words: an
 /// I64 default int dtype is narrowed on the fly).
 fn host_parts(w: &TernaryWeightPrimitive<Flex>) -> (FlexTensor, FlexTensor) {
-    let words = if w.words.dtype() == DType::I64 {
-        <Flex as burn::tensor::ops::IntTensorOps<Flex>>::int_cast(w.words.clone(), burn::tensor::IntDType::I32)
+    (int_contiguous(w.words.clone(), IntDType::I32), contiguous(w.scales.clone(), DType::F32, "ternary row scales"))
+}
+
+/// The int tensor `t` as a contiguous tensor of `dtype` (cast when it holds another int dtype).
+fn int_contiguous(t: FlexTensor, dtype: IntDType) -> FlexTensor {
+    let t = if t.dtype() == DType::from(dtype) {
+        t
     } else {
-        w.words.clone()
+        <Flex as burn::tensor::ops::IntTensorOps<Flex>>::int_cast(t, dtype)
     };
-    (
-        contiguous(words, DType::I32, "ternary weight words"),
-        contiguous(w.scales.clone(), DType::F32, "ternary row scales"),
-    )
+    contiguous(t, dtype.into(), "int input")
 }
 
 /// The kernel view of a packed weight over its host parts.
@@ -343,7 +345,7 @@ impl TransformerBackend for Flex {
         let [rows, vocab] = dims2(&logits, "cross_entropy logits");
         match f32_contiguous(logits.clone()) {
             Some(x) if vocab > 0 => {
-                let targets = i64_contiguous(targets);
+                let targets = int_contiguous(targets, IntDType::I64);
                 let losses = host::cross_entropy(
                     x.as_slice::<f32>().expect("contiguous f32 tensor"),
                     vocab,
@@ -360,7 +362,7 @@ impl TransformerBackend for Flex {
         let [_, vocab] = dims2(&logits, "cross_entropy logits");
         match (f32_contiguous(logits.clone()), f32_contiguous(g.clone())) {
             (Some(x), Some(gs)) if vocab > 0 => {
-                let targets = i64_contiguous(targets);
+                let targets = int_contiguous(targets, IntDType::I64);
                 let gradient = host::cross_entropy_gradient(
                     x.as_slice::<f32>().expect("contiguous f32 tensor"),
                     vocab,
@@ -372,14 +374,4 @@ impl TransformerBackend for Flex {
             _ => cross_entropy_gradient_ops::<Flex>(logits, targets, g),
         }
     }
-}
-
-/// A contiguous i64 view of the int tensor `t` (another int dtype is widened).
-fn i64_contiguous(t: FlexTensor) -> FlexTensor {
-    let t = if t.dtype() == DType::I64 {
-        t
-    } else {
-        <Flex as burn::tensor::ops::IntTensorOps<Flex>>::int_cast(t, burn::tensor::IntDType::I64)
-    };
-    contiguous(t, DType::I64, "i64 input")
 }
