@@ -14,9 +14,7 @@
 use crate::cache::{cache_write_slice_assign, CacheWriteBackend};
 use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
-use crate::transformer::{
-    causal_attention_gradients, rms_norm_gradients, rotary_ops, GateActivation, TransformerBackend,
-};
+use crate::transformer::{rms_norm_gradients, rotary_ops, GateActivation, TransformerBackend};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -71,7 +69,7 @@ impl<B: TransformerBackend> Backward<B, 2> for RmsNormBackward {
     }
 }
 
-/// Backward of `causal_attention` (see `causal_attention_gradients`).
+/// Backward of `causal_attention` (see [`TransformerBackend::causal_attention_gradients`]).
 #[derive(Debug)]
 struct CausalAttentionBackward;
 
@@ -81,7 +79,7 @@ impl<B: TransformerBackend> Backward<B, 3> for CausalAttentionBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad_y = grads.consume::<B>(&ops.node);
         let (inputs, t, start, scale) = ops.state;
-        let gradients = causal_attention_gradients::<B>(inputs, grad_y, t, start, scale);
+        let gradients = B::causal_attention_gradients(inputs, grad_y, t, start, scale);
         for (node, gradient) in ops.parents.into_iter().zip(gradients) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, gradient);

@@ -7,11 +7,12 @@ use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::host::{self, DenseWeight};
 use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use crate::transformer::{
-    causal_attention_ops, cross_entropy_gradient_ops, cross_entropy_ops, gated_activation_gradients_ops,
-    gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
+    causal_attention_gradients_ops, causal_attention_ops, cross_entropy_gradient_ops, cross_entropy_ops,
+    gated_activation_gradients_ops, gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
 };
 use bitnet_kernels::{QuantizedActivations, TernaryView};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{Bytes, DType, IntDType, Shape, TensorMetadata};
 
 /// A contiguous view of `t`, checked to hold `dtype` (the message names the op and both dtypes).
@@ -218,6 +219,20 @@ fn f32_contiguous(t: FlexTensor) -> Option<FlexTensor> {
     (t.dtype() == DType::F32).then(|| contiguous(t, DType::F32, "f32 input"))
 }
 
+/// The most attention probabilities (`groups x rows x L`) the GEMM form of attention holds at once: 16 MiB.
+const GEMM_ATTENTION_MAX_SCORES: usize = 1 << 22;
+
+/// The f32 tensor `t` with a buffer of exactly its elements in row-major order (`storage` is the tensor), for
+/// the host passes that work in place.
+fn f32_dense(t: FlexTensor) -> FlexTensor {
+    let t = contiguous(t, DType::F32, "f32 input");
+    if t.layout().start_offset() == 0 && t.storage::<f32>().len() == t.shape().num_elements() {
+        t
+    } else {
+        f32_tensor(t.as_slice::<f32>().expect("contiguous f32 tensor").to_vec(), t.shape())
+    }
+}
+
 /// The element offset and group stride of a `[groups, len, d]` view whose rows are contiguous and `d` apart
 /// (a prefix of a KV cache buffer), or `None` for another layout.
 fn grouped_rows(t: &FlexTensor) -> Option<(usize, usize)> {
@@ -276,6 +291,14 @@ impl TransformerBackend for Flex {
         }
         let shape = q.shape();
         let [groups, len, d] = keys.shape().dims::<3>();
+        let rows = shape.dims::<3>()[1];
+        // Several queries (training, prefill): two GEMMs around one softmax pass beat a dot product per
+        // (query, key) pair, as long as the `[groups, rows, L]` probabilities stay small.
+        if t > 1 && groups.saturating_mul(rows).saturating_mul(len) <= GEMM_ATTENTION_MAX_SCORES {
+            let mut p = f32_dense(Flex::float_matmul(q, Flex::float_swap_dims(keys, 1, 2)));
+            host::causal_softmax(p.storage_mut::<f32>(), len, t, start, scale as f32);
+            return Flex::float_matmul(p, values);
+        }
         let q = contiguous(q, DType::F32, "attention queries");
         // Keys and values are read in place when their rows are contiguous (a KV cache prefix), else copied.
         let same_layout = grouped_rows(&keys).is_some() && grouped_rows(&keys) == grouped_rows(&values);
@@ -292,6 +315,30 @@ impl TransformerBackend for Flex {
             scale,
         );
         f32_tensor(out, shape)
+    }
+
+    /// The five products run as burn-flex GEMMs on strided views; the causal softmax and its backward are one
+    /// host pass each over the `[groups, rows, L]` probabilities (no mask tensor, no broadcast).
+    fn causal_attention_gradients(
+        [q, keys, values]: [FlexTensor; 3],
+        g: FlexTensor,
+        t: usize,
+        start: usize,
+        scale: f64,
+    ) -> [FlexTensor; 3] {
+        let len = keys.shape().dims::<3>()[1];
+        if [&q, &keys, &values, &g].iter().any(|x| x.dtype() != DType::F32) || len == 0 || t == 0 {
+            return causal_attention_gradients_ops::<Flex>([q, keys, values], g, t, start, scale);
+        }
+        let transposed = |x: &FlexTensor| Flex::float_swap_dims(x.clone(), 1, 2);
+        let mut p = f32_dense(Flex::float_matmul(q.clone(), transposed(&keys)));
+        host::causal_softmax(p.storage_mut::<f32>(), len, t, start, scale as f32);
+        let d_values = Flex::float_matmul(transposed(&p), g.clone());
+        let mut d_scores = f32_dense(Flex::float_matmul(g, transposed(&values)));
+        host::softmax_gradient(p.storage::<f32>(), d_scores.storage_mut::<f32>(), len, scale as f32);
+        let d_q = Flex::float_matmul(d_scores.clone(), keys);
+        let d_keys = Flex::float_matmul(transposed(&d_scores), q);
+        [d_q, d_keys, d_values]
     }
 
     fn gated_activation(gate: FlexTensor, up: FlexTensor, act: GateActivation) -> FlexTensor {

@@ -5,7 +5,12 @@
 //! functions panic with a message naming the op on malformed input, burn's convention for backend ops (the
 //! tensor-level wrappers check shapes before they reach a backend).
 
+use bitnet_kernels::pool::for_each_rows;
+use bitnet_kernels::quant::round_half_even_small;
 use bitnet_kernels::{global_pool, ternary_matmul_many, QuantizedActivations, TernaryView};
+
+/// The smallest buffer (elements) that a row-wise host pass splits over the kernels' pool.
+const PARALLEL_MIN_LEN: usize = 1 << 15;
 
 /// Per-token int8 quantization of `x` (`[m, k]`, row-major).
 pub(crate) fn quantize(x: &[f32], m: usize, k: usize, what: &str) -> QuantizedActivations {
@@ -79,14 +84,17 @@ pub(crate) fn rms_norm(x: &[f32], gamma: &[f32], eps: f64) -> Vec<f32> {
 /// - x)`.
 pub(crate) fn fake_quantize(x: &[f32], k: usize, lambda: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
-    for (row, out) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
-        let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs())).max(crate::quant::SCALE_EPS);
-        let s = 127.0 / absmax;
-        for (o, &v) in out.iter_mut().zip(row) {
-            let q = (v * s).round_ties_even().clamp(-128.0, 127.0);
-            *o = v + (q / s - v) * lambda;
+    for_each_rows(global_pool(), &mut out, k, PARALLEL_MIN_LEN, &|first, out| {
+        for (row, out) in x[first * k..].chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+            let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs())).max(crate::quant::SCALE_EPS);
+            let s = 127.0 / absmax;
+            for (o, &v) in out.iter_mut().zip(row) {
+                // |v · s| <= 127 by the choice of s: in the range of the branch-free rounding.
+                let q = round_half_even_small((v * s).clamp(-128.0, 127.0));
+                *o = v + (q / s - v) * lambda;
+            }
         }
-    }
+    });
     out
 }
 
@@ -95,7 +103,14 @@ pub(crate) fn fake_quantize(x: &[f32], k: usize, lambda: f32) -> Vec<f32> {
 pub(crate) fn fake_quantize_weights(w: &[f32], lambda: f32) -> Vec<f32> {
     let g = bitnet_kernels::quant::absmean_scale(w);
     let inv = 1.0 / g;
-    w.iter().map(|&v| v + ((v * inv).round_ties_even().clamp(-1.0, 1.0) * g - v) * lambda).collect()
+    let mut out = vec![0f32; w.len()];
+    for_each_rows(global_pool(), &mut out, 1, PARALLEL_MIN_LEN, &|first, out| {
+        for (o, &v) in out.iter_mut().zip(&w[first..]) {
+            // Clamped to ±2 first (the same codes after the clamp to ±1), inside the branch-free rounding's range.
+            *o = v + (round_half_even_small((v * inv).clamp(-2.0, 2.0)).clamp(-1.0, 1.0) * g - v) * lambda;
+        }
+    });
+    out
 }
 
 /// Rotary embedding of rows of `x` whose position is `row % t`.
@@ -125,6 +140,41 @@ pub(crate) fn causal_attention(
     causal_attention(q, k, v, layout, d, t, start, scale as f32, &mut out, global_pool())
         .unwrap_or_else(|e| panic!("causal_attention: {e}"));
     out
+}
+
+/// The causal attention probabilities in place: each row `r` of `scores` (`[rows, len]`, `q k^T` of a query at
+/// position `start + r % t`) becomes `softmax(scores_r · scale)` over its visible positions `0..=start + r % t`
+/// (max subtracted before `exp`) and 0 beyond them.
+pub(crate) fn causal_softmax(scores: &mut [f32], len: usize, t: usize, start: usize, scale: f32) {
+    assert!(len > 0 && t > 0 && scores.len().is_multiple_of(len) && start + t <= len, "causal_softmax: shapes");
+    for_each_rows(global_pool(), scores, len, PARALLEL_MIN_LEN, &|first, rows| {
+        for (r, row) in rows.chunks_exact_mut(len).enumerate() {
+            let (visible, masked) = row.split_at_mut(start + (first + r) % t + 1);
+            let max = visible.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
+            let mut sum = 0f32;
+            for s in visible.iter_mut() {
+                *s = (*s * scale - max).exp();
+                sum += *s;
+            }
+            let inverse = 1.0 / sum;
+            visible.iter_mut().for_each(|s| *s *= inverse);
+            masked.fill(0.0);
+        }
+    });
+}
+
+/// The softmax's backward in place, scaled: each row of `d_p` (`[rows, len]`, the gradient of the probabilities
+/// `p`) becomes `p ⊙ (d_p - Σ p ⊙ d_p) · scale`, the gradient of the scores before their scaling.
+pub(crate) fn softmax_gradient(p: &[f32], d_p: &mut [f32], len: usize, scale: f32) {
+    assert!(len > 0 && p.len() == d_p.len() && p.len().is_multiple_of(len), "softmax_gradient: shapes");
+    for_each_rows(global_pool(), d_p, len, PARALLEL_MIN_LEN, &|first, rows| {
+        for (p, d) in p[first * len..].chunks_exact(len).zip(rows.chunks_exact_mut(len)) {
+            let dot: f32 = p.iter().zip(d.iter()).map(|(&p, &d)| p * d).sum();
+            for (d, &p) in d.iter_mut().zip(p) {
+                *d = p * (*d - dot) * scale;
+            }
+        }
+    });
 }
 
 /// `act(gate) * up`.
@@ -202,24 +252,30 @@ fn target_class(targets: &[i64], r: usize, vocab: usize) -> usize {
 /// Cross-entropy `logsumexp(row) - row[target]` of each row of `logits` (rows of `vocab`).
 pub(crate) fn cross_entropy(logits: &[f32], vocab: usize, targets: &[i64]) -> Vec<f32> {
     assert_eq!(logits.len(), targets.len() * vocab, "cross_entropy: logits and targets disagree");
-    logits
-        .chunks_exact(vocab)
-        .enumerate()
-        .map(|(r, row)| log_sum_exp(row) - row[target_class(targets, r, vocab)])
-        .collect()
+    let mut losses = vec![0f32; targets.len()];
+    for_each_rows(global_pool(), &mut losses, 1, PARALLEL_MIN_LEN / vocab.max(1), &|first, losses| {
+        for (i, (loss, row)) in losses.iter_mut().zip(logits[first * vocab..].chunks_exact(vocab)).enumerate() {
+            *loss = log_sum_exp(row) - row[target_class(targets, first + i, vocab)];
+        }
+    });
+    losses
 }
 
 /// The cross-entropy's gradient `g_r (softmax(row) - onehot(target_r))` for each row of `logits`, one pass.
 pub(crate) fn cross_entropy_gradient(logits: &[f32], vocab: usize, targets: &[i64], g: &[f32]) -> Vec<f32> {
     assert!(logits.len() == targets.len() * vocab && g.len() == targets.len(), "cross_entropy_gradient: shapes");
     let mut out = vec![0f32; logits.len()];
-    for (r, (row, out)) in logits.chunks_exact(vocab).zip(out.chunks_exact_mut(vocab)).enumerate() {
-        let lse = log_sum_exp(row);
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o = g[r] * (v - lse).exp();
+    for_each_rows(global_pool(), &mut out, vocab, PARALLEL_MIN_LEN, &|first, out| {
+        for (i, (row, out)) in logits[first * vocab..].chunks_exact(vocab).zip(out.chunks_exact_mut(vocab)).enumerate()
+        {
+            let r = first + i;
+            let lse = log_sum_exp(row);
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = g[r] * (v - lse).exp();
+            }
+            out[target_class(targets, r, vocab)] -= g[r];
         }
-        out[target_class(targets, r, vocab)] -= g[r];
-    }
+    });
     out
 }
 

@@ -44,6 +44,20 @@ pub trait TransformerBackend: Backend {
         causal_attention_ops::<Self>(q, keys, values, t, start, scale)
     }
 
+    /// The gradients of [`causal_attention`](Self::causal_attention) with respect to `q`, `keys` and `values`,
+    /// given the output's gradient `g` (`[groups, rep * T, d]`): with the probabilities `P` recomputed,
+    /// `dV = P^T g`, `dS = P ⊙ (g V^T - rowsum(g V^T ⊙ P))`, `dQ = dS K · scale`, `dK = dS^T Q · scale` (masked
+    /// entries have `P = 0`, hence `dS = 0`).
+    fn causal_attention_gradients(
+        [q, keys, values]: [FloatTensor<Self>; 3],
+        g: FloatTensor<Self>,
+        t: usize,
+        start: usize,
+        scale: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        causal_attention_gradients_ops::<Self>([q, keys, values], g, t, start, scale)
+    }
+
     /// `act(gate) * up`, elementwise.
     fn gated_activation(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
         gated_activation_ops::<Self>(gate, up, act)
@@ -162,10 +176,8 @@ fn attention_probabilities<B: Backend>(
     softmax(scores, 2)
 }
 
-/// The gradients of [`TransformerBackend::causal_attention`] with respect to `q`, `keys` and `values`, given
-/// the output's gradient `g`: with `P` recomputed, `dV = P^T g`, `dS = P ⊙ (g V^T - rowsum(g V^T ⊙ P))`,
-/// `dQ = dS K · scale`, `dK = dS^T Q · scale` (masked entries have `P = 0`, hence `dS = 0`).
-pub(crate) fn causal_attention_gradients<B: Backend>(
+/// [`TransformerBackend::causal_attention_gradients`] with burn ops.
+pub(crate) fn causal_attention_gradients_ops<B: Backend>(
     [q, keys, values]: [FloatTensor<B>; 3],
     g: FloatTensor<B>,
     t: usize,

@@ -309,9 +309,75 @@ pub fn split_range(total: usize, parts: usize, index: usize, align: usize) -> st
     start..end
 }
 
+/// Runs `job(first_row, rows)` over `out` cut into whole rows of `row_len` elements: on the caller alone when
+/// `out` holds fewer than `min_len` elements, else in chunks of consecutive rows spread over `pool`. Each call
+/// gets its own disjoint, mutable run of rows; the function returns when all are done.
+///
+/// # Panics
+/// If `row_len` is 0 or does not divide `out.len()`.
+pub fn for_each_rows<T: Send>(
+    pool: &ThreadPool,
+    out: &mut [T],
+    row_len: usize,
+    min_len: usize,
+    job: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    assert!(
+        row_len > 0 && out.len().is_multiple_of(row_len),
+        "for_each_rows: {} elements in rows of {row_len}",
+        out.len()
+    );
+    let rows = out.len() / row_len;
+    let chunks = if out.len() < min_len { 1 } else { chunk_count(pool, rows, 1) };
+    if chunks <= 1 {
+        return job(0, out);
+    }
+    let base = RowsPtr(out.as_mut_ptr());
+    pool.run(chunks, &|chunk| {
+        let range = split_range(rows, chunks, chunk, 1);
+        if !range.is_empty() {
+            // SAFETY: `split_range` gives disjoint ranges inside `0..rows`, so each chunk owns its rows of `out`,
+            // which outlives `run` (it returns only after every chunk has finished).
+            let rows = unsafe { std::slice::from_raw_parts_mut(base.at(range.start * row_len), range.len() * row_len) };
+            job(range.start, rows);
+        }
+    });
+}
+
+/// The start of the buffer that [`for_each_rows`] hands out in disjoint runs.
+struct RowsPtr<T>(*mut T);
+// SAFETY: each chunk touches only its own rows (see `for_each_rows`).
+unsafe impl<T: Send> Sync for RowsPtr<T> {}
+
+impl<T> RowsPtr<T> {
+    /// # Safety
+    /// `offset` is within the buffer.
+    unsafe fn at(&self, offset: usize) -> *mut T {
+        unsafe { self.0.add(offset) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn for_each_rows_hands_every_row_to_one_call() {
+        for threads in 1..=3 {
+            let pool = ThreadPool::new(threads).unwrap();
+            for (rows, row_len, min_len) in [(0, 3, 0), (1, 4, 0), (7, 3, 0), (50, 2, 0), (50, 2, 1000)] {
+                let mut out = vec![0usize; rows * row_len];
+                for_each_rows(&pool, &mut out, row_len, min_len, &|first, chunk| {
+                    assert_eq!(chunk.len() % row_len, 0);
+                    for (i, x) in chunk.iter_mut().enumerate() {
+                        *x += first * row_len + i + 1;
+                    }
+                });
+                let want: Vec<usize> = (1..=rows * row_len).collect();
+                assert_eq!(out, want, "{threads} threads, {rows} rows of {row_len}");
+            }
+        }
+    }
 
     #[test]
     fn every_chunk_runs_once_per_call() {
