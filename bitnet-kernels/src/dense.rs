@@ -101,7 +101,51 @@ fn dot_f16_body(w: &[u16], x: &[f32]) -> f32 {
     reduce_f32(acc)
 }
 
+/// `[w0·x0, w0·x1, w1·x0, w1·x1]`, each summed in exactly [`dot_lanes`]'s order (so bit for bit the four single
+/// dot products), with each weight chunk widened once for both inputs and each input chunk read once for both
+/// rows: the tile a GEMV over several tokens is made of.
+#[inline(always)]
+fn dot2x2_lanes<W: Copy>([w0, w1]: [&[W]; 2], [x0, x1]: [&[f32]; 2], widen: impl Fn(W) -> f32) -> [f32; 4] {
+    const N: usize = F32_LANES;
+    let mut acc = [[0.0f32; N]; 4];
+    let chunks = w0.chunks_exact(N).zip(w1.chunks_exact(N)).zip(x0.chunks_exact(N).zip(x1.chunks_exact(N)));
+    for ((a0, a1), (b0, b1)) in chunks {
+        let mut wide = [[0.0f32; N]; 2];
+        for l in 0..N {
+            wide[0][l] = widen(a0[l]);
+            wide[1][l] = widen(a1[l]);
+        }
+        for (r, row) in wide.iter().enumerate() {
+            for l in 0..N {
+                acc[2 * r][l] += row[l] * b0[l];
+                acc[2 * r + 1][l] += row[l] * b1[l];
+            }
+        }
+    }
+    let full = w0.len().min(x0.len()) / N * N;
+    for (r, w) in [w0, w1].into_iter().enumerate() {
+        for (t, x) in [x0, x1].into_iter().enumerate() {
+            for (l, (a, b)) in w[full..].iter().zip(&x[full..]).enumerate() {
+                acc[2 * r + t][l] += widen(*a) * b;
+            }
+        }
+    }
+    acc.map(reduce_f32)
+}
+
+#[inline(always)]
+fn dot2x2_f32_body(w0: &[f32], w1: &[f32], x0: &[f32], x1: &[f32]) -> [f32; 4] {
+    dot2x2_lanes([w0, w1], [x0, x1], |v| v)
+}
+
+#[inline(always)]
+fn dot2x2_bf16_body(w0: &[u16], w1: &[u16], x0: &[f32], x1: &[f32]) -> [f32; 4] {
+    dot2x2_lanes([w0, w1], [x0, x1], bf16_to_f32)
+}
+
 multiversion!(dot_f32, dot_f32_body, (w: &[f32], x: &[f32]) -> f32);
+multiversion!(dot2x2_f32, dot2x2_f32_body, (w0: &[f32], w1: &[f32], x0: &[f32], x1: &[f32]) -> [f32; 4]);
+multiversion!(dot2x2_bf16, dot2x2_bf16_body, (w0: &[u16], w1: &[u16], x0: &[f32], x1: &[f32]) -> [f32; 4]);
 multiversion!(dot_bf16, dot_bf16_body, (w: &[u16], x: &[f32]) -> f32);
 multiversion!(dot_f16_portable, dot_f16_body, (w: &[u16], x: &[f32]) -> f32);
 
@@ -204,23 +248,53 @@ fn checked(kernel: Kernel) -> Result<Kernel> {
 /// Rows below which a dense GEMV runs on the calling thread alone (a dispatch costs more than the work).
 const MIN_PARALLEL_ROWS: usize = 256;
 
+/// Whether `kernel` has the registers for [`dot2x2_lanes`]' sixteen 64-lane accumulators (AVX-512: 32 zmm); the
+/// others take one dot product at a time, which gives the same bits.
+fn tiles_pairs(kernel: Kernel) -> bool {
+    matches!(kernel, Kernel::Avx512Bw | Kernel::Avx512Vnni)
+}
+
 /// Runs `dot(n, t) -> y[t * rows + n]` for every row `n` and token `t < tokens` on the pool, in chunks of
-/// contiguous rows: a weight row is read from memory once and reused from L1 for every token.
+/// contiguous rows: a weight row is read from memory once and reused from L1 for every token. With `pairs`,
+/// two rows and two tokens at a time go through `pair(n, t)` (`[dot(n, t), dot(n, t + 1), dot(n + 1, t),
+/// dot(n + 1, t + 1)]`, bit for bit), the rest through `dot`.
 fn for_rows_tokens(
     rows: usize,
     tokens: usize,
     y: &mut [f32],
     pool: &ThreadPool,
     dot: impl Fn(usize, usize) -> f32 + Sync,
+    pair: Option<impl Fn(usize, usize) -> [f32; 4] + Sync>,
 ) {
     let out = OutPtr(y.as_mut_ptr());
+    // SAFETY (every write): `token * rows + n < tokens * rows <= y.len()` (checked by callers) and row ranges are
+    // disjoint per chunk.
+    let write = |n: usize, token: usize, v: f32| unsafe { out.write(token * rows + n, v) };
     let chunks = chunk_count(pool, rows.div_ceil(16), MIN_PARALLEL_ROWS / 16);
     pool.run(chunks, &|c| {
-        for n in split_range(rows, chunks, c, 16) {
+        let range = split_range(rows, chunks, c, 16);
+        let mut n = range.start;
+        if let Some(pair) = pair.as_ref().filter(|_| tokens >= 2) {
+            while n + 2 <= range.end {
+                let mut token = 0;
+                while token + 2 <= tokens {
+                    let [a, b, c, d] = pair(n, token);
+                    write(n, token, a);
+                    write(n, token + 1, b);
+                    write(n + 1, token, c);
+                    write(n + 1, token + 1, d);
+                    token += 2;
+                }
+                for token in token..tokens {
+                    write(n, token, dot(n, token));
+                    write(n + 1, token, dot(n + 1, token));
+                }
+                n += 2;
+            }
+        }
+        for n in n..range.end {
             for token in 0..tokens {
-                // SAFETY: `token * rows + n < tokens * rows <= y.len()` (checked by callers) and row ranges are
-                // disjoint per chunk.
-                unsafe { out.write(token * rows + n, dot(n, token)) };
+                write(n, token, dot(n, token));
             }
         }
     });
@@ -253,9 +327,10 @@ pub fn f32_gemv_with(
     let kernel = checked(kernel)?;
     ensure_eq("weight element count", checked_elems("f32 weights", rows, cols)?, w.len())?;
     let tokens = token_count(x, y, rows, cols)?;
-    for_rows_tokens(rows, tokens, y, pool, |n, t| {
-        dot_f32::call(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
-    });
+    let (row, input) = (|n: usize| &w[n * cols..(n + 1) * cols], |t: usize| &x[t * cols..(t + 1) * cols]);
+    let pair = |n: usize, t: usize| dot2x2_f32::call(kernel, row(n), row(n + 1), input(t), input(t + 1));
+    let dot = |n: usize, t: usize| dot_f32::call(kernel, row(n), input(t));
+    for_rows_tokens(rows, tokens, y, pool, dot, tiles_pairs(kernel).then_some(pair));
     Ok(())
 }
 
@@ -274,7 +349,9 @@ pub fn bf16_gemv_with(
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    half_gemv(checked(kernel)?, "bf16 weights", dot_bf16::call, w, rows, cols, x, y, pool)
+    let kernel = checked(kernel)?;
+    let pair = tiles_pairs(kernel).then_some(dot2x2_bf16::call);
+    half_gemv(kernel, "bf16 weights", dot_bf16::call, pair, w, rows, cols, x, y, pool)
 }
 
 /// `y = W x` with `W` stored as IEEE f16 bits (`u16`), `[rows, cols]` row-major; `x` and `y` as in
@@ -293,15 +370,17 @@ pub fn f16_gemv_with(
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    half_gemv(checked(kernel)?, "f16 weights", dot_f16::call, w, rows, cols, x, y, pool)
+    type Pair = fn(Kernel, &[u16], &[u16], &[f32], &[f32]) -> [f32; 4];
+    half_gemv(checked(kernel)?, "f16 weights", dot_f16::call, None::<Pair>, w, rows, cols, x, y, pool)
 }
 
-/// The GEMV of a 16-bit weight type whose dot product is `dot`.
+/// The GEMV of a 16-bit weight type whose dot product is `dot` (and, when given, whose 2 x 2 tile is `pair`).
 #[allow(clippy::too_many_arguments)]
 fn half_gemv(
     kernel: Kernel,
     what: &'static str,
     dot: impl Fn(Kernel, &[u16], &[f32]) -> f32 + Sync,
+    pair: Option<impl Fn(Kernel, &[u16], &[u16], &[f32], &[f32]) -> [f32; 4] + Sync>,
     w: &[u16],
     rows: usize,
     cols: usize,
@@ -311,8 +390,8 @@ fn half_gemv(
 ) -> Result<()> {
     ensure_eq("weight element count", checked_elems(what, rows, cols)?, w.len())?;
     let tokens = token_count(x, y, rows, cols)?;
-    for_rows_tokens(rows, tokens, y, pool, |n, t| {
-        dot(kernel, &w[n * cols..(n + 1) * cols], &x[t * cols..(t + 1) * cols])
-    });
+    let (row, input) = (|n: usize| &w[n * cols..(n + 1) * cols], |t: usize| &x[t * cols..(t + 1) * cols]);
+    let pair = pair.map(|pair| move |n: usize, t: usize| pair(kernel, row(n), row(n + 1), input(t), input(t + 1)));
+    for_rows_tokens(rows, tokens, y, pool, |n, t| dot(kernel, row(n), input(t)), pair);
     Ok(())
 }
