@@ -323,11 +323,15 @@ where
     if let Some(run) = &config.data_parallel {
         eprintln!("data-parallel rank {} of {}: waiting for every rank at {}", run.rank, run.nodes, run.coordinator);
         crate::ddp::join(run, run_fingerprint(config, train_data_digest, start_epoch, &model))?;
+        crate::ddp::stop_on_failure(training.interrupter());
         eprintln!("data-parallel run: all {} ranks joined", run.nodes);
     }
     let started = Instant::now();
     let result = training.launch(Learner::new(model, optimizer, config.schedule()));
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(cause) = crate::ddp::failure() {
+        return Err(TrainError::Io(format!("data-parallel training stopped: {cause}; nothing was exported")));
+    }
     // burn-train ends the run early, without an error, when a checkpoint cannot be written: a run is only done
     // when its final checkpoint is on disk.
     let reached = latest_complete_checkpoint(artifact_dir);

@@ -8,8 +8,9 @@ use burn::tensor::{Tensor, TensorData};
 
 /// Replaces each of `module`'s gradients by its mean over the ranks (nothing outside a run).
 ///
-/// A failed exchange means a rank died or the network broke: training cannot go on, and burn-train's step has
-/// no error channel, so this panics with the cause and the run exits non-zero.
+/// A failed exchange means a rank died or the network broke: training cannot go on. burn-train's step has no
+/// error channel, so the gradients stay taken out (this step updates nothing), the failure is recorded and the
+/// training loop is stopped (see [`super::failure`]); later calls do nothing.
 pub(crate) fn all_reduce_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, grads: &mut GradientsParams) {
     if !super::joined() {
         return;
@@ -17,8 +18,12 @@ pub(crate) fn all_reduce_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(mod
     let mut flatten = Flatten::<B> { grads, values: Vec::new(), shapes: Vec::new(), device: None };
     module.visit(&mut flatten);
     let Flatten { grads, mut values, shapes, device, .. } = flatten;
+    if super::failure().is_some() {
+        return;
+    }
     if let Err(e) = super::mean_over_ranks(&mut values) {
-        panic!("{e}");
+        super::fail(e.to_string());
+        return;
     }
     let Some(device) = device else { return };
     let mut restore = Restore::<B> { grads, values: &values, offset: 0, shapes: shapes.into_iter(), device };

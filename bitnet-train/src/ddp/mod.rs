@@ -84,6 +84,31 @@ impl Shard {
 /// The link of this process's run, once joined (a process takes part in at most one run).
 static LINK: OnceLock<Mutex<Link>> = OnceLock::new();
 
+/// The first failed exchange of this process's run, and the interrupter that stops its training loop then.
+static FAILURE: OnceLock<String> = OnceLock::new();
+static INTERRUPTER: OnceLock<burn::train::Interrupter> = OnceLock::new();
+
+/// Lets a failed gradient exchange stop the training loop through `interrupter` (burn-train's step has no error
+/// channel): the step that failed applies no update, the loop ends, and [`failure`] says why.
+pub(crate) fn stop_on_failure(interrupter: burn::train::Interrupter) {
+    // A process takes part in one run: a second interrupter would be for the same run.
+    let _ = INTERRUPTER.set(interrupter);
+}
+
+/// Records the first failure of the run and stops the training loop.
+fn fail(cause: String) {
+    if FAILURE.set(cause.clone()).is_ok() {
+        if let Some(interrupter) = INTERRUPTER.get() {
+            interrupter.stop(Some(&cause));
+        }
+    }
+}
+
+/// Why this process's run stopped, if a gradient exchange failed (a rank died, the network broke).
+pub(crate) fn failure() -> Option<&'static str> {
+    FAILURE.get().map(String::as_str)
+}
+
 /// Joins the run: rank 0 waits until every other rank has connected with the same `fingerprint` (a digest of
 /// everything that must agree: architecture, options, data, starting weights); the others connect to rank 0.
 pub(crate) fn join(run: &DataParallel, fingerprint: u64) -> Result<()> {
