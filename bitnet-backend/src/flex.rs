@@ -233,6 +233,16 @@ fn f32_dense(t: FlexTensor) -> FlexTensor {
     }
 }
 
+/// The causal attention probabilities `[groups, rows, L]` of f32 `q` (`[groups, rows, d]`) against `keys`
+/// (`[groups, L, d]`): one burn-flex GEMM on the keys' transposed view, then one host pass that scales, masks
+/// and normalizes each row in place.
+fn causal_probabilities(q: FlexTensor, keys: FlexTensor, t: usize, start: usize, scale: f64) -> FlexTensor {
+    let len = keys.shape().dims::<3>()[1];
+    let mut p = f32_dense(Flex::float_matmul(q, Flex::float_swap_dims(keys, 1, 2)));
+    host::causal_softmax(p.storage_mut::<f32>(), len, t, start, scale as f32);
+    p
+}
+
 /// The element offset and group stride of a `[groups, len, d]` view whose rows are contiguous and `d` apart
 /// (a prefix of a KV cache buffer), or `None` for another layout.
 fn grouped_rows(t: &FlexTensor) -> Option<(usize, usize)> {
@@ -295,9 +305,7 @@ impl TransformerBackend for Flex {
         // Several queries (training, prefill): two GEMMs around one softmax pass beat a dot product per
         // (query, key) pair, as long as the `[groups, rows, L]` probabilities stay small.
         if t > 1 && groups.saturating_mul(rows).saturating_mul(len) <= GEMM_ATTENTION_MAX_SCORES {
-            let mut p = f32_dense(Flex::float_matmul(q, Flex::float_swap_dims(keys, 1, 2)));
-            host::causal_softmax(p.storage_mut::<f32>(), len, t, start, scale as f32);
-            return Flex::float_matmul(p, values);
+            return Flex::float_matmul(causal_probabilities(q, keys, t, start, scale), values);
         }
         let q = contiguous(q, DType::F32, "attention queries");
         // Keys and values are read in place when their rows are contiguous (a KV cache prefix), else copied.
@@ -331,8 +339,7 @@ impl TransformerBackend for Flex {
             return causal_attention_gradients_ops::<Flex>([q, keys, values], g, t, start, scale);
         }
         let transposed = |x: &FlexTensor| Flex::float_swap_dims(x.clone(), 1, 2);
-        let mut p = f32_dense(Flex::float_matmul(q.clone(), transposed(&keys)));
-        host::causal_softmax(p.storage_mut::<f32>(), len, t, start, scale as f32);
+        let p = causal_probabilities(q.clone(), keys.clone(), t, start, scale);
         let d_values = Flex::float_matmul(transposed(&p), g.clone());
         let mut d_scores = f32_dense(Flex::float_matmul(g, transposed(&values)));
         host::softmax_gradient(p.storage::<f32>(), d_scores.storage_mut::<f32>(), len, scale as f32);

@@ -255,7 +255,7 @@ fn tiles_pairs(kernel: Kernel) -> bool {
 }
 
 /// Runs `dot(n, t) -> y[t * rows + n]` for every row `n` and token `t < tokens` on the pool, in chunks of
-/// contiguous rows: a weight row is read from memory once and reused from L1 for every token. With `pairs`,
+/// contiguous rows: a weight row is read from memory once and reused from L1 for every token. With `pair`,
 /// two rows and two tokens at a time go through `pair(n, t)` (`[dot(n, t), dot(n, t + 1), dot(n + 1, t),
 /// dot(n + 1, t + 1)]`, bit for bit), the rest through `dot`.
 fn for_rows_tokens(

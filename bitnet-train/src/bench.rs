@@ -42,7 +42,9 @@ where
         TrainLoader::<B>::new(data.clone(), config.batch_size, 1, config.seed, 0, device.clone()).with_shard(shard);
     // A data-parallel bench times the run's steps, gradient exchange included (the ranks join once).
     if let Some(run) = config.data_parallel.as_ref().filter(|_| !crate::ddp::joined()) {
-        crate::ddp::join(run, crate::train::run_fingerprint(config, data.digest(), None, &model))?;
+        // No burn-train loop here to interrupt: the steps below check for a failed exchange themselves.
+        let fingerprint = crate::train::run_fingerprint(config, data.digest(), None, &model);
+        crate::ddp::join(run, fingerprint, burn::train::Interrupter::new())?;
     }
     let mut started = Instant::now();
     for step in 0..=steps {
@@ -52,6 +54,9 @@ where
         let windows: Vec<&[u32]> = loader.step_windows(step).iter().map(|&i| data.window(i)).collect();
         let output = TrainStep::step(&model, batch_of::<B>(&windows, device));
         model = optim.step(config.lr, model, output.grads);
+        if let Some(cause) = crate::ddp::failure() {
+            return Err(TrainError::Io(format!("data-parallel bench stopped: {cause}")));
+        }
     }
     // Reading one value back waits for any asynchronous backend to finish the steps.
     let _ = model.decoder().final_norm().gamma.val().narrow(0, 0, 1).into_data();

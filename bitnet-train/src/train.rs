@@ -322,8 +322,7 @@ where
     }
     if let Some(run) = &config.data_parallel {
         eprintln!("data-parallel rank {} of {}: waiting for every rank at {}", run.rank, run.nodes, run.coordinator);
-        crate::ddp::join(run, run_fingerprint(config, train_data_digest, start_epoch, &model))?;
-        crate::ddp::stop_on_failure(training.interrupter());
+        crate::ddp::join(run, run_fingerprint(config, train_data_digest, start_epoch, &model), training.interrupter())?;
         eprintln!("data-parallel run: all {} ranks joined", run.nodes);
     }
     let started = Instant::now();

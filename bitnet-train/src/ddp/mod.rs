@@ -84,18 +84,15 @@ impl Shard {
 /// The link of this process's run, once joined (a process takes part in at most one run).
 static LINK: OnceLock<Mutex<Link>> = OnceLock::new();
 
-/// The first failed exchange of this process's run, and the interrupter that stops its training loop then.
-static FAILURE: OnceLock<String> = OnceLock::new();
+/// The interrupter of this process's training loop, set when it joins a run: a failed gradient exchange stops
+/// the loop through it (burn-train's step has no error channel).
 static INTERRUPTER: OnceLock<burn::train::Interrupter> = OnceLock::new();
 
-/// Lets a failed gradient exchange stop the training loop through `interrupter` (burn-train's step has no error
-/// channel): the step that failed applies no update, the loop ends, and [`failure`] says why.
-pub(crate) fn stop_on_failure(interrupter: burn::train::Interrupter) {
-    // A process takes part in one run: a second interrupter would be for the same run.
-    let _ = INTERRUPTER.set(interrupter);
-}
+/// The first failed exchange of this process's run.
+static FAILURE: OnceLock<String> = OnceLock::new();
 
-/// Records the first failure of the run and stops the training loop.
+/// Records the first failure of the run and stops the training loop; the step that failed applies no update,
+/// and [`failure`] says why.
 fn fail(cause: String) {
     if FAILURE.set(cause.clone()).is_ok() {
         if let Some(interrupter) = INTERRUPTER.get() {
@@ -111,14 +108,16 @@ pub(crate) fn failure() -> Option<&'static str> {
 
 /// Joins the run: rank 0 waits until every other rank has connected with the same `fingerprint` (a digest of
 /// everything that must agree: architecture, options, data, starting weights); the others connect to rank 0.
-pub(crate) fn join(run: &DataParallel, fingerprint: u64) -> Result<()> {
+/// A failed exchange later stops the training loop through `interrupter`.
+pub(crate) fn join(run: &DataParallel, fingerprint: u64, interrupter: burn::train::Interrupter) -> Result<()> {
     run.check()?;
+    let taken = || TrainError::Config("this process already takes part in a data-parallel run".into());
     if LINK.get().is_some() {
-        return Err(TrainError::Config("this process already takes part in a data-parallel run".into()));
+        return Err(taken());
     }
     let link = Link::connect(run, fingerprint)?;
-    LINK.set(Mutex::new(link))
-        .map_err(|_| TrainError::Config("this process already takes part in a data-parallel run".into()))
+    LINK.set(Mutex::new(link)).map_err(|_| taken())?;
+    INTERRUPTER.set(interrupter).map_err(|_| taken())
 }
 
 /// Replaces `values` by their mean over the ranks (unchanged outside a run); every rank must call it with as
