@@ -43,7 +43,11 @@ fn pools() -> Vec<ThreadPool> {
 }
 
 fn bench_bandwidth(c: &mut Criterion) {
-    let buf: Vec<u64> = pseudo_random(WORKING_SET_BYTES * 2 / 8, 1).collect();
+    // In huge pages, like the model's weights (bitnet_kernels::huge_pages).
+    let mut buf = bitnet_kernels::huge_pages::huge_page_vec(0u64, WORKING_SET_BYTES * 2 / 8);
+    for (b, v) in buf.iter_mut().zip(pseudo_random(WORKING_SET_BYTES * 2 / 8, 1)) {
+        *b = v;
+    }
     let mut group = c.benchmark_group("bandwidth");
     group.throughput(Throughput::Bytes((buf.len() * 8) as u64));
     group.sample_size(10).measurement_time(Duration::from_secs(4));
@@ -186,8 +190,16 @@ fn bench_lm_head(c: &mut Criterion) {
             b.iter(|| f32_gemv_with(kernel, &wf, rows, cols, &x, &mut y, pool).expect("gemv"))
         });
     }
-    let wb: Vec<u16> = wf.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
-    let wh: Vec<u16> = wf.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+    // In huge pages, like the model's head (bitnet_kernels::huge_pages).
+    let half_bits = |convert: &dyn Fn(f32) -> u16| {
+        let mut bits = bitnet_kernels::huge_pages::huge_page_vec(0u16, wf.len());
+        for (b, &v) in bits.iter_mut().zip(&wf) {
+            *b = convert(v);
+        }
+        bits
+    };
+    let wb = half_bits(&|v| (v.to_bits() >> 16) as u16);
+    let wh = half_bits(&|v| half::f16::from_f32(v).to_bits());
     let wi = Int8Matrix::quantize(&wf, rows, cols).expect("int8");
     drop(wf);
     group.throughput(Throughput::Bytes((rows * cols * 2) as u64));

@@ -5,7 +5,9 @@
 use crate::cache::{cache_write_slice_assign, CacheWriteBackend};
 use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::host::{self, DenseWeight};
-use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
+use crate::ops::{
+    assert_input_fits, float_tensor, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive,
+};
 use crate::transformer::{
     causal_attention_gradients_ops, causal_attention_ops, cross_entropy_gradient_ops, cross_entropy_ops,
     gated_activation_gradients_ops, gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
@@ -13,7 +15,7 @@ use crate::transformer::{
 use bitnet_kernels::{QuantizedActivations, TernaryView};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::ops::FloatTensorOps;
-use burn::tensor::{Bytes, DType, IntDType, Shape, TensorMetadata};
+use burn::tensor::{Bytes, DType, FloatDType, IntDType, Shape, TensorMetadata};
 
 /// A contiguous view of `t`, checked to hold `dtype` (the message names the op and both dtypes).
 fn contiguous(t: FlexTensor, dtype: DType, what: &str) -> FlexTensor {
@@ -139,13 +141,36 @@ impl TernaryBackend for Flex {
 /// matmul, whose blocking reuses the weight across many tokens.
 const DENSE_GEMV_MAX_TOKENS: usize = 8;
 
+/// Rows of a 16-bit weight widened to f32 at a time for burn's matmul (10 MiB of f32 at a 2560-wide head).
+const WIDEN_ROWS: usize = 1024;
+
+/// `x W^T` for a long input and a 16-bit `W` (`[n, k]`): burn's matmul on blocks of [`WIDEN_ROWS`] rows of
+/// `W` widened to f32, the blocks' columns then joined. Widening a 2B model's head whole would allocate (and
+/// fault in) 1.3 GB of f32 on every call; each block's products are the same dot products, so the result is
+/// the same.
+fn dense_linear_widening_blocks(x: FlexTensor, weight: FlexTensor, n: usize) -> FlexTensor {
+    let x = float_tensor::<Flex, 2>(x);
+    let weight = float_tensor::<Flex, 2>(weight);
+    let blocks: Vec<_> = (0..n)
+        .step_by(WIDEN_ROWS)
+        .map(|start| {
+            let rows = weight.clone().narrow(0, start, WIDEN_ROWS.min(n - start));
+            x.clone().matmul(rows.cast(FloatDType::F32).transpose())
+        })
+        .collect();
+    burn::tensor::Tensor::cat(blocks, 1).into_primitive().tensor()
+}
+
 impl DenseLinearBackend for Flex {
     fn dense_linear(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
         let [m, k] = dims2(&x, "dense_linear input");
         let [n, kw] = dims2(&weight, "dense_linear weight");
         assert!(k == kw, "dense_linear: input [{m}, {k}] does not match a weight of shape [{n}, {kw}]");
         if m > DENSE_GEMV_MAX_TOKENS {
-            return dense_linear_matmul::<Flex>(x, weight);
+            if weight.dtype() == DType::F32 || n == 0 {
+                return dense_linear_matmul::<Flex>(x, weight);
+            }
+            return dense_linear_widening_blocks(x, weight, n);
         }
         let x = contiguous(x, DType::F32, "dense_linear input");
         let xs = x.as_slice::<f32>().expect("contiguous f32 tensor");

@@ -16,7 +16,7 @@ use crate::error::{BackendError, Result};
 use bitnet_kernels::{TernaryCodes, TernaryMatrix};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{AllocationProperty, Bytes, DType, Int, Tensor, TensorData, TensorPrimitive};
 
 /// Packed ternary weights at the primitive level (what the backend ops take).
 #[derive(Debug, Clone)]
@@ -99,13 +99,21 @@ fn words_dtype_ok(dtype: DType) -> bool {
 }
 
 impl<B: Backend> TernaryWeight<B> {
-    /// Uploads a packed matrix to `device`.
+    /// Uploads a packed matrix to `device`. On the CPU the words stay where they are written here: in
+    /// huge-page memory shared with the model's other weights ([`bitnet_kernels::huge_pages`]), which decode
+    /// streams with fewer TLB misses.
     pub fn from_matrix(matrix: &TernaryMatrix, device: &B::Device) -> Self {
-        let words: Vec<i32> =
-            matrix.data().chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data = matrix.data();
+        let words = bitnet_kernels::huge_pages::HugePageBytes::filled(data.len(), |out| {
+            // The words are little-endian i32s; the tensor holds them in native order.
+            for (o, b) in out.chunks_exact_mut(4).zip(data.chunks_exact(4)) {
+                o.copy_from_slice(&i32::from_le_bytes([b[0], b[1], b[2], b[3]]).to_ne_bytes());
+            }
+        });
         let shape = packed_words_shape(matrix.rows(), matrix.cols());
+        let words = Bytes::from_shared(bytes::Bytes::from_owner(words), AllocationProperty::Other);
         // The device's default int dtype (I32 on Flex and CubeCL, I64 on candle) holds the i32 words by value.
-        let words = Tensor::from_data(TensorData::new(words, shape), device);
+        let words = Tensor::from_data(TensorData::from_bytes(words, shape, DType::I32), device);
         let scales = Tensor::from_data(TensorData::new(matrix.scales().to_vec(), [matrix.scales().len()]), device);
         Self { words, scales, rows: matrix.rows(), cols: matrix.cols() }
     }

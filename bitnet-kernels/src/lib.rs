@@ -12,6 +12,7 @@
 //! * [`dispatch`]: run-time kernel choice by CPU feature detection, overridable with `BITNET_KERNEL`.
 //! * [`pool`]: a persistent thread pool; results are identical for any thread count.
 //! * [`dense`]: f32, bf16 and f16 GEMV for the output embedding; [`int8`]: the per-row int8 head (W8A8).
+//! * [`huge_pages`]: weight buffers marked for transparent huge pages (fewer TLB misses when decode streams them).
 //! * [`transformer`]: fused RMSNorm, rotary embedding, causal grouped-query attention and gated activation.
 //!
 //! ```
@@ -40,6 +41,7 @@ pub mod dispatch;
 pub mod error;
 pub mod formats;
 pub mod gemv;
+pub mod huge_pages;
 pub mod int8;
 pub mod pool;
 pub mod probe;

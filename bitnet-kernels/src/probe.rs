@@ -32,9 +32,14 @@ pub fn read_bandwidth(buf: &[u64], pool: &ThreadPool) -> u64 {
 }
 
 /// A buffer for [`read_rate`]: `bytes` (rounded down to whole 64-byte lines) of non-zero words, every page
-/// written so that reads hit DRAM rather than the shared zero page.
+/// written so that reads hit DRAM rather than the shared zero page, in huge pages like the weights
+/// ([`crate::huge_pages`]) so that the probe measures the same kind of reads.
 pub fn probe_buffer(bytes: usize) -> Vec<u64> {
-    (0..bytes / 64 * 8).map(|i| i as u64 ^ 0x9e37_79b9_7f4a_7c15).collect()
+    let mut words = crate::huge_pages::huge_page_vec(0u64, bytes / 64 * 8);
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = i as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    }
+    words
 }
 
 /// The best of `passes` full reads of `buf` on `pool`, in bytes per second.

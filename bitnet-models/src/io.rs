@@ -265,7 +265,7 @@ impl SharedBytes {
         if !matches!(self.owner, Owner::Mapped(_)) || self.is_empty() {
             return self;
         }
-        let mut copy = Words(vec![0u128; self.len().div_ceil(16)], self.len());
+        let mut copy = Words(bitnet_kernels::huge_pages::huge_page_vec(0u128, self.len().div_ceil(16)), self.len());
         const STEP: usize = 8 << 20;
         for start in (0..self.len()).step_by(STEP) {
             let end = (start + STEP).min(self.len());

@@ -156,6 +156,12 @@ impl MatrixData {
     }
 }
 
+/// Bytes burn reads in place where they are (on the CPU), so that the huge pages `quantize_rows` allocated them
+/// in stay behind the tensor.
+fn in_place(bytes: Vec<u8>) -> Bytes {
+    Bytes::from_shared(bytes::Bytes::from_owner(bytes), AllocationProperty::Other)
+}
+
 /// Bytes burn reads in place (a GPU backend uploads them): a mapped file slice is first copied into memory,
 /// releasing its pages as the copy proceeds, so the resident size stays one copy (see
 /// [`SharedBytes::into_memory`] for why); bytes already in memory are used as they are.
@@ -335,7 +341,7 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
                 let (bytes, _) = quantize_rows(&data, dims, Q6K_BLOCK_BYTES * cols / 256, &|w, out| {
                     bitnet_kernels::q6k::quantize_row(w, out).map(|_| 0.0)
                 })?;
-                let blocks = TensorData::new(bytes, [rows, cols / 256 * Q6K_BLOCK_BYTES]);
+                let blocks = TensorData::from_bytes(in_place(bytes), [rows, cols / 256 * Q6K_BLOCK_BYTES], DType::U8);
                 Self::q6k(Tensor::from_data(blocks, (device, DType::U8)), cols)
             }
             (HeadFormat::F16 | HeadFormat::Bf16, data) => {
@@ -363,7 +369,8 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
                 let (codes, scales) = quantize_rows(&data, dims, cols, &|w, out| {
                     Ok(bitnet_kernels::int8::quantize_row(w, bytemuck_i8(out)))
                 })?;
-                let codes = Tensor::from_data(TensorData::from_bytes_vec(codes, dims, DType::I8), (device, DType::I8));
+                let codes = TensorData::from_bytes(in_place(codes), dims, DType::I8);
+                let codes = Tensor::from_data(codes, (device, DType::I8));
                 let scales = Tensor::from_data(TensorData::new(scales, [rows]), device);
                 Self::Int8(Int8Table {
                     codes: Param::initialized(ParamId::new(), codes),
@@ -448,7 +455,7 @@ fn quantize_rows(
     use bitnet_kernels::pool::{chunk_count, split_range};
     use std::sync::Mutex;
     let total = rows.checked_mul(row_bytes).ok_or_else(|| ModelError::Request("the matrix is too large".into()))?;
-    let (mut out, mut values) = (vec![0u8; total], vec![0f32; rows]);
+    let (mut out, mut values) = (bitnet_kernels::huge_pages::huge_page_vec(0u8, total), vec![0f32; rows]);
     let pool = bitnet_kernels::global_pool();
     let chunks = chunk_count(pool, rows, 64);
     // Each chunk owns a contiguous run of rows of both outputs.
