@@ -14,7 +14,7 @@ const PARALLEL_MIN_LEN: usize = 1 << 15;
 
 /// Per-token int8 quantization of `x` (`[m, k]`, row-major).
 pub(crate) fn quantize(x: &[f32], m: usize, k: usize, what: &str) -> QuantizedActivations {
-    QuantizedActivations::quantize(x, m, k).unwrap_or_else(|e| panic!("{what}: {e}"))
+    QuantizedActivations::quantize_on(x, m, k, global_pool()).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// The activation codes of `q` as i32, `[m, k]` (without the kernels' row padding).
@@ -74,8 +74,13 @@ pub(crate) fn write_positions(
 
 /// RMSNorm of each row of `x` (rows of `gamma.len()`).
 pub(crate) fn rms_norm(x: &[f32], gamma: &[f32], eps: f64) -> Vec<f32> {
+    let d = gamma.len();
+    assert!(d > 0 && x.len().is_multiple_of(d), "rms_norm: {} values in rows of {d}", x.len());
     let mut out = vec![0f32; x.len()];
-    bitnet_kernels::transformer::rms_norm(x, gamma, eps as f32, &mut out).unwrap_or_else(|e| panic!("rms_norm: {e}"));
+    for_each_rows(global_pool(), &mut out, d, PARALLEL_MIN_LEN, &|first, out| {
+        let rows = &x[first * d..first * d + out.len()];
+        bitnet_kernels::transformer::rms_norm(rows, gamma, eps as f32, out).unwrap_or_else(|e| panic!("rms_norm: {e}"));
+    });
     out
 }
 
@@ -179,9 +184,14 @@ pub(crate) fn softmax_gradient(p: &[f32], d_p: &mut [f32], len: usize, scale: f3
 
 /// `act(gate) * up`.
 pub(crate) fn gated_activation(gate: &[f32], up: &[f32], act: bitnet_kernels::transformer::GateActivation) -> Vec<f32> {
+    assert!(gate.len() == up.len(), "gated_activation: {} gate values, {} up values", gate.len(), up.len());
     let mut out = vec![0f32; gate.len()];
-    bitnet_kernels::transformer::gated_activation(gate, up, act, &mut out)
-        .unwrap_or_else(|e| panic!("gated_activation: {e}"));
+    // Elementwise: any split of the values gives the same result.
+    for_each_rows(global_pool(), &mut out, 1, PARALLEL_MIN_LEN, &|first, out| {
+        let range = first..first + out.len();
+        bitnet_kernels::transformer::gated_activation(&gate[range.clone()], &up[range], act, out)
+            .unwrap_or_else(|e| panic!("gated_activation: {e}"));
+    });
     out
 }
 

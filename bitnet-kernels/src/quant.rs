@@ -10,6 +10,8 @@
 use crate::aligned::AlignedBytes;
 use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, Result};
+use crate::pool::{chunk_count, split_range, ThreadPool};
+use std::sync::Mutex;
 
 /// Smallest scale denominator of both quantizers (the `1e-5` clamp of the reference).
 pub const SCALE_EPS: f32 = 1e-5;
@@ -92,6 +94,43 @@ impl QuantizedActivations {
     pub fn quantize(x: &[f32], rows: usize, cols: usize) -> Result<Self> {
         let mut q = Self::zeros(rows, cols)?;
         q.quantize_from(x)?;
+        Ok(q)
+    }
+
+    /// [`Self::quantize`] with the rows spread over `pool` when there are enough values to pay for a dispatch
+    /// (a prompt's tokens; one decoded token stays on the caller). Rows are independent, so the result is the
+    /// same as [`Self::quantize`]'s.
+    pub fn quantize_on(x: &[f32], rows: usize, cols: usize, pool: &ThreadPool) -> Result<Self> {
+        /// Values below which the caller quantizes alone.
+        const PARALLEL_MIN_VALUES: usize = 1 << 15;
+        let mut q = Self::zeros(rows, cols)?;
+        ensure_eq("activation length", rows * cols, x.len())?;
+        let chunks = if x.len() < PARALLEL_MIN_VALUES { 1 } else { chunk_count(pool, rows, 1) };
+        if chunks <= 1 {
+            q.quantize_from(x)?;
+            return Ok(q);
+        }
+        let stride = q.cols_padded;
+        // Each chunk owns a contiguous run of rows of the codes, scales and sums.
+        let mut parts = Vec::with_capacity(chunks);
+        let (mut codes, mut scales, mut sums) = (q.codes.as_i8_mut(), q.scales.as_mut_slice(), q.sums.as_mut_slice());
+        for c in 0..chunks {
+            let n = split_range(rows, chunks, c, 1).len();
+            let (c_part, c_rest) = std::mem::take(&mut codes).split_at_mut(n * stride);
+            let (s_part, s_rest) = std::mem::take(&mut scales).split_at_mut(n);
+            let (u_part, u_rest) = std::mem::take(&mut sums).split_at_mut(n);
+            (codes, scales, sums) = (c_rest, s_rest, u_rest);
+            parts.push(Mutex::new((c_part, s_part, u_part)));
+        }
+        pool.run(chunks, &|c| {
+            let first = split_range(rows, chunks, c, 1).start;
+            let mut part = parts[c].lock().unwrap_or_else(|e| e.into_inner());
+            let (codes, scales, sums) = &mut *part;
+            for (i, (scale, sum)) in scales.iter_mut().zip(sums.iter_mut()).enumerate() {
+                let src = &x[(first + i) * cols..(first + i + 1) * cols];
+                (*scale, *sum) = quantize_row_absmax(src, &mut codes[i * stride..i * stride + cols]);
+            }
+        });
         Ok(q)
     }
 
@@ -244,6 +283,29 @@ mod tests {
             assert_eq!(round_half_even_small(v), v.round_ties_even(), "{v}");
         }
         assert!(round_half_even_small(f32::NAN).is_nan());
+    }
+
+    /// The pooled quantization gives the codes, scales and sums of the one-thread one, for a prompt-sized input
+    /// (split over the threads), a non-finite row among them, and a single token (on the caller).
+    #[test]
+    fn quantize_on_a_pool_equals_quantize() {
+        let pool = ThreadPool::new(2).expect("pool");
+        for (rows, cols) in [(64usize, 700usize), (1, 2560), (3, 5)] {
+            let mut x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.013).collect();
+            if rows > 10 {
+                x[10 * cols + 3] = f32::INFINITY;
+            }
+            let (a, b) = (
+                QuantizedActivations::quantize(&x, rows, cols),
+                QuantizedActivations::quantize_on(&x, rows, cols, &pool),
+            );
+            let (a, b) = (a.expect("quantize"), b.expect("quantize_on"));
+            assert_eq!(a.codes(), b.codes(), "{rows}x{cols}");
+            assert_eq!(a.sums(), b.sums(), "{rows}x{cols}");
+            let bits = |q: &QuantizedActivations| q.scales().iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{rows}x{cols}");
+        }
+        assert!(QuantizedActivations::quantize_on(&[0.0; 5], 2, 3, &pool).is_err());
     }
 
     #[test]
