@@ -108,6 +108,7 @@ impl std::fmt::Debug for HugePageBytes {
 struct Chunk {
     ptr: *mut u8,
     len: usize,
+    layout: std::alloc::Layout,
 }
 
 // SAFETY: the chunk is plain memory; its pieces are written once, each through the one `&mut` handed to
@@ -117,23 +118,19 @@ unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
 impl Chunk {
-    fn layout(len: usize) -> std::alloc::Layout {
-        std::alloc::Layout::from_size_align(len.max(1), HUGE_PAGE_BYTES).expect("chunk size overflows a layout")
-    }
-
     fn new(len: usize) -> Self {
-        let layout = Self::layout(len);
+        // Fails only for a length within 2 MiB of `isize::MAX`, as `Vec::with_capacity` would.
+        let layout =
+            std::alloc::Layout::from_size_align(len.max(1), HUGE_PAGE_BYTES).expect("chunk size overflows a layout");
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { std::alloc::alloc(layout) };
         if ptr.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
         advise_huge_pages(ptr, len);
-        Self { ptr, len }
+        Self { ptr, len, layout }
     }
-}
 
-impl Chunk {
     /// Hands the pages of `[from, len)` back to the OS (rounded inwards to 64 KiB, a multiple of every base
     /// page size): the caller guarantees that no piece lies there and none will be handed out there.
     fn release_from(&self, from: usize) {
@@ -152,8 +149,8 @@ impl Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc` with this same layout.
-        unsafe { std::alloc::dealloc(self.ptr, Self::layout(self.len)) }
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
     }
 }
 

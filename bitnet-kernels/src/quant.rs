@@ -103,8 +103,8 @@ impl QuantizedActivations {
     pub fn quantize_on(x: &[f32], rows: usize, cols: usize, pool: &ThreadPool) -> Result<Self> {
         /// Values below which the caller quantizes alone.
         const PARALLEL_MIN_VALUES: usize = 1 << 15;
-        let mut q = Self::zeros(rows, cols)?;
         ensure_eq("activation length", rows * cols, x.len())?;
+        let mut q = Self::zeros(rows, cols)?;
         let chunks = if x.len() < PARALLEL_MIN_VALUES { 1 } else { chunk_count(pool, rows, 1) };
         if chunks <= 1 {
             q.quantize_from(x)?;

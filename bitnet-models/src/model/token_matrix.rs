@@ -156,17 +156,17 @@ impl MatrixData {
     }
 }
 
-/// Bytes burn reads in place where they are (on the CPU), so that the huge pages `quantize_rows` allocated them
-/// in stay behind the tensor.
-fn in_place(bytes: Vec<u8>) -> Bytes {
-    Bytes::from_shared(bytes::Bytes::from_owner(bytes), AllocationProperty::Other)
+/// Bytes burn reads in place where they are (a GPU backend uploads them), so the huge pages they were
+/// allocated in (`quantize_rows`, [`SharedBytes::into_memory`]) stay behind the tensor.
+fn in_place(owner: impl AsRef<[u8]> + Send + Sync + 'static) -> Bytes {
+    Bytes::from_shared(bytes::Bytes::from_owner(owner), AllocationProperty::Other)
 }
 
-/// Bytes burn reads in place (a GPU backend uploads them): a mapped file slice is first copied into memory,
-/// releasing its pages as the copy proceeds, so the resident size stays one copy (see
-/// [`SharedBytes::into_memory`] for why); bytes already in memory are used as they are.
+/// [`in_place`] for bytes of a model file: a mapped file slice is first copied into memory, releasing its pages
+/// as the copy proceeds, so the resident size stays one copy (see [`SharedBytes::into_memory`] for why); bytes
+/// already in memory are used as they are.
 fn shared_bytes(bytes: SharedBytes) -> Bytes {
-    Bytes::from_shared(bytes::Bytes::from_owner(bytes.into_memory()), AllocationProperty::Other)
+    in_place(bytes.into_memory())
 }
 
 /// Per-row int8 weights: `W[n,k] ≈ codes[n,k] · scales[n]`, codes in [-127, 127].
