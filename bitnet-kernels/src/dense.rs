@@ -14,6 +14,7 @@ use crate::dispatch::Kernel;
 use crate::error::{checked_elems, ensure_eq, ensure_len, Result};
 use crate::gemv::OutPtr;
 use crate::pool::{chunk_count, split_range, ThreadPool};
+use crate::prefetch::prefetch;
 
 const F32_LANES: usize = 64;
 
@@ -58,12 +59,23 @@ fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
 }
 
+/// Prefetches the two cache lines `AHEAD` bytes past a 64-value chunk of 16-bit weights (nothing when 0).
 #[inline(always)]
-fn dot_bf16_body(w: &[u16], x: &[f32]) -> f32 {
+fn prefetch_chunk<const AHEAD: usize>(chunk: &[u16]) {
+    if AHEAD > 0 {
+        let ahead = chunk.as_ptr().cast::<u8>().wrapping_add(AHEAD);
+        prefetch(ahead);
+        prefetch(ahead.wrapping_add(64));
+    }
+}
+
+#[inline(always)]
+fn dot_bf16_body<const AHEAD: usize>(w: &[u16], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; F32_LANES];
     let (wc, xc) = (w.chunks_exact(F32_LANES), x.chunks_exact(F32_LANES));
     let (wr, xr) = (wc.remainder(), xc.remainder());
     for (a, b) in wc.zip(xc) {
+        prefetch_chunk::<AHEAD>(a);
         for l in 0..F32_LANES {
             acc[l] += bf16_to_f32(a[l]) * b[l];
         }
@@ -74,23 +86,32 @@ fn dot_bf16_body(w: &[u16], x: &[f32]) -> f32 {
     reduce_f32(acc)
 }
 
-/// IEEE half -> f32, exactly, without branches (so it vectorizes): the 15 magnitude bits move into an f32's
-/// exponent and mantissa fields and a multiplication by 2^112 rebiases the exponent (exact for normal and
-/// subnormal halves alike); infinities and NaNs get the all-ones exponent instead.
+/// IEEE half -> f32, exactly, without branches (so it vectorizes). A normal half moves its 15 magnitude bits
+/// into an f32's exponent and mantissa fields and rebiases the exponent by adding `(127 - 15) << 23` to the
+/// bits; a subnormal half is `mantissa * 2^-24`, an integer times a power of two (both normal f32, so no
+/// operation here ever sees a denormal: multiplying one, as a shortcut would, costs a microcode assist of some
+/// hundred cycles on x86, and the Q6_K block scale `d` of small weights is usually a subnormal half);
+/// infinities and NaNs get the all-ones exponent with their mantissa.
 #[inline(always)]
 pub fn f16_to_f32(bits: u16) -> f32 {
-    let magnitude = (bits as u32 & 0x7fff) << 13;
-    let rebiased = (f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)).to_bits();
-    let special = if bits & 0x7c00 == 0x7c00 { magnitude | 0x7f80_0000 } else { rebiased };
-    f32::from_bits(special | (bits as u32 & 0x8000) << 16)
+    let (exponent, mantissa) = (bits as u32 & 0x7c00, bits as u32 & 0x03ff);
+    let normal = ((bits as u32 & 0x7fff) << 13) + ((127 - 15) << 23);
+    let subnormal = (mantissa as f32 * f32::from_bits(0x3380_0000)).to_bits();
+    let magnitude = match exponent {
+        0 => subnormal,
+        0x7c00 => mantissa << 13 | 0x7f80_0000,
+        _ => normal,
+    };
+    f32::from_bits(magnitude | (bits as u32 & 0x8000) << 16)
 }
 
 #[inline(always)]
-fn dot_f16_body(w: &[u16], x: &[f32]) -> f32 {
+fn dot_f16_body<const AHEAD: usize>(w: &[u16], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; F32_LANES];
     let (wc, xc) = (w.chunks_exact(F32_LANES), x.chunks_exact(F32_LANES));
     let (wr, xr) = (wc.remainder(), xc.remainder());
     for (a, b) in wc.zip(xc) {
+        prefetch_chunk::<AHEAD>(a);
         for l in 0..F32_LANES {
             acc[l] += f16_to_f32(a[l]) * b[l];
         }
@@ -146,8 +167,8 @@ fn dot2x2_bf16_body(w0: &[u16], w1: &[u16], x0: &[f32], x1: &[f32]) -> [f32; 4] 
 multiversion!(dot_f32, dot_f32_body, (w: &[f32], x: &[f32]) -> f32);
 multiversion!(dot2x2_f32, dot2x2_f32_body, (w0: &[f32], w1: &[f32], x0: &[f32], x1: &[f32]) -> [f32; 4]);
 multiversion!(dot2x2_bf16, dot2x2_bf16_body, (w0: &[u16], w1: &[u16], x0: &[f32], x1: &[f32]) -> [f32; 4]);
-multiversion!(dot_bf16, dot_bf16_body, (w: &[u16], x: &[f32]) -> f32);
-multiversion!(dot_f16_portable, dot_f16_body, (w: &[u16], x: &[f32]) -> f32);
+multiversion!(dot_bf16, dot_bf16_body::<AHEAD>, (w: &[u16], x: &[f32]) -> f32);
+multiversion!(dot_f16_portable, dot_f16_body::<AHEAD>, (w: &[u16], x: &[f32]) -> f32);
 
 /// The f16 dot product: on x86-64 the hardware conversion (`vcvtph2ps`, exact like [`f16_to_f32`]) in the same
 /// lane order as [`dot_f16_body`], so every copy gives the same sums (NaN payloads aside); elsewhere the
@@ -170,7 +191,8 @@ mod dot_f16 {
 
     #[cfg(target_arch = "x86_64")]
     mod x86 {
-        use super::super::{reduce_f32, F32_LANES};
+        use super::super::{prefetch_chunk, reduce_f32, F32_LANES};
+        use crate::prefetch::DENSE_AHEAD_AVX2;
         use std::arch::x86_64::*;
 
         /// Lanes `l` of the accumulators match `acc[l]` of the portable body: 4 x 16 lanes, mul then add.
@@ -207,6 +229,7 @@ mod dot_f16 {
             let mut acc = [_mm256_setzero_ps(); 8];
             let mut i = 0;
             while i < full {
+                prefetch_chunk::<DENSE_AHEAD_AVX2>(&w[i..]);
                 for (j, a) in acc.iter_mut().enumerate() {
                     let at = i + 8 * j;
                     // SAFETY: `at + 8 <= full <= n`, within both slices.

@@ -172,7 +172,9 @@ fn dot_row(kernel: Kernel, row: &[i8], act: &[i8], act_sum: i32) -> i32 {
                 Some(unsafe { x86::dot_vnni(row, act, full, head_sum) })
             }
             // SAFETY: as above.
-            Kernel::Avx2 | Kernel::Avx512Bw => Some(unsafe { x86::dot_avx2(row, act, full) }),
+            Kernel::Avx2 => Some(unsafe { x86::dot_avx2::<{ crate::prefetch::DENSE_AHEAD_AVX2 }>(row, act, full) }),
+            // SAFETY: as above.
+            Kernel::Avx512Bw => Some(unsafe { x86::dot_avx2::<0>(row, act, full) }),
             _ => None,
         };
         if let Some(sum) = simd {
@@ -220,17 +222,21 @@ mod x86 {
         }
     }
 
-    /// AVX2: `vpmaddubsw(|Wq|, q · sign(Wq))` (exact in i16: `2 · 127 · 128 < 2^15`), widened by `vpmaddwd`.
+    /// AVX2: `vpmaddubsw(|Wq|, q · sign(Wq))` (exact in i16: `2 · 127 · 128 < 2^15`), widened by `vpmaddwd`;
+    /// prefetching `AHEAD` bytes ahead of each 64-byte read when `AHEAD > 0`.
     ///
     /// # Safety
     /// avx2 present; `row` and `act` hold `full` (a multiple of 64) bytes; codes in `[-127, 127]`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn dot_avx2(row: &[i8], act: &[i8], full: usize) -> i32 {
+    pub(super) unsafe fn dot_avx2<const AHEAD: usize>(row: &[i8], act: &[i8], full: usize) -> i32 {
         unsafe {
             let ones = _mm256_set1_epi16(1);
             let mut acc = [_mm256_setzero_si256(); 2];
             let mut k = 0;
             while k < full {
+                if AHEAD > 0 {
+                    crate::prefetch::prefetch(row.as_ptr().cast::<u8>().wrapping_add(k + AHEAD));
+                }
                 for (half, a) in acc.iter_mut().enumerate() {
                     let at = k + 32 * half;
                     let x = _mm256_loadu_si256(act.as_ptr().add(at).cast());

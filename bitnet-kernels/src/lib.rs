@@ -44,6 +44,7 @@ pub mod gemv;
 pub mod huge_pages;
 pub mod int8;
 pub mod pool;
+mod prefetch;
 pub mod probe;
 pub mod q6k;
 pub mod quant;

@@ -5,23 +5,34 @@
 
 /// Generates `mod $name` with the per-ISA copies of `$body` and `call(kernel, ...)`, which runs the copy for
 /// `kernel` (the caller checks `kernel.is_available()` first).
+///
+/// With `$body::<AHEAD>`, the body is generic over `const AHEAD: usize`, the bytes ahead of its weight reads at
+/// which it prefetches (0: none); the AVX2 copy gets [`crate::prefetch::DENSE_AHEAD_AVX2`], the others 0.
 macro_rules! multiversion {
     ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        multiversion!(@copies $name, [$body], [$body], ($($arg: $ty),*) -> $ret);
+    };
+    ($name:ident, $body:ident::<AHEAD>, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        multiversion!(
+            @copies $name, [$body::<0>], [$body::<{ crate::prefetch::DENSE_AHEAD_AVX2 }>], ($($arg: $ty),*) -> $ret
+        );
+    };
+    (@copies $name:ident, [$($plain:tt)*], [$($avx2:tt)*], ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         mod $name {
             use super::*;
-            pub(super) fn generic($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            pub(super) fn generic($($arg: $ty),*) -> $ret { $($plain)*($($arg),*) }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            pub(super) unsafe fn avx2($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            pub(super) unsafe fn avx2($($arg: $ty),*) -> $ret { $($avx2)*($($arg),*) }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw")]
-            pub(super) unsafe fn avx512bw($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            pub(super) unsafe fn avx512bw($($arg: $ty),*) -> $ret { $($plain)*($($arg),*) }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-            pub(super) unsafe fn avx512vnni($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            pub(super) unsafe fn avx512vnni($($arg: $ty),*) -> $ret { $($plain)*($($arg),*) }
             #[cfg(target_arch = "aarch64")]
             #[target_feature(enable = "neon,dotprod")]
-            pub(super) unsafe fn dotprod($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            pub(super) unsafe fn dotprod($($arg: $ty),*) -> $ret { $($plain)*($($arg),*) }
 
             /// Calls the copy for `kernel`, which the caller has checked is available.
             #[inline(always)]
