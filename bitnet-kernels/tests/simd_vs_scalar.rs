@@ -106,6 +106,30 @@ fn adversarial_inputs_match_exactly() {
     check_all_kernels(&codes, &x, "mixed");
 }
 
+/// The largest sums a kernel may keep in 16-bit lanes: rows of all +1 and all -1 against activations of all -128
+/// or all 127, over 14 blocks (two of the AVX2 GEMM's seven-block i16 groups), for every token count that runs
+/// a GEMM group: every kernel gives the scalar kernel's output bit for bit.
+#[test]
+fn products_at_the_i16_bound_stay_exact() {
+    let (rows, cols) = (4, 14 * 256);
+    let weights: Vec<i8> = (0..rows * cols).map(|i| [1, -1, 1, 0][i / cols]).collect();
+    let w =
+        TernaryMatrix::from_codes_with_scale(&TernaryCodes::from_ternary(rows, cols, &weights).unwrap(), 1.0).unwrap();
+    for tokens in 1..=5 {
+        let codes: Vec<i8> = (0..tokens * cols).map(|i| if (i / cols) % 2 == 0 { -128 } else { 127 }).collect();
+        let x = QuantizedActivations::from_codes(&codes, &vec![1.0; tokens], tokens, cols).unwrap();
+        let pool = ThreadPool::new(1).unwrap();
+        let mut want = vec![0f32; tokens * rows];
+        ternary_matmul_with(Kernel::Scalar, &w, &x, &mut want, &pool).unwrap();
+        assert_eq!(want[0], -128.0 * cols as f32, "the scalar sum of an all +1 row against all -128");
+        for kernel in Kernel::available() {
+            let mut y = vec![0f32; tokens * rows];
+            ternary_matmul_with(kernel, &w, &x, &mut y, &pool).unwrap();
+            assert_eq!(y, want, "{kernel}, {tokens} tokens");
+        }
+    }
+}
+
 /// Prefill-sized products (every token count up to 11, so each GEMM kernel's token groups and the leftover tokens
 /// both run; partial tiles and padded widths; extreme activations): every kernel and thread count gives the
 /// scalar kernel's output bit for bit, and `ternary_matmul_many` gives each weight's own product.

@@ -131,8 +131,15 @@ mod x86 {
         }
     }
 
-    /// AVX2, two tokens: per sub-block, `vpmaddubsw(codes, activations)` of its two 32-byte halves summed in
-    /// i16 (|lane| <= 4 * 256), widened by `vpmaddwd`.
+    /// Blocks whose sums [`gemm2_avx2`] keeps in i16: a `vpmaddubsw` lane is two products of a code (0..=2) and
+    /// an activation (-128..=127), at most 512 in magnitude; a block adds two of them per sub-block, four
+    /// sub-blocks, so at most 4096; seven blocks stay below 2^15 (28672).
+    const I16_BLOCKS: usize = 7;
+
+    /// AVX2, two tokens: per sub-block, `vpmaddubsw(codes, activations)` of its two 32-byte halves, summed in
+    /// i16 over up to [`I16_BLOCKS`] blocks (exact, see there), then widened by `vpmaddwd` into i32 accumulators:
+    /// one widening per seven blocks instead of one per sub-block (two multiplies per 64 codes and token
+    /// instead of three).
     ///
     /// # Safety
     /// avx2 present; as [`gemm3_vnni`] with 2 rows of activations.
@@ -142,25 +149,38 @@ mod x86 {
             let ones = _mm256_set1_epi16(1);
             let a = [acts[0], acts[1]];
             let mut acc = [[_mm256_setzero_si256(); 4]; 2];
-            for b in 0..blocks {
-                let c = codes.add(UNPACKED_BLOCK * b);
-                for p in 0..4 {
-                    let mut x = [[_mm256_setzero_si256(); 2]; 2];
-                    for t in 0..2 {
-                        for h in 0..2 {
-                            x[t][h] = _mm256_loadu_si256(a[t].add(256 * b + 64 * p + 32 * h).cast());
-                        }
-                    }
-                    for r in 0..4 {
-                        let at = c.add((4 * r + p) * 64);
-                        let (v0, v1) = (_mm256_loadu_si256(at.cast()), _mm256_loadu_si256(at.add(32).cast()));
+            let mut first = 0;
+            while first < blocks {
+                let end = (first + I16_BLOCKS).min(blocks);
+                let mut narrow = [[_mm256_setzero_si256(); 4]; 2];
+                for b in first..end {
+                    let c = codes.add(UNPACKED_BLOCK * b);
+                    for p in 0..4 {
+                        let mut x = [[_mm256_setzero_si256(); 2]; 2];
                         for t in 0..2 {
-                            let s =
-                                _mm256_add_epi16(_mm256_maddubs_epi16(v0, x[t][0]), _mm256_maddubs_epi16(v1, x[t][1]));
-                            acc[t][r] = _mm256_add_epi32(acc[t][r], _mm256_madd_epi16(s, ones));
+                            for h in 0..2 {
+                                x[t][h] = _mm256_loadu_si256(a[t].add(256 * b + 64 * p + 32 * h).cast());
+                            }
+                        }
+                        for r in 0..4 {
+                            let at = c.add((4 * r + p) * 64);
+                            let (v0, v1) = (_mm256_loadu_si256(at.cast()), _mm256_loadu_si256(at.add(32).cast()));
+                            for t in 0..2 {
+                                let s = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(v0, x[t][0]),
+                                    _mm256_maddubs_epi16(v1, x[t][1]),
+                                );
+                                narrow[t][r] = _mm256_add_epi16(narrow[t][r], s);
+                            }
                         }
                     }
                 }
+                for t in 0..2 {
+                    for r in 0..4 {
+                        acc[t][r] = _mm256_add_epi32(acc[t][r], _mm256_madd_epi16(narrow[t][r], ones));
+                    }
+                }
+                first = end;
             }
             for t in 0..2 {
                 for r in 0..4 {
