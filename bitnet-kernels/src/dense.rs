@@ -14,7 +14,7 @@ use crate::dispatch::Kernel;
 use crate::error::{checked_elems, ensure_eq, ensure_len, Result};
 use crate::gemv::OutPtr;
 use crate::pool::{chunk_count, split_range, ThreadPool};
-use crate::prefetch::prefetch;
+use crate::prefetch::prefetch_lines;
 
 const F32_LANES: usize = 64;
 
@@ -63,9 +63,7 @@ fn bf16_to_f32(bits: u16) -> f32 {
 #[inline(always)]
 fn prefetch_chunk<const AHEAD: usize>(chunk: &[u16]) {
     if AHEAD > 0 {
-        let ahead = chunk.as_ptr().cast::<u8>().wrapping_add(AHEAD);
-        prefetch(ahead);
-        prefetch(ahead.wrapping_add(64));
+        prefetch_lines(chunk.as_ptr().cast(), AHEAD, 2);
     }
 }
 

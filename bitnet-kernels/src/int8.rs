@@ -235,7 +235,7 @@ mod x86 {
             let mut k = 0;
             while k < full {
                 if AHEAD > 0 {
-                    crate::prefetch::prefetch(row.as_ptr().cast::<u8>().wrapping_add(k + AHEAD));
+                    crate::prefetch::prefetch_lines(row.as_ptr().cast::<u8>().wrapping_add(k), AHEAD, 1);
                 }
                 for (half, a) in acc.iter_mut().enumerate() {
                     let at = k + 32 * half;

@@ -33,3 +33,13 @@ pub(crate) fn prefetch(p: *const u8) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// Prefetches `lines` consecutive cache lines starting `ahead` bytes past `p` (addresses formed with
+/// `wrapping_add`, so `p + ahead` may lie past the end of the buffer).
+#[inline(always)]
+pub(crate) fn prefetch_lines(p: *const u8, ahead: usize, lines: usize) {
+    let first = p.wrapping_add(ahead);
+    for line in 0..lines {
+        prefetch(first.wrapping_add(64 * line));
+    }
+}

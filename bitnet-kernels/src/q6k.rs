@@ -294,7 +294,7 @@ fn row_dot(kernel: Kernel, row: &[u8], act: &[i8], sums: &[i16]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{block_scale, Q6K_BLOCK, Q6K_BLOCK_BYTES, QH, SCALES};
-    use crate::prefetch::{prefetch, DENSE_AHEAD_AVX2};
+    use crate::prefetch::{prefetch_lines, DENSE_AHEAD_AVX2};
     use std::arch::x86_64::*;
 
     /// Bytes `[sc[b] x8, sc[b+1] x8]` of a 16-byte scale vector (the 16-bit lanes of one 32-element quarter:
@@ -334,10 +334,6 @@ mod x86 {
             let mut acc = 0f32;
             for (b, block) in row.chunks_exact(Q6K_BLOCK_BYTES).enumerate() {
                 let p = block.as_ptr();
-                // A block is 210 bytes: its 4 lines' worth, `DENSE_AHEAD_AVX2` bytes on.
-                for line in 0..4 {
-                    prefetch(p.wrapping_add(DENSE_AHEAD_AVX2 + 64 * line));
-                }
                 let sc = _mm_loadu_si128(p.add(SCALES).cast());
                 let sc2 = _mm256_broadcastsi128_si256(sc);
                 // -32 · sum_j sc_j A_j, in the same vector.
@@ -384,9 +380,7 @@ mod x86 {
             for (b, block) in row.chunks_exact(Q6K_BLOCK_BYTES).enumerate() {
                 let p = block.as_ptr();
                 // A block is 210 bytes: its 4 lines' worth, `DENSE_AHEAD_AVX2` bytes on.
-                for line in 0..4 {
-                    prefetch(p.wrapping_add(DENSE_AHEAD_AVX2 + 64 * line));
-                }
+                prefetch_lines(p, DENSE_AHEAD_AVX2, 4);
                 let sc = _mm_loadu_si128(p.add(SCALES).cast());
                 let offset =
                     _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), _mm256_loadu_si256(sums.as_ptr().add(16 * b).cast()));

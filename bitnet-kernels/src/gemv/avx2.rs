@@ -4,7 +4,7 @@
 //! `64p + 32h .. 64p + 32h + 32`. Exactness as in the AVX-512BW kernel: the four `vpmaddubsw` results of one
 //! load are summed in i16 (|lane| <= 2048) before `vpmaddwd` widens them to i32.
 
-use crate::prefetch::{prefetch, TERNARY_AHEAD_AVX2};
+use crate::prefetch::{prefetch_lines, TERNARY_AHEAD_AVX2};
 use core::arch::x86_64::*;
 
 #[inline(always)]
@@ -48,16 +48,6 @@ unsafe fn act_half(a: *const i8, h: usize) -> [__m256i; 4] {
     }
 }
 
-/// Prefetches the four cache lines [`TERNARY_AHEAD_AVX2`] bytes past block `b` of the tile at `w` (the tiles of a
-/// matrix are contiguous, so this reaches into the next tile; past the matrix it is a harmless hint).
-#[inline(always)]
-fn prefetch_block(w: *const u8, b: usize) {
-    let ahead = w.wrapping_add(b * 256 + TERNARY_AHEAD_AVX2);
-    for line in 0..4 {
-        prefetch(ahead.wrapping_add(64 * line));
-    }
-}
-
 /// Sums for the four rows of one interleaved tile (block `b` of row `r` at byte `(4b + r) * 64`).
 ///
 /// # Safety
@@ -70,7 +60,8 @@ pub(crate) unsafe fn dot4(w: *const u8, act: *const i8, blocks: usize) -> [i32; 
         let mut acc = [_mm256_setzero_si256(); 4];
         for b in 0..blocks {
             let a = act.add(b * 256);
-            prefetch_block(w, b);
+            // The tiles of a matrix are contiguous: this reaches into the next tile (past the matrix, a hint).
+            prefetch_lines(w.wrapping_add(b * 256), TERNARY_AHEAD_AVX2, 4);
             for h in 0..2 {
                 let x = act_half(a, h);
                 for r in 0..4 {
@@ -120,7 +111,8 @@ pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f
         let mut acc = [_mm256_setzero_ps(); 2];
         for b in 0..blocks {
             let a = act.add(b * 256);
-            prefetch_block(w, b);
+            // The tiles of a matrix are contiguous: this reaches into the next tile (past the matrix, a hint).
+            prefetch_lines(w.wrapping_add(b * 256), TERNARY_AHEAD_AVX2, 4);
             let mut e = [_mm256_setzero_si256(); 16];
             for h in 0..2 {
                 let x = act_half(a, h);
