@@ -8,6 +8,7 @@
 use bitnet_benches::{read_bandwidth, Rotation, WORKING_SET_BYTES};
 use bitnet_kernels::dense::{bf16_gemv_with, f16_gemv_with, f32_gemv_with};
 use bitnet_kernels::int8::{int8_gemv_with, Int8Matrix};
+use bitnet_kernels::transformer::{causal_attention, KvLayout};
 use bitnet_kernels::{
     ternary_matmul_many_with, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix,
     ThreadPool,
@@ -225,6 +226,36 @@ fn bench_lm_head(c: &mut Criterion) {
     group.finish();
 }
 
+/// Causal attention of one 2B-4T layer (20 query heads in 5 key/value groups of 128 dimensions): a decode step
+/// at two context lengths and a 128-token prefill. Throughput counts query-key scores.
+fn bench_attention(c: &mut Criterion) {
+    const GROUPS: usize = 5;
+    const REP: usize = 4;
+    const D: usize = 128;
+    let mut group = c.benchmark_group("attention");
+    group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_secs(1));
+    let pools = pools();
+    for (t, len) in [(1usize, 128usize), (1, 1024), (128, 128)] {
+        let keys = random_f32(GROUPS * len * D, 8);
+        let values = random_f32(GROUPS * len * D, 9);
+        let q = random_f32(GROUPS * REP * t * D, 10);
+        let mut out = vec![0f32; q.len()];
+        let layout = KvLayout { groups: GROUPS, len, offset: 0, group_stride: len * D };
+        let scores: usize = (len - t + 1..=len).sum::<usize>() * GROUPS * REP;
+        group.throughput(Throughput::Elements(scores as u64));
+        for pool in &pools {
+            let id = BenchmarkId::new(format!("t{t}_len{len}"), format!("{}t", pool.threads()));
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    causal_attention(&q, &keys, &values, layout, D, t, len - t, 0.088, &mut out, pool)
+                        .expect("attention")
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_bandwidth,
@@ -232,6 +263,7 @@ criterion_group!(
     bench_ternary_many,
     bench_ternary_gemv_cached,
     bench_f32_gemv,
-    bench_lm_head
+    bench_lm_head,
+    bench_attention
 );
 criterion_main!(benches);

@@ -19,15 +19,6 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
 }
 multiversion!(dot, dot_body, (a: &[f32], b: &[f32]) -> f32);
 
-/// `acc += p * v`, elementwise.
-#[inline(always)]
-fn axpy_body(acc: &mut [f32], p: f32, v: &[f32]) {
-    for (a, &x) in acc.iter_mut().zip(v) {
-        *a += p * x;
-    }
-}
-multiversion!(axpy, axpy_body, (acc: &mut [f32], p: f32, v: &[f32]) -> ());
-
 fn selected() -> Result<Kernel> {
     let kernel = Kernel::selected();
     if kernel.is_available() {
@@ -132,39 +123,180 @@ pub fn causal_attention(
         });
     }
     let kernel = selected()?;
-    let tasks = groups * rows;
+    // Tasks: blocks of up to `QUERY_BLOCK` consecutive query rows of one group (in decode, the `rep` heads that
+    // share a key/value head), so each key and value row is read once per block rather than once per row.
+    let blocks = rows.div_ceil(QUERY_BLOCK);
+    let tasks = groups * blocks;
     // Work per task grows with the context: split only when there is enough of it.
-    let chunks = chunk_count(pool, tasks, if len * d >= 1 << 14 { 2 } else { usize::MAX });
+    let chunks = chunk_count(pool, tasks, if len * d >= PARALLEL_MIN_SCORES { 2 } else { usize::MAX });
     let dst = OutPtr(out.as_mut_ptr());
     pool.run(chunks, &|chunk| {
-        let mut scores = vec![0f32; len];
-        let mut acc = vec![0f32; d];
+        let mut scores = vec![0f32; QUERY_BLOCK * len];
+        let mut acc = vec![0f32; QUERY_BLOCK * d];
         for task in crate::pool::split_range(tasks, chunks, chunk, 1) {
-            let (g, i) = (task / rows, task % rows);
-            let visible = start + i % t + 1;
-            let qi = &q[task * d..(task + 1) * d];
+            let (g, first) = (task / blocks, task % blocks * QUERY_BLOCK);
+            let n = QUERY_BLOCK.min(rows - first);
+            let row0 = g * rows + first;
             let base = offset + g * group_stride;
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores[..visible].iter_mut().enumerate() {
-                *s = dot::call(kernel, qi, &keys[base + j * d..base + (j + 1) * d]) * scale;
-                max = max.max(*s);
+            let block = QueryBlock {
+                q: &q[row0 * d..(row0 + n) * d],
+                keys: &keys[base..base + len * d],
+                values: &values[base..base + len * d],
+                d,
+                visible: std::array::from_fn(|r| start + (first + r.min(n - 1)) % t + 1),
+                scale,
+            };
+            if n == QUERY_BLOCK {
+                attend_block::call(kernel, &block, &mut scores, &mut acc);
+            } else {
+                for r in 0..n {
+                    let one = QueryBlock {
+                        q: &block.q[r * d..(r + 1) * d],
+                        keys: block.keys,
+                        values: block.values,
+                        d,
+                        visible: [block.visible[r]],
+                        scale,
+                    };
+                    attend_row::call(kernel, &one, &mut scores, &mut acc[r * d..(r + 1) * d]);
+                }
             }
-            let mut sum = 0f32;
-            for s in &mut scores[..visible] {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            acc.fill(0.0);
-            for (j, &e) in scores[..visible].iter().enumerate() {
-                axpy::call(kernel, &mut acc, e / sum, &values[base + j * d..base + (j + 1) * d]);
-            }
-            for (k, &v) in acc.iter().enumerate() {
-                // SAFETY: `task * d + k < tasks * d == out.len()`; each task belongs to one chunk.
-                unsafe { dst.write(task * d + k, v) };
+            for (k, &v) in acc[..n * d].iter().enumerate() {
+                // SAFETY: `row0 * d + k < (g * rows + rows) * d <= out.len()`; each task belongs to one chunk.
+                unsafe { dst.write(row0 * d + k, v) };
             }
         }
     });
     Ok(())
+}
+
+/// Context size (`len * d`: positions times head width) from which attention is split over the pool: at 32
+/// positions of 128-wide heads a decode step's attention takes ~20 us on one core, a dispatch a few.
+const PARALLEL_MIN_SCORES: usize = 1 << 12;
+/// Query rows attended together against each key and value row.
+const QUERY_BLOCK: usize = 4;
+/// Output columns a block keeps in registers while it sums the values.
+const VALUE_CHUNK: usize = 64;
+
+/// `R` query rows of one group and the keys and values they attend to.
+#[derive(Clone, Copy)]
+struct QueryBlock<'a, const R: usize> {
+    /// `[R, d]` query rows.
+    q: &'a [f32],
+    /// `[len, d]` key and value rows of the group.
+    keys: &'a [f32],
+    values: &'a [f32],
+    d: usize,
+    /// Positions each row sees: `0..visible[r]`, at most `len`.
+    visible: [usize; R],
+    scale: f32,
+}
+
+#[inline(always)]
+fn attend_block_body(block: &QueryBlock<'_, QUERY_BLOCK>, scores: &mut [f32], out: &mut [f32]) {
+    attend_rows(block, scores, out)
+}
+multiversion!(attend_block, attend_block_body, (block: &QueryBlock<'_, QUERY_BLOCK>, scores: &mut [f32], out: &mut [f32]) -> ());
+
+#[inline(always)]
+fn attend_row_body(block: &QueryBlock<'_, 1>, scores: &mut [f32], out: &mut [f32]) {
+    attend_rows(block, scores, out)
+}
+multiversion!(attend_row, attend_row_body, (block: &QueryBlock<'_, 1>, scores: &mut [f32], out: &mut [f32]) -> ());
+
+/// `out[r] = softmax(q[r] k^T * scale) v` over each row's visible positions, `out` `[R, d]`, `scores` at least
+/// `R * max(visible)` values of scratch. Each row's arithmetic is that of a lone row: the crate's `LANES`-lane
+/// dot product per score, max subtracted before `exp`, then `out += (e / sum) v` position by position. The block
+/// only shares the reads: a key or value row comes from memory for the first row of the block and from the core's
+/// caches for the others, and the whole block runs inside one ISA-specific copy (no call per dot product).
+#[inline(always)]
+fn attend_rows<const R: usize>(block: &QueryBlock<'_, R>, scores: &mut [f32], out: &mut [f32]) {
+    let QueryBlock { q, keys, values, d, visible, scale } = *block;
+    let len = visible.iter().copied().max().unwrap_or(0);
+    let scores = &mut scores[..R * len];
+    let q_rows: [&[f32]; R] = std::array::from_fn(|r| &q[r * d..(r + 1) * d]);
+    for (j, key) in keys.chunks_exact(d).take(len).enumerate() {
+        let dots = dot_rows(q_rows, key);
+        for (r, (&seen, &dot)) in visible.iter().zip(&dots).enumerate() {
+            if j < seen {
+                scores[r * len + j] = dot * scale;
+            }
+        }
+    }
+    for (r, &seen) in visible.iter().enumerate() {
+        let row = &mut scores[r * len..r * len + seen];
+        let mut max = f32::NEG_INFINITY;
+        for &s in row.iter() {
+            max = max.max(s);
+        }
+        let mut sum = 0f32;
+        for s in row.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        for s in row.iter_mut() {
+            *s /= sum;
+        }
+        weighted_values(&row[..], values, d, &mut out[r * d..(r + 1) * d]);
+    }
+}
+
+/// `out = sum_j p[j] v_j` over the first `p.len()` rows of `values` (`d` wide), summed in position order for each
+/// output element, `VALUE_CHUNK` outputs at a time held in registers.
+#[inline(always)]
+fn weighted_values(p: &[f32], values: &[f32], d: usize, out: &mut [f32]) {
+    let (chunks, tail) = out.as_chunks_mut::<VALUE_CHUNK>();
+    for (c, out_c) in chunks.iter_mut().enumerate() {
+        let mut acc = [0f32; VALUE_CHUNK];
+        for (&pj, value) in p.iter().zip(values.chunks_exact(d)) {
+            let Ok(v) = <&[f32; VALUE_CHUNK]>::try_from(&value[c * VALUE_CHUNK..(c + 1) * VALUE_CHUNK]) else {
+                continue;
+            };
+            for l in 0..VALUE_CHUNK {
+                acc[l] += pj * v[l];
+            }
+        }
+        *out_c = acc;
+    }
+    let first = d - tail.len();
+    tail.fill(0.0);
+    for (&pj, value) in p.iter().zip(values.chunks_exact(d)) {
+        for (o, &v) in tail.iter_mut().zip(&value[first..]) {
+            *o += pj * v;
+        }
+    }
+}
+
+/// `[dot(rows[r], x)]`, each in the order of [`crate::dense::dot_lanes`] (`LANES` lanes, the tail into the
+/// first lanes, summed pairwise); the rows' accumulators are independent, so their additions overlap.
+#[inline(always)]
+fn dot_rows<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+    let (x_chunks, x_tail) = x.as_chunks::<LANES>();
+    let row_chunks: [&[[f32; LANES]]; R] = rows.map(|row| row.as_chunks::<LANES>().0);
+    let n = row_chunks.iter().fold(x_chunks.len(), |n, c| n.min(c.len()));
+    let mut acc = [[0f32; LANES]; R];
+    for (c, xc) in x_chunks[..n].iter().enumerate() {
+        for r in 0..R {
+            add_products(&mut acc[r], &row_chunks[r][c], xc);
+        }
+    }
+    let tail = n * LANES;
+    for (acc_r, row) in acc.iter_mut().zip(rows) {
+        for ((a, &w), &v) in acc_r.iter_mut().zip(&row[tail..]).zip(x_tail) {
+            *a += w * v;
+        }
+    }
+    // The barrier keeps LLVM from vectorizing the loop to fit the reduction's pairing (two-lane vectors and
+    // shuffles); the values are unchanged.
+    std::hint::black_box(acc).map(crate::dense::reduce_f32)
+}
+
+/// `acc[l] += w[l] * x[l]` for every lane.
+#[inline(always)]
+fn add_products(acc: &mut [f32; LANES], w: &[f32; LANES], x: &[f32; LANES]) {
+    for l in 0..LANES {
+        acc[l] += w[l] * x[l];
+    }
 }
 
 /// The activation of a gated FFN.
@@ -229,6 +361,53 @@ mod tests {
                             (0..visible).map(|j| (s[j] - m).exp() / z * vv[g * cap * d + j * d + k] as f64).sum();
                         let got = out[(g * rows + i) * d + k] as f64;
                         assert!((got - want).abs() < 1e-5, "g{g} row {i} dim {k}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One query row at a time, one key or value row at a time: the arithmetic `attend_rows` must reproduce.
+    fn attention_row_by_row(q: &[f32], keys: &[f32], values: &[f32], d: usize, visible: usize, scale: f32) -> Vec<f32> {
+        let s: Vec<f32> =
+            (0..visible).map(|j| crate::dense::dot_lanes::<LANES>(q, &keys[j * d..(j + 1) * d]) * scale).collect();
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let e: Vec<f32> = s.iter().map(|&x| (x - max).exp()).collect();
+        let sum = e.iter().fold(0f32, |a, &x| a + x);
+        let mut out = vec![0f32; d];
+        for (j, &ej) in e.iter().enumerate() {
+            let p = ej / sum;
+            for (o, &v) in out.iter_mut().zip(&values[j * d..(j + 1) * d]) {
+                *o += p * v;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn blocked_attention_is_bit_identical_to_row_by_row() {
+        let value = |i: usize| ((i * 7919 % 2003) as f32 - 1001.0) / 700.0;
+        // Head widths below, at and off the lane and value-chunk widths; group sizes below, at and off the block.
+        for (d, rep, t, start) in [(128, 4, 1, 37), (24, 3, 2, 5), (20, 5, 3, 0), (8, 1, 1, 0), (40, 4, 4, 9)] {
+            let (groups, len, cap) = (2, start + t, start + t + 3);
+            let rows = rep * t;
+            let q: Vec<f32> = (0..groups * rows * d).map(value).collect();
+            let keys: Vec<f32> = (0..groups * cap * d).map(|i| value(i + 11)).collect();
+            let values: Vec<f32> = (0..groups * cap * d).map(|i| value(i + 5)).collect();
+            let layout = KvLayout { groups, len, offset: d, group_stride: cap * d - d };
+            for threads in 1..=3 {
+                let pool = ThreadPool::new(threads).unwrap();
+                let mut out = vec![f32::NAN; q.len()];
+                causal_attention(&q, &keys, &values, layout, d, t, start, 0.125, &mut out, &pool).unwrap();
+                for g in 0..groups {
+                    let base = d + g * (cap * d - d);
+                    for i in 0..rows {
+                        let qi = &q[(g * rows + i) * d..][..d];
+                        let want =
+                            attention_row_by_row(qi, &keys[base..], &values[base..], d, start + i % t + 1, 0.125);
+                        let got = &out[(g * rows + i) * d..][..d];
+                        let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "d {d} rep {rep} t {t} group {g} row {i} threads {threads}");
                     }
                 }
             }
