@@ -35,20 +35,35 @@ pub(crate) fn reduce_f32<const N: usize>(mut acc: [f32; N]) -> f32 {
 /// lanes then summed pairwise: the one fixed order every f32 dot product of the crate uses, whatever the ISA.
 #[inline(always)]
 pub(crate) fn dot_lanes<const N: usize>(w: &[f32], x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; N];
-    let (wc, xc) = (w.chunks_exact(N), x.chunks_exact(N));
-    let (wr, xr) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        for l in 0..N {
-            acc[l] += a[l] * b[l];
+    let [dot] = dot_lanes_rows::<N, 1>([w], x);
+    dot
+}
+
+/// [`dot_lanes`] of `R` rows (each as long as `x`) with `x` at once: every row's sum in the same order as alone,
+/// each chunk of `x` loaded once for all rows, the rows' additions independent (so they overlap).
+#[inline(always)]
+pub(crate) fn dot_lanes_rows<const N: usize, const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+    let (x_chunks, x_tail) = x.as_chunks::<N>();
+    let row_chunks: [&[[f32; N]]; R] = rows.map(|row| row.as_chunks::<N>().0);
+    let n = row_chunks.iter().fold(x_chunks.len(), |n, c| n.min(c.len()));
+    let mut acc = [[0f32; N]; R];
+    for (c, xc) in x_chunks[..n].iter().enumerate() {
+        for r in 0..R {
+            let (a, w) = (&mut acc[r], &row_chunks[r][c]);
+            for l in 0..N {
+                a[l] += w[l] * xc[l];
+            }
         }
     }
-    for (l, (a, b)) in wr.iter().zip(xr).enumerate() {
-        acc[l] += a * b;
+    let tail = n * N;
+    for (a, row) in acc.iter_mut().zip(rows) {
+        for ((a, &w), &v) in a.iter_mut().zip(&row[tail..]).zip(x_tail) {
+            *a += w * v;
+        }
     }
     // Without the barrier LLVM vectorizes the loop to fit the pairwise reduction below (two-lane vectors and
     // shuffles, a third of the speed); the values are unchanged.
-    reduce_f32(std::hint::black_box(acc))
+    std::hint::black_box(acc).map(reduce_f32)
 }
 
 #[inline(always)]

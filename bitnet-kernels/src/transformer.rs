@@ -150,15 +150,7 @@ pub fn causal_attention(
                 attend_block::call(kernel, &block, &mut scores, &mut acc);
             } else {
                 for r in 0..n {
-                    let one = QueryBlock {
-                        q: &block.q[r * d..(r + 1) * d],
-                        keys: block.keys,
-                        values: block.values,
-                        d,
-                        visible: [block.visible[r]],
-                        scale,
-                    };
-                    attend_row::call(kernel, &one, &mut scores, &mut acc[r * d..(r + 1) * d]);
+                    attend_row::call(kernel, &block.row(r), &mut scores, &mut acc[r * d..(r + 1) * d]);
                 }
             }
             for (k, &v) in acc[..n * d].iter().enumerate() {
@@ -192,6 +184,14 @@ struct QueryBlock<'a, const R: usize> {
     scale: f32,
 }
 
+impl<'a, const R: usize> QueryBlock<'a, R> {
+    /// Row `r` of the block alone.
+    fn row(&self, r: usize) -> QueryBlock<'a, 1> {
+        let QueryBlock { q, keys, values, d, visible, scale } = *self;
+        QueryBlock { q: &q[r * d..(r + 1) * d], keys, values, d, visible: [visible[r]], scale }
+    }
+}
+
 #[inline(always)]
 fn attend_block_body(block: &QueryBlock<'_, QUERY_BLOCK>, scores: &mut [f32], out: &mut [f32]) {
     attend_rows(block, scores, out)
@@ -216,7 +216,7 @@ fn attend_rows<const R: usize>(block: &QueryBlock<'_, R>, scores: &mut [f32], ou
     let scores = &mut scores[..R * len];
     let q_rows: [&[f32]; R] = std::array::from_fn(|r| &q[r * d..(r + 1) * d]);
     for (j, key) in keys.chunks_exact(d).take(len).enumerate() {
-        let dots = dot_rows(q_rows, key);
+        let dots = crate::dense::dot_lanes_rows::<LANES, R>(q_rows, key);
         for (r, (&seen, &dot)) in visible.iter().zip(&dots).enumerate() {
             if j < seen {
                 scores[r * len + j] = dot * scale;
@@ -264,38 +264,6 @@ fn weighted_values(p: &[f32], values: &[f32], d: usize, out: &mut [f32]) {
         for (o, &v) in tail.iter_mut().zip(&value[first..]) {
             *o += pj * v;
         }
-    }
-}
-
-/// `[dot(rows[r], x)]`, each in the order of [`crate::dense::dot_lanes`] (`LANES` lanes, the tail into the
-/// first lanes, summed pairwise); the rows' accumulators are independent, so their additions overlap.
-#[inline(always)]
-fn dot_rows<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
-    let (x_chunks, x_tail) = x.as_chunks::<LANES>();
-    let row_chunks: [&[[f32; LANES]]; R] = rows.map(|row| row.as_chunks::<LANES>().0);
-    let n = row_chunks.iter().fold(x_chunks.len(), |n, c| n.min(c.len()));
-    let mut acc = [[0f32; LANES]; R];
-    for (c, xc) in x_chunks[..n].iter().enumerate() {
-        for r in 0..R {
-            add_products(&mut acc[r], &row_chunks[r][c], xc);
-        }
-    }
-    let tail = n * LANES;
-    for (acc_r, row) in acc.iter_mut().zip(rows) {
-        for ((a, &w), &v) in acc_r.iter_mut().zip(&row[tail..]).zip(x_tail) {
-            *a += w * v;
-        }
-    }
-    // The barrier keeps LLVM from vectorizing the loop to fit the reduction's pairing (two-lane vectors and
-    // shuffles); the values are unchanged.
-    std::hint::black_box(acc).map(crate::dense::reduce_f32)
-}
-
-/// `acc[l] += w[l] * x[l]` for every lane.
-#[inline(always)]
-fn add_products(acc: &mut [f32; LANES], w: &[f32; LANES], x: &[f32; LANES]) {
-    for l in 0..LANES {
-        acc[l] += w[l] * x[l];
     }
 }
 
