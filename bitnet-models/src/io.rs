@@ -281,14 +281,16 @@ impl SharedBytes {
     /// Hands the pages of a mapped slice back to the OS once a loader has copied what it needs (they stop
     /// counting towards this process's resident memory and are read from the file again if touched). Only
     /// whole 64 KiB units inside the slice are released, so a neighbouring tensor that is used in place keeps
-    /// its pages. Memory-backed slices are left alone.
+    /// its pages; at the ends of the mapping, which have no neighbour, everything goes. Memory-backed slices are
+    /// left alone.
     pub fn release_pages(&self) {
         #[cfg(unix)]
         if let Owner::Mapped(map) = &self.owner {
             const UNIT: usize = 64 * 1024;
+            // The map starts on a page boundary, and madvise rounds the length up to whole pages.
             let base = map.as_ptr() as usize;
-            let first = (base + self.start).next_multiple_of(UNIT);
-            let last = (base + self.end) / UNIT * UNIT;
+            let first = if self.start == 0 { base } else { (base + self.start).next_multiple_of(UNIT) };
+            let last = if self.end == map.len() { base + self.end } else { (base + self.end) / UNIT * UNIT };
             if last > first {
                 // SAFETY: the map is read-only, so MADV_DONTNEED only drops clean pages that refault from the
                 // file with the same contents; nothing here relies on them staying resident.

@@ -38,6 +38,11 @@ impl Tokenizer {
         tokenizers::Tokenizer::from_bytes(bytes).map(|inner| Self { inner }).map_err(|e| e.to_string())
     }
 
+    /// Wraps a tokenizer built through the `tokenizers` API.
+    pub(crate) fn from_inner(inner: tokenizers::Tokenizer) -> Self {
+        Self { inner }
+    }
+
     /// The LLaMA-3 tokenizer shipped with the crate.
     pub fn llama3() -> Self {
         Self::from_bytes(&llama3_tokenizer_json()).expect("the shipped LLaMA-3 tokenizer parses")

@@ -322,6 +322,11 @@ impl GgufFile {
         self.bytes.slice(info.start..info.start + info.len).expect("tensor ranges are checked when the file is parsed")
     }
 
+    /// Hands the resident pages of the whole file mapping back to the OS (see [`SharedBytes::release_pages`]).
+    pub fn release_pages(&self) {
+        self.bytes.release_pages();
+    }
+
     /// An error about this file.
     pub(crate) fn error(&self, message: String) -> ModelError {
         ModelError::Weights { path: self.path.clone(), message }

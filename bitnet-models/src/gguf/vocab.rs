@@ -1,5 +1,6 @@
-//! The tokenizer a GGUF file carries in its metadata (llama.cpp's `tokenizer.ggml.*` keys), converted to a
-//! Hugging Face `tokenizer.json` (and back, for byte-level BPE): byte-level BPE vocabularies
+//! The tokenizer a GGUF file carries in its metadata (llama.cpp's `tokenizer.ggml.*` keys), converted to the
+//! parts of a Hugging Face tokenizer, which are written as a `tokenizer.json` (and read back, for byte-level
+//! BPE) or built into the tokenizer directly (no JSON round trip; see `TokenizerParts`): byte-level BPE vocabularies
 //! (`tokenizer.ggml.model` "gpt2": the LLaMA-3 tokenizer of the 2B-4T family, Qwen's, GPT-2-style tokenizers
 //! like the one `bitnet train-tokenizer` makes) and SentencePiece vocabularies ("llama": LLaMA-2-based models
 //! such as llama.cpp's 1bitLLM conversions).
@@ -24,6 +25,7 @@
 use super::reader::GgufFile;
 use super::value::{GgufArray, GgufValue};
 use std::collections::BTreeMap;
+use tokenizers::AddedToken;
 
 /// The LLaMA-3 pre-tokenizer split pattern (llama.cpp's "llama-bpe").
 pub const LLAMA3_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -315,44 +317,45 @@ impl GgufVocab {
         meta
     }
 
-    /// The tokenizer of this vocabulary.
+    /// The tokenizer of this vocabulary, built through the `tokenizers` API from the same parts
+    /// [`Self::to_tokenizer_json`] writes (no JSON round trip: see [`TokenizerParts`]).
     pub fn to_tokenizer(&self) -> Result<crate::tokenizer::Tokenizer, String> {
-        crate::tokenizer::Tokenizer::from_bytes(&self.to_tokenizer_json())
+        self.tokenizer_parts().build().map(crate::tokenizer::Tokenizer::from_inner)
     }
 
     /// The equivalent `tokenizer.json` (what [`crate::tokenizer::Tokenizer::from_bytes`] reads).
     pub fn to_tokenizer_json(&self) -> Vec<u8> {
+        // Serializing strings, numbers, booleans and maps with string keys into memory cannot fail.
+        serde_json::to_vec(&self.tokenizer_parts()).unwrap_or_default()
+    }
+
+    fn tokenizer_parts(&self) -> TokenizerParts<'_> {
         match &self.model {
-            VocabModel::ByteLevelBpe { merges, pre } => self.byte_level_json(merges, *pre),
+            VocabModel::ByteLevelBpe { merges, pre } => self.byte_level_parts(merges, *pre),
             VocabModel::SentencePiece { scores, add_space_prefix } => {
-                self.sentencepiece_json(scores, *add_space_prefix)
+                self.sentencepiece_parts(scores, *add_space_prefix)
             }
         }
     }
 
     /// The added tokens of a `tokenizer.json`: control tokens (special) and user-defined ones.
-    fn added_tokens(&self) -> Vec<serde_json::Value> {
+    fn added_tokens(&self) -> Vec<AddedTokenJson> {
         let special = |kind: i32| kind == token_type::CONTROL || kind == token_type::USER_DEFINED;
         (self.tokens.iter().zip(&self.token_types).enumerate())
             .filter(|(_, (_, &kind))| special(kind))
-            .map(|(id, (token, &kind))| {
-                serde_json::json!({"id": id, "content": token, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": kind == token_type::CONTROL})
+            .map(|(id, (token, &kind))| AddedTokenJson {
+                id,
+                token: AddedToken::from(token.as_str(), kind == token_type::CONTROL)
+                    .single_word(false)
+                    .lstrip(false)
+                    .rstrip(false)
+                    .normalized(false),
             })
             .collect()
     }
 
-    /// Token -> id, the first id of a repeated token winning.
-    fn vocab_map(&self) -> serde_json::Map<String, serde_json::Value> {
-        let mut vocab = serde_json::Map::new();
-        for (id, token) in self.tokens.iter().enumerate() {
-            vocab.entry(token.clone()).or_insert(serde_json::json!(id));
-        }
-        vocab
-    }
-
     /// The SentencePiece vocabulary as the `tokenizers` conversion makes it (see the module docs).
-    fn sentencepiece_json(&self, scores: &[f32], add_space_prefix: bool) -> Vec<u8> {
+    fn sentencepiece_parts(&self, scores: &[f32], add_space_prefix: bool) -> TokenizerParts<'_> {
         use serde_json::json;
         let mut ids: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (id, token) in self.tokens.iter().enumerate() {
@@ -382,7 +385,7 @@ impl GgufVocab {
         merges.sort_by(|a, b| {
             b.2.total_cmp(&a.2).then_with(|| chars(b.0).cmp(&chars(a.0))).then_with(|| chars(b.1).cmp(&chars(a.1)))
         });
-        let merges: Vec<[&str; 2]> = merges.into_iter().map(|(l, r, _)| [l, r]).collect();
+        let merges = Merges::Pairs(merges.into_iter().map(|(l, r, _)| (l, r)).collect());
         let unk = (self.tokens.iter().zip(&self.token_types))
             .find(|(_, &kind)| kind == token_type::UNKNOWN)
             .map_or("<unk>", |(t, _)| t.as_str());
@@ -399,29 +402,32 @@ impl GgufVocab {
         if add_space_prefix {
             decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
         }
-        let tokenizer = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": self.added_tokens(),
-            "normalizer": {"type": "Sequence", "normalizers": normalizers},
-            "pre_tokenizer": null,
-            "post_processor": null,
-            "decoder": {"type": "Sequence", "decoders": decoders},
-            "model": {
-                "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": true,
-                "byte_fallback": self.token_types.contains(&token_type::BYTE),
-                "ignore_merges": false,
-                "vocab": self.vocab_map(),
-                "merges": merges,
+        TokenizerParts {
+            version: "1.0",
+            truncation: (),
+            padding: (),
+            added_tokens: self.added_tokens(),
+            normalizer: json!({"type": "Sequence", "normalizers": normalizers}),
+            pre_tokenizer: serde_json::Value::Null,
+            post_processor: serde_json::Value::Null,
+            decoder: json!({"type": "Sequence", "decoders": decoders}),
+            model: BpeJson {
+                kind: "BPE",
+                dropout: (),
+                unk_token: Some(unk),
+                continuing_subword_prefix: (),
+                end_of_word_suffix: (),
+                fuse_unk: true,
+                byte_fallback: self.token_types.contains(&token_type::BYTE),
+                ignore_merges: false,
+                vocab: VocabJson(&self.tokens),
+                merges,
             },
-        });
-        serde_json::to_vec(&tokenizer).unwrap_or_default()
+        }
     }
 
     /// The byte-level BPE vocabulary as a `tokenizer.json`.
-    fn byte_level_json(&self, merges: &[String], pre: PreTokenizer) -> Vec<u8> {
+    fn byte_level_parts<'a>(&'a self, merges: &'a [String], pre: PreTokenizer) -> TokenizerParts<'a> {
         use serde_json::json;
         // Every id is in the model's vocabulary (so ids stay contiguous and an added token keeps its id: the
         // tokenizers library numbers added tokens missing from the vocabulary after it); control and
@@ -430,23 +436,146 @@ impl GgufVocab {
             PreTokenizer::Qwen2 => json!({"type": "NFC"}),
             _ => serde_json::Value::Null,
         };
-        let tokenizer = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": self.added_tokens(),
-            "normalizer": normalizer,
-            "pre_tokenizer": pre.tokenizer_json(),
-            "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {
-                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                "ignore_merges": pre == PreTokenizer::Llama3,
-                "vocab": self.vocab_map(),
-                "merges": merges,
+        TokenizerParts {
+            version: "1.0",
+            truncation: (),
+            padding: (),
+            added_tokens: self.added_tokens(),
+            normalizer,
+            pre_tokenizer: pre.tokenizer_json(),
+            post_processor: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
+            decoder: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+            model: BpeJson {
+                kind: "BPE",
+                dropout: (),
+                unk_token: None,
+                continuing_subword_prefix: (),
+                end_of_word_suffix: (),
+                fuse_unk: false,
+                byte_fallback: false,
+                ignore_merges: pre == PreTokenizer::Llama3,
+                vocab: VocabJson(&self.tokens),
+                merges: Merges::Joined(merges),
             },
-        });
-        serde_json::to_vec(&tokenizer).unwrap_or_default()
+        }
+    }
+}
+
+/// The tokenizer a vocabulary converts to, as parts that borrow the vocabulary's strings. Serialized, they are
+/// a `tokenizer.json`, written straight to bytes; built ([`Self::build`]), the tokenizer itself, through the
+/// `tokenizers` API with the same settings its `tokenizer.json` reader applies. (That reader buffers the whole
+/// model object as a `serde_json::Value` tree, and with a JSON tree of our own on top, building a LLaMA-3
+/// tokenizer took 123 MB at its peak for a 46 MB result: it set a 2B model's peak memory.)
+#[derive(serde::Serialize)]
+struct TokenizerParts<'a> {
+    version: &'static str,
+    truncation: (),
+    padding: (),
+    added_tokens: Vec<AddedTokenJson>,
+    normalizer: serde_json::Value,
+    pre_tokenizer: serde_json::Value,
+    post_processor: serde_json::Value,
+    decoder: serde_json::Value,
+    model: BpeJson<'a>,
+}
+
+impl TokenizerParts<'_> {
+    /// The tokenizer: the BPE model from the vocabulary and merges, the pipeline parts from their JSON, then
+    /// the added tokens (in that order, as the `tokenizer.json` reader does, so an added token that is also in
+    /// the vocabulary keeps its id).
+    fn build(self) -> Result<tokenizers::Tokenizer, String> {
+        use tokenizers::models::bpe::{Vocab, BPE};
+        let model = self.model;
+        let mut vocab = Vocab::with_capacity(model.vocab.0.len());
+        for (id, token) in model.vocab.0.iter().enumerate() {
+            let id = u32::try_from(id)
+                .map_err(|_| format!("a vocabulary of {} tokens is too large", model.vocab.0.len()))?;
+            vocab.entry(token.clone()).or_insert(id);
+        }
+        let merges = match model.merges {
+            Merges::Joined(merges) => (merges.iter().enumerate())
+                .map(|(rank, merge)| match merge.split(' ').collect::<Vec<_>>()[..] {
+                    [left, right] => Ok((left.to_string(), right.to_string())),
+                    _ => Err(format!("merge {rank} (\"{merge}\") is not two tokens separated by one space")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Merges::Pairs(pairs) => pairs.into_iter().map(|(l, r)| (l.to_string(), r.to_string())).collect(),
+        };
+        let mut builder = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .fuse_unk(model.fuse_unk)
+            .byte_fallback(model.byte_fallback)
+            .ignore_merges(model.ignore_merges);
+        if let Some(unk) = model.unk_token {
+            builder = builder.unk_token(unk.to_string());
+        }
+        let mut tokenizer = tokenizers::Tokenizer::new(builder.build().map_err(|e| e.to_string())?);
+        tokenizer
+            .with_normalizer(part::<tokenizers::NormalizerWrapper>(self.normalizer)?)
+            .with_pre_tokenizer(part::<tokenizers::PreTokenizerWrapper>(self.pre_tokenizer)?)
+            .with_post_processor(part::<tokenizers::PostProcessorWrapper>(self.post_processor)?)
+            .with_decoder(part::<tokenizers::DecoderWrapper>(self.decoder)?);
+        let added: Vec<AddedToken> = self.added_tokens.into_iter().map(|a| a.token).collect();
+        tokenizer.add_tokens(&added);
+        Ok(tokenizer)
+    }
+}
+
+/// A pipeline part from its `tokenizer.json` object (`null`: none).
+fn part<T: serde::de::DeserializeOwned>(json: serde_json::Value) -> Result<Option<T>, String> {
+    match json {
+        serde_json::Value::Null => Ok(None),
+        json => serde_json::from_value(json).map(Some).map_err(|e| e.to_string()),
+    }
+}
+
+/// An entry of a `tokenizer.json`'s `added_tokens`.
+#[derive(serde::Serialize)]
+struct AddedTokenJson {
+    id: usize,
+    #[serde(flatten)]
+    token: AddedToken,
+}
+
+/// BPE merges in rank order.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Merges<'a> {
+    /// "left right" (GGUF's and the older `tokenizer.json` form).
+    Joined(&'a [String]),
+    /// `[left, right]` pairs.
+    Pairs(Vec<(&'a str, &'a str)>),
+}
+
+/// The `model` object of a BPE `tokenizer.json` (`()` fields are `null`).
+#[derive(serde::Serialize)]
+struct BpeJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    dropout: (),
+    unk_token: Option<&'a str>,
+    continuing_subword_prefix: (),
+    end_of_word_suffix: (),
+    fuse_unk: bool,
+    byte_fallback: bool,
+    ignore_merges: bool,
+    vocab: VocabJson<'a>,
+    merges: Merges<'a>,
+}
+
+/// Token -> id as a JSON object, the first id of a repeated token winning.
+struct VocabJson<'a>(&'a [String]);
+
+impl serde::Serialize for VocabJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
+        let mut map = serializer.serialize_map(None)?;
+        for (id, token) in self.0.iter().enumerate() {
+            if seen.insert(token.as_str()) {
+                map.serialize_entry(token, &id)?;
+            }
+        }
+        map.end()
     }
 }

@@ -164,7 +164,9 @@ pub fn build_model<B: BitNetBackend>(
         });
     }
     let (tied, family) = (config.tie_word_embeddings, config.family);
-    BitNetModel::build(config, &mut SourceFactory { source, options, tied, family, device })
+    let model = BitNetModel::build(config, &mut SourceFactory { source, options, tied, family, device });
+    source.release_all();
+    model
 }
 
 /// Loads a Hugging Face checkpoint directory onto `device`, packed for inference.

@@ -132,6 +132,10 @@ impl TensorSource for GgufFile {
         }
     }
 
+    fn release_all(&self) {
+        GgufFile::release_pages(self);
+    }
+
     fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData> {
         let name = format!("{}.weight", gguf_name(id));
         let info = self.info_of(&name, &[cols as u64, rows as u64])?;

@@ -319,6 +319,10 @@ impl TensorSource for HfCheckpoint {
         }
     }
 
+    fn release_all(&self) {
+        self.shards.iter().for_each(|(_, bytes)| bytes.release_pages());
+    }
+
     fn projection(&self, id: TensorId, rows: usize, cols: usize) -> Result<ProjectionData> {
         let prefix = self.name(id);
         let name = format!("{prefix}.weight");

@@ -45,6 +45,11 @@ pub trait TensorSource {
     /// Tells the source that tensor `id` has been copied and its bytes will not be read again (a mapped file
     /// hands its pages back to the OS). The default does nothing.
     fn release(&self, _id: TensorId) {}
+    /// Tells the source that loading is over: a mapped file hands back every page still resident (the edges of
+    /// released tensors that fault-around and readahead mapped, the norms, the metadata), so none of it counts
+    /// towards the running model's memory; anything read later is read from the file again. The default does
+    /// nothing.
+    fn release_all(&self) {}
 }
 
 /// The block index in a tensor name (`model.layers.N.…` in Hugging Face checkpoints, `blk.N.…` in GGUF).

@@ -70,6 +70,14 @@ fn llama3_tokenizer_survives_the_gguf_form() {
     assert_eq!(control, 256, "the 256 special tokens are control tokens");
     let rebuilt = Tokenizer::from_bytes(&vocab.to_tokenizer_json()).unwrap();
     assert_same_tokenization(&Tokenizer::llama3(), &rebuilt);
+    // Built through the API from the same parts (what a model file's tokenizer is), without the JSON.
+    assert_same_tokenization(&Tokenizer::llama3(), &vocab.to_tokenizer().unwrap());
+    // A merge that is not two tokens is an error there too (the GGUF reader refuses it earlier).
+    let mut bad = vocab.clone();
+    if let bitnet_models::gguf::VocabModel::ByteLevelBpe { merges, .. } = &mut bad.model {
+        merges[7] = "a b c".into();
+    }
+    assert!(bad.to_tokenizer().unwrap_err().contains("merge 7 (\"a b c\") is not two tokens"));
     // And back to the same GGUF form.
     assert_eq!(GgufVocab::from_tokenizer_json(&vocab.to_tokenizer_json()).unwrap(), vocab);
 }
@@ -190,6 +198,7 @@ fn a_sentencepiece_gguf_vocabulary_tokenizes_as_its_tokenizers_conversion() {
         assert_eq!(ours.decode(&ids, false).unwrap(), case["decoded"].as_str().unwrap(), "{text:?}");
     }
     assert_same_tokenization(&reference, &ours);
+    assert_same_tokenization(&reference, &Tokenizer::from_bytes(&vocab.to_tokenizer_json()).unwrap());
     assert_eq!((ours.token_id("<s>"), ours.token_id("<unk>")), (Some(1), Some(0)));
     // Written by our GGUF writer and read back: the same vocabulary.
     let path = std::env::temp_dir().join(format!("bitnet-gguf-spm-roundtrip-{}.gguf", std::process::id()));

@@ -10,4 +10,5 @@ mod gguf_hostile;
 mod gguf_reference;
 mod gguf_tokenizer;
 mod hf_reference;
+mod memory;
 mod wgpu;
