@@ -155,6 +155,42 @@ fn bench_ternary_gemv_cached(c: &mut Criterion) {
     group.finish();
 }
 
+/// The prefill product: a 128-token prompt's activations against the gate/up pair (2 x 6912 x 2560) and the
+/// down projection (2560 x 6912) of one 2B-4T block, through `ternary_matmul_many` (the GEMM path where the
+/// kernel has one). Throughput counts multiply-accumulates (criterion's "elements"), so a ratio to the CPU's
+/// peak is direct; the weights (4.4-8.8 MB) stay mostly in cache, so this is the compute ceiling of prefill.
+fn bench_ternary_gemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ternary_gemm");
+    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    let pools = pools();
+    let kernel = Kernel::best();
+    let tokens = 128;
+    for (name, rows, cols) in [("gate_up", &[6912usize, 6912][..], 2560usize), ("down", &[2560usize][..], 6912)] {
+        let set: Vec<TernaryMatrix> = rows
+            .iter()
+            .map(|&r| {
+                let codes: Vec<u8> = pseudo_random(r * cols, r as u64).map(|v| (v % 3) as u8).collect();
+                let codes = TernaryCodes::new(r, cols, codes).expect("codes");
+                TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix")
+            })
+            .collect();
+        let views: Vec<_> = set.iter().map(|w| w.view()).collect();
+        let x = QuantizedActivations::quantize(&random_f32(tokens * cols, 5), tokens, cols).expect("activations");
+        let mut outs: Vec<Vec<f32>> = rows.iter().map(|&r| vec![0f32; r * tokens]).collect();
+        group.throughput(Throughput::Elements((rows.iter().sum::<usize>() * cols * tokens) as u64));
+        for pool in &pools {
+            let id = BenchmarkId::new(format!("{name}/{tokens}tok"), format!("{kernel}/{}t", pool.threads()));
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| y.as_mut_slice()).collect();
+                    ternary_matmul_many_with(kernel, &views, &x, &mut ys, pool).expect("products")
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn bench_f32_gemv(c: &mut Criterion) {
     let mut group = c.benchmark_group("f32_gemv");
     group.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
@@ -262,6 +298,7 @@ criterion_group!(
     bench_ternary_gemv,
     bench_ternary_many,
     bench_ternary_gemv_cached,
+    bench_ternary_gemm,
     bench_f32_gemv,
     bench_lm_head,
     bench_attention
