@@ -38,6 +38,17 @@ fn random_f32(n: usize, seed: u64) -> Vec<f32> {
     pseudo_random(n, seed).map(|v| (v >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect()
 }
 
+/// Random ternary matrices of `rows[i] x cols` (seeded by their row count), one scale each.
+fn random_ternary_set(rows: &[usize], cols: usize) -> Vec<TernaryMatrix> {
+    rows.iter()
+        .map(|&r| {
+            let codes: Vec<u8> = pseudo_random(r * cols, r as u64).map(|v| (v % 3) as u8).collect();
+            let codes = TernaryCodes::new(r, cols, codes).expect("codes");
+            TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix")
+        })
+        .collect()
+}
+
 fn pools() -> Vec<ThreadPool> {
     let max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
     (1..=max).map(|t| ThreadPool::new(t).expect("thread pool")).collect()
@@ -95,14 +106,7 @@ fn bench_ternary_many(c: &mut Criterion) {
     let kernel = Kernel::best();
     for (name, rows) in [("qkv", &[2560usize, 640, 640][..]), ("gate_up", &[6912usize, 6912][..])] {
         let cols = 2560;
-        let set: Vec<TernaryMatrix> = rows
-            .iter()
-            .map(|&r| {
-                let codes: Vec<u8> = pseudo_random(r * cols, r as u64).map(|v| (v % 3) as u8).collect();
-                let codes = TernaryCodes::new(r, cols, codes).expect("codes");
-                TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix")
-            })
-            .collect();
+        let set = random_ternary_set(rows, cols);
         let bytes: usize = set.iter().map(|w| w.data().len()).sum();
         let mut sets = Rotation::new(set, bytes);
         let x = QuantizedActivations::quantize(&random_f32(cols, 3), 1, cols).expect("activations");
@@ -166,14 +170,7 @@ fn bench_ternary_gemm(c: &mut Criterion) {
     let kernel = Kernel::best();
     let tokens = 128;
     for (name, rows, cols) in [("gate_up", &[6912usize, 6912][..], 2560usize), ("down", &[2560usize][..], 6912)] {
-        let set: Vec<TernaryMatrix> = rows
-            .iter()
-            .map(|&r| {
-                let codes: Vec<u8> = pseudo_random(r * cols, r as u64).map(|v| (v % 3) as u8).collect();
-                let codes = TernaryCodes::new(r, cols, codes).expect("codes");
-                TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix")
-            })
-            .collect();
+        let set = random_ternary_set(rows, cols);
         let views: Vec<_> = set.iter().map(|w| w.view()).collect();
         let x = QuantizedActivations::quantize(&random_f32(tokens * cols, 5), tokens, cols).expect("activations");
         let mut outs: Vec<Vec<f32>> = rows.iter().map(|&r| vec![0f32; r * tokens]).collect();
