@@ -354,7 +354,7 @@ impl GgufVocab {
             .collect()
     }
 
-    /// The SentencePiece vocabulary as the `tokenizers` conversion makes it (see the module docs).
+    /// The SentencePiece vocabulary as the `tokenizers` conversion makes it (see the module docs), as parts.
     fn sentencepiece_parts(&self, scores: &[f32], add_space_prefix: bool) -> TokenizerParts<'_> {
         use serde_json::json;
         let mut ids: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -411,7 +411,7 @@ impl GgufVocab {
             pre_tokenizer: serde_json::Value::Null,
             post_processor: serde_json::Value::Null,
             decoder: json!({"type": "Sequence", "decoders": decoders}),
-            model: BpeJson {
+            model: BpeParts {
                 kind: "BPE",
                 dropout: (),
                 unk_token: Some(unk),
@@ -420,13 +420,13 @@ impl GgufVocab {
                 fuse_unk: true,
                 byte_fallback: self.token_types.contains(&token_type::BYTE),
                 ignore_merges: false,
-                vocab: VocabJson(&self.tokens),
+                vocab: VocabById(&self.tokens),
                 merges,
             },
         }
     }
 
-    /// The byte-level BPE vocabulary as a `tokenizer.json`.
+    /// The byte-level BPE vocabulary as the parts of a `tokenizer.json`.
     fn byte_level_parts<'a>(&'a self, merges: &'a [String], pre: PreTokenizer) -> TokenizerParts<'a> {
         use serde_json::json;
         // Every id is in the model's vocabulary (so ids stay contiguous and an added token keeps its id: the
@@ -445,7 +445,7 @@ impl GgufVocab {
             pre_tokenizer: pre.tokenizer_json(),
             post_processor: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
             decoder: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
-            model: BpeJson {
+            model: BpeParts {
                 kind: "BPE",
                 dropout: (),
                 unk_token: None,
@@ -454,7 +454,7 @@ impl GgufVocab {
                 fuse_unk: false,
                 byte_fallback: false,
                 ignore_merges: pre == PreTokenizer::Llama3,
-                vocab: VocabJson(&self.tokens),
+                vocab: VocabById(&self.tokens),
                 merges: Merges::Joined(merges),
             },
         }
@@ -476,7 +476,7 @@ struct TokenizerParts<'a> {
     pre_tokenizer: serde_json::Value,
     post_processor: serde_json::Value,
     decoder: serde_json::Value,
-    model: BpeJson<'a>,
+    model: BpeParts<'a>,
 }
 
 impl TokenizerParts<'_> {
@@ -487,15 +487,15 @@ impl TokenizerParts<'_> {
         use tokenizers::models::bpe::{Vocab, BPE};
         let model = self.model;
         let mut vocab = Vocab::with_capacity(model.vocab.0.len());
-        for (id, token) in model.vocab.0.iter().enumerate() {
+        for (token, id) in model.vocab.first_ids() {
             let id = u32::try_from(id)
                 .map_err(|_| format!("a vocabulary of {} tokens is too large", model.vocab.0.len()))?;
-            vocab.entry(token.clone()).or_insert(id);
+            vocab.insert(token.to_string(), id);
         }
         let merges = match model.merges {
             Merges::Joined(merges) => (merges.iter().enumerate())
-                .map(|(rank, merge)| match merge.split(' ').collect::<Vec<_>>()[..] {
-                    [left, right] => Ok((left.to_string(), right.to_string())),
+                .map(|(rank, merge)| match merge.split_once(' ') {
+                    Some((left, right)) if !right.contains(' ') => Ok((left.to_string(), right.to_string())),
                     _ => Err(format!("merge {rank} (\"{merge}\") is not two tokens separated by one space")),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -549,7 +549,7 @@ enum Merges<'a> {
 
 /// The `model` object of a BPE `tokenizer.json` (`()` fields are `null`).
 #[derive(serde::Serialize)]
-struct BpeJson<'a> {
+struct BpeParts<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     dropout: (),
@@ -559,23 +559,23 @@ struct BpeJson<'a> {
     fuse_unk: bool,
     byte_fallback: bool,
     ignore_merges: bool,
-    vocab: VocabJson<'a>,
+    vocab: VocabById<'a>,
     merges: Merges<'a>,
 }
 
 /// Token -> id as a JSON object, the first id of a repeated token winning.
-struct VocabJson<'a>(&'a [String]);
+struct VocabById<'a>(&'a [String]);
 
-impl serde::Serialize for VocabJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
+impl<'a> VocabById<'a> {
+    /// (token, id) for each distinct token, at its first id.
+    fn first_ids(&self) -> impl Iterator<Item = (&'a str, usize)> {
         let mut seen = std::collections::HashSet::with_capacity(self.0.len());
-        let mut map = serializer.serialize_map(None)?;
-        for (id, token) in self.0.iter().enumerate() {
-            if seen.insert(token.as_str()) {
-                map.serialize_entry(token, &id)?;
-            }
-        }
-        map.end()
+        self.0.iter().enumerate().map(|(id, token)| (token.as_str(), id)).filter(move |&(token, _)| seen.insert(token))
+    }
+}
+
+impl serde::Serialize for VocabById<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.first_ids())
     }
 }
