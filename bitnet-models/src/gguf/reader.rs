@@ -323,7 +323,7 @@ impl GgufFile {
     }
 
     /// Hands the resident pages of the whole file mapping back to the OS (see [`SharedBytes::release_pages`]).
-    pub fn release_pages(&self) {
+    pub(crate) fn release_pages(&self) {
         self.bytes.release_pages();
     }
 

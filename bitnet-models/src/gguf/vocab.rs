@@ -191,7 +191,7 @@ impl GgufVocab {
                     Some(v) => strings("tokenizer.ggml.merges", v)?,
                     None => return Err("the embedded BPE tokenizer has no tokenizer.ggml.merges".into()),
                 };
-                if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
+                if let Some(bad) = merges.iter().find(|m| split_merge(m).is_none()) {
                     return Err(format!("merge \"{bad}\" is not two tokens separated by one space"));
                 }
                 VocabModel::ByteLevelBpe { merges, pre }
@@ -494,9 +494,9 @@ impl TokenizerParts<'_> {
         }
         let merges = match model.merges {
             Merges::Joined(merges) => (merges.iter().enumerate())
-                .map(|(rank, merge)| match merge.split_once(' ') {
-                    Some((left, right)) if !right.contains(' ') => Ok((left.to_string(), right.to_string())),
-                    _ => Err(format!("merge {rank} (\"{merge}\") is not two tokens separated by one space")),
+                .map(|(rank, merge)| match split_merge(merge) {
+                    Some((left, right)) => Ok((left.to_string(), right.to_string())),
+                    None => Err(format!("merge {rank} (\"{merge}\") is not two tokens separated by one space")),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Merges::Pairs(pairs) => pairs.into_iter().map(|(l, r)| (l.to_string(), r.to_string())).collect(),
@@ -519,6 +519,11 @@ impl TokenizerParts<'_> {
         tokenizer.add_tokens(&added);
         Ok(tokenizer)
     }
+}
+
+/// The two tokens of a merge written "left right" (exactly one space), else `None`.
+fn split_merge(merge: &str) -> Option<(&str, &str)> {
+    merge.split_once(' ').filter(|(_, right)| !right.contains(' '))
 }
 
 /// A pipeline part from its `tokenizer.json` object (`null`: none).
