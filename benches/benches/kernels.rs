@@ -188,6 +188,26 @@ fn bench_ternary_gemm(c: &mut Criterion) {
     group.finish();
 }
 
+/// The AVX2 instruction-mix ceiling of the prefill GEMM (`bitnet_benches::avx2_peak`): multiply-accumulates per
+/// second of `vpmaddubsw` + `vpaddw` loops on one core, with register operands and with one L1 load per multiply.
+#[cfg(target_arch = "x86_64")]
+fn bench_avx2_peak(c: &mut Criterion) {
+    use bitnet_benches::avx2_peak::{maddubs_add, maddubs_load_add, MACS_PER_MADDUBS, MADDUBS_PER_ITERATION};
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        return;
+    }
+    const ITERATIONS: u64 = 1 << 20;
+    let mut group = c.benchmark_group("avx2_peak");
+    group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    group.throughput(Throughput::Elements(ITERATIONS * MADDUBS_PER_ITERATION * MACS_PER_MADDUBS));
+    group.bench_function("maddubs_add", |b| b.iter(|| maddubs_add(black_box(ITERATIONS))));
+    group.bench_function("maddubs_load_add", |b| b.iter(|| maddubs_load_add(black_box(ITERATIONS))));
+    group.finish();
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn bench_avx2_peak(_: &mut Criterion) {}
+
 fn bench_f32_gemv(c: &mut Criterion) {
     let mut group = c.benchmark_group("f32_gemv");
     group.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
@@ -296,6 +316,7 @@ criterion_group!(
     bench_ternary_many,
     bench_ternary_gemv_cached,
     bench_ternary_gemm,
+    bench_avx2_peak,
     bench_f32_gemv,
     bench_lm_head,
     bench_attention

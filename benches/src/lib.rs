@@ -9,6 +9,9 @@
 
 pub use bitnet_kernels::probe::read_bandwidth;
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_peak;
+
 /// Bytes a benchmark's working set must exceed to defeat the caches (L3 is at most tens of MB here).
 pub const WORKING_SET_BYTES: usize = 512 << 20;
 

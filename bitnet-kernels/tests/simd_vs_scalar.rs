@@ -184,6 +184,54 @@ fn multi_token_products_match_scalar_exactly() {
     }
 }
 
+/// Every output lands in its own place whatever the split: weights of 75 whole tiles and a partial one (the
+/// threads' chunks begin and end at odd tiles), two weights in one dispatch (a weight boundary inside a chunk),
+/// and token counts below, at and above the GEMM kernels' groups. Expected:
+/// `(acc - sum_k q[k]) * (g_n * (1 / s_m))` from naive integer sums, for every kernel and 1-3 threads.
+#[test]
+fn outputs_land_in_place_for_every_chunk_split() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let cols = 512;
+    let shapes = [303usize, 41];
+    let codes: Vec<TernaryCodes> = shapes.iter().map(|&rows| random_codes(&mut rng, rows, cols)).collect();
+    let weights: Vec<TernaryMatrix> = codes
+        .iter()
+        .map(|c| TernaryMatrix::from_codes(c, (0..c.rows()).map(|_| rng.random_range(0.01..2.0f32)).collect()).unwrap())
+        .collect();
+    for tokens in [1usize, 2, 5, 9] {
+        let x = random_acts(&mut rng, tokens, cols);
+        let want: Vec<Vec<f32>> = codes
+            .iter()
+            .zip(&weights)
+            .map(|(c, w)| {
+                (0..tokens)
+                    .flat_map(|m| {
+                        let qsum: i32 = x.row(m).iter().map(|&q| q as i32).sum();
+                        let inv_s = 1.0 / x.scales()[m];
+                        naive_accumulators(c, x.row(m))
+                            .into_iter()
+                            .zip(w.row_scales())
+                            .map(move |(acc, &g)| (acc - qsum) as f32 * (g * inv_s))
+                    })
+                    .collect()
+            })
+            .collect();
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads).unwrap();
+            for kernel in Kernel::available() {
+                let mut ys: Vec<Vec<f32>> = shapes.iter().map(|&rows| vec![f32::NAN; tokens * rows]).collect();
+                let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+                let views: Vec<_> = weights.iter().map(|w| w.view()).collect();
+                bitnet_kernels::ternary_matmul_many_with(kernel, &views, &x, &mut outs, &pool).unwrap();
+                for (j, (y, want)) in ys.iter().zip(&want).enumerate() {
+                    let same = y.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{kernel}/{threads}t, weight {j}, {tokens} tokens");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn f32_output_matches_dequantized_reference_for_every_kernel_and_thread_count() {
     let mut rng = StdRng::seed_from_u64(11);
