@@ -37,41 +37,49 @@ pub fn maddubs_load_add(iterations: u64) -> Option<()> {
     Some(())
 }
 
-/// # Safety
-/// AVX2 present; `iterations > 0`.
-#[target_feature(enable = "avx2")]
-unsafe fn maddubs_add_avx2(iterations: u64) {
-    // SAFETY: register-only arithmetic; every register written is declared clobbered.
-    unsafe {
+/// The loop both probes run: `vpmaddubsw` into `ymm0..ymm7` from `ymm8` (all bytes 1) and the eight given signed
+/// operands, each result added into one of six i16 accumulators, `{n}` times.
+macro_rules! maddubs_add_loop {
+    ($s0:literal, $s1:literal, $s2:literal, $s3:literal, $s4:literal, $s5:literal, $s6:literal, $s7:literal; $($operands:tt)*) => {
         std::arch::asm!(
             "vpcmpeqb ymm8, ymm8, ymm8",
             "vpabsb ymm8, ymm8",
             "vmovdqa ymm9, ymm8",
             "2:",
-            "vpmaddubsw ymm0, ymm8, ymm9",
-            "vpmaddubsw ymm1, ymm8, ymm9",
-            "vpmaddubsw ymm2, ymm8, ymm9",
-            "vpmaddubsw ymm3, ymm8, ymm9",
+            concat!("vpmaddubsw ymm0, ymm8, ", $s0),
+            concat!("vpmaddubsw ymm1, ymm8, ", $s1),
+            concat!("vpmaddubsw ymm2, ymm8, ", $s2),
+            concat!("vpmaddubsw ymm3, ymm8, ", $s3),
             "vpaddw ymm10, ymm10, ymm0",
             "vpaddw ymm11, ymm11, ymm1",
             "vpaddw ymm12, ymm12, ymm2",
             "vpaddw ymm13, ymm13, ymm3",
-            "vpmaddubsw ymm4, ymm8, ymm9",
-            "vpmaddubsw ymm5, ymm8, ymm9",
-            "vpmaddubsw ymm6, ymm8, ymm9",
-            "vpmaddubsw ymm7, ymm8, ymm9",
+            concat!("vpmaddubsw ymm4, ymm8, ", $s4),
+            concat!("vpmaddubsw ymm5, ymm8, ", $s5),
+            concat!("vpmaddubsw ymm6, ymm8, ", $s6),
+            concat!("vpmaddubsw ymm7, ymm8, ", $s7),
             "vpaddw ymm14, ymm14, ymm4",
             "vpaddw ymm15, ymm15, ymm5",
             "vpaddw ymm10, ymm10, ymm6",
             "vpaddw ymm11, ymm11, ymm7",
             "dec {n}",
             "jnz 2b",
-            n = inout(reg) iterations => _,
+            $($operands)*
             out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _, out("ymm4") _, out("ymm5") _,
             out("ymm6") _, out("ymm7") _, out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
             out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
-            options(nostack, nomem),
-        );
+        )
+    };
+}
+
+/// # Safety
+/// AVX2 present; `iterations > 0`.
+#[target_feature(enable = "avx2")]
+unsafe fn maddubs_add_avx2(iterations: u64) {
+    // SAFETY: register-only arithmetic; every register written is declared clobbered.
+    unsafe {
+        maddubs_add_loop!("ymm9", "ymm9", "ymm9", "ymm9", "ymm9", "ymm9", "ymm9", "ymm9";
+            n = inout(reg) iterations => _, options(nostack, nomem),);
     }
 }
 
@@ -81,35 +89,9 @@ unsafe fn maddubs_add_avx2(iterations: u64) {
 unsafe fn maddubs_load_add_avx2(iterations: u64, buffer: *const u8) {
     // SAFETY: reads `buffer[0..256]` (the caller's contract); every register written is declared clobbered.
     unsafe {
-        std::arch::asm!(
-            "vpcmpeqb ymm8, ymm8, ymm8",
-            "vpabsb ymm8, ymm8",
-            "2:",
-            "vpmaddubsw ymm0, ymm8, [{p}]",
-            "vpmaddubsw ymm1, ymm8, [{p} + 32]",
-            "vpmaddubsw ymm2, ymm8, [{p} + 64]",
-            "vpmaddubsw ymm3, ymm8, [{p} + 96]",
-            "vpaddw ymm10, ymm10, ymm0",
-            "vpaddw ymm11, ymm11, ymm1",
-            "vpaddw ymm12, ymm12, ymm2",
-            "vpaddw ymm13, ymm13, ymm3",
-            "vpmaddubsw ymm4, ymm8, [{p} + 128]",
-            "vpmaddubsw ymm5, ymm8, [{p} + 160]",
-            "vpmaddubsw ymm6, ymm8, [{p} + 192]",
-            "vpmaddubsw ymm7, ymm8, [{p} + 224]",
-            "vpaddw ymm14, ymm14, ymm4",
-            "vpaddw ymm15, ymm15, ymm5",
-            "vpaddw ymm10, ymm10, ymm6",
-            "vpaddw ymm11, ymm11, ymm7",
-            "dec {n}",
-            "jnz 2b",
-            n = inout(reg) iterations => _,
-            p = in(reg) buffer,
-            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _, out("ymm4") _, out("ymm5") _,
-            out("ymm6") _, out("ymm7") _, out("ymm8") _, out("ymm10") _, out("ymm11") _, out("ymm12") _,
-            out("ymm13") _, out("ymm14") _, out("ymm15") _,
-            options(nostack, readonly),
-        );
+        maddubs_add_loop!("[{p}]", "[{p} + 32]", "[{p} + 64]", "[{p} + 96]",
+            "[{p} + 128]", "[{p} + 160]", "[{p} + 192]", "[{p} + 224]";
+            n = inout(reg) iterations => _, p = in(reg) buffer, options(nostack, readonly),);
     }
 }
 
