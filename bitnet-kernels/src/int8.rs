@@ -322,7 +322,7 @@ pub fn int8_gemv_with(
             for m in 0..tokens {
                 // Padding codes are zero, so the row's sum is the sum of its first `cols` codes.
                 let sums = dot_tile(kernel, &tile[..len], &x.row(m)[..w.cols], x.sums()[m]);
-                let inv_s = 1.0 / x.scales()[m];
+                let inv_s = x.inv_scales()[m];
                 for (i, &acc) in sums.iter().enumerate().take(len) {
                     let n = first + i;
                     // SAFETY: `m * rows + n < tokens * rows <= y.len()`; tile `t` belongs to this chunk alone.

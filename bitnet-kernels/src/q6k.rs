@@ -475,7 +475,7 @@ pub fn q6k_gemv_with(
         for n in split_range(rows, chunks, chunk, 1) {
             let row = w.row(n);
             for (m, s) in sums.iter().enumerate() {
-                let value = row_dot(kernel, row, &x.row(m)[..w.cols], s) * (1.0 / x.scales()[m]);
+                let value = row_dot(kernel, row, &x.row(m)[..w.cols], s) * x.inv_scales()[m];
                 // SAFETY: `m * rows + n < tokens * rows == y.len()`; row `n` belongs to this chunk alone.
                 unsafe { out.write(m * rows + n, value) };
             }

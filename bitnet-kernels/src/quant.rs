@@ -63,7 +63,8 @@ pub fn quantize_weights_with_scale(weights: &[f32], g: f32) -> Vec<u8> {
 }
 
 /// Per-token int8 activations: `m` rows of `k` codes, each row zero-padded to `k_padded` (a multiple of
-/// [`ACT_PAD`]), with the row's scale `s` and code sum `sum q` (the term the ternary kernels subtract).
+/// [`ACT_PAD`]), with the row's scale `s`, its reciprocal `1 / s` (the factor every product's output takes) and
+/// code sum `sum q` (the term the ternary kernels subtract).
 #[derive(Debug, Clone)]
 pub struct QuantizedActivations {
     rows: usize,
@@ -71,6 +72,7 @@ pub struct QuantizedActivations {
     cols_padded: usize,
     codes: AlignedBytes,
     scales: Vec<f32>,
+    inv_scales: Vec<f32>,
     sums: Vec<i32>,
 }
 
@@ -86,6 +88,7 @@ impl QuantizedActivations {
             cols_padded,
             codes: AlignedBytes::zeroed(len),
             scales: vec![1.0; rows],
+            inv_scales: vec![1.0; rows],
             sums: vec![0; rows],
         })
     }
@@ -131,6 +134,7 @@ impl QuantizedActivations {
                 (*scale, *sum) = quantize_row_absmax(src, &mut codes[i * stride..i * stride + cols]);
             }
         });
+        q.update_inv_scales();
         Ok(q)
     }
 
@@ -146,7 +150,15 @@ impl QuantizedActivations {
             self.scales[r] = scale;
             self.sums[r] = sum;
         }
+        self.update_inv_scales();
         Ok(())
+    }
+
+    /// `1 / s` of every row, from the scales just written.
+    fn update_inv_scales(&mut self) {
+        for (inv, &s) in self.inv_scales.iter_mut().zip(&self.scales) {
+            *inv = 1.0 / s;
+        }
     }
 
     /// Builds activations from codes the caller already has (`rows * cols` i8) and per-row scales.
@@ -162,6 +174,7 @@ impl QuantizedActivations {
             q.sums[r] = row.iter().map(|&c| c as i32).sum();
         }
         q.scales.copy_from_slice(scales);
+        q.update_inv_scales();
         Ok(q)
     }
 
@@ -188,6 +201,10 @@ impl QuantizedActivations {
     /// Per-row scales `s` (`x ≈ q / s`).
     pub fn scales(&self) -> &[f32] {
         &self.scales
+    }
+    /// Per-row reciprocals `1 / s` (computed once here, so that a product does not divide per output).
+    pub fn inv_scales(&self) -> &[f32] {
+        &self.inv_scales
     }
     /// Per-row code sums `sum q`.
     pub fn sums(&self) -> &[i32] {
@@ -304,6 +321,8 @@ mod tests {
             assert_eq!(a.sums(), b.sums(), "{rows}x{cols}");
             let bits = |q: &QuantizedActivations| q.scales().iter().map(|s| s.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a), bits(&b), "{rows}x{cols}");
+            assert_inverse_scales(&a);
+            assert_inverse_scales(&b);
         }
         assert!(QuantizedActivations::quantize_on(&[0.0; 5], 2, 3, &pool).is_err());
     }
@@ -358,6 +377,31 @@ mod tests {
         let q = QuantizedActivations::quantize(&[0.0; 4], 1, 4).unwrap();
         assert_eq!(q.scales()[0], 127.0 / SCALE_EPS);
         assert!(q.row(0).iter().all(|&c| c == 0));
+    }
+
+    /// `inv_scales()[r]` is `1 / scales()[r]` bit for bit (NaN for a non-finite row), in every row.
+    fn assert_inverse_scales(q: &QuantizedActivations) {
+        assert_eq!(q.inv_scales().len(), q.rows());
+        for (r, (&inv, &s)) in q.inv_scales().iter().zip(q.scales()).enumerate() {
+            assert!(inv.to_bits() == (1.0 / s).to_bits() || (inv.is_nan() && s.is_nan()), "row {r}: {inv} for {s}");
+        }
+    }
+
+    /// Every way of filling a buffer keeps the reciprocals in step with the scales, a reused buffer included.
+    #[test]
+    fn inverse_scales_follow_every_constructor() {
+        let x = [1.0f32, -2.0, 0.5, 0.0, 0.0, 0.0, f32::NAN, 3.0, 1.0];
+        let mut q = QuantizedActivations::zeros(3, 3).expect("zeros");
+        assert_eq!(q.inv_scales(), &[1.0; 3]);
+        q.quantize_from(&x).expect("quantize_from");
+        assert_inverse_scales(&q);
+        assert_eq!(q.inv_scales()[0], 2.0 / 127.0);
+        assert!(q.inv_scales()[2].is_nan());
+        q.quantize_from(&[4.0; 9]).expect("reuse");
+        assert_inverse_scales(&q);
+        assert_eq!(q.inv_scales()[2], 4.0 / 127.0);
+        let c = QuantizedActivations::from_codes(&[1, 2, 3, -4], &[0.5, 8.0], 2, 2).expect("from_codes");
+        assert_eq!(c.inv_scales(), &[2.0, 0.125]);
     }
 
     #[test]

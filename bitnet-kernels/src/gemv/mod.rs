@@ -215,8 +215,7 @@ pub fn ternary_matmul_many_with(
     let chunks = chunk_count(pool, tiles, MIN_PARALLEL_TILES.div_ceil(tokens.max(1)));
     // Prefill: a kernel with a GEMM path unpacks each tile once and runs groups of tokens against it.
     let gemm = gemm::gemm_fn(kernel).filter(|&(_, group)| tokens >= group);
-    // `1 / s_m` once per token rather than once per tile and token.
-    let inv_scales: Vec<f32> = x.scales().iter().map(|&s| 1.0 / s).collect();
+    let inv_scales = x.inv_scales();
     let work = |chunk: usize| {
         let range = split_range(tiles, chunks, chunk, 1);
         let mut unpacked = Vec::new();
