@@ -71,8 +71,9 @@ pub struct QuantizedActivations {
     cols: usize,
     cols_padded: usize,
     codes: AlignedBytes,
+    /// The rows' scales `s`, then their reciprocals `1 / s`: `2 * rows` values in one allocation (a decoded
+    /// token quantizes ~120 times, so a fourth vector would be ~120 more allocations per token).
     scales: Vec<f32>,
-    inv_scales: Vec<f32>,
     sums: Vec<i32>,
 }
 
@@ -87,8 +88,7 @@ impl QuantizedActivations {
             cols,
             cols_padded,
             codes: AlignedBytes::zeroed(len),
-            scales: vec![1.0; rows],
-            inv_scales: vec![1.0; rows],
+            scales: vec![1.0; crate::error::checked_elems("activation scales", rows, 2)?],
             sums: vec![0; rows],
         })
     }
@@ -116,7 +116,7 @@ impl QuantizedActivations {
         let stride = q.cols_padded;
         // Each chunk owns a contiguous run of rows of the codes, scales and sums.
         let mut parts = Vec::with_capacity(chunks);
-        let (mut codes, mut scales, mut sums) = (q.codes.as_i8_mut(), q.scales.as_mut_slice(), q.sums.as_mut_slice());
+        let (mut codes, mut scales, mut sums) = (q.codes.as_i8_mut(), &mut q.scales[..rows], q.sums.as_mut_slice());
         for c in 0..chunks {
             let n = split_range(rows, chunks, c, 1).len();
             let (c_part, c_rest) = std::mem::take(&mut codes).split_at_mut(n * stride);
@@ -156,7 +156,8 @@ impl QuantizedActivations {
 
     /// `1 / s` of every row, from the scales just written.
     fn update_inv_scales(&mut self) {
-        for (inv, &s) in self.inv_scales.iter_mut().zip(&self.scales) {
+        let (scales, inv_scales) = self.scales.split_at_mut(self.rows);
+        for (inv, &s) in inv_scales.iter_mut().zip(&*scales) {
             *inv = 1.0 / s;
         }
     }
@@ -173,7 +174,7 @@ impl QuantizedActivations {
             dst[r * stride..r * stride + cols].copy_from_slice(row);
             q.sums[r] = row.iter().map(|&c| c as i32).sum();
         }
-        q.scales.copy_from_slice(scales);
+        q.scales[..rows].copy_from_slice(scales);
         q.update_inv_scales();
         Ok(q)
     }
@@ -200,11 +201,11 @@ impl QuantizedActivations {
     }
     /// Per-row scales `s` (`x ≈ q / s`).
     pub fn scales(&self) -> &[f32] {
-        &self.scales
+        &self.scales[..self.rows]
     }
     /// Per-row reciprocals `1 / s` (computed once here, so that a product does not divide per output).
     pub fn inv_scales(&self) -> &[f32] {
-        &self.inv_scales
+        &self.scales[self.rows..]
     }
     /// Per-row code sums `sum q`.
     pub fn sums(&self) -> &[i32] {
