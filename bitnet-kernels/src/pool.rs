@@ -287,14 +287,22 @@ pub fn global_pool() -> &'static ThreadPool {
     })
 }
 
+/// Chunks per thread of a dispatch that is split at all.
+///
+/// The threads finish a job together only if no chunk is left when the first of them runs dry, so the wait
+/// at the end of each job is up to one chunk's time; with four per thread (as before) an output head's chunk
+/// was an eighth of 650 MB on 2 threads. With 32, 2-thread prefill measured 6-13% faster on a 2-core Zen 3
+/// (docs/PERFORMANCE.md, "Threads and load"). A chunk costs one atomic increment.
+const CHUNKS_PER_THREAD: usize = 32;
+
 /// How many chunks to cut `items` units of work into on `pool`: one when the work is below `min_items` (a tiny
-/// matrix is not worth a dispatch: the caller does it alone), else about four per thread (so a thread that was
-/// descheduled leaves little behind), never more than `items`.
+/// matrix is not worth a dispatch: the caller does it alone), else [`CHUNKS_PER_THREAD`] per thread (so
+/// neither a descheduled thread nor the last chunk leaves much behind), never more than `items`.
 pub fn chunk_count(pool: &ThreadPool, items: usize, min_items: usize) -> usize {
     if pool.threads() == 1 || items < min_items {
         1
     } else {
-        (pool.threads() * 4).min(items).max(1)
+        pool.threads().saturating_mul(CHUNKS_PER_THREAD).min(items).max(1)
     }
 }
 
