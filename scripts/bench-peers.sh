@@ -2,7 +2,7 @@
 # Side-by-side CPU benchmark of `bitnet` against llama.cpp (and bitnet.cpp when given) on the same GGUF files,
 # in one run on one machine: prefill (128-token prompt) and decode (64 tokens) at 1 and 2 threads, and the peak
 # resident memory of each engine. Not part of CI (it builds llama.cpp, writes 2 GB of model files, and takes
-# about 20 minutes on a 2-core VM); the README's speed table comes from its output.
+# about 25 minutes on a 2-core VM); the README's speed table comes from its output.
 #
 #   scripts/bench-peers.sh                      # llama.cpp from the PyPI sdist of llama-cpp-python
 #   BITNET_CPP_BENCH=/path/to/llama-bench scripts/bench-peers.sh   # also a built bitnet.cpp (I2_S file)
@@ -16,8 +16,9 @@
 #
 # The model: microsoft/bitnet-b1.58-2B-4T's shapes with random ternary weights, written by `bitnet init` in
 # the block upstream llama.cpp runs (architecture `bitnet`, arch 2b-4t-silu: the speed of the SiLU and relu²
-# FFNs is the same), as TQ2_0 with an f16 token embedding and again with a Q6_K one; bitnet.cpp gets the I2_S
-# file of the 2B-4T block. Every engine reads the same bytes per token from the same file.
+# FFNs is the same), as TQ2_0 with an f16 token embedding, and again with a Q6_K one and a Q4_0 one (tied
+# heads); bitnet.cpp gets the I2_S file of the 2B-4T block. Every engine reads the same bytes per token from
+# the same file.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -75,6 +76,7 @@ model() { # arch format embedding -> path
 }
 tq2_f16=$(model 2b-4t-silu tq2_0 f16)
 tq2_q6k=$(model 2b-4t-silu tq2_0 q6k)
+tq2_q4=$(model 2b-4t-silu tq2_0 q4)
 
 # Peak RSS (MiB) of a command, from GNU time.
 peak_rss() {
@@ -124,12 +126,14 @@ measure() { # label kind file [bitnet args...]
 
 measure "llama.cpp, TQ2_0 (f16 head)" "$llama_bench" "$tq2_f16"
 measure "llama.cpp, TQ2_0 (Q6_K head)" "$llama_bench" "$tq2_q6k"
+measure "llama.cpp, TQ2_0 (Q4_0 head)" "$llama_bench" "$tq2_q4"
 if [ -n "${BITNET_CPP_BENCH:-}" ]; then
   i2s=$(model 2b-4t i2s f16)
   measure "bitnet.cpp, I2_S (f16 head)" "$BITNET_CPP_BENCH" "$i2s"
 fi
 measure "bitnet, the TQ2_0 file (f16 head)" bitnet "$tq2_f16"
 measure "bitnet, the TQ2_0 file (Q6_K head)" bitnet "$tq2_q6k"
+measure "bitnet, the TQ2_0 file (Q4_0 head)" bitnet "$tq2_q4"
 measure "bitnet, the TQ2_0 file, --head int8" bitnet "$tq2_f16" --head int8
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')

@@ -9,6 +9,7 @@ use bitnet_benches::{read_bandwidth, Rotation, WORKING_SET_BYTES};
 use bitnet_kernels::dense::{bf16_gemv_with, f16_gemv_with, f32_gemv_with};
 use bitnet_kernels::int8::{int8_gemv_with, Int8Matrix};
 use bitnet_kernels::transformer::{causal_attention, KvLayout};
+use bitnet_kernels::{block_gemv_with, BlockFormat, BlockMatrix, BlockView};
 use bitnet_kernels::{
     ternary_matmul_many_with, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix,
     ThreadPool,
@@ -255,6 +256,13 @@ fn bench_lm_head(c: &mut Criterion) {
     let wb = half_bits(&|v| (v.to_bits() >> 16) as u16);
     let wh = half_bits(&|v| half::f16::from_f32(v).to_bits());
     let wi = Int8Matrix::quantize(&wf, rows, cols).expect("int8");
+    let in_huge_pages = |bytes: Vec<u8>| {
+        let mut out = bitnet_kernels::huge_pages::huge_page_vec(0u8, bytes.len());
+        out.copy_from_slice(&bytes);
+        out
+    };
+    let w6 = in_huge_pages(BlockMatrix::quantize(BlockFormat::Q6K, &wf, rows, cols).expect("q6k").into_bytes());
+    let w4 = in_huge_pages(BlockMatrix::quantize(BlockFormat::Q4, &wf, rows, cols).expect("q4").into_bytes());
     drop(wf);
     group.throughput(Throughput::Bytes((rows * cols * 2) as u64));
     for pool in &pools {
@@ -274,6 +282,21 @@ fn bench_lm_head(c: &mut Criterion) {
     for pool in &pools {
         group.bench_function(BenchmarkId::new("int8", format!("{kernel}/{}t", pool.threads())), |b| {
             b.iter(|| int8_gemv_with(kernel, wi.view(), &xq, &mut y, pool).expect("gemv"))
+        });
+    }
+    drop(wi);
+    let q6k = BlockView::new(BlockFormat::Q6K, &w6, rows, cols).expect("q6k view");
+    group.throughput(Throughput::Bytes(w6.len() as u64));
+    for pool in &pools {
+        group.bench_function(BenchmarkId::new("q6k", format!("{kernel}/{}t", pool.threads())), |b| {
+            b.iter(|| block_gemv_with(kernel, q6k, &xq, &mut y, pool).expect("gemv"))
+        });
+    }
+    let q4 = BlockView::new(BlockFormat::Q4, &w4, rows, cols).expect("q4 view");
+    group.throughput(Throughput::Bytes(w4.len() as u64));
+    for pool in &pools {
+        group.bench_function(BenchmarkId::new("q4", format!("{kernel}/{}t", pool.threads())), |b| {
+            b.iter(|| block_gemv_with(kernel, q4, &xq, &mut y, pool).expect("gemv"))
         });
     }
     group.finish();

@@ -15,6 +15,7 @@ use crate::cache::{cache_write_slice_assign, CacheWriteBackend};
 use crate::dense::{dense_linear_matmul, int8_linear_ops, DenseLinearBackend};
 use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
 use crate::transformer::{rms_norm_gradients, rotary_ops, GateActivation, TransformerBackend};
+use bitnet_kernels::BlockFormat;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -230,17 +231,28 @@ impl<B: DenseLinearBackend, C: CheckpointStrategy> DenseLinearBackend for Autodi
         }
     }
 
-    fn has_native_q6k(device: &Self::Device) -> bool {
-        B::has_native_q6k(device)
+    fn has_native_blocks(device: &Self::Device) -> bool {
+        B::has_native_blocks(device)
     }
 
-    /// Q6_K weights are not trained: the product runs on the inner backend and no gradient flows through it.
-    fn q6k_linear(x: FloatTensor<Self>, blocks: IntTensor<Self>, cols: usize) -> FloatTensor<Self> {
-        Self::from_inner(B::q6k_linear(x.primitive, blocks, cols))
+    /// Block-quantized weights are not trained: the product runs on the inner backend and no gradient flows
+    /// through it.
+    fn block_linear(
+        x: FloatTensor<Self>,
+        blocks: IntTensor<Self>,
+        cols: usize,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::block_linear(x.primitive, blocks, cols, format))
     }
 
-    fn q6k_rows(blocks: IntTensor<Self>, ids: IntTensor<Self>, cols: usize) -> FloatTensor<Self> {
-        Self::from_inner(B::q6k_rows(blocks, ids, cols))
+    fn block_rows(
+        blocks: IntTensor<Self>,
+        ids: IntTensor<Self>,
+        cols: usize,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::block_rows(blocks, ids, cols, format))
     }
 }
 

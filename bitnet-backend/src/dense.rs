@@ -4,11 +4,12 @@
 //! Decode multiplies one token by the whole head, so it is a GEMV bound by the bytes of `W`: reading a bf16 head
 //! in place streams half the bytes of a widened f32 copy, and the values are exactly the checkpoint's; an int8
 //! head streams half of that again, at the cost of rounding the head to 8 bits per row and the activations to 8
-//! bits per token (`y = (sum_k Wq q) · r_n / s`); a Q6_K head (ggml's 6.5625-bit block format, as GGUF files
-//! ship their `token_embd`) streams 0.82 of that again.
+//! bits per token (`y = (sum_k Wq q) · r_n / s`); a block-quantized head ([`BlockFormat`]: ggml's 6.5625-bit
+//! Q6_K, as GGUF files ship their `token_embd`, or the 4.5-bit Q4) streams 0.82 or 0.56 of that.
 
 use crate::ops::float_tensor;
 use crate::quant::activation_quant_dequant;
+use bitnet_kernels::BlockFormat;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
@@ -29,35 +30,43 @@ pub trait DenseLinearBackend: Backend {
         int8_linear_ops::<Self>(x, codes, scales)
     }
 
-    /// Whether [`DenseLinearBackend::q6k_linear`] reads Q6_K blocks where they live on `device`. The defaults
-    /// read the blocks back to the host on every call (correct anywhere, fast nowhere), so models keep Q6_K
-    /// weights only where this is true and a dense copy elsewhere.
-    fn has_native_q6k(_device: &Self::Device) -> bool {
+    /// Whether [`DenseLinearBackend::block_linear`] reads blocks where they live on `device`. The defaults read
+    /// the blocks back to the host on every call (correct anywhere, fast nowhere), so models keep
+    /// block-quantized weights only where this is true and a dense copy elsewhere.
+    fn has_native_blocks(_device: &Self::Device) -> bool {
         false
     }
 
-    /// `y[m, n] = (sum_b d_b · S_b) / s_m` (see [`bitnet_kernels::q6k`]) for Q6_K blocks `W` (u8,
-    /// `[N, K / 256 · 210]`) and `x` (`[M, K]`, f32) quantized per token to int8. The default computes on the
-    /// host (see [`DenseLinearBackend::has_native_q6k`]).
-    fn q6k_linear(x: FloatTensor<Self>, blocks: IntTensor<Self>, cols: usize) -> FloatTensor<Self> {
-        q6k_linear_host::<Self>(x, blocks, cols)
+    /// `y = x W^T` for `W` in the block format `format` (u8, `[N, format.row_bytes(K)]`; see
+    /// [`bitnet_kernels::block_format`]) and `x` (`[M, K]`, f32) quantized per token to int8. The default
+    /// computes on the host (see [`DenseLinearBackend::has_native_blocks`]).
+    fn block_linear(
+        x: FloatTensor<Self>,
+        blocks: IntTensor<Self>,
+        cols: usize,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        block_linear_host::<Self>(x, blocks, cols, format)
     }
 
-    /// Rows `ids` (`[T]`) of Q6_K blocks (`[N, K / 256 · 210]`), dequantized to f32 `[T, K]`: the embedding
-    /// lookup of a Q6_K table. The default selects the rows on the device and dequantizes them on the host.
-    fn q6k_rows(blocks: IntTensor<Self>, ids: IntTensor<Self>, cols: usize) -> FloatTensor<Self> {
+    /// Rows `ids` (`[T]`) of blocks of `format` (`[N, format.row_bytes(K)]`), dequantized to f32 `[T, K]`: the
+    /// embedding lookup of a block-quantized table. The default selects the rows on the device and dequantizes
+    /// them on the host.
+    fn block_rows(
+        blocks: IntTensor<Self>,
+        ids: IntTensor<Self>,
+        cols: usize,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
         let device = Self::int_device(&blocks);
         let rows =
             Tensor::<Self, 2, Int>::from_primitive(blocks).select(0, Tensor::<Self, 1, Int>::from_primitive(ids));
-        let [t, row_bytes] = rows.dims();
+        let [t, _] = rows.dims();
         let data = rows.into_data();
-        let bytes = host_bytes(&data, "q6k_rows blocks");
-        let view = bitnet_kernels::q6k::Q6kView::new(bytes, t, cols).unwrap_or_else(|e| panic!("q6k_rows: {e}"));
-        assert!(row_bytes * t == bytes.len(), "q6k_rows: blocks of {row_bytes} bytes per row");
         let mut out = vec![0f32; t * cols];
-        for (n, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
-            view.dequantize_row(n, row).unwrap_or_else(|e| panic!("q6k_rows: {e}"));
-        }
+        format
+            .dequantize(host_bytes(&data, "block_rows blocks"), [t, cols], &mut out)
+            .unwrap_or_else(|e| panic!("block_rows: {e}"));
         Tensor::<Self, 2>::from_data(TensorData::new(out, [t, cols]), &device).into_primitive().tensor()
     }
 }
@@ -68,22 +77,27 @@ fn host_bytes<'a>(data: &'a TensorData, what: &str) -> &'a [u8] {
     data.as_bytes()
 }
 
-/// [`DenseLinearBackend::q6k_linear`] on the host: reads `x` and the blocks back, runs the CPU kernel, uploads `y`.
-pub(crate) fn q6k_linear_host<B: Backend>(x: FloatTensor<B>, blocks: IntTensor<B>, cols: usize) -> FloatTensor<B> {
+/// [`DenseLinearBackend::block_linear`] on the host: reads `x` and the blocks back, runs the CPU kernel, uploads
+/// `y`.
+pub(crate) fn block_linear_host<B: Backend>(
+    x: FloatTensor<B>,
+    blocks: IntTensor<B>,
+    cols: usize,
+    format: BlockFormat,
+) -> FloatTensor<B> {
     let x = float_tensor::<B, 2>(x);
     let device = x.device();
     let [m, k] = x.dims();
-    assert!(k == cols, "q6k_linear: input [{m}, {k}] for blocks of {cols} columns");
+    assert!(k == cols, "block_linear: input [{m}, {k}] for blocks of {cols} columns");
     let blocks = Tensor::<B, 2, Int>::from_primitive(blocks);
     let [n, _] = blocks.dims();
-    let xs = x.cast(FloatDType::F32).into_data().into_vec::<f32>().unwrap_or_else(|e| panic!("q6k_linear: {e:?}"));
+    let xs = x.cast(FloatDType::F32).into_data().into_vec::<f32>().unwrap_or_else(|e| panic!("block_linear: {e:?}"));
     let data = blocks.into_data();
-    let view = bitnet_kernels::q6k::Q6kView::new(host_bytes(&data, "q6k_linear blocks"), n, cols)
-        .unwrap_or_else(|e| panic!("q6k_linear: {e}"));
-    let q = bitnet_kernels::QuantizedActivations::quantize(&xs, m, k).unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+    let q = bitnet_kernels::QuantizedActivations::quantize(&xs, m, k).unwrap_or_else(|e| panic!("block_linear: {e}"));
     let mut y = vec![0f32; m * n];
-    bitnet_kernels::q6k::q6k_gemv(view, &q, &mut y, bitnet_kernels::global_pool())
-        .unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+    format
+        .gemv(host_bytes(&data, "block_linear blocks"), [n, cols], &q, &mut y, bitnet_kernels::global_pool())
+        .unwrap_or_else(|e| panic!("block_linear: {e}"));
     Tensor::<B, 2>::from_data(TensorData::new(y, [m, n]), &device).into_primitive().tensor()
 }
 
@@ -135,28 +149,37 @@ pub fn int8_linear<B: DenseLinearBackend>(
     ))
 }
 
-/// `y = x W^T` for Q6_K blocks `W` (u8 `[N, cols / 256 · 210]`) with per-token int8 activations (see
-/// [`DenseLinearBackend::q6k_linear`]).
+/// Checks that blocks `[n, bytes]` of `format` hold rows of `cols` weights.
+fn check_blocks(what: &str, [n, bytes]: [usize; 2], cols: usize, format: BlockFormat) {
+    let want = format.row_bytes(cols).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(bytes == want, "{what}: {} blocks [{n}, {bytes}] do not hold {cols} columns", format.name());
+}
+
+/// `y = x W^T` for `W` in a block format (u8 `[N, format.row_bytes(cols)]`) with per-token int8 activations (see
+/// [`DenseLinearBackend::block_linear`]).
 ///
 /// # Panics
 /// If `x` is not `cols` wide or the blocks do not hold `cols` columns.
-pub fn q6k_linear<B: DenseLinearBackend>(x: Tensor<B, 2>, blocks: &Tensor<B, 2, Int>, cols: usize) -> Tensor<B, 2> {
-    let ([m, k], [n, bytes]) = (x.dims(), blocks.dims());
-    assert!(
-        k == cols && cols.is_multiple_of(256) && bytes == cols / 256 * 210,
-        "q6k_linear: input [{m}, {k}] does not match Q6_K blocks [{n}, {bytes}] of {cols} columns"
-    );
-    float_tensor(B::q6k_linear(x.into_primitive().tensor(), blocks.clone().into_primitive(), cols))
+pub fn block_linear<B: DenseLinearBackend>(
+    x: Tensor<B, 2>,
+    blocks: &Tensor<B, 2, Int>,
+    cols: usize,
+    format: BlockFormat,
+) -> Tensor<B, 2> {
+    let [m, k] = x.dims();
+    assert!(k == cols, "block_linear: input [{m}, {k}] for blocks of {cols} columns");
+    check_blocks("block_linear", blocks.dims(), cols, format);
+    float_tensor(B::block_linear(x.into_primitive().tensor(), blocks.clone().into_primitive(), cols, format))
 }
 
-/// Rows `ids` of Q6_K blocks (u8 `[N, cols / 256 · 210]`) as f32 `[T, cols]` (see
-/// [`DenseLinearBackend::q6k_rows`]).
-pub fn q6k_rows<B: DenseLinearBackend>(
+/// Rows `ids` of blocks of `format` (u8 `[N, format.row_bytes(cols)]`) as f32 `[T, cols]` (see
+/// [`DenseLinearBackend::block_rows`]).
+pub fn block_rows<B: DenseLinearBackend>(
     blocks: &Tensor<B, 2, Int>,
     ids: Tensor<B, 1, Int>,
     cols: usize,
+    format: BlockFormat,
 ) -> Tensor<B, 2> {
-    let [n, bytes] = blocks.dims();
-    assert!(cols.is_multiple_of(256) && bytes == cols / 256 * 210, "q6k_rows: blocks [{n}, {bytes}] of {cols} columns");
-    float_tensor(B::q6k_rows(blocks.clone().into_primitive(), ids.into_primitive(), cols))
+    check_blocks("block_rows", blocks.dims(), cols, format);
+    float_tensor(B::block_rows(blocks.clone().into_primitive(), ids.into_primitive(), cols, format))
 }

@@ -12,7 +12,7 @@ use crate::transformer::{
     causal_attention_gradients_ops, causal_attention_ops, cross_entropy_gradient_ops, cross_entropy_ops,
     gated_activation_gradients_ops, gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
 };
-use bitnet_kernels::{QuantizedActivations, TernaryView};
+use bitnet_kernels::{BlockFormat, QuantizedActivations, TernaryView};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{Bytes, DType, FloatDType, IntDType, Shape, TensorMetadata};
@@ -207,18 +207,18 @@ impl DenseLinearBackend for Flex {
         f32_tensor(y, Shape::new([q.rows(), n]))
     }
 
-    fn has_native_q6k(_device: &Self::Device) -> bool {
+    fn has_native_blocks(_device: &Self::Device) -> bool {
         true
     }
 
-    fn q6k_linear(x: FlexTensor, blocks: FlexTensor, cols: usize) -> FlexTensor {
+    fn block_linear(x: FlexTensor, blocks: FlexTensor, cols: usize, format: BlockFormat) -> FlexTensor {
         if x.dtype() != DType::F32 {
-            return crate::dense::q6k_linear_host::<Flex>(x, blocks, cols);
+            return crate::dense::block_linear_host::<Flex>(x, blocks, cols, format);
         }
-        let [n, _] = dims2(&blocks, "q6k_linear blocks");
-        let q = quantize_input(x, "q6k_linear input");
-        let blocks = contiguous(blocks, DType::U8, "q6k_linear blocks");
-        let y = host::q6k_gemv(&q, blocks.as_slice::<u8>().expect("contiguous u8 tensor"), [n, cols]);
+        let [n, _] = dims2(&blocks, "block_linear blocks");
+        let q = quantize_input(x, "block_linear input");
+        let blocks = contiguous(blocks, DType::U8, "block_linear blocks");
+        let y = host::block_gemv(&q, blocks.as_slice::<u8>().expect("contiguous u8 tensor"), [n, cols], format);
         f32_tensor(y, Shape::new([q.rows(), n]))
     }
 }

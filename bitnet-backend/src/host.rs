@@ -7,7 +7,7 @@
 
 use bitnet_kernels::pool::for_each_rows;
 use bitnet_kernels::quant::round_half_even_small;
-use bitnet_kernels::{global_pool, ternary_matmul_many, QuantizedActivations, TernaryView};
+use bitnet_kernels::{global_pool, ternary_matmul_many, BlockFormat, QuantizedActivations, TernaryView};
 
 /// The smallest buffer (elements) that a row-wise host pass splits over the kernels' pool.
 const PARALLEL_MIN_LEN: usize = 1 << 15;
@@ -297,10 +297,15 @@ pub(crate) fn int8_gemv(q: &QuantizedActivations, codes: &[i8], [n, k]: [usize; 
     y
 }
 
-/// `y = x W^T` for Q6_K blocks `[n, cols / 256 · 210]` and quantized activations `q` (`[m, cols]`): `[m, n]`.
-pub(crate) fn q6k_gemv(q: &QuantizedActivations, blocks: &[u8], [n, cols]: [usize; 2]) -> Vec<f32> {
-    let view = bitnet_kernels::q6k::Q6kView::new(blocks, n, cols).unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+/// `y = x W^T` for blocks of `format` (`[n, format.row_bytes(cols)]`) and quantized activations `q`
+/// (`[m, cols]`): `[m, n]`.
+pub(crate) fn block_gemv(
+    q: &QuantizedActivations,
+    blocks: &[u8],
+    [n, cols]: [usize; 2],
+    format: BlockFormat,
+) -> Vec<f32> {
     let mut y = vec![0f32; q.rows() * n];
-    bitnet_kernels::q6k::q6k_gemv(view, q, &mut y, global_pool()).unwrap_or_else(|e| panic!("q6k_linear: {e}"));
+    format.gemv(blocks, [n, cols], q, &mut y, global_pool()).unwrap_or_else(|e| panic!("block_linear: {e}"));
     y
 }

@@ -65,7 +65,7 @@ pub use backend::BitNetBackend;
 pub use bitlinear::{BitLinear, BitLinearConfig, BitLinearWeight, PackedTernary};
 pub use bitnet_kernels as kernels;
 pub use cache::{cache_write, CacheWriteBackend};
-pub use dense::{dense_linear, int8_linear, q6k_linear, q6k_rows, DenseLinearBackend};
+pub use dense::{block_linear, block_rows, dense_linear, int8_linear, DenseLinearBackend};
 pub use error::{BackendError, Result};
 pub use ops::{
     fake_quantize_activations, fake_quantize_weights, packed_words_shape, quantize_activations, ternary_dequantize,

@@ -274,15 +274,6 @@ mod dot_f16 {
     }
 }
 
-/// The kernel a dense GEMV runs: `kernel` if available, checked.
-fn checked(kernel: Kernel) -> Result<Kernel> {
-    if kernel.is_available() {
-        Ok(kernel)
-    } else {
-        Err(crate::error::KernelError::KernelUnavailable(kernel.name()))
-    }
-}
-
 /// Rows below which a dense GEMV runs on the calling thread alone (a dispatch costs more than the work).
 const MIN_PARALLEL_ROWS: usize = 256;
 
@@ -362,7 +353,7 @@ pub fn f32_gemv_with(
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    let kernel = checked(kernel)?;
+    let kernel = kernel.checked()?;
     ensure_eq("weight element count", checked_elems("f32 weights", rows, cols)?, w.len())?;
     let tokens = token_count(x, y, rows, cols)?;
     let (row, input) = (|n: usize| &w[n * cols..(n + 1) * cols], |t: usize| &x[t * cols..(t + 1) * cols]);
@@ -387,7 +378,7 @@ pub fn bf16_gemv_with(
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    let kernel = checked(kernel)?;
+    let kernel = kernel.checked()?;
     let pair = tiles_pairs(kernel).then_some(dot2x2_bf16::call);
     half_gemv(kernel, "bf16 weights", dot_bf16::call, pair, w, rows, cols, x, y, pool)
 }
@@ -409,7 +400,7 @@ pub fn f16_gemv_with(
     pool: &ThreadPool,
 ) -> Result<()> {
     type Pair = fn(Kernel, &[u16], &[u16], &[f32], &[f32]) -> [f32; 4];
-    half_gemv(checked(kernel)?, "f16 weights", dot_f16::call, None::<Pair>, w, rows, cols, x, y, pool)
+    half_gemv(kernel.checked()?, "f16 weights", dot_f16::call, None::<Pair>, w, rows, cols, x, y, pool)
 }
 
 /// The GEMV of a 16-bit weight type whose dot product is `dot` (and, when given, whose 2 x 2 tile is `pair`).

@@ -68,6 +68,16 @@ impl Kernel {
         }
     }
 
+    /// The kernel itself if this CPU can run it, else [`KernelError::KernelUnavailable`] (what every entry point
+    /// that takes an explicit kernel checks first).
+    pub fn checked(self) -> Result<Kernel> {
+        if self.is_available() {
+            Ok(self)
+        } else {
+            Err(KernelError::KernelUnavailable(self.name()))
+        }
+    }
+
     /// The kernels this CPU can run, fastest first.
     pub fn available() -> Vec<Kernel> {
         Self::ALL.into_iter().filter(|k| k.is_available()).collect()
@@ -94,10 +104,7 @@ impl Kernel {
             "neon-dotprod" => Kernel::NeonDotprod,
             other => return Err(KernelError::UnknownKernel(other.to_string())),
         };
-        if !kernel.is_available() {
-            return Err(KernelError::KernelUnavailable(kernel.name()));
-        }
-        Ok(kernel)
+        kernel.checked()
     }
 
     /// The kernel `BITNET_KERNEL` asks for, `None` when it is unset or empty.

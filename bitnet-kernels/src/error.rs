@@ -78,6 +78,16 @@ pub enum KernelError {
         /// The largest supported size.
         max: usize,
     },
+    /// Blocks of one format handed to an operation on another.
+    #[error("{what}: {got} blocks where {expected} blocks are expected")]
+    WrongBlockFormat {
+        /// Which operation.
+        what: &'static str,
+        /// The format it takes.
+        expected: &'static str,
+        /// The format it got.
+        got: &'static str,
+    },
     /// A kernel was requested that this CPU (or this build) cannot run.
     #[error("kernel '{0}' is not available on this CPU")]
     KernelUnavailable(&'static str),

@@ -263,14 +263,6 @@ fn tile_rows<'a>(w: &Int8View<'a>, t: usize) -> ([&'a [i8]; TILE], usize) {
     (rows, len)
 }
 
-fn checked(kernel: Kernel) -> Result<Kernel> {
-    if kernel.is_available() {
-        Ok(kernel)
-    } else {
-        Err(KernelError::KernelUnavailable(kernel.name()))
-    }
-}
-
 /// Raw `acc[n] = sum_k Wq[n,k] q[token,k]` (the integer core every kernel must compute identically).
 pub fn int8_accumulators(
     kernel: Kernel,
@@ -279,7 +271,7 @@ pub fn int8_accumulators(
     token: usize,
     acc: &mut [i32],
 ) -> Result<()> {
-    let kernel = checked(kernel)?;
+    let kernel = kernel.checked()?;
     ensure_eq("activation width (K)", w.cols, x.cols())?;
     ensure_len("accumulators", w.rows, acc.len())?;
     if token >= x.rows() {
@@ -308,7 +300,7 @@ pub fn int8_gemv_with(
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    let kernel = checked(kernel)?;
+    let kernel = kernel.checked()?;
     ensure_eq("activation width (K)", w.cols, x.cols())?;
     ensure_len("output", x.rows() * w.rows, y.len())?;
     let (rows, tokens) = (w.rows, x.rows());

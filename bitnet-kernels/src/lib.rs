@@ -11,7 +11,8 @@
 //!   i32 by a scalar reference and hand-written AVX2, AVX-512 (VNNI / BW) and NEON (sdot / plain) kernels.
 //! * [`dispatch`]: run-time kernel choice by CPU feature detection, overridable with `BITNET_KERNEL`.
 //! * [`pool`]: a persistent thread pool; results are identical for any thread count.
-//! * [`dense`]: f32, bf16 and f16 GEMV for the output embedding; [`int8`]: the per-row int8 head (W8A8).
+//! * [`dense`]: f32, bf16 and f16 GEMV for the output embedding; [`int8`]: the per-row int8 head (W8A8);
+//!   [`q6k`] and [`q4`]: the block-quantized heads (6.56 and 4.5 bits per weight).
 //! * [`huge_pages`]: weight buffers marked for transparent huge pages (fewer TLB misses when decode streams them).
 //! * [`transformer`]: fused RMSNorm, rotary embedding, causal grouped-query attention and gated activation.
 //!
@@ -36,6 +37,7 @@
 mod multiversion;
 
 pub mod aligned;
+pub mod block_format;
 pub mod dense;
 pub mod dispatch;
 pub mod error;
@@ -46,10 +48,12 @@ pub mod int8;
 pub mod pool;
 mod prefetch;
 pub mod probe;
+pub mod q4;
 pub mod q6k;
 pub mod quant;
 pub mod transformer;
 
+pub use block_format::{block_gemv, block_gemv_with, BlockFormat, BlockMatrix, BlockView};
 pub use dense::{bf16_gemv, f16_gemv, f32_gemv};
 pub use dispatch::Kernel;
 pub use error::{KernelError, Result};

@@ -1,5 +1,6 @@
 //! Q6_K, ggml's 6.5625-bit block format, as an output-head format: read in place from a GGUF file whose
-//! `token_embd` (or `output`) is Q6_K, or made from a 16-bit head at load time ([`Q6kMatrix::quantize`]).
+//! `token_embd` (or `output`) is Q6_K, or made from a 16-bit head at load time
+//! ([`crate::block_format::BlockMatrix::quantize`]).
 //!
 //! # Layout (one block of 256 weights, 210 bytes)
 //! ```text
@@ -28,76 +29,21 @@
 //! sub-block scales as 16-bit lanes (the scale multiply for free), and subtract `32 · sum_j sc_j A_j` once per
 //! block, `A_j` the activation sum of sub-block `j`, precomputed per token.
 
+use crate::block_format::{gemv_rows, BlockFormat, BlockView};
 use crate::dense::f16_to_f32;
 use crate::dispatch::Kernel;
-use crate::error::{checked_elems, ensure_eq, ensure_len, KernelError, Result};
-use crate::gemv::OutPtr;
-use crate::pool::{chunk_count, split_range, ThreadPool};
-use crate::quant::{round_half_even, QuantizedActivations};
+use crate::error::{ensure_len, Result};
+use crate::pool::ThreadPool;
+use crate::quant::{fitted_scale, round_half_even, QuantizedActivations};
 
 /// Weights per block.
 pub const Q6K_BLOCK: usize = 256;
 /// Bytes per block.
 pub const Q6K_BLOCK_BYTES: usize = 210;
-/// Rows below which a product runs on the calling thread alone.
-const MIN_PARALLEL_ROWS: usize = 256;
 /// Offsets of a block's fields.
 const QH: usize = 128;
 const SCALES: usize = 192;
 const D: usize = 208;
-
-/// Bytes of one Q6_K row of `cols` weights (`cols` must be a multiple of [`Q6K_BLOCK`]).
-pub fn q6k_row_bytes(cols: usize) -> Result<usize> {
-    if !cols.is_multiple_of(Q6K_BLOCK) {
-        return Err(KernelError::ShapeMismatch {
-            what: "Q6_K row length (a multiple of 256)",
-            expected: cols.div_ceil(Q6K_BLOCK) * Q6K_BLOCK,
-            got: cols,
-        });
-    }
-    checked_elems("Q6_K row", cols / Q6K_BLOCK, Q6K_BLOCK_BYTES)
-}
-
-/// Q6_K weights `[rows, cols]` in memory someone else owns (a GGUF mapping, a tensor): row `n` is
-/// `bytes[n * row_bytes..][..row_bytes]`.
-#[derive(Debug, Clone, Copy)]
-pub struct Q6kView<'a> {
-    bytes: &'a [u8],
-    rows: usize,
-    cols: usize,
-    row_bytes: usize,
-}
-
-impl<'a> Q6kView<'a> {
-    /// A view of `rows` rows of `cols` weights (a multiple of 256); `bytes` must hold them all.
-    pub fn new(bytes: &'a [u8], rows: usize, cols: usize) -> Result<Self> {
-        let row_bytes = q6k_row_bytes(cols)?;
-        ensure_len("Q6_K bytes", checked_elems("Q6_K weights", rows, row_bytes)?, bytes.len())?;
-        Ok(Self { bytes, rows, cols, row_bytes })
-    }
-
-    /// Number of rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Number of columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// The blocks of row `n`.
-    pub fn row(&self, n: usize) -> &'a [u8] {
-        &self.bytes[n * self.row_bytes..(n + 1) * self.row_bytes]
-    }
-
-    /// Row `n` as f32 (`out` holds `cols` values).
-    pub fn dequantize_row(&self, n: usize, out: &mut [f32]) -> Result<()> {
-        ensure_eq("Q6_K output row", self.cols, out.len())?;
-        dequantize_row(self.row(n), out);
-        Ok(())
-    }
-}
 
 /// The code `u` in `[0, 63]` of element `e` of `block` (see the module docs).
 #[inline(always)]
@@ -121,7 +67,7 @@ fn block_scale(block: &[u8]) -> f32 {
 }
 
 /// Dequantizes whole blocks: `out.len() / 256` blocks of `blocks`.
-fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
+pub(crate) fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
     for (block, out) in blocks.chunks_exact(Q6K_BLOCK_BYTES).zip(out.chunks_exact_mut(Q6K_BLOCK)) {
         let d = block_scale(block);
         for (e, v) in out.iter_mut().enumerate() {
@@ -131,53 +77,17 @@ fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
     }
 }
 
-/// The scale of one 16-weight sub-block with the least squared error among five candidates that map the
-/// largest magnitude to `-32`, `-31`, ..., `-28` (trading clipping for resolution), the best one then refined
-/// once by least squares.
-fn sub_block_scale(x: &[f32]) -> f32 {
-    let max = x.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-    if max.abs() < 1e-30 {
-        return 0.0;
-    }
-    // (squared error, least-squares refit) of scale `s`.
-    let fit = |s: f32| -> (f32, f32) {
-        let inv = 1.0 / s;
-        let (mut err, mut xq, mut qq) = (0f32, 0f32, 0f32);
-        for &v in x {
-            let q = round_half_even(v * inv).clamp(-32.0, 31.0);
-            err += (v - s * q) * (v - s * q);
-            xq += v * q;
-            qq += q * q;
-        }
-        (err, if qq > 0.0 { xq / qq } else { s })
-    };
-    let (mut best, mut best_fit) = (f32::INFINITY, (0f32, 0f32));
-    for t in 0..5 {
-        let s = -max / (32.0 - t as f32);
-        let (err, refined) = fit(s);
-        if err < best {
-            (best, best_fit) = (err, (s, refined));
-        }
-    }
-    let (s, refined) = best_fit;
-    if refined != 0.0 && refined.is_finite() && fit(refined).0 < best {
-        refined
-    } else {
-        s
-    }
-}
-
 /// Quantizes `w` (a multiple of 256 values) into Q6_K blocks (`out` holds `w.len() / 256 * 210` bytes):
-/// sub-block scales by [`sub_block_scale`], the block scale `d` maps the largest to `-128` and is rounded to
+/// sub-block scales by [`fitted_scale`] (codes -32..=31), the block scale `d` maps the largest to `-128` and is rounded to
 /// f16 before the codes are chosen against the scales actually stored.
 pub fn quantize_row(w: &[f32], out: &mut [u8]) -> Result<()> {
-    let blocks = q6k_row_bytes(w.len())? / Q6K_BLOCK_BYTES;
+    let blocks = BlockFormat::Q6K.row_bytes(w.len())? / Q6K_BLOCK_BYTES;
     ensure_len("Q6_K output bytes", blocks * Q6K_BLOCK_BYTES, out.len())?;
     for (x, block) in w.chunks_exact(Q6K_BLOCK).zip(out.chunks_exact_mut(Q6K_BLOCK_BYTES)) {
         block.fill(0);
         let mut scales = [0f32; 16];
         for (s, sub) in scales.iter_mut().zip(x.chunks_exact(16)) {
-            *s = sub_block_scale(sub);
+            *s = fitted_scale(sub, -32.0, 31.0);
         }
         let max = scales.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
         let d = half::f16::from_f32(-max / 128.0);
@@ -202,43 +112,6 @@ pub fn quantize_row(w: &[f32], out: &mut [u8]) -> Result<()> {
         block[D..].copy_from_slice(&d.to_bits().to_le_bytes());
     }
     Ok(())
-}
-
-/// A Q6_K matrix this crate owns (quantized from f32, or copied).
-#[derive(Debug, Clone)]
-pub struct Q6kMatrix {
-    rows: usize,
-    cols: usize,
-    row_bytes: usize,
-    bytes: Vec<u8>,
-}
-
-impl Q6kMatrix {
-    /// Quantizes f32 `[rows, cols]` row-major (`cols` a multiple of 256).
-    pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        ensure_eq("weight element count", checked_elems("Q6_K weights", rows, cols)?, w.len())?;
-        let row_bytes = q6k_row_bytes(cols)?;
-        let mut bytes = vec![0u8; checked_elems("Q6_K weights", rows, row_bytes)?];
-        for (x, out) in w.chunks_exact(cols.max(1)).zip(bytes.chunks_exact_mut(row_bytes.max(1))) {
-            quantize_row(x, out)?;
-        }
-        Ok(Self { rows, cols, row_bytes, bytes })
-    }
-
-    /// The view the kernels take.
-    pub fn view(&self) -> Q6kView<'_> {
-        Q6kView { bytes: &self.bytes, rows: self.rows, cols: self.cols, row_bytes: self.row_bytes }
-    }
-
-    /// The blocks, row after row (what a GGUF file stores).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The blocks, taken.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
-    }
 }
 
 /// The activation sum of each 16-element sub-block (`|sum| <= 2048`, an i16), for the first `cols` codes: the
@@ -422,76 +295,39 @@ mod x86 {
     }
 }
 
-fn checked(kernel: Kernel) -> Result<Kernel> {
-    if kernel.is_available() {
-        Ok(kernel)
-    } else {
-        Err(KernelError::KernelUnavailable(kernel.name()))
-    }
-}
-
-/// The exact block sums `S_b` of row `n` against token `token` of `x` (what every kernel must agree on; for
-/// tests). `out` holds `cols / 256` values.
-pub fn q6k_block_sums(w: Q6kView<'_>, x: &QuantizedActivations, token: usize, n: usize, out: &mut [i32]) -> Result<()> {
-    ensure_eq("activation width (K)", w.cols, x.cols())?;
-    ensure_len("block sums", w.cols / Q6K_BLOCK, out.len())?;
-    if token >= x.rows() || n >= w.rows {
-        return Err(KernelError::ShapeMismatch { what: "token or row index", expected: x.rows(), got: token });
-    }
-    let act = x.row(token);
-    for (b, (block, s)) in w.row(n).chunks_exact(Q6K_BLOCK_BYTES).zip(out.iter_mut()).enumerate() {
+/// The exact block sums `S_b` of one row against one token's codes (for [`crate::block_format::block_sums`]).
+pub(crate) fn row_sums(row: &[u8], act: &[i8], out: &mut [i32]) {
+    for (b, (block, s)) in row.chunks_exact(Q6K_BLOCK_BYTES).zip(out.iter_mut()).enumerate() {
         *s = block_sum(block, &act[b * Q6K_BLOCK..(b + 1) * Q6K_BLOCK]);
     }
-    Ok(())
 }
 
-/// `y[m, n] = (sum_b d_b · S_b) / s_m` for every token `m` of `x`: `y` is `[x.rows(), w.rows()]`.
-pub fn q6k_gemv(w: Q6kView<'_>, x: &QuantizedActivations, y: &mut [f32], pool: &ThreadPool) -> Result<()> {
-    q6k_gemv_with(Kernel::selected(), w, x, y, pool)
-}
-
-/// [`q6k_gemv`] with an explicit kernel.
-pub fn q6k_gemv_with(
+/// `y[m, n] = (sum_b d_b · S_b) / s_m` for every token `m` of `x` (a checked kernel, Q6_K blocks: see
+/// [`crate::block_format::block_gemv_with`]).
+pub(crate) fn gemv(
     kernel: Kernel,
-    w: Q6kView<'_>,
+    w: BlockView<'_>,
     x: &QuantizedActivations,
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    let kernel = checked(kernel)?;
-    ensure_eq("activation width (K)", w.cols, x.cols())?;
-    let (rows, tokens) = (w.rows, x.rows());
-    ensure_len("output", checked_elems("output", tokens, rows)?, y.len())?;
-    let sums: Vec<Vec<i16>> = (0..tokens)
-        .map(|m| {
-            let mut s = Vec::with_capacity(w.cols / 16);
-            sub_block_sums(&x.row(m)[..w.cols], &mut s);
-            s
-        })
-        .collect();
-    let chunks = chunk_count(pool, rows, MIN_PARALLEL_ROWS);
-    let out = OutPtr(y.as_mut_ptr());
-    pool.run(chunks, &|chunk| {
-        for n in split_range(rows, chunks, chunk, 1) {
-            let row = w.row(n);
-            for (m, s) in sums.iter().enumerate() {
-                let value = row_dot(kernel, row, &x.row(m)[..w.cols], s) * x.inv_scales()[m];
-                // SAFETY: `m * rows + n < tokens * rows == y.len()`; row `n` belongs to this chunk alone.
-                unsafe { out.write(m * rows + n, value) };
-            }
-        }
-    });
-    Ok(())
+    let prepare = |act: &[i8]| {
+        let mut sums = Vec::with_capacity(act.len() / 16);
+        sub_block_sums(act, &mut sums);
+        sums
+    };
+    gemv_rows(w, x, y, pool, prepare, |row, act, sums: &Vec<i16>| row_dot(kernel, row, act, sums))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BlockMatrix;
 
     #[test]
     fn quantize_dequantize_round_trip_is_close() {
         let w: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
-        let m = Q6kMatrix::quantize(&w, 2, 256).unwrap();
+        let m = BlockMatrix::quantize(BlockFormat::Q6K, &w, 2, 256).unwrap();
         let mut back = vec![0f32; 256];
         for n in 0..2 {
             m.view().dequantize_row(n, &mut back).unwrap();
@@ -503,7 +339,7 @@ mod tests {
 
     #[test]
     fn zero_rows_stay_zero() {
-        let m = Q6kMatrix::quantize(&[0.0; 256], 1, 256).unwrap();
+        let m = BlockMatrix::quantize(BlockFormat::Q6K, &[0.0; 256], 1, 256).unwrap();
         let mut back = vec![1f32; 256];
         m.view().dequantize_row(0, &mut back).unwrap();
         assert!(back.iter().all(|&v| v == 0.0));
@@ -511,8 +347,8 @@ mod tests {
 
     #[test]
     fn rows_must_be_whole_blocks() {
-        assert!(q6k_row_bytes(255).is_err());
-        assert!(Q6kView::new(&[0u8; 209], 1, 256).is_err());
-        assert_eq!(q6k_row_bytes(2560).unwrap(), 2100);
+        assert!(BlockFormat::Q6K.row_bytes(255).is_err());
+        assert!(BlockView::new(BlockFormat::Q6K, &[0u8; 209], 1, 256).is_err());
+        assert_eq!(BlockFormat::Q6K.row_bytes(2560).unwrap(), 2100);
     }
 }

@@ -41,6 +41,44 @@ pub fn round_half_even_small(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
+/// The scale `s` of a group of weights `x` coded as integers `q` in `[low, high]` (`low < 0 < high`, `x ≈ s q`,
+/// `q = round(x / s)` clamped): of five candidates that map the largest magnitude to `low`, `low (1 - 1/32)`, ...,
+/// `low (1 - 4/32)` (trading clipping for resolution), the one with the least squared error, then refined once by
+/// least squares (`s = sum x q / sum q q`) if that lowers the error. An all-zero group gets 0. The block formats
+/// of the output head (Q6_K's sub-blocks, Q4's groups) choose their scales with it.
+pub(crate) fn fitted_scale(x: &[f32], low: f32, high: f32) -> f32 {
+    let max = x.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+    if max.abs() < 1e-30 {
+        return 0.0;
+    }
+    // (squared error, least-squares refit) of scale `s`.
+    let fit = |s: f32| -> (f32, f32) {
+        let inv = 1.0 / s;
+        let (mut err, mut xq, mut qq) = (0f32, 0f32, 0f32);
+        for &v in x {
+            let q = round_half_even(v * inv).clamp(low, high);
+            err += (v - s * q) * (v - s * q);
+            xq += v * q;
+            qq += q * q;
+        }
+        (err, if qq > 0.0 { xq / qq } else { s })
+    };
+    let (mut best, mut best_fit) = (f32::INFINITY, (0f32, 0f32));
+    for t in 0..5 {
+        let s = -max / (-low - t as f32 * (-low / 32.0));
+        let (err, refined) = fit(s);
+        if err < best {
+            (best, best_fit) = (err, (s, refined));
+        }
+    }
+    let (s, refined) = best_fit;
+    if refined != 0.0 && refined.is_finite() && fit(refined).0 < best {
+        refined
+    } else {
+        s
+    }
+}
+
 /// The absmean weight scale `g = max(mean|W|, 1e-5)`; the mean is accumulated in f64.
 pub fn absmean_scale(weights: &[f32]) -> f32 {
     if weights.is_empty() {

@@ -20,12 +20,7 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
 multiversion!(dot, dot_body, (a: &[f32], b: &[f32]) -> f32);
 
 fn selected() -> Result<Kernel> {
-    let kernel = Kernel::selected();
-    if kernel.is_available() {
-        Ok(kernel)
-    } else {
-        Err(KernelError::KernelUnavailable(kernel.name()))
-    }
+    Kernel::selected().checked()
 }
 
 /// RMSNorm of each `d`-wide row of `x`: `out = x / sqrt(sum(x²) / d + eps) * gamma`.

@@ -1,10 +1,13 @@
 //! Every SIMD kernel equals the scalar reference bit for bit on the integer accumulators, and the f32
 //! outputs equal a naive dequantized reference.
 
+use bitnet_kernels::block_format::{block_gemv_with, block_sums};
 use bitnet_kernels::int8::{int8_accumulators, int8_gemv_with, Int8Matrix, Int8View};
-use bitnet_kernels::q6k::{q6k_block_sums, q6k_gemv_with, Q6kMatrix, Q6kView, Q6K_BLOCK_BYTES};
+use bitnet_kernels::q4::Q4_SUPER_BLOCK_BYTES;
+use bitnet_kernels::q6k::Q6K_BLOCK_BYTES;
 use bitnet_kernels::{
-    ternary_accumulators, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix, ThreadPool,
+    ternary_accumulators, ternary_matmul_with, BlockFormat, BlockMatrix, BlockView, Kernel, QuantizedActivations,
+    TernaryCodes, TernaryMatrix, ThreadPool,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -323,62 +326,97 @@ fn random_q6k(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<u8> {
     bytes
 }
 
+/// Random Q4 super-blocks: every code, finite f16 scales of both signs (subnormal ones included).
+fn random_q4(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..rows * cols / 256 * Q4_SUPER_BLOCK_BYTES).map(|_| rng.random()).collect();
+    for block in bytes.chunks_exact_mut(Q4_SUPER_BLOCK_BYTES) {
+        for g in 0..8 {
+            let d = match rng.random_range(0..4) {
+                0 => half::f16::from_bits(rng.random_range(1..0x400u16) | rng.random_range(0..2u16) << 15),
+                _ => half::f16::from_f32(rng.random_range(-0.05..0.05f32)),
+            };
+            block[2 * g..2 * g + 2].copy_from_slice(&d.to_bits().to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// A generator of random blocks `(rng, rows, cols)`.
+type RandomBlocks = fn(&mut StdRng, usize, usize) -> Vec<u8>;
+
+/// The scale that multiplies the `i`-th exact sum of a row: Q6_K's block scale `d` (its sub-block scales are
+/// inside the integer sum), Q4's group scale.
+fn sum_scale(format: BlockFormat, row: &[u8], i: usize) -> f64 {
+    let at = match format {
+        BlockFormat::Q6K => i * Q6K_BLOCK_BYTES + 208,
+        BlockFormat::Q4 => i / 8 * Q4_SUPER_BLOCK_BYTES + 2 * (i % 8),
+    };
+    half::f16::from_le_bytes([row[at], row[at + 1]]).to_f32() as f64
+}
+
 #[test]
-fn q6k_kernels_match_scalar_exactly() {
+fn block_kernels_match_scalar_exactly() {
     let mut rng = StdRng::seed_from_u64(11);
     let pool = ThreadPool::new(2).unwrap();
-    for &(rows, cols) in &[(1, 256), (5, 512), (17, 2560), (300, 256)] {
-        let bytes = random_q6k(&mut rng, rows, cols);
-        let w = Q6kView::new(&bytes, rows, cols).unwrap();
-        let xf: Vec<f32> = (0..3 * cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
-        let mut x = QuantizedActivations::quantize(&xf, 3, cols).unwrap();
-        if rows == 5 {
-            // Extreme activations: every code -128 or 127.
-            let codes: Vec<i8> = (0..3 * cols).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
-            x = QuantizedActivations::from_codes(&codes, &[1.0, 2.0, 3.0], 3, cols).unwrap();
-        }
-        // The integer block sums equal a naive sum over the dequantized integer weights `sc * q`.
-        let mut dense = vec![0f32; cols];
-        for n in 0..rows {
-            w.dequantize_row(n, &mut dense).unwrap();
-            for token in 0..3 {
-                let mut sums = vec![0i32; cols / 256];
-                q6k_block_sums(w, &x, token, n, &mut sums).unwrap();
-                for (b, &sum) in sums.iter().enumerate() {
-                    let block = &w.row(n)[b * Q6K_BLOCK_BYTES..(b + 1) * Q6K_BLOCK_BYTES];
-                    let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32() as f64;
-                    let naive: f64 =
-                        (0..256).map(|e| dense[b * 256 + e] as f64 * x.row(token)[b * 256 + e] as f64).sum();
-                    if d != 0.0 {
-                        assert!((naive / d - sum as f64).abs() < 1e-3 * (1.0 + sum.abs() as f64), "block {b}");
+    // (format, random blocks, how far a quantized weight may land from its original in [-1, 1]: about half a
+    // step, 1/32 of the largest for Q6_K and 1/16 of the group's largest for Q4).
+    let formats: [(BlockFormat, RandomBlocks, f32); 2] =
+        [(BlockFormat::Q6K, random_q6k, 1.0 / 40.0), (BlockFormat::Q4, random_q4, 1.0 / 7.0)];
+    for (format, random, tolerance) in formats {
+        let width = format.sum_width();
+        for &(rows, cols) in &[(1, 256), (5, 512), (17, 2560), (300, 256)] {
+            let bytes = random(&mut rng, rows, cols);
+            let w = BlockView::new(format, &bytes, rows, cols).unwrap();
+            let xf: Vec<f32> = (0..3 * cols).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+            let mut x = QuantizedActivations::quantize(&xf, 3, cols).unwrap();
+            if rows == 5 {
+                // Extreme activations: every code -128 or 127.
+                let codes: Vec<i8> = (0..3 * cols).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
+                x = QuantizedActivations::from_codes(&codes, &[1.0, 2.0, 3.0], 3, cols).unwrap();
+            }
+            // The exact integer sums equal a naive sum over the dequantized weights divided by their scale.
+            let mut dense = vec![0f32; cols];
+            for n in 0..rows {
+                w.dequantize_row(n, &mut dense).unwrap();
+                for token in 0..3 {
+                    let mut sums = vec![0i32; cols / width];
+                    block_sums(w, &x, token, n, &mut sums).unwrap();
+                    for (i, &sum) in sums.iter().enumerate() {
+                        let d = sum_scale(format, w.row(n), i);
+                        let range = i * width..(i + 1) * width;
+                        let naive: f64 = range.map(|e| dense[e] as f64 * x.row(token)[e] as f64).sum();
+                        if d != 0.0 {
+                            assert!((naive / d - sum as f64).abs() < 1e-3 * (1.0 + sum.abs() as f64), "{format:?} {i}");
+                        }
                     }
                 }
             }
+            let mut want = vec![0f32; 3 * rows];
+            block_gemv_with(Kernel::Scalar, w, &x, &mut want, &pool).unwrap();
+            for kernel in Kernel::available() {
+                let mut y = vec![0f32; 3 * rows];
+                block_gemv_with(kernel, w, &x, &mut y, &pool).unwrap();
+                assert_eq!(y, want, "{format:?} GEMV {kernel}, {rows}x{cols}");
+            }
         }
-        let mut want = vec![0f32; 3 * rows];
-        q6k_gemv_with(Kernel::Scalar, w, &x, &mut want, &pool).unwrap();
-        for kernel in Kernel::available() {
-            let mut y = vec![0f32; 3 * rows];
-            q6k_gemv_with(kernel, w, &x, &mut y, &pool).unwrap();
-            assert_eq!(y, want, "Q6_K GEMV {kernel}, {rows}x{cols}");
+        // A quantized matrix: the product equals the f32 product of the dequantized weights and activations, and
+        // the weights are within `tolerance` of the originals.
+        let wf: Vec<f32> = (0..8 * 512).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+        let m = BlockMatrix::quantize(format, &wf, 8, 512).unwrap();
+        let xf: Vec<f32> = (0..512).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+        let x = QuantizedActivations::quantize(&xf, 1, 512).unwrap();
+        let mut y = vec![0f32; 8];
+        block_gemv_with(Kernel::selected(), m.view(), &x, &mut y, &pool).unwrap();
+        let mut dense = vec![0f32; 512];
+        for n in 0..8 {
+            m.view().dequantize_row(n, &mut dense).unwrap();
+            for (a, b) in wf[n * 512..(n + 1) * 512].iter().zip(&dense) {
+                assert!((a - b).abs() <= tolerance, "{format:?}: {a} quantized to {b}");
+            }
+            let exact: f32 =
+                dense.iter().zip(&x.row(0)[..512]).map(|(a, &q)| a * q as f32).sum::<f32>() / x.scales()[0];
+            assert!((y[n] - exact).abs() < 1e-4 * (1.0 + exact.abs()), "{format:?} row {n}: {} vs {exact}", y[n]);
         }
-    }
-    // A quantized matrix: the product equals the f32 product of the dequantized weights and activations, and
-    // the weights are within about half a step (1/32 of the largest) of the originals.
-    let wf: Vec<f32> = (0..8 * 512).map(|_| rng.random_range(-1.0..1.0f32)).collect();
-    let m = Q6kMatrix::quantize(&wf, 8, 512).unwrap();
-    let xf: Vec<f32> = (0..512).map(|_| rng.random_range(-1.0..1.0f32)).collect();
-    let x = QuantizedActivations::quantize(&xf, 1, 512).unwrap();
-    let mut y = vec![0f32; 8];
-    q6k_gemv_with(Kernel::selected(), m.view(), &x, &mut y, &pool).unwrap();
-    let mut dense = vec![0f32; 512];
-    for n in 0..8 {
-        m.view().dequantize_row(n, &mut dense).unwrap();
-        for (a, b) in wf[n * 512..(n + 1) * 512].iter().zip(&dense) {
-            assert!((a - b).abs() <= 1.0 / 40.0, "{a} quantized to {b}");
-        }
-        let exact: f32 = dense.iter().zip(&x.row(0)[..512]).map(|(a, &q)| a * q as f32).sum::<f32>() / x.scales()[0];
-        assert!((y[n] - exact).abs() < 1e-4 * (1.0 + exact.abs()), "row {n}: {} vs {exact}", y[n]);
     }
 }
 

@@ -437,6 +437,39 @@ fn init_writes_random_gguf_models_that_run() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `init --embedding q4` writes a Q4_0 `token_embd` (tied head) into a GGUF file; it loads as a Q4 head, and
+/// `--head q4` on it keeps those blocks (the same tokens as `--head stored`); a Hugging Face directory cannot
+/// store the blocks, which is a usage error.
+#[test]
+fn q4_embedding_files_run_with_the_q4_head() {
+    let dir = std::env::temp_dir().join(format!("bitnet-init-q4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("small-q4.gguf");
+    let file = path.to_str().unwrap();
+    let init = ["init", "--random", "--arch", "small", "--format", "i2s", "--embedding", "q4", "--out", file];
+    let out = bitnet(&init);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bitnet(&["inspect", "--model", file]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Q4_0"), "{}", String::from_utf8_lossy(&out.stdout));
+    let generate = |head: &str| {
+        let args =
+            ["generate", "--model", file, "--prompt-ids", "1,2,3", "--max-new-tokens", "6", "--temperature", "0"];
+        let out = bitnet(&[&args[..], &["--head", head, "--json"]].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["tokens"].clone()
+    };
+    let stored = generate("stored");
+    assert_eq!(stored.as_array().unwrap().len(), 6);
+    assert_eq!(generate("q4"), stored);
+    let hf = dir.join("hf");
+    let out = bitnet(&["init", "--random", "--arch", "small", "--embedding", "q4", "--out", hf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("GGUF"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bench_reports_decode_against_the_probe() {
     let dir = fixture("tiny-bitlinear");

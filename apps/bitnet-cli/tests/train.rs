@@ -128,42 +128,49 @@ fn runs_that_did_not_do_their_work_fail_and_export_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// [`train_args`] with 96 steps (16 checkpoint intervals): long enough that a SIGKILL sent just after the first
+/// checkpoint lands before the last one on any machine (24 steps were over within 150 ms on a fast one).
+fn killable_args<'a>(tok: &'a str, train: &'a str, valid: &'a str, out: &'a str) -> Vec<&'a str> {
+    args_with(train_args(tok, train, valid, out), &[("--steps", "96")])
+}
+
 #[test]
 fn sigkill_mid_interval_then_resume_ends_where_an_uninterrupted_run_ends() {
     let dir = tmp("resume");
     let (tok, train, valid) = prepare(&dir);
     let straight = dir.join("straight");
-    let reference = summary(&run(&train_args(&tok, &train, &valid, straight.to_str().unwrap())));
+    let reference = summary(&run(&killable_args(&tok, &train, &valid, straight.to_str().unwrap())));
 
     let killed = dir.join("killed");
     let killed_s = killed.to_str().unwrap().to_string();
     let mut child = bitnet()
-        .args(train_args(&tok, &train, &valid, &killed_s))
+        .args(killable_args(&tok, &train, &valid, &killed_s))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for the first complete checkpoint, then kill during the next interval.
+    // Wait for the first complete checkpoint, then kill during the next interval (the run has 16 of them, so a
+    // fast machine does not finish it first).
     let started = Instant::now();
     while bitnet_train::checkpoint::latest_complete_checkpoint(&killed).is_none() {
         assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
         assert!(child.try_wait().unwrap().is_none(), "training ended before it could be killed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(20));
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let last = bitnet_train::checkpoint::latest_complete_checkpoint(&killed).unwrap();
-    assert!(last < 4, "the run was killed before its end (last checkpoint {last})");
+    assert!(last < 16, "the run was killed before its end (last checkpoint {last})");
     assert_no_partial_files(&killed);
 
     // Without --resume the directory is protected.
-    let out = run(&train_args(&tok, &train, &valid, &killed_s));
+    let out = run(&killable_args(&tok, &train, &valid, &killed_s));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
 
     // Resuming with another architecture is a clear error, not a panic inside burn-train.
-    let mut other = train_args(&tok, &train, &valid, &killed_s);
+    let mut other = killable_args(&tok, &train, &valid, &killed_s);
     let i = other.iter().position(|x| *x == "tiny").unwrap();
     other[i] = "small";
     other.push("--resume");
@@ -179,7 +186,7 @@ fn sigkill_mid_interval_then_resume_ends_where_an_uninterrupted_run_ends() {
     let fallback = bitnet_train::checkpoint::latest_complete_checkpoint(&killed);
     assert!(fallback.is_none_or(|f| f < last), "the damaged checkpoint {last} is not complete");
 
-    let mut args = train_args(&tok, &train, &valid, &killed_s);
+    let mut args = killable_args(&tok, &train, &valid, &killed_s);
     args.extend(["--resume", "--gguf", "i2s"]);
     let out = run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -198,7 +205,7 @@ fn sigkill_mid_interval_then_resume_ends_where_an_uninterrupted_run_ends() {
     // is redone from the final checkpoint and scores the same.
     let before = summary(&out)["valid_loss"].as_f64().unwrap();
     std::fs::remove_dir_all(killed.join("model")).unwrap();
-    let mut again = train_args(&tok, &train, &valid, &killed_s);
+    let mut again = killable_args(&tok, &train, &valid, &killed_s);
     again.push("--resume");
     let out = run(&again);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -206,7 +213,7 @@ fn sigkill_mid_interval_then_resume_ends_where_an_uninterrupted_run_ends() {
     let redone = summary(&out)["valid_loss"].as_f64().unwrap();
     assert!((redone - before).abs() < 1e-6, "redone validation loss {redone} vs {before}");
     // The exported model of the first resumed run is scored below: export it again as it was (with the GGUF).
-    let mut args = train_args(&tok, &train, &valid, &killed_s);
+    let mut args = killable_args(&tok, &train, &valid, &killed_s);
     args.extend(["--resume", "--gguf", "i2s"]);
     let out = run(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -27,7 +27,7 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "aarch64")]
 #[allow(clippy::needless_range_loop)]
-mod neon;
+pub(crate) mod neon;
 
 use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, KernelError, Result};
@@ -48,10 +48,7 @@ type Dot4Grouped = unsafe fn(*const u8, *const i8, *const f32, usize) -> [f32; 4
 
 /// The grouped-scale tile function of `kernel` (checked as [`dot4_fn`] checks).
 fn dot4_grouped_fn(kernel: Kernel) -> Result<Dot4Grouped> {
-    if !kernel.is_available() {
-        return Err(KernelError::KernelUnavailable(kernel.name()));
-    }
-    Ok(match kernel {
+    Ok(match kernel.checked()? {
         Kernel::Scalar => scalar::dot4_grouped,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::dot4_grouped,
@@ -67,10 +64,7 @@ fn dot4_grouped_fn(kernel: Kernel) -> Result<Dot4Grouped> {
 /// The tile function of `kernel`, or an error if this CPU cannot run it. Checking availability here is
 /// what makes calling the `unsafe` target-feature functions sound.
 fn dot4_fn(kernel: Kernel) -> Result<Dot4> {
-    if !kernel.is_available() {
-        return Err(KernelError::KernelUnavailable(kernel.name()));
-    }
-    Ok(match kernel {
+    Ok(match kernel.checked()? {
         Kernel::Scalar => scalar::dot4,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::dot4,

@@ -37,7 +37,7 @@ unsafe fn act_quarter(a: *const i8, i: usize) -> [int8x16_t; 4] {
 
 /// `acc += sum_4 (a[i] * b[i])` per i32 lane, with the `sdot` instruction.
 #[inline(always)]
-pub(super) unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+pub(crate) unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut acc = acc;
     // SAFETY: register-only instruction; the caller's target_feature guarantees dotprod.
     unsafe {

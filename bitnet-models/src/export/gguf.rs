@@ -14,7 +14,8 @@ use bitnet_kernels::formats::i2s::pack_i2s;
 use bitnet_kernels::formats::q2_0::{pack_q2_0, Q2Group};
 use bitnet_kernels::formats::tq1_0::pack_tq1_0;
 use bitnet_kernels::formats::tq2_0::pack_tq2_0;
-use bitnet_kernels::TernaryMatrix;
+use bitnet_kernels::q4::to_ggml_q4_0;
+use bitnet_kernels::{BlockFormat, BlockView, TernaryMatrix};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use std::path::Path;
@@ -120,11 +121,24 @@ pub fn write_gguf_model<B: Backend>(
         let name = format!("{}.weight", gguf_name(id));
         match tensor {
             ModelTensor::Matrix(TokenMatrix::Dense(p)) => tensors.push(stored(name, p.val())?),
-            ModelTensor::Matrix(m @ TokenMatrix::Q6K(_)) => {
-                let blocks = m.q6k_blocks().expect("a Q6_K matrix");
-                let dims = m.dims().iter().rev().map(|&d| d as u64).collect();
-                let data = Box::new(move || Ok(blocks.into_data().as_bytes().to_vec()));
-                tensors.push(GgufTensorSpec { name, dims, ggml_type: GgmlType::Q6_K, data });
+            ModelTensor::Matrix(m @ TokenMatrix::Blocks(_)) => {
+                let (blocks, format) = m.blocks().expect("a block-quantized matrix");
+                let [rows, cols] = m.dims();
+                let dims = vec![cols as u64, rows as u64];
+                let (ggml_type, data): (_, Box<dyn FnOnce() -> Result<Vec<u8>>>) = match format {
+                    BlockFormat::Q6K => (GgmlType::Q6_K, Box::new(move || Ok(blocks.into_data().as_bytes().to_vec()))),
+                    // The same numbers in ggml's Q4_0 block order.
+                    BlockFormat::Q4 => (
+                        GgmlType::Q4_0,
+                        Box::new(move || {
+                            let data = blocks.into_data();
+                            BlockView::new(BlockFormat::Q4, data.as_bytes(), rows, cols)
+                                .and_then(to_ggml_q4_0)
+                                .map_err(|e| ModelError::Request(format!("reading the Q4 blocks back: {e}")))
+                        }),
+                    ),
+                };
+                tensors.push(GgufTensorSpec { name, dims, ggml_type, data });
             }
             ModelTensor::Matrix(m @ TokenMatrix::Ternary(layer)) => {
                 let dims = m.dims().iter().rev().map(|&d| d as u64).collect();
@@ -135,7 +149,7 @@ pub fn write_gguf_model<B: Backend>(
             ModelTensor::Matrix(TokenMatrix::Int8(_)) => {
                 return Err(ModelError::Request(format!(
                     "{name} is int8, which GGUF files do not store: write it as loaded (without --head int8), or \
-                     as q6k"
+                     as q6k or q4"
                 )))
             }
             ModelTensor::Norm(n) => tensors.push(stored(name, n.gamma.val())?),

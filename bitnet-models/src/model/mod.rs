@@ -41,4 +41,4 @@ pub(crate) use decoder::describe;
 pub use decoder::{BitNetModel, ModelTensor, SequenceStep};
 pub use init::INIT_STD;
 pub use mlp::Mlp;
-pub use token_matrix::{HeadFormat, Int8Table, MatrixData, Q6kTable, TokenMatrix};
+pub use token_matrix::{BlockTable, HeadFormat, Int8Table, MatrixData, TokenMatrix};

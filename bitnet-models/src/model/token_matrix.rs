@@ -7,24 +7,25 @@
 //! | dense f32 / bf16 / f16 | 4 / 2 / 2 | f32 GEMV over the stored values | every backend |
 //! | int8 | 1 (+ a scale per row) | `(sum_k Wq q) · r_n / s` (W8A8) | CPU; burn ops elsewhere |
 //! | Q6_K | 0.82 | `(sum_b d_b S_b) / s` (see `bitnet_kernels::q6k`) | CPU; a dense copy elsewhere |
+//! | Q4 | 0.56 | `(sum_g d_g S_g) / s` (see `bitnet_kernels::q4`) | CPU; a dense copy elsewhere |
 //! | ternary | 0.25-0.31 (+ scales) | the ternary kernels, int8 activations (a `BitLinear`) | every backend |
 //!
 //! A ternary matrix (GGUF Q2_0 / PQ2_0 / TQ2_0 / TQ1_0 / I2_S `token_embd` or `output`, as the Qwen3-based
 //! ternary models ship them) stays ternary: the embedding lookup dequantizes only the rows it reads
 //! (`bitnet_backend::ternary_rows`), and the head runs the same kernels as every projection.
 //!
-//! The quantized formats round the head to 8 or ~6 bits and the activations to 8 bits per token (as the
+//! The quantized formats round the head to 8, ~6 or 4 bits and the activations to 8 bits per token (as the
 //! ternary layers already do); `docs/PERFORMANCE.md` gives their perplexity cost. A checkpoint's 16-bit values
-//! and a GGUF file's Q6_K blocks are used in place (zero-copy from the file mapping) on the CPU.
+//! and a GGUF file's Q6_K blocks are used in place (zero-copy from the file mapping) on the CPU; Q4_0 blocks are
+//! repacked into the Q4 layout the kernels read (the same numbers).
 
 use crate::error::{ModelError, Result};
 use crate::gguf::SharedBytes;
 use bitnet_backend::{
-    dense_linear, int8_linear, q6k_linear, q6k_rows, ternary_rows, BitLinear, BitNetBackend, DenseLinearBackend,
+    block_linear, block_rows, dense_linear, int8_linear, ternary_rows, BitLinear, BitNetBackend, DenseLinearBackend,
     TernaryWeight,
 };
-use bitnet_kernels::q6k::{q6k_row_bytes, Q6kView, Q6K_BLOCK_BYTES};
-use bitnet_kernels::TernaryMatrix;
+use bitnet_kernels::{BlockFormat, TernaryMatrix};
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{AllocationProperty, Bytes, DType, FloatDType, Int, Tensor, TensorData};
@@ -32,7 +33,7 @@ use burn::tensor::{AllocationProperty, Bytes, DType, FloatDType, Int, Tensor, Te
 /// The format a token matrix is held in (`--head`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeadFormat {
-    /// As the checkpoint stores it (f32, bf16, f16, or Q6_K on the CPU).
+    /// As the checkpoint stores it (f32, bf16, f16, or Q6_K / Q4 on the CPU).
     #[default]
     Stored,
     /// f32.
@@ -45,22 +46,34 @@ pub enum HeadFormat {
     Int8,
     /// ggml's Q6_K blocks (6.5625 bits per weight; the CPU only).
     Q6K,
+    /// Q4: an f16 scale per 32 weights and 4-bit codes (4.5 bits per weight, ggml Q4_0's numbers; the CPU only).
+    Q4,
 }
 
 impl HeadFormat {
     /// Every format, with its command-line name.
-    pub const ALL: [(HeadFormat, &'static str); 6] = [
+    pub const ALL: [(HeadFormat, &'static str); 7] = [
         (Self::Stored, "stored"),
         (Self::F32, "f32"),
         (Self::F16, "f16"),
         (Self::Bf16, "bf16"),
         (Self::Int8, "int8"),
         (Self::Q6K, "q6k"),
+        (Self::Q4, "q4"),
     ];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
         Self::ALL.iter().find(|(f, _)| *f == self).map_or("stored", |(_, n)| n)
+    }
+
+    /// The block format of a block-quantized head format.
+    pub fn block_format(self) -> Option<BlockFormat> {
+        match self {
+            Self::Q6K => Some(BlockFormat::Q6K),
+            Self::Q4 => Some(BlockFormat::Q4),
+            _ => None,
+        }
     }
 }
 
@@ -82,8 +95,9 @@ pub enum MatrixData {
     F32(Vec<f32>),
     /// 16-bit floats (`DType::F16` or `DType::BF16`), little-endian, usually a slice of the file mapping.
     Half(SharedBytes, DType),
-    /// Q6_K blocks, `cols / 256 · 210` bytes per row, usually a slice of the file mapping.
-    Q6K(SharedBytes),
+    /// Blocks of a [`BlockFormat`], `format.row_bytes(cols)` bytes per row (Q6_K blocks usually a slice of the
+    /// file mapping).
+    Blocks(BlockFormat, SharedBytes),
     /// Ternary codes with their scales (checked when they were unpacked).
     Ternary(TernaryMatrix),
 }
@@ -96,9 +110,9 @@ impl MatrixData {
         let (len, want) = match self {
             Self::F32(v) => (v.len(), n),
             Self::Half(b, _) => (b.len(), n.checked_mul(2).ok_or("the shape overflows")?),
-            Self::Q6K(b) => (
+            Self::Blocks(format, b) => (
                 b.len(),
-                rows.checked_mul(q6k_row_bytes(cols).map_err(|e| e.to_string())?).ok_or("the shape overflows")?,
+                rows.checked_mul(format.row_bytes(cols).map_err(|e| e.to_string())?).ok_or("the shape overflows")?,
             ),
             Self::Ternary(m) => {
                 if [m.rows(), m.cols()] != [rows, cols] {
@@ -117,11 +131,7 @@ impl MatrixData {
                 let mask: u16 = if *dtype == DType::BF16 { 0x7f80 } else { 0x7c00 };
                 b.as_slice().chunks_exact(2).position(|h| u16::from_le_bytes([h[0], h[1]]) & mask == mask)
             }
-            Self::Q6K(b) => b
-                .as_slice()
-                .chunks_exact(Q6K_BLOCK_BYTES)
-                .position(|block| u16::from_le_bytes([block[208], block[209]]) & 0x7c00 == 0x7c00)
-                .map(|block| block * 256),
+            Self::Blocks(format, b) => format.first_non_finite(b.as_slice()),
             Self::Ternary(_) => None,
         };
         match bad {
@@ -136,14 +146,11 @@ impl MatrixData {
         match self {
             Self::F32(v) => v[range].to_vec(),
             Self::Half(b, dtype) => crate::source::widen(&b.as_slice()[2 * range.start..2 * range.end], *dtype),
-            Self::Q6K(b) => {
-                let row_bytes = cols / 256 * Q6K_BLOCK_BYTES;
+            Self::Blocks(format, b) => {
+                let row_bytes = format.row_bytes(cols).expect("checked by MatrixData::check");
                 let bytes = &b.as_slice()[first * row_bytes..(first + count) * row_bytes];
-                let view = Q6kView::new(bytes, count, cols).expect("checked by MatrixData::check");
                 let mut out = vec![0f32; count * cols];
-                for (n, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
-                    view.dequantize_row(n, row).expect("checked by MatrixData::check");
-                }
+                format.dequantize(bytes, [count, cols], &mut out).expect("checked by MatrixData::check");
                 out
             }
             Self::Ternary(m) => m.view().dequantize_rows(first..first + count),
@@ -176,12 +183,14 @@ pub struct Int8Table<B: Backend> {
     scales: Param<Tensor<B, 1>>,
 }
 
-/// Q6_K blocks `[rows, cols / 256 · 210]` (u8).
+/// Blocks of a [`BlockFormat`], `[rows, format.row_bytes(cols)]` (u8).
 #[derive(Module, Debug)]
-pub struct Q6kTable<B: Backend> {
+pub struct BlockTable<B: Backend> {
     blocks: Param<Tensor<B, 2, Int>>,
     #[module(skip)]
     cols: usize,
+    #[module(skip)]
+    format: BlockFormat,
 }
 
 /// A `[vocab, hidden]` token matrix (see the module docs).
@@ -193,8 +202,8 @@ pub enum TokenMatrix<B: Backend> {
     Dense(Param<Tensor<B, 2>>),
     /// Per-row int8.
     Int8(Int8Table<B>),
-    /// Q6_K blocks.
-    Q6K(Q6kTable<B>),
+    /// Block-quantized (Q6_K, Q4).
+    Blocks(BlockTable<B>),
     /// Ternary codes (a packed `BitLinear` without bias or norm).
     Ternary(BitLinear<B>),
 }
@@ -210,7 +219,7 @@ impl<B: Backend> TokenMatrix<B> {
         match self {
             Self::Dense(p) => p.dims(),
             Self::Int8(q) => q.codes.dims(),
-            Self::Q6K(q) => [q.blocks.dims()[0], q.cols],
+            Self::Blocks(q) => [q.blocks.dims()[0], q.cols],
             Self::Ternary(l) => [l.d_output(), l.d_input()],
         }
     }
@@ -221,12 +230,12 @@ impl<B: Backend> TokenMatrix<B> {
         match self {
             Self::Dense(p) => (rows * cols) as u64 * p.val().dtype().size() as u64,
             Self::Int8(_) => (rows * cols + 4 * rows) as u64,
-            Self::Q6K(q) => q.blocks.shape().num_elements() as u64,
+            Self::Blocks(q) => q.blocks.shape().num_elements() as u64,
             Self::Ternary(l) => l.packed_weight().and_then(|w| w.ok()).map_or(0, |w| w.packed_bytes()),
         }
     }
 
-    /// The format's name (`f32`, `bf16`, `f16`, `int8`, `q6k`).
+    /// The format's name (`f32`, `bf16`, `f16`, `int8`, `q6k`, `q4`, `ternary`).
     pub fn format_name(&self) -> &'static str {
         match self {
             Self::Dense(p) => match p.val().dtype() {
@@ -235,7 +244,7 @@ impl<B: Backend> TokenMatrix<B> {
                 _ => "f32",
             },
             Self::Int8(_) => "int8",
-            Self::Q6K(_) => "q6k",
+            Self::Blocks(q) => q.format.name(),
             Self::Ternary(_) => "ternary",
         }
     }
@@ -248,10 +257,10 @@ impl<B: Backend> TokenMatrix<B> {
         }
     }
 
-    /// The Q6_K blocks (u8 `[rows, cols / 256 · 210]`), if the matrix is Q6_K.
-    pub fn q6k_blocks(&self) -> Option<Tensor<B, 2, Int>> {
+    /// The blocks (u8 `[rows, format.row_bytes(cols)]`) and their format, if the matrix is block-quantized.
+    pub fn blocks(&self) -> Option<(Tensor<B, 2, Int>, BlockFormat)> {
         match self {
-            Self::Q6K(q) => Some(q.blocks.val()),
+            Self::Blocks(q) => Some((q.blocks.val(), q.format)),
             _ => None,
         }
     }
@@ -261,7 +270,7 @@ impl<B: Backend> TokenMatrix<B> {
         match self {
             Self::Dense(p) => p.val().device(),
             Self::Int8(q) => q.scales.val().device(),
-            Self::Q6K(q) => q.blocks.val().device(),
+            Self::Blocks(q) => q.blocks.val().device(),
             Self::Ternary(l) => l.devices().first().cloned().unwrap_or_default(),
         }
     }
@@ -279,7 +288,9 @@ impl<B: Backend> TokenMatrix<B> {
                     _ => MatrixData::F32(w.cast(FloatDType::F32).into_data().into_vec::<f32>().map_err(read)?),
                 })
             }
-            Self::Q6K(q) => Ok(MatrixData::Q6K(SharedBytes::from_vec(q.blocks.val().into_data().as_bytes().to_vec()))),
+            Self::Blocks(q) => {
+                Ok(MatrixData::Blocks(q.format, SharedBytes::from_vec(q.blocks.val().into_data().as_bytes().to_vec())))
+            }
             Self::Int8(_) => {
                 Err(ModelError::Request("the matrix is already int8: load the model again to change it".into()))
             }
@@ -293,8 +304,8 @@ impl<B: Backend> TokenMatrix<B> {
 
 impl<B: DenseLinearBackend> TokenMatrix<B> {
     /// The matrix in `format`, made on the host from `data` (`[rows, cols]`): stored data is used in place
-    /// where the backend reads it (16-bit values it stores, Q6_K blocks on a backend with native Q6_K), and
-    /// converted otherwise (a Q6_K matrix becomes dense f32 where Q6_K is not native).
+    /// where the backend reads it (16-bit values it stores, blocks on a backend with native block formats), and
+    /// converted otherwise (a block-quantized matrix becomes dense f32 where blocks are not native).
     pub fn from_data(data: MatrixData, dims: [usize; 2], format: HeadFormat, device: &B::Device) -> Result<Self> {
         data.check(dims).map_err(|message| ModelError::Request(format!("invalid matrix: {message}")))?;
         Self::from_checked_data(data, dims, format, device)
@@ -323,26 +334,30 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
             }
             (HeadFormat::Stored, MatrixData::F32(values)) => f32_matrix(values),
             (HeadFormat::Stored, MatrixData::Half(bytes, dtype)) if supports(dtype) => half_matrix(bytes, dtype),
-            (HeadFormat::Stored | HeadFormat::Q6K, MatrixData::Q6K(bytes)) if B::has_native_q6k(device) => {
+            (_, MatrixData::Blocks(stored, bytes))
+                if B::has_native_blocks(device)
+                    && (format == HeadFormat::Stored || format.block_format() == Some(stored)) =>
+            {
                 let row_bytes = bytes.len() / rows.max(1);
                 let blocks = TensorData::from_bytes(shared_bytes(bytes), [rows, row_bytes], DType::U8);
-                Self::q6k(Tensor::from_data(blocks, (device, DType::U8)), cols)
+                Self::block_table(Tensor::from_data(blocks, (device, DType::U8)), cols, stored)
             }
             (HeadFormat::Stored | HeadFormat::F32, data) => f32_matrix(data.to_f32(dims)),
-            (HeadFormat::Q6K, data) => {
-                if !B::has_native_q6k(device) {
-                    return Err(ModelError::Request("a Q6_K head runs on the CPU only (--device cpu)".into()));
+            (HeadFormat::Q6K | HeadFormat::Q4, data) => {
+                let block_format = format.block_format().expect("a block format");
+                let name = format.name();
+                if !B::has_native_blocks(device) {
+                    return Err(ModelError::Request(format!("a {name} head runs on the CPU only (--device cpu)")));
                 }
-                q6k_row_bytes(cols).map_err(|_| {
+                let row_bytes = block_format.row_bytes(cols).map_err(|_| {
                     ModelError::Request(format!(
-                        "a Q6_K head needs a hidden size that is a multiple of 256 (got {cols})"
+                        "a {name} head needs a hidden size that is a multiple of 256 (got {cols})"
                     ))
                 })?;
-                let (bytes, _) = quantize_rows(&data, dims, Q6K_BLOCK_BYTES * cols / 256, &|w, out| {
-                    bitnet_kernels::q6k::quantize_row(w, out).map(|_| 0.0)
-                })?;
-                let blocks = TensorData::from_bytes(in_place(bytes), [rows, cols / 256 * Q6K_BLOCK_BYTES], DType::U8);
-                Self::q6k(Tensor::from_data(blocks, (device, DType::U8)), cols)
+                let (bytes, _) =
+                    quantize_rows(&data, dims, row_bytes, &|w, out| block_format.quantize_row(w, out).map(|_| 0.0))?;
+                let blocks = TensorData::from_bytes(in_place(bytes), [rows, row_bytes], DType::U8);
+                Self::block_table(Tensor::from_data(blocks, (device, DType::U8)), cols, block_format)
             }
             (HeadFormat::F16 | HeadFormat::Bf16, data) => {
                 let dtype = if format == HeadFormat::F16 { DType::F16 } else { DType::BF16 };
@@ -380,8 +395,8 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
         })
     }
 
-    fn q6k(blocks: Tensor<B, 2, Int>, cols: usize) -> Self {
-        Self::Q6K(Q6kTable { blocks: Param::initialized(ParamId::new(), blocks), cols })
+    fn block_table(blocks: Tensor<B, 2, Int>, cols: usize, format: BlockFormat) -> Self {
+        Self::Blocks(BlockTable { blocks: Param::initialized(ParamId::new(), blocks), cols, format })
     }
 
     /// The matrix in `format` (a round trip through the host; the same rules as [`TokenMatrix::from_data`]).
@@ -413,7 +428,7 @@ impl<B: BitNetBackend> TokenMatrix<B> {
                 let codes = q.codes.val().select(0, ids.clone()).float().cast(FloatDType::F32);
                 codes * q.scales.val().select(0, ids).unsqueeze_dim(1)
             }
-            Self::Q6K(q) => q6k_rows(&q.blocks.val(), ids, q.cols),
+            Self::Blocks(q) => block_rows(&q.blocks.val(), ids, q.cols, q.format),
             // A malformed record panics with its cause, as `BitLinear::forward` does.
             Self::Ternary(l) => match l.packed_weight() {
                 Some(Ok(w)) => ternary_rows(&w, ids),
@@ -428,7 +443,7 @@ impl<B: BitNetBackend> TokenMatrix<B> {
         match self {
             Self::Dense(p) => dense_linear(h, &p.val()),
             Self::Int8(q) => int8_linear(h, &q.codes.val(), &q.scales.val()),
-            Self::Q6K(q) => q6k_linear(h, &q.blocks.val(), q.cols),
+            Self::Blocks(q) => block_linear(h, &q.blocks.val(), q.cols, q.format),
             Self::Ternary(l) => l.forward(h),
         }
     }

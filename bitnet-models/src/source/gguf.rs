@@ -6,10 +6,11 @@
 
 use super::{ProjectionData, TensorSource};
 use crate::error::{ModelError, Result};
-use crate::gguf::{GgmlType, GgufFile, GgufTensorInfo};
+use crate::gguf::{GgmlType, GgufFile, GgufTensorInfo, SharedBytes};
 use crate::model::{BlockTensor, MatrixData, TensorId};
 use bitnet_kernels::formats::q2_0::Q2Group::{G128, G64};
-use bitnet_kernels::TernaryMatrix;
+use bitnet_kernels::q4::from_ggml_q4_0;
+use bitnet_kernels::{BlockFormat, TernaryMatrix};
 use burn::tensor::DType;
 use std::path::Path;
 
@@ -118,7 +119,12 @@ impl TensorSource for GgufFile {
         Ok(match info.ggml_type {
             GgmlType::F16 => MatrixData::Half(self.shared_data(info), DType::F16),
             GgmlType::BF16 => MatrixData::Half(self.shared_data(info), DType::BF16),
-            GgmlType::Q6_K => MatrixData::Q6K(self.shared_data(info)),
+            GgmlType::Q6_K => MatrixData::Blocks(BlockFormat::Q6K, self.shared_data(info)),
+            GgmlType::Q4_0 => {
+                let q4 =
+                    from_ggml_q4_0(self.data(info), rows, cols).map_err(|e| self.tensor_error(&name, e.to_string()))?;
+                MatrixData::Blocks(BlockFormat::Q4, SharedBytes::from_vec(q4.into_bytes()))
+            }
             _ => match self.ternary(&name, info, rows, cols)? {
                 Some(m) => MatrixData::Ternary(m),
                 None => MatrixData::F32(self.floats(&name, info)?),

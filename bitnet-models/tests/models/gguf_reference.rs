@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use bitnet_models::gguf::GgufFile;
+use bitnet_models::gguf::{GgmlType, GgufFile};
 use bitnet_models::load_gguf;
 use burn::backend::Flex;
 use std::path::PathBuf;
@@ -34,10 +34,37 @@ fn ternary_gguf_types_match_transformers() {
 /// returns ggml's values, and the Q6_K head's logits stay close to those of the same file read with an f32 head.
 #[test]
 fn q6k_token_embedding_reads_as_ggml_dequantizes() {
+    block_token_embedding_reads_as_ggml_dequantizes("tiny-q6k-embd.gguf", "q6k", GgmlType::Q6_K, 210, 0.05);
+}
+
+/// The same for a Q4_0 `token_embd` (gguf-py's own Q4_0 quantizer): repacked into Q4, the lookup returns
+/// gguf-py's dequantization exactly, and a model written back stores Q4_0 again.
+#[test]
+fn q4_0_token_embedding_reads_as_ggml_dequantizes() {
+    block_token_embedding_reads_as_ggml_dequantizes("tiny-q4_0-embd.gguf", "q4", GgmlType::Q4_0, 144, 0.05);
+    // A block scale that is not finite is refused while repacking, naming the tensor.
+    let path = fixtures().join("tiny-q4_0-embd.gguf");
+    let start = GgufFile::open(&path).unwrap().tensor("token_embd.weight").unwrap().start;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[start + 18..start + 20].copy_from_slice(&0x7c00u16.to_le_bytes());
+    let err = load_error("q4-inf", &bytes);
+    assert!(err.contains("token_embd") && err.contains("Q4_0"), "{err}");
+}
+
+/// `fixture`'s block-quantized `token_embd` (`bytes_per_256` bytes per 256 weights in memory) reads as
+/// `test.token_embd_f32`, its logits stay within `bound` of its f32 dequantization, and writing the model back
+/// keeps the type and the logits.
+fn block_token_embedding_reads_as_ggml_dequantizes(
+    fixture: &str,
+    format: &str,
+    ggml_type: GgmlType,
+    bytes_per_256: usize,
+    bound: f32,
+) {
     use bitnet_models::{build_model, HeadFormat, LoadOptions};
     use burn::tensor::{Int, Tensor};
     let device = Default::default();
-    let path = fixtures().join("tiny-q6k-embd.gguf");
+    let path = fixtures().join(fixture);
     let file = GgufFile::open(&path).unwrap();
     let info = file.tensor("test.token_embd_f32").unwrap();
     let want: Vec<f32> =
@@ -45,25 +72,25 @@ fn q6k_token_embedding_reads_as_ggml_dequantizes() {
     let config = bitnet_models::gguf::config_from_metadata(&file).unwrap();
     let load = |format| build_model::<B>(&config, &file, LoadOptions::packed().with_head(format), &device).unwrap();
     let model = load(HeadFormat::Stored);
-    assert_eq!(model.embedding().format_name(), "q6k");
-    assert_eq!(model.head().bytes(), (config.vocab_size * config.hidden_size / 256 * 210) as u64);
+    assert_eq!(model.embedding().format_name(), format);
+    assert_eq!(model.head().bytes(), (config.vocab_size * config.hidden_size / 256 * bytes_per_256) as u64);
     let [v, _] = model.embedding().dims();
     let rows = common::to_vec(model.embedding().rows(Tensor::<B, 1, Int>::arange(0..v as i64, &device)));
     assert_eq!(rows, want, "the lookup dequantizes as ggml does");
     let reference = common::expected("tiny-bitlinear-256");
-    let q6k = common::prompt_logits(&model, &reference.prompt);
+    let blocks = common::prompt_logits(&model, &reference.prompt);
     let dense = common::prompt_logits(&load(HeadFormat::F32), &reference.prompt);
-    let diff = common::max_diff(&q6k, &dense);
-    eprintln!("Q6_K head vs its f32 dequantization: max |logit difference| = {diff}");
-    assert!(diff < 0.05, "{diff}");
-    // Written back (TQ2_0 projections), the file keeps its Q6_K blocks and gives the same logits.
-    let out = std::env::temp_dir().join(format!("bitnet-q6k-roundtrip-{}.gguf", std::process::id()));
+    let diff = common::max_diff(&blocks, &dense);
+    eprintln!("{format} head vs its f32 dequantization: max |logit difference| = {diff}");
+    assert!(diff < bound, "{diff}");
+    // Written back (TQ2_0 projections), the file keeps its blocks and gives the same logits.
+    let out = std::env::temp_dir().join(format!("bitnet-{format}-roundtrip-{}.gguf", std::process::id()));
     bitnet_models::export::write_gguf_model(&model, &out, bitnet_models::export::TernaryGgufType::Tq2_0, "t", None)
         .unwrap();
     let reread = GgufFile::open(&out).unwrap();
-    assert_eq!(reread.tensor("token_embd.weight").unwrap().ggml_type, bitnet_models::gguf::GgmlType::Q6_K);
+    assert_eq!(reread.tensor("token_embd.weight").unwrap().ggml_type, ggml_type);
     let again = bitnet_models::load_gguf::<B>(&out, &device).unwrap();
-    assert_eq!(common::prompt_logits(&again, &reference.prompt), q6k);
+    assert_eq!(common::prompt_logits(&again, &reference.prompt), blocks);
     std::fs::remove_file(&out).ok();
 }
 

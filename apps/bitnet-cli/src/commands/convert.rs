@@ -28,7 +28,8 @@ pub struct ConvertArgs {
     /// target that cannot hold the model's scales is refused with the reason.
     #[arg(long, value_name = "FORMAT")]
     format: ConvertFormat,
-    /// The token matrices' format: stored (as the source holds them), f32, f16, bf16, or q6k (GGUF only).
+    /// The token matrices' format: stored (as the source holds them), f32, f16, bf16, q6k or q4 (GGUF only,
+    /// written as ggml's Q6_K and Q4_0).
     #[arg(long, default_value = "stored", value_name = "FORMAT")]
     head: HeadFormat,
     /// Replace an existing output.

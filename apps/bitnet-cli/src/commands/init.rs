@@ -4,7 +4,7 @@
 //! tests. Qwen3-shaped architectures (bonsai-1.7b, bonsai-8b, tiny-qwen3) are ternary throughout, embedding and
 //! head included, with a scale per 64 weights (write them as q2_0 or hf). Models with the LLaMA-3
 //! vocabulary (2b-4t) get its tokenizer and chat template, beside the weights or inside the GGUF file.
-//! `--embedding q6k` writes the Q6_K `token_embd` GGUF files often ship with.
+//! `--embedding q6k` writes the Q6_K `token_embd` GGUF files often ship with (`q4`: a Q4_0 one).
 
 use super::UsageError;
 use crate::output;
@@ -39,9 +39,9 @@ pub struct InitArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The token embedding's format (tied to the head): f32, f16, bf16, or q6k (GGUF only: the Q6_K `token_embd`
-    /// that bitnet.cpp's --quant-embd and llama.cpp's --token-embedding-type q6_k write). Default: bf16 in a
-    /// Hugging Face directory, f16 in a GGUF file.
+    /// The token embedding's format (tied to the head): f32, f16, bf16, q6k or q4 (GGUF only: the Q6_K
+    /// `token_embd` that bitnet.cpp's --quant-embd and llama.cpp's --token-embedding-type q6_k write, or a Q4_0
+    /// one). Default: bf16 in a Hugging Face directory, f16 in a GGUF file.
     #[arg(long, value_name = "FORMAT")]
     embedding: Option<HeadFormat>,
 }
@@ -97,25 +97,27 @@ pub fn run(args: InitArgs) -> Result<()> {
     if let Some(ty) = gguf {
         ty.check_shapes(&config).map_err(|why| UsageError(format!("--arch {}: {why}: use --format i2s", args.arch)))?;
     }
-    let started = Instant::now();
-    output::note(&format!("writing a random {} model to {} ...", args.arch, args.out.display()));
     let dense = match (args.embedding, gguf) {
         (None, Some(_)) | (Some(HeadFormat::F16), _) => DType::F16,
         (None, None) | (Some(HeadFormat::Bf16), _) => DType::BF16,
-        (Some(HeadFormat::F32 | HeadFormat::Q6K), _) => DType::F32,
+        (Some(HeadFormat::F32 | HeadFormat::Q6K | HeadFormat::Q4), _) => DType::F32,
         (Some(other), _) => {
-            return Err(UsageError(format!("--embedding {}: expected f32, f16, bf16 or q6k", other.name())).into())
+            return Err(UsageError(format!("--embedding {}: expected f32, f16, bf16, q6k or q4", other.name())).into())
         }
     };
-    if args.embedding == Some(HeadFormat::Q6K) && gguf.is_none() {
-        return Err(UsageError(
-            "--embedding q6k: Hugging Face checkpoints do not store Q6_K; write a GGUF file".into(),
-        )
+    let blocks = args.embedding.filter(|f| f.block_format().is_some());
+    if let (Some(format), None) = (blocks, gguf) {
+        return Err(UsageError(format!(
+            "--embedding {0}: Hugging Face checkpoints do not store {0} blocks; write a GGUF file",
+            format.name()
+        ))
         .into());
     }
+    let started = Instant::now();
+    output::note(&format!("writing a random {} model to {} ...", args.arch, args.out.display()));
     let mut model = random_model::<Flex>(&config, dense, args.seed, &Default::default())?;
-    if args.embedding == Some(HeadFormat::Q6K) {
-        model = model.with_head(HeadFormat::Q6K)?;
+    if let Some(format) = blocks {
+        model = model.with_head(format)?;
     }
     let llama3 = config.vocab_size == LLAMA3_VOCAB;
     match gguf {

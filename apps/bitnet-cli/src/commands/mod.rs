@@ -57,9 +57,10 @@ pub struct ModelArgs {
     #[command(flatten)]
     pub device: DeviceArg,
     /// The output head's format: stored (as the checkpoint holds it), f32, f16, bf16, int8 (per-row int8
-    /// weights, half the bytes of bf16 per decode step) or q6k (ggml's Q6_K blocks, 0.41 of bf16; CPU only).
-    /// int8 and q6k also quantize the activations to 8 bits per token; a tied model's embedding lookup reads
-    /// the converted matrix too. docs/PERFORMANCE.md gives each format's speed and perplexity.
+    /// weights, half the bytes of bf16 per decode step), q6k (ggml's Q6_K blocks, 0.41 of bf16; CPU only) or q4
+    /// (an f16 scale per 32 weights and 4-bit codes, 0.28 of bf16; CPU only). int8, q6k and q4 also quantize
+    /// the activations to 8 bits per token; a tied model's embedding lookup reads the converted matrix too.
+    /// docs/PERFORMANCE.md gives each format's speed and perplexity.
     #[arg(long, default_value = "stored", value_name = "FORMAT")]
     pub head: HeadFormat,
 }

@@ -1,0 +1,428 @@
+//! Q4, a 4.5-bit block format for the output head: one f16 scale per 32 weights and a 4-bit code per weight,
+//! the numbers of ggml's Q4_0 (`w = d · (u - 8)`, `u` in `[0, 15]`) laid out for the kernels. Made from a wider
+//! head at load time ([`BlockMatrix::quantize`]) or repacked from a GGUF file's Q4_0 blocks
+//! ([`from_ggml_q4_0`]), and written back as Q4_0 ([`to_ggml_q4_0`]). The kernels take a
+//! [`BlockView`] of [`BlockFormat::Q4`].
+//!
+//! # Layout (one super-block of 256 weights, 144 bytes)
+//! ```text
+//! bytes  0..16   d[0..8]: the f16 scales of the super-block's eight 32-weight groups
+//! bytes 16..144  four 32-byte vectors; in vector c, byte k holds two codes of group g = k / 4:
+//!                weight 8c + k % 4 of the group (low nibble) and weight 8c + 4 + k % 4 (high nibble)
+//! ```
+//! so each 32-byte load holds eight codes of every group, four bytes per group: after `vpmaddubsw` and
+//! `vpmaddwd` against activations permuted the same way (once per token), i32 lane `g` belongs to group `g`, and
+//! the eight scales of a super-block convert to f32 with one instruction. A row is `cols / 256` super-blocks
+//! (`cols` a multiple of 256, as for Q6_K). ggml's Q4_0 stores the same numbers per group as `d` then 16 bytes,
+//! byte `j` holding weight `j` (low nibble) and `j + 16` (high nibble).
+//!
+//! # The product
+//! Against per-token int8 activations `a` with scale `s` (as every other kernel here), with `A_g` the sum of
+//! the activations of group `g`:
+//! ```text
+//! S_g = sum_{l in g} (u_l - 8) · a_l = sum_{l in g} u_l a_l - 8 A_g          (exact, |S_g| <= 2^15)
+//! y[m, n] = (((L_0 + L_1) + (L_2 + L_3)) + ((L_4 + L_5) + (L_6 + L_7))) / s_m,  L_i = sum_{g = i mod 8} d_g S_g
+//! ```
+//! The eight partial sums `L_i` run over the super-blocks in order (group `i` of each), so a SIMD kernel keeps
+//! them in the eight f32 lanes of one vector and every kernel agrees bit for bit with the scalar reference.
+//! AVX2 multiplies the unsigned codes with `vpmaddubsw(u, a)` (a pair sum is at most `2 · 15 · 128`), sums the
+//! eight products of a super-block in i16 (at most `8 · 3840 < 2^15`, exact) and widens once with `vpmaddwd`;
+//! the AVX-512 kernels run the same AVX2 code (the product streams at memory speed with it). NEON with dotprod
+//! runs `sdot` on the same layout (a 16-byte half of a code vector covers four groups); plain NEON runs the
+//! portable body.
+
+use crate::block_format::{gemv_rows, BlockFormat, BlockMatrix, BlockView};
+use crate::dense::f16_to_f32;
+use crate::dispatch::Kernel;
+use crate::error::{checked_elems, ensure_len, KernelError, Result};
+use crate::pool::ThreadPool;
+use crate::quant::{fitted_scale, round_half_even, QuantizedActivations};
+
+/// Weights per group (one scale).
+pub const Q4_GROUP: usize = 32;
+/// Weights per super-block.
+pub const Q4_SUPER_BLOCK: usize = 256;
+/// Bytes per super-block.
+pub const Q4_SUPER_BLOCK_BYTES: usize = 144;
+/// Bytes of one ggml Q4_0 block (32 weights).
+pub const GGML_Q4_0_BLOCK_BYTES: usize = 18;
+/// Groups per super-block.
+const GROUPS: usize = Q4_SUPER_BLOCK / Q4_GROUP;
+/// Offset of the codes in a super-block.
+const CODES: usize = 2 * GROUPS;
+
+/// Byte and nibble shift of weight `j` of group `g` in a super-block's codes (module docs).
+#[inline(always)]
+fn code_at(g: usize, j: usize) -> (usize, usize) {
+    let (c, r) = (j / 8, j % 8);
+    (CODES + 32 * c + 4 * g + r % 4, 4 * (r / 4))
+}
+
+/// The code `u` in `[0, 15]` of element `e` (`0..256`) of a super-block.
+#[inline(always)]
+fn code(block: &[u8], e: usize) -> u8 {
+    let (at, shift) = code_at(e / Q4_GROUP, e % Q4_GROUP);
+    block[at] >> shift & 0x0f
+}
+
+/// The f16 bits of group `g`'s scale.
+#[inline(always)]
+fn scale_bits(block: &[u8], g: usize) -> u16 {
+    u16::from_le_bytes([block[2 * g], block[2 * g + 1]])
+}
+
+/// Dequantizes whole super-blocks: `out.len() / 256` of them from `blocks`.
+pub(crate) fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
+    for (block, out) in blocks.chunks_exact(Q4_SUPER_BLOCK_BYTES).zip(out.chunks_exact_mut(Q4_SUPER_BLOCK)) {
+        for (e, v) in out.iter_mut().enumerate() {
+            *v = f16_to_f32(scale_bits(block, e / Q4_GROUP)) * (code(block, e) as i32 - 8) as f32;
+        }
+    }
+}
+
+/// The numbers of Q4 weights as ggml Q4_0 blocks, row after row (what a GGUF file stores).
+pub fn to_ggml_q4_0(w: BlockView<'_>) -> Result<Vec<u8>> {
+    if w.format() != BlockFormat::Q4 {
+        let got = w.format().name();
+        return Err(KernelError::WrongBlockFormat { what: "Q4_0 export", expected: BlockFormat::Q4.name(), got });
+    }
+    let bytes = w.bytes();
+    let mut out = Vec::with_capacity(bytes.len() / Q4_SUPER_BLOCK_BYTES * GROUPS * GGML_Q4_0_BLOCK_BYTES);
+    for block in bytes.chunks_exact(Q4_SUPER_BLOCK_BYTES) {
+        for g in 0..GROUPS {
+            out.extend_from_slice(&scale_bits(block, g).to_le_bytes());
+            let e = g * Q4_GROUP;
+            out.extend((0..16).map(|j| code(block, e + j) | code(block, e + j + 16) << 4));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes group `g` of a super-block: its scale bits and its 32 codes.
+fn put_group(block: &mut [u8], g: usize, scale: u16, codes: impl Iterator<Item = u8>) {
+    block[2 * g..2 * g + 2].copy_from_slice(&scale.to_le_bytes());
+    for (j, u) in codes.enumerate() {
+        let (at, shift) = code_at(g, j);
+        block[at] = block[at] & !(0x0f << shift) | (u & 0x0f) << shift;
+    }
+}
+
+/// Quantizes `w` (a multiple of 256 values) into Q4 super-blocks (`out` holds `w.len() / 256 * 144` bytes): each
+/// group's scale by [`fitted_scale`] (codes -8..=7), rounded to f16 before the codes are chosen against it.
+pub fn quantize_row(w: &[f32], out: &mut [u8]) -> Result<()> {
+    let blocks = BlockFormat::Q4.row_bytes(w.len())? / Q4_SUPER_BLOCK_BYTES;
+    ensure_len("Q4 output bytes", blocks * Q4_SUPER_BLOCK_BYTES, out.len())?;
+    for (x, block) in w.chunks_exact(Q4_SUPER_BLOCK).zip(out.chunks_exact_mut(Q4_SUPER_BLOCK_BYTES)) {
+        for (g, group) in x.chunks_exact(Q4_GROUP).enumerate() {
+            if let Some(&v) = group.iter().find(|v| !v.is_finite()) {
+                return Err(KernelError::NonFiniteScale { what: "a weight", value: v });
+            }
+            let d = half::f16::from_f32(fitted_scale(group, -8.0, 7.0));
+            let d32 = d.to_f32();
+            if !d32.is_finite() {
+                return Err(KernelError::NonFiniteScale {
+                    what: "a Q4 scale (weights beyond f16's range)",
+                    value: d32,
+                });
+            }
+            let codes = group.iter().map(|&v| {
+                let q = if d32 != 0.0 { round_half_even(v / d32).clamp(-8.0, 7.0) } else { 0.0 };
+                (q as i32 + 8) as u8
+            });
+            put_group(block, g, d.to_bits(), codes);
+        }
+    }
+    Ok(())
+}
+
+/// Repacks ggml Q4_0 blocks (`rows * cols / 32` blocks of 18 bytes, row after row). Scales that are not
+/// finite are refused (they would turn every logit into NaN).
+pub fn from_ggml_q4_0(ggml: &[u8], rows: usize, cols: usize) -> Result<BlockMatrix> {
+    let row_bytes = BlockFormat::Q4.row_bytes(cols)?;
+    let groups = checked_elems("Q4_0 blocks", rows, cols / Q4_GROUP)?;
+    ensure_len("Q4_0 bytes", checked_elems("Q4_0 bytes", groups, GGML_Q4_0_BLOCK_BYTES)?, ggml.len())?;
+    let mut bytes = vec![0u8; checked_elems("Q4 weights", rows, row_bytes)?];
+    let super_blocks = bytes.chunks_exact_mut(Q4_SUPER_BLOCK_BYTES);
+    for (block, ggml) in super_blocks.zip(ggml.chunks_exact(GROUPS * GGML_Q4_0_BLOCK_BYTES)) {
+        for (g, b) in ggml.chunks_exact(GGML_Q4_0_BLOCK_BYTES).enumerate() {
+            let scale = u16::from_le_bytes([b[0], b[1]]);
+            if scale & 0x7c00 == 0x7c00 {
+                return Err(KernelError::NonFiniteScale { what: "a Q4_0 scale", value: f16_to_f32(scale) });
+            }
+            let qs = &b[2..];
+            put_group(block, g, scale, (0..Q4_GROUP).map(|j| qs[j % 16] >> (4 * (j / 16)) & 0x0f));
+        }
+    }
+    BlockMatrix::from_bytes(BlockFormat::Q4, bytes, rows, cols)
+}
+
+/// The activation sum `A_g` of each 32-element group of the first `cols` codes (`|A_g| <= 4096`).
+fn group_sums(act: &[i8], out: &mut Vec<i32>) {
+    out.clear();
+    out.extend(act.chunks_exact(Q4_GROUP).map(|g| g.iter().map(|&v| v as i32).sum::<i32>()));
+}
+
+/// `S_g` of group `g` of a super-block against its 256 activations, exactly.
+#[inline(always)]
+fn group_sum(block: &[u8], act: &[i8], g: usize, sum: i32) -> i32 {
+    let first = g * Q4_GROUP;
+    let s: i32 =
+        act[first..first + Q4_GROUP].iter().enumerate().map(|(l, &a)| code(block, first + l) as i32 * a as i32).sum();
+    s - 8 * sum
+}
+
+/// The final reduction of the eight partial sums (the same tree in every kernel).
+#[inline(always)]
+fn reduce(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
+
+/// The scalar reference of one row (module docs): `sums` is [`group_sums`] of `act`.
+#[inline(always)]
+fn row_dot_body(row: &[u8], act: &[i8], sums: &[i32]) -> f32 {
+    let mut lanes = [0f32; GROUPS];
+    for (b, block) in row.chunks_exact(Q4_SUPER_BLOCK_BYTES).enumerate() {
+        let act = &act[b * Q4_SUPER_BLOCK..(b + 1) * Q4_SUPER_BLOCK];
+        for (g, lane) in lanes.iter_mut().enumerate() {
+            let s = group_sum(block, act, g, sums[b * GROUPS + g]);
+            *lane += f16_to_f32(scale_bits(block, g)) * s as f32;
+        }
+    }
+    reduce(&lanes)
+}
+multiversion!(row_dot_portable, row_dot_body, (row: &[u8], act: &[i8], sums: &[i32]) -> f32);
+
+/// The activations of a token in the order of the codes (module docs): per super-block and 32-byte vector `c`,
+/// the activations of the low nibbles (weights `8c + k % 4` of group `k / 4`), then of the high nibbles.
+fn permute_activations(act: &[i8], out: &mut Vec<i8>) {
+    out.clear();
+    for block in act.chunks_exact(Q4_SUPER_BLOCK) {
+        for c in 0..4 {
+            for half in 0..2 {
+                out.extend((0..32).map(|k| block[Q4_GROUP * (k / 4) + 8 * c + 4 * half + k % 4]));
+            }
+        }
+    }
+}
+
+/// One row's product with `kernel`'s instructions (`permuted` is [`permute_activations`] of `act`).
+#[inline(always)]
+fn row_dot(kernel: Kernel, row: &[u8], act: &[i8], permuted: &[i8], sums: &[i32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar && x86::available() {
+        // SAFETY: avx2 and f16c are present (checked just above); `row` holds whole super-blocks and
+        // `permuted`, `sums` cover them (checked by the entry points).
+        return unsafe { x86::row_dot_avx2(row, permuted, sums) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::NeonDotprod {
+        // SAFETY: the kernel is available (checked by the entry points), so the CPU has neon and dotprod; `row`
+        // holds whole super-blocks and `permuted`, `sums` cover them.
+        return unsafe { neon::row_dot_dotprod(row, permuted, sums) };
+    }
+    let _ = permuted;
+    row_dot_portable::call(kernel, row, act, sums)
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{f16_to_f32, reduce, scale_bits, CODES, GROUPS, Q4_SUPER_BLOCK, Q4_SUPER_BLOCK_BYTES};
+    use crate::gemv::neon::sdot;
+    use core::arch::aarch64::*;
+
+    /// NEON dotprod: each 16-byte half of a code vector holds four codes of each of four groups, so `sdot`
+    /// against the permuted activations (codes 0..=15 are valid signed bytes) sums group `g` into lane `g % 4`
+    /// of one of two i32 accumulators; then as the AVX2 kernel (`8 A_g` subtracted, converted, multiplied by the
+    /// scales and added to eight f32 lanes, no fused multiply-add).
+    ///
+    /// # Safety
+    /// neon and dotprod present; `row` holds whole super-blocks; `permuted` and `sums` cover `row`'s elements.
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn row_dot_dotprod(row: &[u8], permuted: &[i8], sums: &[i32]) -> f32 {
+        unsafe {
+            let nibble = vdupq_n_u8(0x0f);
+            let mut acc = [vdupq_n_f32(0.0); 2];
+            for (b, block) in row.chunks_exact(Q4_SUPER_BLOCK_BYTES).enumerate() {
+                let p = block.as_ptr();
+                let x = permuted.as_ptr().add(b * Q4_SUPER_BLOCK);
+                let mut s = [vdupq_n_s32(0); 2];
+                for c in 0..4 {
+                    for h in 0..2 {
+                        let v = vld1q_u8(p.add(CODES + 32 * c + 16 * h));
+                        let low = vreinterpretq_s8_u8(vandq_u8(v, nibble));
+                        let high = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                        s[h] = sdot(s[h], low, vld1q_s8(x.add(64 * c + 16 * h)));
+                        s[h] = sdot(s[h], high, vld1q_s8(x.add(64 * c + 32 + 16 * h)));
+                    }
+                }
+                let mut scales = [0f32; GROUPS];
+                for (g, d) in scales.iter_mut().enumerate() {
+                    *d = f16_to_f32(scale_bits(block, g));
+                }
+                for h in 0..2 {
+                    let offsets = vshlq_n_s32::<3>(vld1q_s32(sums.as_ptr().add(b * GROUPS + 4 * h)));
+                    let exact = vcvtq_f32_s32(vsubq_s32(s[h], offsets));
+                    acc[h] = vaddq_f32(acc[h], vmulq_f32(exact, vld1q_f32(scales.as_ptr().add(4 * h))));
+                }
+            }
+            let mut lanes = [0f32; GROUPS];
+            vst1q_f32(lanes.as_mut_ptr(), acc[0]);
+            vst1q_f32(lanes.as_mut_ptr().add(4), acc[1]);
+            reduce(&lanes)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{reduce, CODES, GROUPS, Q4_SUPER_BLOCK, Q4_SUPER_BLOCK_BYTES};
+    use crate::prefetch::{prefetch_lines, DENSE_AHEAD_AVX2};
+    use std::arch::x86_64::*;
+
+    /// Whether the CPU runs [`row_dot_avx2`] (every AVX-512 CPU does too, so those kernels use it as well).
+    pub(super) fn available() -> bool {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
+    }
+
+    /// AVX2: per super-block, four 32-byte loads hold eight codes of every group (low and high nibbles);
+    /// `vpmaddubsw(u, a)` against the permuted activations, the eight products summed in i16 (exact, module
+    /// docs), and one `vpmaddwd` against ones leave group `g`'s sum in i32 lane `g`; `8 A_g` is subtracted, the
+    /// sums converted, multiplied by the eight scales and added to the eight lanes of the accumulator (no fused
+    /// multiply-add: the scalar reference rounds the product).
+    ///
+    /// # Safety
+    /// avx2 and f16c present; `row` holds whole super-blocks; `permuted` ([`super::permute_activations`]) and
+    /// `sums` cover `row`'s elements.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn row_dot_avx2(row: &[u8], permuted: &[i8], sums: &[i32]) -> f32 {
+        unsafe {
+            let nibble = _mm256_set1_epi8(0x0f);
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = _mm256_setzero_ps();
+            for (b, block) in row.chunks_exact(Q4_SUPER_BLOCK_BYTES).enumerate() {
+                let p = block.as_ptr();
+                // A super-block is 144 bytes: its (up to) 3 lines' worth, `DENSE_AHEAD_AVX2` bytes on.
+                prefetch_lines(p, DENSE_AHEAD_AVX2, 3);
+                let x = permuted.as_ptr().add(b * Q4_SUPER_BLOCK);
+                let mut narrow = _mm256_setzero_si256();
+                for c in 0..4 {
+                    let v = _mm256_loadu_si256(p.add(CODES + 32 * c).cast());
+                    let low = _mm256_and_si256(v, nibble);
+                    let high = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                    let products = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(low, _mm256_loadu_si256(x.add(64 * c).cast())),
+                        _mm256_maddubs_epi16(high, _mm256_loadu_si256(x.add(64 * c + 32).cast())),
+                    );
+                    narrow = _mm256_add_epi16(narrow, products);
+                }
+                let offsets = _mm256_slli_epi32::<3>(_mm256_loadu_si256(sums.as_ptr().add(b * GROUPS).cast()));
+                let exact = _mm256_sub_epi32(_mm256_madd_epi16(narrow, ones), offsets);
+                let scales = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(exact), scales));
+            }
+            let mut lanes = [0f32; GROUPS];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+            reduce(&lanes)
+        }
+    }
+}
+
+/// The exact group sums `S_g` of one row against one token's codes (for [`crate::block_format::block_sums`]).
+pub(crate) fn row_sums(row: &[u8], act: &[i8], out: &mut [i32]) {
+    let mut sums = Vec::new();
+    group_sums(act, &mut sums);
+    for (b, block) in row.chunks_exact(Q4_SUPER_BLOCK_BYTES).enumerate() {
+        let act = &act[b * Q4_SUPER_BLOCK..(b + 1) * Q4_SUPER_BLOCK];
+        for g in 0..GROUPS {
+            out[b * GROUPS + g] = group_sum(block, act, g, sums[b * GROUPS + g]);
+        }
+    }
+}
+
+/// `y[m, n] = (the module docs' sum) / s_m` for every token `m` of `x` (a checked kernel, Q4 blocks: see
+/// [`crate::block_format::block_gemv_with`]).
+pub(crate) fn gemv(
+    kernel: Kernel,
+    w: BlockView<'_>,
+    x: &QuantizedActivations,
+    y: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let prepare = |act: &[i8]| {
+        let (mut sums, mut permuted) = (Vec::with_capacity(act.len() / Q4_GROUP), Vec::with_capacity(act.len()));
+        group_sums(act, &mut sums);
+        permute_activations(act, &mut permuted);
+        (sums, permuted)
+    };
+    gemv_rows(w, x, y, pool, prepare, |row, act, (sums, permuted): &(Vec<i32>, Vec<i8>)| {
+        row_dot(kernel, row, act, permuted, sums)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0 * (1.0 + (i / 32 % 5) as f32)).collect()
+    }
+
+    #[test]
+    fn quantize_dequantize_round_trip_is_close() {
+        let w = weights(2, 512);
+        let m = BlockMatrix::quantize(BlockFormat::Q4, &w, 2, 512).unwrap();
+        let mut back = vec![0f32; 512];
+        for n in 0..2 {
+            m.view().dequantize_row(n, &mut back).unwrap();
+            for (group, got) in w[n * 512..(n + 1) * 512].chunks(32).zip(back.chunks(32)) {
+                // At most half a step (a sixteenth of the group's range), or the clipped end's distance.
+                let max = group.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (a, b) in group.iter().zip(got) {
+                    assert!((a - b).abs() <= max / 7.0, "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ggml_q4_0_round_trips_exactly() {
+        let w = weights(3, 256);
+        let m = BlockMatrix::quantize(BlockFormat::Q4, &w, 3, 256).unwrap();
+        let ggml = to_ggml_q4_0(m.view()).unwrap();
+        assert_eq!(ggml.len(), 3 * 8 * GGML_Q4_0_BLOCK_BYTES);
+        // ggml's element order: weight j of a block in byte j (low nibble) or j - 16 (high nibble).
+        let (mut ours, mut theirs) = (vec![0f32; 256], vec![0f32; 256]);
+        m.view().dequantize_row(1, &mut ours).unwrap();
+        for (g, b) in ggml[8 * 18..16 * 18].chunks_exact(18).enumerate() {
+            let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            for j in 0..32 {
+                theirs[32 * g + j] = d * ((b[2 + j % 16] >> (4 * (j / 16)) & 0x0f) as i32 - 8) as f32;
+            }
+        }
+        assert_eq!(ours, theirs);
+        let back = from_ggml_q4_0(&ggml, 3, 256).unwrap();
+        assert_eq!(back.as_bytes(), m.as_bytes());
+    }
+
+    #[test]
+    fn hostile_input_is_refused() {
+        assert!(BlockFormat::Q4.row_bytes(255).is_err());
+        assert!(BlockView::new(BlockFormat::Q4, &[0u8; 143], 1, 256).is_err());
+        let q6k = BlockMatrix::quantize(BlockFormat::Q6K, &[0.5; 256], 1, 256).unwrap();
+        assert!(to_ggml_q4_0(q6k.view()).is_err(), "Q6_K blocks are not Q4");
+        assert!(from_ggml_q4_0(&[0u8; 8 * 18 - 1], 1, 256).is_err());
+        let mut infinite = vec![0u8; 8 * 18];
+        infinite[18..20].copy_from_slice(&0x7c00u16.to_le_bytes());
+        assert!(from_ggml_q4_0(&infinite, 1, 256).is_err());
+        assert!(BlockMatrix::quantize(BlockFormat::Q4, &[f32::NAN; 256], 1, 256).is_err());
+        assert_eq!(BlockFormat::Q4.row_bytes(2560).unwrap(), 1440);
+    }
+
+    #[test]
+    fn zero_rows_stay_zero() {
+        let m = BlockMatrix::quantize(BlockFormat::Q4, &[0.0; 256], 1, 256).unwrap();
+        let mut back = vec![1f32; 256];
+        m.view().dequantize_row(0, &mut back).unwrap();
+        assert!(back.iter().all(|&v| v == 0.0));
+    }
+}
