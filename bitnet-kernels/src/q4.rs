@@ -141,7 +141,8 @@ pub fn from_ggml_q4_0(ggml: &[u8], rows: usize, cols: usize) -> Result<BlockMatr
     let row_bytes = BlockFormat::Q4.row_bytes(cols)?;
     let groups = checked_elems("Q4_0 blocks", rows, cols / Q4_GROUP)?;
     ensure_len("Q4_0 bytes", checked_elems("Q4_0 bytes", groups, GGML_Q4_0_BLOCK_BYTES)?, ggml.len())?;
-    let mut bytes = vec![0u8; checked_elems("Q4 weights", rows, row_bytes)?];
+    // Decode streams these bytes every token: in huge pages, as the heads quantized at load are.
+    let mut bytes = crate::huge_pages::huge_page_vec(0u8, checked_elems("Q4 weights", rows, row_bytes)?);
     let super_blocks = bytes.chunks_exact_mut(Q4_SUPER_BLOCK_BYTES);
     for (block, ggml) in super_blocks.zip(ggml.chunks_exact(GROUPS * GGML_Q4_0_BLOCK_BYTES)) {
         for (g, b) in ggml.chunks_exact(GGML_Q4_0_BLOCK_BYTES).enumerate() {
@@ -205,23 +206,45 @@ fn permute_activations(act: &[i8], out: &mut Vec<i8>) {
     }
 }
 
-/// One row's product with `kernel`'s instructions (`permuted` is [`permute_activations`] of `act`).
-#[inline(always)]
-fn row_dot(kernel: Kernel, row: &[u8], act: &[i8], permuted: &[i8], sums: &[i32]) -> f32 {
+/// The row kernel a product runs, decided once per product from the caller's (checked) kernel and, on x86, the
+/// CPU's F16C: the hand-written AVX2 code (on AVX-512 machines too), NEON dotprod, or the portable body.
+#[derive(Debug, Clone, Copy)]
+enum RowKernel {
     #[cfg(target_arch = "x86_64")]
-    if kernel != Kernel::Scalar && x86::available() {
-        // SAFETY: avx2 and f16c are present (checked just above); `row` holds whole super-blocks and
-        // `permuted`, `sums` cover them (checked by the entry points).
-        return unsafe { x86::row_dot_avx2(row, permuted, sums) };
-    }
+    Avx2,
     #[cfg(target_arch = "aarch64")]
-    if kernel == Kernel::NeonDotprod {
-        // SAFETY: the kernel is available (checked by the entry points), so the CPU has neon and dotprod; `row`
-        // holds whole super-blocks and `permuted`, `sums` cover them.
-        return unsafe { neon::row_dot_dotprod(row, permuted, sums) };
+    Dotprod,
+    Portable(Kernel),
+}
+
+impl RowKernel {
+    /// The row kernel for `kernel`, which the caller has checked is available.
+    fn for_kernel(kernel: Kernel) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if kernel != Kernel::Scalar && x86::available() {
+            return Self::Avx2;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if kernel == Kernel::NeonDotprod {
+            return Self::Dotprod;
+        }
+        Self::Portable(kernel)
     }
-    let _ = permuted;
-    row_dot_portable::call(kernel, row, act, sums)
+
+    /// One row's product (`permuted` is [`permute_activations`] of `act`, `sums` [`group_sums`] of it).
+    #[inline(always)]
+    fn dot(self, row: &[u8], act: &[i8], permuted: &[i8], sums: &[i32]) -> f32 {
+        match self {
+            // SAFETY: `for_kernel` chose it only with avx2 and f16c present; `row` holds whole super-blocks and
+            // `permuted`, `sums` cover them (checked by the entry points).
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => unsafe { x86::row_dot_avx2(row, permuted, sums) },
+            // SAFETY: chosen only for an available NeonDotprod kernel (neon and dotprod present); as above.
+            #[cfg(target_arch = "aarch64")]
+            Self::Dotprod => unsafe { neon::row_dot_dotprod(row, permuted, sums) },
+            Self::Portable(kernel) => row_dot_portable::call(kernel, row, act, sums),
+        }
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -348,6 +371,7 @@ pub(crate) fn gemv(
     y: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
+    let row_kernel = RowKernel::for_kernel(kernel);
     let prepare = |act: &[i8]| {
         let (mut sums, mut permuted) = (Vec::with_capacity(act.len() / Q4_GROUP), Vec::with_capacity(act.len()));
         group_sums(act, &mut sums);
@@ -355,7 +379,7 @@ pub(crate) fn gemv(
         (sums, permuted)
     };
     gemv_rows(w, x, y, pool, prepare, |row, act, (sums, permuted): &(Vec<i32>, Vec<i8>)| {
-        row_dot(kernel, row, act, permuted, sums)
+        row_kernel.dot(row, act, permuted, sums)
     })
 }
 

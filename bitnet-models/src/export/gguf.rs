@@ -121,8 +121,8 @@ pub fn write_gguf_model<B: Backend>(
         let name = format!("{}.weight", gguf_name(id));
         match tensor {
             ModelTensor::Matrix(TokenMatrix::Dense(p)) => tensors.push(stored(name, p.val())?),
-            ModelTensor::Matrix(m @ TokenMatrix::Blocks(_)) => {
-                let (blocks, format) = m.blocks().expect("a block-quantized matrix");
+            ModelTensor::Matrix(m @ TokenMatrix::Blocks(table)) => {
+                let (blocks, format) = (table.blocks(), table.format());
                 let [rows, cols] = m.dims();
                 let dims = vec![cols as u64, rows as u64];
                 let (ggml_type, data): (_, Box<dyn FnOnce() -> Result<Vec<u8>>>) = match format {

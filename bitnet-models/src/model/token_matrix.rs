@@ -193,6 +193,18 @@ pub struct BlockTable<B: Backend> {
     format: BlockFormat,
 }
 
+impl<B: Backend> BlockTable<B> {
+    /// The blocks (u8 `[rows, format.row_bytes(cols)]`).
+    pub fn blocks(&self) -> Tensor<B, 2, Int> {
+        self.blocks.val()
+    }
+
+    /// Their format.
+    pub fn format(&self) -> BlockFormat {
+        self.format
+    }
+}
+
 /// A `[vocab, hidden]` token matrix (see the module docs).
 // A model holds one or two; burn's `Module` derive does not see through a `Box`.
 #[allow(clippy::large_enum_variant)]
@@ -253,14 +265,6 @@ impl<B: Backend> TokenMatrix<B> {
     pub fn as_dense(&self) -> Option<&Param<Tensor<B, 2>>> {
         match self {
             Self::Dense(p) => Some(p),
-            _ => None,
-        }
-    }
-
-    /// The blocks (u8 `[rows, format.row_bytes(cols)]`) and their format, if the matrix is block-quantized.
-    pub fn blocks(&self) -> Option<(Tensor<B, 2, Int>, BlockFormat)> {
-        match self {
-            Self::Blocks(q) => Some((q.blocks.val(), q.format)),
             _ => None,
         }
     }
@@ -343,22 +347,8 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
                 Self::block_table(Tensor::from_data(blocks, (device, DType::U8)), cols, stored)
             }
             (HeadFormat::Stored | HeadFormat::F32, data) => f32_matrix(data.to_f32(dims)),
-            (HeadFormat::Q6K | HeadFormat::Q4, data) => {
-                let block_format = format.block_format().expect("a block format");
-                let name = format.name();
-                if !B::has_native_blocks(device) {
-                    return Err(ModelError::Request(format!("a {name} head runs on the CPU only (--device cpu)")));
-                }
-                let row_bytes = block_format.row_bytes(cols).map_err(|_| {
-                    ModelError::Request(format!(
-                        "a {name} head needs a hidden size that is a multiple of 256 (got {cols})"
-                    ))
-                })?;
-                let (bytes, _) =
-                    quantize_rows(&data, dims, row_bytes, &|w, out| block_format.quantize_row(w, out).map(|_| 0.0))?;
-                let blocks = TensorData::from_bytes(in_place(bytes), [rows, row_bytes], DType::U8);
-                Self::block_table(Tensor::from_data(blocks, (device, DType::U8)), cols, block_format)
-            }
+            (HeadFormat::Q6K, data) => Self::quantized_blocks(&data, dims, BlockFormat::Q6K, device)?,
+            (HeadFormat::Q4, data) => Self::quantized_blocks(&data, dims, BlockFormat::Q4, device)?,
             (HeadFormat::F16 | HeadFormat::Bf16, data) => {
                 let dtype = if format == HeadFormat::F16 { DType::F16 } else { DType::BF16 };
                 if !supports(dtype) {
@@ -397,6 +387,22 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
 
     fn block_table(blocks: Tensor<B, 2, Int>, cols: usize, format: BlockFormat) -> Self {
         Self::Blocks(BlockTable { blocks: Param::initialized(ParamId::new(), blocks), cols, format })
+    }
+
+    /// `data` quantized into `format` on the host, row blocks split over the pool (the CPU only: elsewhere the
+    /// product would read the blocks back on every call).
+    fn quantized_blocks(data: &MatrixData, dims: [usize; 2], format: BlockFormat, device: &B::Device) -> Result<Self> {
+        let [rows, cols] = dims;
+        let name = format.name();
+        if !B::has_native_blocks(device) {
+            return Err(ModelError::Request(format!("a {name} head runs on the CPU only (--device cpu)")));
+        }
+        let row_bytes = format.row_bytes(cols).map_err(|_| {
+            ModelError::Request(format!("a {name} head needs a hidden size that is a multiple of 256 (got {cols})"))
+        })?;
+        let (bytes, _) = quantize_rows(data, dims, row_bytes, &|w, out| format.quantize_row(w, out).map(|_| 0.0))?;
+        let blocks = TensorData::from_bytes(in_place(bytes), [rows, row_bytes], DType::U8);
+        Ok(Self::block_table(Tensor::from_data(blocks, (device, DType::U8)), cols, format))
     }
 
     /// The matrix in `format` (a round trip through the host; the same rules as [`TokenMatrix::from_data`]).
