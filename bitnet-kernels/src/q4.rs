@@ -27,9 +27,11 @@
 //! them in the eight f32 lanes of one vector and every kernel agrees bit for bit with the scalar reference.
 //! AVX2 multiplies the unsigned codes with `vpmaddubsw(u, a)` (a pair sum is at most `2 · 15 · 128`), sums the
 //! eight products of a super-block in i16 (at most `8 · 3840 < 2^15`, exact) and widens once with `vpmaddwd`;
-//! the AVX-512 kernels run the same AVX2 code (the product streams at memory speed with it). NEON with dotprod
-//! runs `sdot` on the same layout (a 16-byte half of a code vector covers four groups); plain NEON runs the
-//! portable body.
+//! AVX-512 VNNI loads two code vectors at a time and sums four products straight into i32 with `vpdpbusd`
+//! (activations in a second order, [`ActivationOrder::Wide`]; lanes `g` and `8 + g` both belong to group `g`
+//! and are added before the f32 steps, which stay the AVX2 kernel's); AVX-512 BW runs the AVX2 code. NEON with
+//! dotprod runs `sdot` on the same layout (a 16-byte half of a code vector covers four groups); plain NEON runs
+//! the portable body.
 
 use crate::block_format::{gemv_rows, BlockFormat, BlockMatrix, BlockView};
 use crate::dense::f16_to_f32;
@@ -193,23 +195,41 @@ fn row_dot_body(row: &[u8], act: &[i8], sums: &[i32]) -> f32 {
 }
 multiversion!(row_dot_portable, row_dot_body, (row: &[u8], act: &[i8], sums: &[i32]) -> f32);
 
-/// The activations of a token in the order of the codes (module docs): per super-block and 32-byte vector `c`,
-/// the activations of the low nibbles (weights `8c + k % 4` of group `k / 4`), then of the high nibbles.
-fn permute_activations(act: &[i8], out: &mut Vec<i8>) {
+/// The order a row kernel wants a token's activations in (module docs): [`Self::Narrow`] for the 32-byte
+/// kernels (per code vector `c`, the activations of its low nibbles, then of its high nibbles), [`Self::Wide`]
+/// for the 64-byte one (per pair of code vectors, the low nibbles' activations of both, then the high ones').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActivationOrder {
+    Narrow,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Wide,
+}
+
+/// The activations of a token in the order of the codes: per super-block, 32-byte vector `c` and nibble
+/// `half`, weight `8c + 4 half + k % 4` of group `k / 4` at position `k`; `order` says how the (vector, half)
+/// runs of 32 follow each other.
+fn permute_activations(act: &[i8], order: ActivationOrder, out: &mut Vec<i8>) {
+    const NARROW: [(usize, usize); 8] = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)];
+    const WIDE: [(usize, usize); 8] = [(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (3, 0), (2, 1), (3, 1)];
+    let runs = match order {
+        ActivationOrder::Narrow => &NARROW,
+        ActivationOrder::Wide => &WIDE,
+    };
     out.clear();
     for block in act.chunks_exact(Q4_SUPER_BLOCK) {
-        for c in 0..4 {
-            for half in 0..2 {
-                out.extend((0..32).map(|k| block[Q4_GROUP * (k / 4) + 8 * c + 4 * half + k % 4]));
-            }
+        for &(c, half) in runs {
+            out.extend((0..32).map(|k| block[Q4_GROUP * (k / 4) + 8 * c + 4 * half + k % 4]));
         }
     }
 }
 
 /// The row kernel a product runs, decided once per product from the caller's (checked) kernel and, on x86, the
-/// CPU's F16C: the hand-written AVX2 code (on AVX-512 machines too), NEON dotprod, or the portable body.
+/// CPU's F16C: the hand-written AVX-512 VNNI or AVX2 code (AVX-512 BW machines run the AVX2 one), NEON dotprod,
+/// or the portable body.
 #[derive(Debug, Clone, Copy)]
 enum RowKernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
     #[cfg(target_arch = "x86_64")]
     Avx2,
     #[cfg(target_arch = "aarch64")]
@@ -222,7 +242,7 @@ impl RowKernel {
     fn for_kernel(kernel: Kernel) -> Self {
         #[cfg(target_arch = "x86_64")]
         if kernel != Kernel::Scalar && x86::available() {
-            return Self::Avx2;
+            return if kernel == Kernel::Avx512Vnni { Self::Avx512Vnni } else { Self::Avx2 };
         }
         #[cfg(target_arch = "aarch64")]
         if kernel == Kernel::NeonDotprod {
@@ -231,12 +251,26 @@ impl RowKernel {
         Self::Portable(kernel)
     }
 
-    /// One row's product (`permuted` is [`permute_activations`] of `act`, `sums` [`group_sums`] of it).
+    /// The order this kernel reads the permuted activations in.
+    fn activation_order(self) -> ActivationOrder {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512Vnni => ActivationOrder::Wide,
+            _ => ActivationOrder::Narrow,
+        }
+    }
+
+    /// One row's product (`permuted` is [`permute_activations`] of `act` in [`Self::activation_order`], `sums`
+    /// [`group_sums`] of it).
     #[inline(always)]
     fn dot(self, row: &[u8], act: &[i8], permuted: &[i8], sums: &[i32]) -> f32 {
         match self {
-            // SAFETY: `for_kernel` chose it only with avx2 and f16c present; `row` holds whole super-blocks and
-            // `permuted`, `sums` cover them (checked by the entry points).
+            // SAFETY: `for_kernel` chose it only for an available Avx512Vnni kernel (avx512f, avx512bw,
+            // avx512vnni) with avx2 and f16c present; `row` holds whole super-blocks and `permuted` (wide order),
+            // `sums` cover them (checked by the entry points).
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512Vnni => unsafe { x86::row_dot_avx512vnni(row, permuted, sums) },
+            // SAFETY: `for_kernel` chose it only with avx2 and f16c present; as above (narrow order).
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 => unsafe { x86::row_dot_avx2(row, permuted, sums) },
             // SAFETY: chosen only for an available NeonDotprod kernel (neon and dotprod present); as above.
@@ -302,7 +336,8 @@ mod x86 {
     use crate::prefetch::{prefetch_lines, DENSE_AHEAD_AVX2};
     use std::arch::x86_64::*;
 
-    /// Whether the CPU runs [`row_dot_avx2`] (every AVX-512 CPU does too, so those kernels use it as well).
+    /// Whether the CPU runs [`row_dot_avx2`] (every AVX-512 CPU does too: the BW kernel uses it, and the VNNI
+    /// one's f32 steps are AVX2 and F16C instructions).
     pub(super) fn available() -> bool {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
     }
@@ -348,6 +383,46 @@ mod x86 {
             reduce(&lanes)
         }
     }
+
+    /// AVX-512 VNNI: per super-block, two 64-byte loads hold all its codes (each half of one, a 32-byte vector
+    /// of the layout, holds four codes of every group in four adjacent bytes); `vpdpbusd(u, a)` against the
+    /// activations in the wide order sums each four products straight into i32, so lanes `g` and `8 + g` hold
+    /// group `g`'s partial sums, added in one `vpaddd` of the two halves (exact: every step is an integer sum
+    /// far from overflow). From there the same f32 steps as [`row_dot_avx2`], so the same bits.
+    ///
+    /// # Safety
+    /// avx512f, avx512bw, avx512vnni, avx2 and f16c present; `row` holds whole super-blocks; `permuted`
+    /// ([`super::permute_activations`] in wide order) and `sums` cover `row`'s elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
+    pub(super) unsafe fn row_dot_avx512vnni(row: &[u8], permuted: &[i8], sums: &[i32]) -> f32 {
+        unsafe {
+            let nibble = _mm512_set1_epi8(0x0f);
+            let mut acc = _mm256_setzero_ps();
+            for (b, block) in row.chunks_exact(Q4_SUPER_BLOCK_BYTES).enumerate() {
+                let p = block.as_ptr();
+                prefetch_lines(p, DENSE_AHEAD_AVX2, 3);
+                let x = permuted.as_ptr().add(b * Q4_SUPER_BLOCK);
+                // Two chains, one per 64-byte load, so the `vpdpbusd` latencies overlap.
+                let mut s = [_mm512_setzero_si512(); 2];
+                for (h, s) in s.iter_mut().enumerate() {
+                    let v = _mm512_loadu_si512(p.add(CODES + 64 * h).cast());
+                    let low = _mm512_and_si512(v, nibble);
+                    let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+                    *s = _mm512_dpbusd_epi32(*s, low, _mm512_loadu_si512(x.add(128 * h).cast()));
+                    *s = _mm512_dpbusd_epi32(*s, high, _mm512_loadu_si512(x.add(128 * h + 64).cast()));
+                }
+                let wide = _mm512_add_epi32(s[0], s[1]);
+                let narrow = _mm256_add_epi32(_mm512_castsi512_si256(wide), _mm512_extracti64x4_epi64::<1>(wide));
+                let offsets = _mm256_slli_epi32::<3>(_mm256_loadu_si256(sums.as_ptr().add(b * GROUPS).cast()));
+                let exact = _mm256_sub_epi32(narrow, offsets);
+                let scales = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(exact), scales));
+            }
+            let mut lanes = [0f32; GROUPS];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+            reduce(&lanes)
+        }
+    }
 }
 
 /// The exact group sums `S_g` of one row against one token's codes (for [`crate::block_format::block_sums`]).
@@ -372,10 +447,11 @@ pub(crate) fn gemv(
     pool: &ThreadPool,
 ) -> Result<()> {
     let row_kernel = RowKernel::for_kernel(kernel);
+    let order = row_kernel.activation_order();
     let prepare = |act: &[i8]| {
         let (mut sums, mut permuted) = (Vec::with_capacity(act.len() / Q4_GROUP), Vec::with_capacity(act.len()));
         group_sums(act, &mut sums);
-        permute_activations(act, &mut permuted);
+        permute_activations(act, order, &mut permuted);
         (sums, permuted)
     };
     gemv_rows(w, x, y, pool, prepare, |row, act, (sums, permuted): &(Vec<i32>, Vec<i8>)| {
