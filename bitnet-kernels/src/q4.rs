@@ -342,6 +342,32 @@ mod x86 {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
     }
 
+    /// The f32 step of a super-block, shared by the x86 kernels: `acc + d · (S - 8 A)` per group, from the
+    /// eight code-times-activation sums `S` (lane `g` for group `g`), the super-block's f16 scales at `block` and
+    /// its eight activation sums `A` at `offsets` (a rounded product, then a rounded sum: no fused multiply-add).
+    ///
+    /// # Safety
+    /// avx2 and f16c present; `block` points at a super-block and `offsets` at eight readable `i32`.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn add_scaled(acc: __m256, sums: __m256i, block: *const u8, offsets: *const i32) -> __m256 {
+        unsafe {
+            let exact = _mm256_sub_epi32(sums, _mm256_slli_epi32::<3>(_mm256_loadu_si256(offsets.cast())));
+            let scales = _mm256_cvtph_ps(_mm_loadu_si128(block.cast()));
+            _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(exact), scales))
+        }
+    }
+
+    /// The eight partial sums of `acc` reduced by the tree every kernel uses ([`reduce`]).
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn reduce_lanes(acc: __m256) -> f32 {
+        let mut lanes = [0f32; GROUPS];
+        // SAFETY: `lanes` holds the eight f32 an unaligned 32-byte store writes.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        reduce(&lanes)
+    }
+
     /// AVX2: per super-block, four 32-byte loads hold eight codes of every group (low and high nibbles);
     /// `vpmaddubsw(u, a)` against the permuted activations, the eight products summed in i16 (exact, module
     /// docs), and one `vpmaddwd` against ones leave group `g`'s sum in i32 lane `g`; `8 A_g` is subtracted, the
@@ -373,14 +399,9 @@ mod x86 {
                     );
                     narrow = _mm256_add_epi16(narrow, products);
                 }
-                let offsets = _mm256_slli_epi32::<3>(_mm256_loadu_si256(sums.as_ptr().add(b * GROUPS).cast()));
-                let exact = _mm256_sub_epi32(_mm256_madd_epi16(narrow, ones), offsets);
-                let scales = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(exact), scales));
+                acc = add_scaled(acc, _mm256_madd_epi16(narrow, ones), p, sums.as_ptr().add(b * GROUPS));
             }
-            let mut lanes = [0f32; GROUPS];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-            reduce(&lanes)
+            reduce_lanes(acc)
         }
     }
 
@@ -413,14 +434,9 @@ mod x86 {
                 }
                 let wide = _mm512_add_epi32(s[0], s[1]);
                 let narrow = _mm256_add_epi32(_mm512_castsi512_si256(wide), _mm512_extracti64x4_epi64::<1>(wide));
-                let offsets = _mm256_slli_epi32::<3>(_mm256_loadu_si256(sums.as_ptr().add(b * GROUPS).cast()));
-                let exact = _mm256_sub_epi32(narrow, offsets);
-                let scales = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(exact), scales));
+                acc = add_scaled(acc, narrow, p, sums.as_ptr().add(b * GROUPS));
             }
-            let mut lanes = [0f32; GROUPS];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-            reduce(&lanes)
+            reduce_lanes(acc)
         }
     }
 }
