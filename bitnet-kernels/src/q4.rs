@@ -28,8 +28,8 @@
 //! AVX2 multiplies the unsigned codes with `vpmaddubsw(u, a)` (a pair sum is at most `2 · 15 · 128`), sums the
 //! eight products of a super-block in i16 (at most `8 · 3840 < 2^15`, exact) and widens once with `vpmaddwd`;
 //! AVX-512 VNNI loads two code vectors at a time and sums four products straight into i32 with `vpdpbusd`
-//! (activations in a second order, [`ActivationOrder::Wide`]; lanes `g` and `8 + g` both belong to group `g`
-//! and are added before the f32 steps, which stay the AVX2 kernel's); AVX-512 BW runs the AVX2 code. NEON with
+//! (the permuted activations put the low-nibble runs of two vectors side by side, [`low_run`]; lanes `g` and
+//! `8 + g` both belong to group `g` and are added before the f32 steps, which are the AVX2 kernel's); AVX-512 BW runs the AVX2 code. NEON with
 //! dotprod runs `sdot` on the same layout (a 16-byte half of a code vector covers four groups); plain NEON runs
 //! the portable body.
 
@@ -195,30 +195,28 @@ fn row_dot_body(row: &[u8], act: &[i8], sums: &[i32]) -> f32 {
 }
 multiversion!(row_dot_portable, row_dot_body, (row: &[u8], act: &[i8], sums: &[i32]) -> f32);
 
-/// The order a row kernel wants a token's activations in (module docs): [`Self::Narrow`] for the 32-byte
-/// kernels (per code vector `c`, the activations of its low nibbles, then of its high nibbles), [`Self::Wide`]
-/// for the 64-byte one (per pair of code vectors, the low nibbles' activations of both, then the high ones').
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ActivationOrder {
-    Narrow,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Wide,
+/// Where the activations of code vector `c`'s low nibbles start in a super-block's permuted activations; those
+/// of its high nibbles follow 64 bytes later. Vectors pair up (0 and 1, 2 and 3): the low-nibble runs of a pair
+/// side by side, then its high-nibble runs, so a 64-byte kernel reads each kind with one load and a 32- or
+/// 16-byte kernel with one per vector.
+#[inline(always)]
+const fn low_run(c: usize) -> usize {
+    128 * (c / 2) + 32 * (c % 2)
 }
 
-/// The activations of a token in the order of the codes: per super-block, 32-byte vector `c` and nibble
-/// `half`, weight `8c + 4 half + k % 4` of group `k / 4` at position `k`; `order` says how the (vector, half)
-/// runs of 32 follow each other.
-fn permute_activations(act: &[i8], order: ActivationOrder, out: &mut Vec<i8>) {
-    const NARROW: [(usize, usize); 8] = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)];
-    const WIDE: [(usize, usize); 8] = [(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (3, 0), (2, 1), (3, 1)];
-    let runs = match order {
-        ActivationOrder::Narrow => &NARROW,
-        ActivationOrder::Wide => &WIDE,
-    };
+/// The activations of a token in the order of the codes (module docs): per super-block, for code vector `c` and
+/// nibble `half`, the 32 activations of weight `8c + 4 half + k % 4` of group `k / 4` (`k` in `0..32`), at
+/// [`low_run`]`(c) + 64 half`.
+fn permute_activations(act: &[i8], out: &mut Vec<i8>) {
     out.clear();
     for block in act.chunks_exact(Q4_SUPER_BLOCK) {
-        for &(c, half) in runs {
-            out.extend((0..32).map(|k| block[Q4_GROUP * (k / 4) + 8 * c + 4 * half + k % 4]));
+        for pair in 0..2 {
+            for half in 0..2 {
+                for c in 2 * pair..2 * pair + 2 {
+                    debug_assert_eq!(out.len() % Q4_SUPER_BLOCK, low_run(c) + 64 * half);
+                    out.extend((0..32).map(|k| block[Q4_GROUP * (k / 4) + 8 * c + 4 * half + k % 4]));
+                }
+            }
         }
     }
 }
@@ -251,26 +249,16 @@ impl RowKernel {
         Self::Portable(kernel)
     }
 
-    /// The order this kernel reads the permuted activations in.
-    fn activation_order(self) -> ActivationOrder {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512Vnni => ActivationOrder::Wide,
-            _ => ActivationOrder::Narrow,
-        }
-    }
-
-    /// One row's product (`permuted` is [`permute_activations`] of `act` in [`Self::activation_order`], `sums`
-    /// [`group_sums`] of it).
+    /// One row's product (`permuted` is [`permute_activations`] of `act`, `sums` [`group_sums`] of it).
     #[inline(always)]
     fn dot(self, row: &[u8], act: &[i8], permuted: &[i8], sums: &[i32]) -> f32 {
         match self {
             // SAFETY: `for_kernel` chose it only for an available Avx512Vnni kernel (avx512f, avx512bw,
-            // avx512vnni) with avx2 and f16c present; `row` holds whole super-blocks and `permuted` (wide order),
-            // `sums` cover them (checked by the entry points).
+            // avx512vnni) with avx2 and f16c present; `row` holds whole super-blocks and `permuted`, `sums` cover
+            // them (checked by the entry points).
             #[cfg(target_arch = "x86_64")]
             Self::Avx512Vnni => unsafe { x86::row_dot_avx512vnni(row, permuted, sums) },
-            // SAFETY: `for_kernel` chose it only with avx2 and f16c present; as above (narrow order).
+            // SAFETY: `for_kernel` chose it only with avx2 and f16c present; as above.
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 => unsafe { x86::row_dot_avx2(row, permuted, sums) },
             // SAFETY: chosen only for an available NeonDotprod kernel (neon and dotprod present); as above.
@@ -283,7 +271,7 @@ impl RowKernel {
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::{f16_to_f32, reduce, scale_bits, CODES, GROUPS, Q4_SUPER_BLOCK, Q4_SUPER_BLOCK_BYTES};
+    use super::{f16_to_f32, low_run, reduce, scale_bits, CODES, GROUPS, Q4_SUPER_BLOCK, Q4_SUPER_BLOCK_BYTES};
     use crate::gemv::neon::sdot;
     use core::arch::aarch64::*;
 
@@ -304,12 +292,12 @@ mod neon {
                 let x = permuted.as_ptr().add(b * Q4_SUPER_BLOCK);
                 let mut s = [vdupq_n_s32(0); 2];
                 for c in 0..4 {
-                    for h in 0..2 {
+                    for (h, s) in s.iter_mut().enumerate() {
                         let v = vld1q_u8(p.add(CODES + 32 * c + 16 * h));
                         let low = vreinterpretq_s8_u8(vandq_u8(v, nibble));
                         let high = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
-                        s[h] = sdot(s[h], low, vld1q_s8(x.add(64 * c + 16 * h)));
-                        s[h] = sdot(s[h], high, vld1q_s8(x.add(64 * c + 32 + 16 * h)));
+                        *s = sdot(*s, low, vld1q_s8(x.add(low_run(c) + 16 * h)));
+                        *s = sdot(*s, high, vld1q_s8(x.add(low_run(c) + 64 + 16 * h)));
                     }
                 }
                 let mut scales = [0f32; GROUPS];
@@ -332,7 +320,7 @@ mod neon {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{reduce, CODES, GROUPS, Q4_SUPER_BLOCK, Q4_SUPER_BLOCK_BYTES};
+    use super::{low_run, reduce, CODES, GROUPS, Q4_SUPER_BLOCK, Q4_SUPER_BLOCK_BYTES};
     use crate::prefetch::{prefetch_lines, DENSE_AHEAD_AVX2};
     use std::arch::x86_64::*;
 
@@ -394,8 +382,8 @@ mod x86 {
                     let low = _mm256_and_si256(v, nibble);
                     let high = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
                     let products = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(low, _mm256_loadu_si256(x.add(64 * c).cast())),
-                        _mm256_maddubs_epi16(high, _mm256_loadu_si256(x.add(64 * c + 32).cast())),
+                        _mm256_maddubs_epi16(low, _mm256_loadu_si256(x.add(low_run(c)).cast())),
+                        _mm256_maddubs_epi16(high, _mm256_loadu_si256(x.add(low_run(c) + 64).cast())),
                     );
                     narrow = _mm256_add_epi16(narrow, products);
                 }
@@ -407,13 +395,13 @@ mod x86 {
 
     /// AVX-512 VNNI: per super-block, two 64-byte loads hold all its codes (each half of one, a 32-byte vector
     /// of the layout, holds four codes of every group in four adjacent bytes); `vpdpbusd(u, a)` against the
-    /// activations in the wide order sums each four products straight into i32, so lanes `g` and `8 + g` hold
+    /// permuted activations sums each four products straight into i32, so lanes `g` and `8 + g` hold
     /// group `g`'s partial sums, added in one `vpaddd` of the two halves (exact: every step is an integer sum
     /// far from overflow). From there the same f32 steps as [`row_dot_avx2`], so the same bits.
     ///
     /// # Safety
     /// avx512f, avx512bw, avx512vnni, avx2 and f16c present; `row` holds whole super-blocks; `permuted`
-    /// ([`super::permute_activations`] in wide order) and `sums` cover `row`'s elements.
+    /// ([`super::permute_activations`]) and `sums` cover `row`'s elements.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
     pub(super) unsafe fn row_dot_avx512vnni(row: &[u8], permuted: &[i8], sums: &[i32]) -> f32 {
         unsafe {
@@ -429,8 +417,8 @@ mod x86 {
                     let v = _mm512_loadu_si512(p.add(CODES + 64 * h).cast());
                     let low = _mm512_and_si512(v, nibble);
                     let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
-                    *s = _mm512_dpbusd_epi32(*s, low, _mm512_loadu_si512(x.add(128 * h).cast()));
-                    *s = _mm512_dpbusd_epi32(*s, high, _mm512_loadu_si512(x.add(128 * h + 64).cast()));
+                    *s = _mm512_dpbusd_epi32(*s, low, _mm512_loadu_si512(x.add(low_run(2 * h)).cast()));
+                    *s = _mm512_dpbusd_epi32(*s, high, _mm512_loadu_si512(x.add(low_run(2 * h) + 64).cast()));
                 }
                 let wide = _mm512_add_epi32(s[0], s[1]);
                 let narrow = _mm256_add_epi32(_mm512_castsi512_si256(wide), _mm512_extracti64x4_epi64::<1>(wide));
@@ -463,11 +451,10 @@ pub(crate) fn gemv(
     pool: &ThreadPool,
 ) -> Result<()> {
     let row_kernel = RowKernel::for_kernel(kernel);
-    let order = row_kernel.activation_order();
     let prepare = |act: &[i8]| {
         let (mut sums, mut permuted) = (Vec::with_capacity(act.len() / Q4_GROUP), Vec::with_capacity(act.len()));
         group_sums(act, &mut sums);
-        permute_activations(act, order, &mut permuted);
+        permute_activations(act, &mut permuted);
         (sums, permuted)
     };
     gemv_rows(w, x, y, pool, prepare, |row, act, (sums, permuted): &(Vec<i32>, Vec<i8>)| {
