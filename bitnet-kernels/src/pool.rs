@@ -2,10 +2,12 @@
 //! cores.
 //!
 //! Decode calls the kernels hundreds of times per token, each call a few tens of microseconds of work, so the
-//! pool keeps its workers alive across calls. A job is cut into chunks (`ThreadPool::run(chunks, job)`) that the
-//! caller and the workers take one at a time from a shared counter: work a descheduled worker has not started is
-//! done by whoever is free, and the caller never waits for a worker that has not joined the job (it waits only
-//! for chunks in progress). Idle workers spin briefly (a new job usually follows within microseconds), yield,
+//! pool keeps its workers alive across calls. A job is cut into chunks (`ThreadPool::run(chunks, job)`), and the
+//! chunks into one contiguous run per thread (the caller's first). Each thread takes the chunks of its own run
+//! in order, then those left in the others' runs: so each thread reads one contiguous stretch of memory while
+//! all are busy (its prefetches are not wasted on another thread's rows), work a descheduled worker has not
+//! started is done by whoever is free, and the caller never waits for a worker that has not joined the job (it
+//! waits only for chunks in progress). Idle workers spin briefly (a new job usually follows within microseconds), yield,
 //! and then park on a condition variable. Each chunk computes its outputs alone, in a fixed order, so results
 //! are identical for any thread count and any assignment of chunks to threads.
 
@@ -47,27 +49,44 @@ struct Shared {
     active: AtomicUsize,
     /// Workers parked on `wake`.
     sleepers: AtomicUsize,
-    /// Chunk counter of the current job, and its chunk count.
-    next_chunk: AtomicUsize,
-    chunks: AtomicUsize,
+    /// The current job's chunks, one contiguous run per thread (index 0 the caller's, `i` worker `i`'s).
+    runs: Box<[ChunkRun]>,
     /// Chunks finished.
     done: AtomicUsize,
     worker_panicked: AtomicBool,
 }
 
+/// One thread's share of a job's chunks: `next..end`, taken in order by its owner and, once their own runs
+/// are empty, by the other threads. On its own cache line, so that an owner taking its chunks does not
+/// contend with the others' counters.
+#[repr(align(128))]
+struct ChunkRun {
+    next: AtomicUsize,
+    end: AtomicUsize,
+}
+
 impl Shared {
-    /// Takes and runs chunks of the current job until none is left; `true` if one of them panicked.
-    fn work(&self, job: &(dyn Fn(usize) + Sync + '_)) -> bool {
-        let chunks = self.chunks.load(Ordering::Acquire);
+    /// Takes and runs chunks of the current job until none is left, starting with the run of thread `me`;
+    /// `true` if one of them panicked.
+    fn work(&self, me: usize, job: &(dyn Fn(usize) + Sync + '_)) -> bool {
         let mut panicked = false;
-        loop {
-            let chunk = self.next_chunk.fetch_add(1, Ordering::AcqRel);
-            if chunk >= chunks {
-                return panicked;
+        let mut finished = 0;
+        let threads = self.runs.len();
+        for k in 0..threads {
+            let run = &self.runs[(me + k) % threads];
+            let end = run.end.load(Ordering::Acquire);
+            loop {
+                let chunk = run.next.fetch_add(1, Ordering::AcqRel);
+                if chunk >= end {
+                    break;
+                }
+                panicked |= catch_unwind(AssertUnwindSafe(|| job(chunk))).is_err();
+                finished += 1;
             }
-            panicked |= catch_unwind(AssertUnwindSafe(|| job(chunk))).is_err();
-            self.done.fetch_add(1, Ordering::AcqRel);
         }
+        // One update per thread and job, not per chunk: the caller waits for the total.
+        self.done.fetch_add(finished, Ordering::AcqRel);
+        panicked
     }
 }
 
@@ -105,8 +124,7 @@ impl ThreadPool {
             open: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
-            next_chunk: AtomicUsize::new(0),
-            chunks: AtomicUsize::new(0),
+            runs: (0..threads).map(|_| ChunkRun { next: AtomicUsize::new(0), end: AtomicUsize::new(0) }).collect(),
             done: AtomicUsize::new(0),
             worker_panicked: AtomicBool::new(false),
         });
@@ -115,7 +133,7 @@ impl ThreadPool {
             let shared = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name(format!("bitnet-kernel-{index}"))
-                .spawn(move || worker_loop(&shared))
+                .spawn(move || worker_loop(&shared, index))
                 .map_err(|e| KernelError::ThreadPool(format!("cannot spawn worker: {e}")))?;
             workers.push(handle);
         }
@@ -143,8 +161,11 @@ impl ThreadPool {
         // below and `run` then waits for every worker that joined it (`active`), and a worker that joins later
         // sees the job closed and leaves without touching it.
         let job_ref = JobRef(unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(job) });
-        shared.next_chunk.store(0, Ordering::SeqCst);
-        shared.chunks.store(chunks, Ordering::SeqCst);
+        for (t, run) in shared.runs.iter().enumerate() {
+            let range = split_range(chunks, self.threads, t, 1);
+            run.next.store(range.start, Ordering::SeqCst);
+            run.end.store(range.end, Ordering::SeqCst);
+        }
         shared.done.store(0, Ordering::SeqCst);
         let generation = {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,7 +178,7 @@ impl ThreadPool {
         if shared.sleepers.load(Ordering::SeqCst) > 0 {
             shared.wake.notify_all();
         }
-        let own_panic = shared.work(job);
+        let own_panic = shared.work(0, job);
         // Chunks other threads took may still run.
         wait_until(|| shared.done.load(Ordering::Acquire) >= chunks);
         // Close the job (Dekker-style with the workers' `active` increment, both SeqCst): a worker either
@@ -171,7 +192,8 @@ impl ThreadPool {
     }
 }
 
-fn worker_loop(shared: &Shared) {
+/// The loop of worker `index` (1 to `threads - 1`): waits for a job, works on it from its own run of chunks.
+fn worker_loop(shared: &Shared, index: usize) {
     let mut seen = 0u64;
     loop {
         // Wait for a new generation: spin, yield, then park.
@@ -203,7 +225,7 @@ fn worker_loop(shared: &Shared) {
             if let Some(JobRef(ptr)) = job {
                 // SAFETY: the job is open and this worker is counted in `active`, so `run` has not returned
                 // and keeps the job alive until this worker leaves (see `ThreadPool::run`).
-                if shared.work(unsafe { &*ptr }) {
+                if shared.work(index, unsafe { &*ptr }) {
                     shared.worker_panicked.store(true, Ordering::SeqCst);
                 }
             }
@@ -423,6 +445,31 @@ mod tests {
             }
         });
         assert_eq!(others_done.load(Ordering::SeqCst), chunks - 1);
+    }
+
+    #[test]
+    fn a_worker_starts_on_its_own_run_of_chunks() {
+        // The caller holds its first chunk until the worker has finished one: the worker, alone, must have
+        // started where its contiguous run begins (chunk 32 of 64), not next to the caller's chunk.
+        let pool = ThreadPool::new(2).unwrap();
+        let caller = std::thread::current().id();
+        let worker_chunks = Mutex::new(Vec::new());
+        pool.run(64, &|c| {
+            if std::thread::current().id() == caller {
+                if c == 0 {
+                    let started = std::time::Instant::now();
+                    while worker_chunks.lock().unwrap().is_empty() {
+                        assert!(started.elapsed().as_secs() < 10, "the worker never took a chunk");
+                        std::thread::yield_now();
+                    }
+                }
+            } else {
+                worker_chunks.lock().unwrap().push(c);
+            }
+        });
+        let taken = worker_chunks.into_inner().unwrap();
+        assert_eq!(taken.first(), Some(&32), "the worker's chunks: {taken:?}");
+        assert!(taken.windows(2).all(|w| w[0] < w[1] || w[1] < 32), "in order within a run: {taken:?}");
     }
 
     #[test]
