@@ -7,8 +7,8 @@
 //! in order, then those left in the others' runs: so each thread reads one contiguous stretch of memory while
 //! all are busy (its prefetches are not wasted on another thread's rows), work a descheduled worker has not
 //! started is done by whoever is free, and the caller never waits for a worker that has not joined the job (it
-//! waits only for chunks in progress). Idle workers spin briefly (a new job usually follows within microseconds), yield,
-//! and then park on a condition variable. Each chunk computes its outputs alone, in a fixed order, so results
+//! waits only for chunks in progress). Idle workers spin briefly (a new job usually follows within microseconds),
+//! yield, and then park on a condition variable. Each chunk computes its outputs alone, in a fixed order, so results
 //! are identical for any thread count and any assignment of chunks to threads.
 
 use crate::error::{KernelError, Result};
