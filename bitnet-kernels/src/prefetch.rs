@@ -8,7 +8,8 @@
 //! [`DENSE_AHEAD_AVX2`] (16-bit, int8 and Q6_K heads) bytes in front of each read brought both to 95-100% of the
 //! plain read at 1 and 2 threads (distances from a sweep of 512 to 8192 bytes: shorter ones arrive late, longer
 //! ones are evicted before use at 2 threads). The AVX-512 kernels do not prefetch: on the Zen 4 machine we
-//! built them on, the same idea measured slower. Prefill is compute-bound and does not prefetch either.
+//! built them on, the same idea measured slower, and on a Zen 5 it gained nothing end to end at 1 thread
+//! (docs/PERFORMANCE.md, "Threads and load"). Prefill is compute-bound and does not prefetch either.
 
 /// Bytes ahead of the current read at which the AVX2 ternary GEMV prefetches (about one 4-row tile of a
 /// 2560-wide matrix).
