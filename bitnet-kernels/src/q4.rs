@@ -25,13 +25,12 @@
 //! ```
 //! The eight partial sums `L_i` run over the super-blocks in order (group `i` of each), so a SIMD kernel keeps
 //! them in the eight f32 lanes of one vector and every kernel agrees bit for bit with the scalar reference.
-//! AVX2 multiplies the unsigned codes with `vpmaddubsw(u, a)` (a pair sum is at most `2 · 15 · 128`), sums the
-//! eight products of a super-block in i16 (at most `8 · 3840 < 2^15`, exact) and widens once with `vpmaddwd`;
-//! AVX-512 VNNI loads two code vectors at a time and sums four products straight into i32 with `vpdpbusd`
-//! (the permuted activations put the low-nibble runs of two vectors side by side, [`low_run`]; lanes `g` and
-//! `8 + g` both belong to group `g` and are added before the f32 steps, which are the AVX2 kernel's); AVX-512 BW runs the AVX2 code. NEON with
-//! dotprod runs `sdot` on the same layout (a 16-byte half of a code vector covers four groups); plain NEON runs
-//! the portable body.
+//! AVX2 multiplies the unsigned codes with `vpmaddubsw(u, a)` (a pair sum is at most `2 · 15 · 128`), sums the eight
+//! products of a super-block in i16 (at most `8 · 3840 < 2^15`, exact) and widens once with `vpmaddwd`; AVX-512 VNNI
+//! loads two code vectors at a time and sums four products straight into i32 with `vpdpbusd` (the permuted activations
+//! put the low-nibble runs of two vectors side by side, [`low_run`]; lanes `g` and `8 + g` both belong to group `g` and
+//! are added before the f32 steps, which are the AVX2 kernel's); AVX-512 BW runs the AVX2 code. NEON with dotprod runs
+//! `sdot` on the same layout (a 16-byte half of a code vector covers four groups); plain NEON runs the portable body.
 
 use crate::block_format::{gemv_rows, BlockFormat, BlockMatrix, BlockView};
 use crate::dense::f16_to_f32;

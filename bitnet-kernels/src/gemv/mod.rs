@@ -179,11 +179,11 @@ pub fn ternary_matmul_many(
 
 /// [`ternary_matmul_many`] with an explicit kernel.
 ///
-/// Work split: the 4-row tiles of all weights, in order, are cut into contiguous chunks that the pool's threads
-/// take one at a time, each starting on its own contiguous run of them (one chunk, on the caller, when the
-/// weights are too small to be worth a dispatch); a chunk
-/// runs all tokens over its tiles, so a tile is read from memory once and reused from L1 for every token (GEMM),
-/// and each output is written by exactly one chunk, in the same order for any thread count.
+/// Work split: the 4-row tiles of all weights, in order, are cut into contiguous chunks that the pool's threads take
+/// one at a time, each starting on its own contiguous run of them (one chunk, on the caller, when the weights are too
+/// small to be worth a dispatch); a chunk runs all tokens over its tiles, so a tile is read from memory once and reused
+/// from L1 for every token (GEMM), and each output is written by exactly one chunk, in the same order for any thread
+/// count.
 pub fn ternary_matmul_many_with(
     kernel: Kernel,
     weights: &[TernaryView<'_>],
