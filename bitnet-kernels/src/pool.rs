@@ -318,7 +318,7 @@ pub fn global_pool() -> &'static ThreadPool {
 const CHUNKS_PER_THREAD: usize = 32;
 
 /// How many chunks to cut `items` units of work into on `pool`: one when the work is below `min_items` (a tiny
-/// matrix is not worth a dispatch: the caller does it alone), else [`CHUNKS_PER_THREAD`] per thread (so
+/// matrix is not worth a dispatch: the caller does it alone), else `CHUNKS_PER_THREAD` per thread (so
 /// neither a descheduled thread nor the last chunk leaves much behind), never more than `items`.
 pub fn chunk_count(pool: &ThreadPool, items: usize, min_items: usize) -> usize {
     if pool.threads() == 1 || items < min_items {

@@ -28,7 +28,7 @@
 //! AVX2 multiplies the unsigned codes with `vpmaddubsw(u, a)` (a pair sum is at most `2 · 15 · 128`), sums the eight
 //! products of a super-block in i16 (at most `8 · 3840 < 2^15`, exact) and widens once with `vpmaddwd`; AVX-512 VNNI
 //! loads two code vectors at a time and sums four products straight into i32 with `vpdpbusd` (the permuted activations
-//! put the low-nibble runs of two vectors side by side, [`low_run`]; lanes `g` and `8 + g` both belong to group `g` and
+//! put the low-nibble runs of two vectors side by side, `low_run`; lanes `g` and `8 + g` both belong to group `g` and
 //! are added before the f32 steps, which are the AVX2 kernel's); AVX-512 BW runs the AVX2 code. NEON with dotprod runs
 //! `sdot` on the same layout (a 16-byte half of a code vector covers four groups); plain NEON runs the portable body.
 
@@ -109,7 +109,7 @@ fn put_group(block: &mut [u8], g: usize, scale: u16, codes: impl Iterator<Item =
 }
 
 /// Quantizes `w` (a multiple of 256 values) into Q4 super-blocks (`out` holds `w.len() / 256 * 144` bytes): each
-/// group's scale by [`fitted_scale`] (codes -8..=7), rounded to f16 before the codes are chosen against it.
+/// group's scale by `fitted_scale` (codes -8..=7), rounded to f16 before the codes are chosen against it.
 pub fn quantize_row(w: &[f32], out: &mut [u8]) -> Result<()> {
     let blocks = BlockFormat::Q4.row_bytes(w.len())? / Q4_SUPER_BLOCK_BYTES;
     ensure_len("Q4 output bytes", blocks * Q4_SUPER_BLOCK_BYTES, out.len())?;

@@ -78,7 +78,7 @@ pub(crate) fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
 }
 
 /// Quantizes `w` (a multiple of 256 values) into Q6_K blocks (`out` holds `w.len() / 256 * 210` bytes):
-/// sub-block scales by [`fitted_scale`] (codes -32..=31), the block scale `d` maps the largest to `-128` and is rounded to
+/// sub-block scales by `fitted_scale` (codes -32..=31), the block scale `d` maps the largest to `-128` and is rounded to
 /// f16 before the codes are chosen against the scales actually stored.
 pub fn quantize_row(w: &[f32], out: &mut [u8]) -> Result<()> {
     let blocks = BlockFormat::Q6K.row_bytes(w.len())? / Q6K_BLOCK_BYTES;
