@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command (README.md). Runs every test of the workspace with all backends (CPU, wgpu on
-# the Vulkan software driver lavapipe, candle; cuda compiles and its GPU tests are ignored without a GPU),
-# then the bitnet-kernels tests compiled for aarch64 and run under qemu-user (the NEON and dotprod kernels).
+# The project's test command (README.md). Checks formatting, lints and the API docs, runs every test of the
+# workspace with all backends (CPU, wgpu on the Vulkan software driver lavapipe, candle; cuda compiles and its
+# GPU tests are ignored without a GPU), then the bitnet-kernels tests compiled for aarch64 and run under qemu-user (the NEON and dotprod kernels).
 #
 # Prerequisites it installs when missing (apt-get needs root):
 #   mesa-vulkan-drivers (lavapipe, for the wgpu tests); python3-venv and curl (the openai client test);
@@ -51,6 +51,9 @@ cargo clippy -j"$jobs" --workspace --all-targets --all-features -- -D warnings
 step "default features compile (the CLI's), benches and tests included"
 cargo check -j"$jobs" --workspace --all-targets
 disk
+
+step "API docs (default features; rustdoc warnings, such as broken or private links, are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -j"$jobs" --workspace --no-deps
 
 step "tests (host: $(uname -m), all features: cpu, wgpu on lavapipe, candle; cuda tests need a GPU)"
 cargo test -j"$jobs" --workspace --all-features

@@ -40,7 +40,7 @@ pub struct QuantizedActivationsPrimitive<B: Backend> {
     pub scales: FloatTensor<B>,
 }
 
-/// A burn backend that runs BitNet's ternary ops. It also runs the fused norm [`TransformerBackend`] provides
+/// A burn backend that runs BitNet's ternary ops. It also runs the fused norm [`crate::TransformerBackend`] provides
 /// (a [`crate::BitLinear`] with an input norm calls it), so every ternary backend implements both.
 pub trait TernaryBackend: crate::TransformerBackend {
     /// `y = ternary_linear(x, W)`: per-token int8 quantization of `x` (`[M, K]`) and the ternary x int8 product

@@ -14,7 +14,8 @@
 //! * [`dense`]: f32, bf16 and f16 GEMV for the output embedding; [`int8`]: the per-row int8 head (W8A8);
 //!   [`q6k`] and [`q4`]: the block-quantized heads (6.56 and 4.5 bits per weight).
 //! * [`huge_pages`]: weight buffers marked for transparent huge pages (fewer TLB misses when decode streams them).
-//! * [`transformer`]: fused RMSNorm, rotary embedding, causal grouped-query attention and gated activation.
+//! * [`transformer`]: fused RMSNorm, rotary embedding, causal grouped-query attention and gated activation
+//!   (SiLU through an `exp` of our own, vectorized and the same bits on every ISA).
 //!
 //! ```
 //! use bitnet_kernels::{global_pool, ternary_gemv, QuantizedActivations, TernaryCodes, TernaryMatrix};

@@ -271,7 +271,8 @@ pub enum GateActivation {
     Silu,
 }
 
-/// `out = act(gate) * up`, elementwise.
+/// `out = act(gate) * up`, elementwise. SiLU's `sigmoid(g) = 1 / (1 + e^-g)` takes `e^-g` from this module's own
+/// `exp`, so every ISA gives the same bits.
 pub fn gated_activation(gate: &[f32], up: &[f32], act: GateActivation, out: &mut [f32]) -> Result<()> {
     ensure_eq("gate and up lengths", gate.len(), up.len())?;
     ensure_len("gated activation output", gate.len(), out.len())?;
@@ -282,13 +283,49 @@ pub fn gated_activation(gate: &[f32], up: &[f32], act: GateActivation, out: &mut
                 *o = r * r * u;
             }
         }
-        GateActivation::Silu => {
-            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                *o = g / (1.0 + (-g).exp()) * u;
-            }
-        }
+        GateActivation::Silu => silu::call(selected()?, gate, up, out),
     }
     Ok(())
+}
+
+#[inline(always)]
+fn silu_body(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp(-g)) * u;
+    }
+}
+multiversion!(silu, silu_body, (gate: &[f32], up: &[f32], out: &mut [f32]) -> ());
+
+/// `e^x` in f32 from operations the compiler vectorizes (no call into the C library, whose `expf` runs one value
+/// at a time), with the same bits on every ISA: IEEE adds, multiplies and fused multiply-adds in a fixed order.
+///
+/// `x` is clamped to `[-86.5, 89]` (NaN stays NaN): above `ln(f32::MAX) ≈ 88.72` the result is infinity, as
+/// `e^x` overflows, and below -86.5 it is `e^-86.5 ≈ 2.7e-38` instead of a smaller number at the bottom of the
+/// normal range. Then `x = n ln 2 + r` with `n = round(x log2 e)` (adding and subtracting `1.5 · 2^23` rounds to
+/// the nearest integer) and `r = x - n ln 2` (Cody and Waite: `ln 2` in two parts, the first with few enough
+/// bits that `n · LN2_HI` is exact), `|r| <= ln 2 / 2` up to the rounding of `x log2 e`. `e^r ≈ 1 + r + r² P(r)`,
+/// `P` the degree-5 minimax polynomial of Cephes' `expf`, and `e^x = e^r · 2^(n-1) · 2`, with `2^(n-1)` built
+/// from its exponent bits (`n - 1` in `[-126, 127]`, so it is a normal f32; the last doubling overflows to
+/// infinity exactly when `e^x` does). Within 2 ulp of `e^x` (`exp_stays_within_two_ulp` checks).
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4; // 0.693359375 = 355 / 512
+    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 - LN2_HI
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
+    const P: [f32; 6] = [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+    let x = x.clamp(-86.5, 89.0);
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    // `n` (in -125..=128 here) sits in the low mantissa bits of `shifted`; `n - 1 + 127` is the biased exponent.
+    let exponent = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32).wrapping_add(126);
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let mut p = P[0];
+    for &c in &P[1..] {
+        p = p.mul_add(r, c);
+    }
+    let e_r = p.mul_add(r * r, r) + 1.0;
+    e_r * f32::from_bits((exponent as u32) << 23) * 2.0
 }
 
 #[cfg(test)]
@@ -373,6 +410,66 @@ mod tests {
                         assert!(same, "d {d} rep {rep} t {t} group {g} row {i} threads {threads}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Distance from `want` in units in the last place of an f32 at `want`'s magnitude.
+    fn ulps(got: f32, want: f64) -> f64 {
+        let ulp = 2f64.powi(want.abs().log2().floor() as i32 - 23);
+        (got as f64 - want).abs() / ulp
+    }
+
+    #[test]
+    fn exp_stays_within_two_ulp() {
+        let (low, high) = (-86.5f64, 88.72f64);
+        let steps = 1 << 21;
+        let worst = (0..=steps)
+            .map(|i| (low + (high - low) * i as f64 / steps as f64) as f32)
+            .map(|x| ulps(exp(x), (x as f64).exp()))
+            .fold(0f64, f64::max);
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+        let largest = 88.72283f32; // the largest f32 whose e^x is below f32::MAX
+        assert!(exp(largest).is_finite() && exp(largest.next_up()).is_infinite() && exp(f32::INFINITY).is_infinite());
+        assert_eq!(exp(-1e30), exp(-86.5));
+        assert!(exp(-86.5).is_normal());
+    }
+
+    /// Gates spread over SiLU's whole range, the edges included.
+    fn silu_inputs() -> Vec<f32> {
+        let mut gate: Vec<f32> = (0..4099).map(|i| (i as f32 - 2049.0) / 16.0).collect();
+        gate.extend([0.0, -0.0, 1e-40, -1e-40, 1e30, -1e30, 87.5, -87.5, 100.0, -100.0, f32::INFINITY, f32::NAN]);
+        gate
+    }
+
+    #[test]
+    fn silu_is_the_same_on_every_kernel_and_close_to_exact() {
+        let gate = silu_inputs();
+        let up: Vec<f32> = (0..gate.len()).map(|i| 0.5 + (i % 7) as f32 / 4.0).collect();
+        let mut want = vec![0f32; gate.len()];
+        silu::generic(&gate, &up, &mut want);
+        for kernel in Kernel::available() {
+            let mut got = vec![f32::NAN; gate.len()];
+            silu::call(kernel, &gate, &up, &mut got);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan(),
+                    "{kernel} gate {}: {a} vs {b}",
+                    gate[i]
+                );
+            }
+        }
+        for ((&g, &u), &got) in gate.iter().zip(&up).zip(&want) {
+            let exact = g as f64 / (1.0 + (-(g as f64)).exp()) * u as f64;
+            if g.is_nan() || g.is_infinite() {
+                assert!(g.is_nan() == got.is_nan() && (g.is_nan() || got == g * u), "gate {g}: {got}");
+            } else {
+                // Four roundings and exp's two ulp, relative; absolute where e^-g overflows (gates below -88.7,
+                // whose SiLU is below 1e-36 in magnitude and comes out as -0).
+                let close = (got as f64 - exact).abs() <= 1e-6 * exact.abs() + 1e-36;
+                assert!(close, "gate {g}: {got} vs {exact}");
             }
         }
     }

@@ -18,12 +18,12 @@
 //!   opened once into model + tokenizer + chat template + BOS and stop ids; [`hub`]: hub ids through a hardened hub client and the standard hub cache;
 //! * [`tokenizer`] and [`chat`]: `tokenizer.json` via the `tokenizers` crate (the LLaMA-3 tokenizer ships with the
 //!   crate) and Jinja chat templates via minijinja, with the 2B-4T template as fallback;
-//! * [`sampling`] and [`generate`]: greedy / temperature / top-k / top-p / min-p / repetition-penalty sampling
-//!   and streaming generation with a documented context limit;
+//! * [`sampling`] and [`generate`](mod@generate): greedy / temperature / top-k / top-p / min-p /
+//!   repetition-penalty sampling and streaming generation with a documented context limit;
 //! * [`batch`]: continuous batching, many generations decoded together through one forward pass per step
 //!   (what `bitnet serve` runs);
 //! * [`perplexity`]: windowed perplexity (the definition `bitnet perplexity` and training validation share);
-//! * [`bench`]: the decode benchmark of `bitnet bench`; [`npy`]: the `.npy` writer of `bitnet logits`;
+//! * [`bench`](mod@bench): the decode benchmark of `bitnet bench`; [`npy`]: the `.npy` writer of `bitnet logits`;
 //!   [`io`]: regular-file inputs and atomic outputs; [`zoo`]: the known architectures.
 
 #![warn(missing_docs)]

@@ -1,6 +1,6 @@
 //! The model trained: [`LanguageModel`] wraps the one decoder of `bitnet_models` ([`BitNetModel`], latent
 //! `BitLinear` projections) with the warm-up schedule of its fake quantization, so burn-train's step traits can
-//! be implemented for it (they live in [`crate::step`]).
+//! be implemented for it (they live in the `step` module).
 //!
 //! ```text
 //! logits = BitNetModel(tokens)                                   # every projection computes

@@ -165,7 +165,7 @@ impl GgmlType {
         self.layout().3
     }
 
-    /// The type of `id` in a file of architecture `architecture` (id 36 is I2_S only in [`I2S_ARCHITECTURES`]).
+    /// The type of `id` in a file of architecture `architecture` (id 36 is I2_S only in `I2S_ARCHITECTURES`).
     pub fn from_id(id: u32, architecture: &str) -> Option<Self> {
         let fork = I2S_ARCHITECTURES.contains(&architecture);
         Self::ALL.into_iter().find(|t| t.id() == id && (*t != Self::I2_S || fork))

@@ -318,7 +318,7 @@ impl GgufVocab {
     }
 
     /// The tokenizer of this vocabulary, built through the `tokenizers` API from the same parts
-    /// [`Self::to_tokenizer_json`] writes (no JSON round trip: see [`TokenizerParts`]).
+    /// [`Self::to_tokenizer_json`] writes (no JSON round trip: see `TokenizerParts`).
     pub fn to_tokenizer(&self) -> Result<crate::tokenizer::Tokenizer, String> {
         self.tokenizer_parts().build().map(crate::tokenizer::Tokenizer::from_inner)
     }

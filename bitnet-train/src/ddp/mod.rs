@@ -11,7 +11,7 @@
 //! the summation order. Clipping, AdamW and the schedule then run unchanged on each rank; the ranks' models stay
 //! bit-identical, and each validates and checkpoints its own copy; rank 0 exports.
 //!
-//! The transport ([`link`]) is a star over TCP: rank 0 listens on the coordinator address, the other ranks
+//! The transport (the `link` module) is a star over TCP: rank 0 listens on the coordinator address, the other ranks
 //! connect to it, and each step every rank sends its gradients as one frame of little-endian f32 and receives
 //! the mean. A handshake refuses ranks whose run differs (architecture, options, data, starting weights,
 //! checkpoint) before any step.

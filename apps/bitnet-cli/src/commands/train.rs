@@ -125,7 +125,7 @@ pub struct TrainArgs {
     /// of every batch (--batch-size must be a multiple of N), averaging their gradients each step; the run
     /// equals one process with the same --batch-size. burn's CPU backend runs most non-matmul work on one
     /// thread, so on a multi-core CPU N processes keep the cores busy where one process cannot. Rank 0 writes
-    /// --out; ranks 1.. write their checkpoints into <out>/ranks/<r>. Also with --bench.
+    /// --out; ranks 1.. write their checkpoints into `<out>/ranks/<r>`. Also with --bench.
     #[arg(long, default_value_t = 1, value_name = "N", overrides_with = "processes")]
     pub processes: u32,
     /// Data-parallel training: the number of processes (machines or devices) in the run. Start one `bitnet
