@@ -85,7 +85,7 @@ pub struct KvLayout {
 /// Causal grouped-query attention. `q` is `[groups, rows, d]` with `rows = rep * t` (the `rep` query heads of a
 /// group stacked, head-major); query row `i` sits at position `start + i % t` and sees the keys of positions
 /// `0..=start + i % t`. `keys` and `values` hold each group's `len` rows as `layout` says. Per row:
-/// `out = softmax(q k^T * scale) v` (max subtracted before `exp`).
+/// `out = softmax(q k^T * scale) v` (max subtracted before `exp`, this module's own, as in SiLU).
 #[allow(clippy::too_many_arguments)]
 pub fn causal_attention(
     q: &[f32],
@@ -224,10 +224,13 @@ fn attend_rows<const R: usize>(block: &QueryBlock<'_, R>, scores: &mut [f32], ou
         for &s in row.iter() {
             max = max.max(s);
         }
-        let mut sum = 0f32;
+        // The exponentials in one pass (vectorized, see `exp`), then their sum in position order.
         for s in row.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
+            *s = exp(*s - max);
+        }
+        let mut sum = 0f32;
+        for &s in row.iter() {
+            sum += s;
         }
         for s in row.iter_mut() {
             *s /= sum;
@@ -372,7 +375,7 @@ mod tests {
         let s: Vec<f32> =
             (0..visible).map(|j| crate::dense::dot_lanes::<LANES>(q, &keys[j * d..(j + 1) * d]) * scale).collect();
         let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let e: Vec<f32> = s.iter().map(|&x| (x - max).exp()).collect();
+        let e: Vec<f32> = s.iter().map(|&x| exp(x - max)).collect();
         let sum = e.iter().fold(0f32, |a, &x| a + x);
         let mut out = vec![0f32; d];
         for (j, &ej) in e.iter().enumerate() {
