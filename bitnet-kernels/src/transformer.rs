@@ -301,6 +301,9 @@ multiversion!(silu, silu_body, (gate: &[f32], up: &[f32], out: &mut [f32]) -> ()
 
 /// `e^x` in f32 from operations the compiler vectorizes (no call into the C library, whose `expf` runs one value
 /// at a time), with the same bits on every ISA: IEEE adds, multiplies and fused multiply-adds in a fixed order.
+/// Fast only inside the per-ISA copies (`multiversion!`), whose targets have FMA: compiled for baseline x86-64,
+/// each `mul_add` is a call to the C library's `fmaf`, which is why the training-side softmax and SiLU gradient in
+/// `bitnet-backend` (plain functions) keep the C library's `expf`.
 ///
 /// `x` is clamped to `[-86.5, 89]` (NaN stays NaN): above `ln(f32::MAX) ≈ 88.72` the result is infinity, as
 /// `e^x` overflows, and below -86.5 it is `e^-86.5 ≈ 2.7e-38` instead of a smaller number at the bottom of the
