@@ -37,12 +37,19 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) -> Result<(
     let kernel = selected()?;
     for (row, dst) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         let rms = (dot::call(kernel, row, row) / d as f32 + eps).sqrt();
-        for ((o, &v), &g) in dst.iter_mut().zip(row).zip(gamma) {
-            *o = v / rms * g;
-        }
+        normalize::call(kernel, row, gamma, rms, dst);
     }
     Ok(())
 }
+
+/// `out = x / rms * gamma`, element by element (the per-ISA copies divide in vectors, with the same results).
+#[inline(always)]
+fn normalize_body(x: &[f32], gamma: &[f32], rms: f32, out: &mut [f32]) {
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(gamma) {
+        *o = v / rms * g;
+    }
+}
+multiversion!(normalize, normalize_body, (x: &[f32], gamma: &[f32], rms: f32, out: &mut [f32]) -> ());
 
 /// Rotary embedding in the rotate-half layout: `x` holds rows of `d` values whose position index (the row of
 /// `cos` / `sin`, each `[t, d]`) is `row % t`; `out = x * cos + rotate_half(x) * sin`, with
@@ -476,6 +483,27 @@ mod tests {
                 // whose SiLU is below 1e-36 in magnitude and comes out as -0).
                 let close = (got as f64 - exact).abs() <= 1e-6 * exact.abs() + 1e-36;
                 assert!(close, "gate {g}: {got} vs {exact}");
+            }
+        }
+    }
+
+    #[test]
+    fn normalize_is_the_same_on_every_kernel() {
+        // A 2B-4T-wide row (whole vectors) and an odd width (a tail), with values that round differently.
+        for d in [2560usize, 37] {
+            let x: Vec<f32> = (0..d).map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0).collect();
+            let gamma: Vec<f32> = (0..d).map(|i| 0.3 + (i % 11) as f32 / 7.0).collect();
+            let rms = 2.718_281_7f32;
+            let mut want = vec![0f32; d];
+            normalize::generic(&x, &gamma, rms, &mut want);
+            for (i, &w) in want.iter().enumerate() {
+                assert_eq!(w.to_bits(), (x[i] / rms * gamma[i]).to_bits(), "element {i}");
+            }
+            for kernel in Kernel::available() {
+                let mut got = vec![f32::NAN; d];
+                normalize::call(kernel, &x, &gamma, rms, &mut got);
+                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{kernel}, width {d}");
             }
         }
     }
