@@ -486,8 +486,19 @@ fn bench_reports_decode_against_the_probe() {
     assert_eq!(v["probe_samples_bytes_per_s"].as_array().unwrap().len(), 3);
     let roofline = v["roofline_tokens_per_s"].as_f64().unwrap();
     assert!((roofline - probe / bytes).abs() <= 1e-9 * roofline);
+    // The fraction is the median (here of two: their mean) of each run against the probes either side of it.
+    let samples: Vec<f64> =
+        v["probe_samples_bytes_per_s"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    let runs: Vec<f64> =
+        v["runs"].as_array().unwrap().iter().map(|r| r["decode_tokens_per_s"].as_f64().unwrap()).collect();
+    let want: Vec<f64> = (0..2).map(|i| runs[i] * bytes / ((samples[i] + samples[i + 1]) / 2.0)).collect();
+    let got: Vec<f64> = v["roofline_fraction_runs"].as_array().unwrap().iter().map(|f| f.as_f64().unwrap()).collect();
+    assert_eq!(got.len(), 2);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-9 * w, "{got:?} vs {want:?}");
+    }
     let fraction = v["roofline_fraction"].as_f64().unwrap();
-    assert!((fraction - v["decode_tokens_per_s"].as_f64().unwrap() / roofline).abs() <= 1e-9 * fraction.max(1.0));
+    assert!((fraction - (want[0] + want[1]) / 2.0).abs() <= 1e-9 * fraction, "{fraction} vs {want:?}");
 
     // Without the probe there is no roofline; the text report names the bytes per token.
     let out = bitnet(&[&common[..], &["--runs", "1", "--probe-mib", "0"]].concat());

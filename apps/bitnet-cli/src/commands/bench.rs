@@ -4,7 +4,10 @@
 //! draws; a streaming-read probe run between the timed runs measures what the device gives at that moment (on
 //! shared or virtual machines it varies from minute to minute). On the CPU the probe reads a buffer on the
 //! kernels' thread pool; on a GPU it sums a buffer on the device. The ratio of the two is the fraction of the
-//! roofline decode reaches.
+//! roofline decode reaches: each run's decode speed against the mean of the probes either side of it (one
+//! before the runs, one after each), and the median of those ratios. Pairing each run with the probes next to it
+//! keeps a drift of the machine's bandwidth between runs (tens of percent within minutes on a shared VM) out
+//! of the ratio, which the median speed over the median probe did not.
 
 use super::device::{on_device, Device, OnDevice};
 use super::{ModelArgs, UsageError};
@@ -162,7 +165,15 @@ impl OnDevice for Bench {
         })?;
         let probe_rate = (!probes.is_empty()).then(|| median(probes.clone()));
         let roofline = probe_rate.map(|p| p / bench.weight_bytes_per_token as f64);
-        let fraction = roofline.map(|r| bench.decode_tokens_per_s() / r);
+        let bytes = bench.weight_bytes_per_token as f64;
+        // Run `i` lies between probe `i` and probe `i + 1`.
+        let run_fractions: Vec<f64> = bench
+            .runs
+            .iter()
+            .zip(probes.windows(2))
+            .map(|(run, pair)| run.decode_tokens_per_s * bytes / ((pair[0] + pair[1]) / 2.0))
+            .collect();
+        let fraction = (!run_fractions.is_empty()).then(|| median(run_fractions.clone()));
         if args.json {
             let json = serde_json::json!({
                 "model": bundle.path().display().to_string(),
@@ -183,6 +194,7 @@ impl OnDevice for Bench {
                 "probe_samples_bytes_per_s": probes,
                 "roofline_tokens_per_s": roofline,
                 "roofline_fraction": fraction,
+                "roofline_fraction_runs": run_fractions,
             });
             return output::println(&json.to_string());
         }
@@ -197,7 +209,8 @@ impl OnDevice for Bench {
         );
         if let (Some(p), Some(r), Some(f)) = (probe_rate, roofline, fraction) {
             text += &format!(
-                "memory read probe: {:.1} GB/s (median of {}) -> roofline {:.2} tokens/s; decode reaches {:.0}% of it\n",
+                "memory read probe: {:.1} GB/s (median of {}) -> roofline {:.2} tokens/s; decode reaches {:.0}% of it \
+                 (median over the runs, each against the probes either side)\n",
                 p / 1e9,
                 probes.len(),
                 r,
