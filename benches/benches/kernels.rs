@@ -8,7 +8,8 @@
 use bitnet_benches::{read_bandwidth, Rotation, WORKING_SET_BYTES};
 use bitnet_kernels::dense::{bf16_gemv_with, f16_gemv_with, f32_gemv_with};
 use bitnet_kernels::int8::{int8_gemv_with, Int8Matrix};
-use bitnet_kernels::transformer::{causal_attention, KvLayout};
+use bitnet_kernels::quant::quantize_row_absmax_with;
+use bitnet_kernels::transformer::{causal_attention, rms_norm, KvLayout};
 use bitnet_kernels::{block_gemv_with, BlockFormat, BlockMatrix, BlockView};
 use bitnet_kernels::{
     ternary_matmul_many_with, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix,
@@ -332,6 +333,27 @@ fn bench_attention(c: &mut Criterion) {
     group.finish();
 }
 
+/// The per-token ops between the products of a decode step, on one thread with the selected kernel: RMSNorm and
+/// the int8 activation quantization (absmax, then round) of a 2B-4T hidden row (2560) and FFN row (6912).
+fn bench_activations(c: &mut Criterion) {
+    let mut group = c.benchmark_group("activations");
+    group.sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_secs(1));
+    let kernel = Kernel::selected();
+    for width in [2560usize, 6912] {
+        let x = random_f32(width, 11);
+        let gamma = random_f32(width, 12);
+        let (mut normed, mut codes) = (vec![0f32; width], vec![0i8; width]);
+        group.throughput(Throughput::Elements(width as u64));
+        group.bench_function(BenchmarkId::new("rms_norm", width), |b| {
+            b.iter(|| rms_norm(black_box(&x), &gamma, 1e-5, &mut normed).expect("rms_norm"))
+        });
+        group.bench_function(BenchmarkId::new("quantize", width), |b| {
+            b.iter(|| quantize_row_absmax_with(kernel, black_box(&x), &mut codes))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_bandwidth,
@@ -342,6 +364,7 @@ criterion_group!(
     bench_avx2_peak,
     bench_f32_gemv,
     bench_lm_head,
-    bench_attention
+    bench_attention,
+    bench_activations
 );
 criterion_main!(benches);
