@@ -10,6 +10,7 @@ use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, KernelError, Result};
 use crate::gemv::OutPtr;
 use crate::pool::{chunk_count, ThreadPool};
+use crate::quant::{round_half_even_small, round_half_even_small_i32};
 
 const LANES: usize = 16;
 
@@ -314,8 +315,8 @@ multiversion!(silu, silu_body, (gate: &[f32], up: &[f32], out: &mut [f32]) -> ()
 ///
 /// `x` is clamped to `[-86.5, 89]` (NaN stays NaN): above `ln(f32::MAX) ≈ 88.72` the result is infinity, as
 /// `e^x` overflows, and below -86.5 it is `e^-86.5 ≈ 2.7e-38` instead of a smaller number at the bottom of the
-/// normal range. Then `x = n ln 2 + r` with `n = round(x log2 e)` (adding and subtracting `1.5 · 2^23` rounds to
-/// the nearest integer) and `r = x - n ln 2` (Cody and Waite: `ln 2` in two parts, the first with few enough
+/// normal range. Then `x = n ln 2 + r` with `n = round(x log2 e)` (as a float and as an integer, through
+/// `quant`'s branch-free roundings: `x + 1.5 · 2^23` holds `n` in its mantissa) and `r = x - n ln 2` (Cody and Waite: `ln 2` in two parts, the first with few enough
 /// bits that `n · LN2_HI` is exact), `|r| <= ln 2 / 2` up to the rounding of `x log2 e`. `e^r ≈ 1 + r + r² P(r)`,
 /// `P` the degree-5 minimax polynomial of Cephes' `expf`, and `e^x = e^r · 2^(n-1) · 2`, with `2^(n-1)` built
 /// from its exponent bits (`n - 1` in `[-126, 127]`, so it is a normal f32; the last doubling overflows to
@@ -325,13 +326,11 @@ pub(crate) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4; // 0.693359375 = 355 / 512
     const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 - LN2_HI
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
     const P: [f32; 6] = [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
     let x = x.clamp(-86.5, 89.0);
-    let shifted = x * LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    // `n` (in -125..=128 here) sits in the low mantissa bits of `shifted`; `n - 1 + 127` is the biased exponent.
-    let exponent = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32).wrapping_add(126);
+    let n = round_half_even_small(x * LOG2_E);
+    // `n` is in -125..=128 here; `n - 1 + 127` is the biased exponent of `2^(n-1)`.
+    let exponent = round_half_even_small_i32(x * LOG2_E).wrapping_add(126);
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     let mut p = P[0];
     for &c in &P[1..] {

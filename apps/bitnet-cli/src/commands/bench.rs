@@ -209,8 +209,8 @@ impl OnDevice for Bench {
         );
         if let (Some(p), Some(r), Some(f)) = (probe_rate, roofline, fraction) {
             text += &format!(
-                "memory read probe: {:.1} GB/s (median of {}) -> roofline {:.2} tokens/s; decode reaches {:.0}% of it \
-                 (median over the runs, each against the probes either side)\n",
+                "memory read probe: {:.1} GB/s (median of {}) -> roofline {:.2} tokens/s; decode reaches {:.0}% of \
+                 the probe (median over the runs, each against the probes either side of it)\n",
                 p / 1e9,
                 probes.len(),
                 r,
