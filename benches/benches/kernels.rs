@@ -330,6 +330,29 @@ fn bench_attention(c: &mut Criterion) {
             });
         }
     }
+    // A decode step's attention in all 30 layers at 1024 positions: 157 MB of keys and values, read from DRAM as
+    // in a real step (compare with `bandwidth/read`).
+    const LAYERS: usize = 30;
+    let len = 1024;
+    let layer = GROUPS * len * D;
+    let keys = random_f32(LAYERS * layer, 11);
+    let values = random_f32(LAYERS * layer, 12);
+    let q = random_f32(GROUPS * REP * D, 13);
+    let mut out = vec![0f32; q.len()];
+    group.throughput(Throughput::Bytes((2 * LAYERS * layer * 4) as u64));
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    for pool in &pools {
+        let id = BenchmarkId::new("t1_len1024_30layers", format!("{}t", pool.threads()));
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                for l in 0..LAYERS {
+                    let layout = KvLayout { groups: GROUPS, len, offset: l * layer, group_stride: len * D };
+                    causal_attention(&q, &keys, &values, layout, D, 1, len - 1, 0.088, &mut out, pool)
+                        .expect("attention");
+                }
+            })
+        });
+    }
     group.finish();
 }
 

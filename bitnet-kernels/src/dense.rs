@@ -35,14 +35,17 @@ pub(crate) fn reduce_f32<const N: usize>(mut acc: [f32; N]) -> f32 {
 /// lanes then summed pairwise: the one fixed order every f32 dot product of the crate uses, whatever the ISA.
 #[inline(always)]
 pub(crate) fn dot_lanes<const N: usize>(w: &[f32], x: &[f32]) -> f32 {
-    let [dot] = dot_lanes_rows::<N, 1>([w], x);
-    dot
+    // Without the barrier LLVM vectorizes the loop to fit the pairwise reduction (two-lane vectors and shuffles,
+    // a third of the speed); the values are unchanged.
+    let [lanes] = std::hint::black_box(lane_sums_rows::<N, 1>([w], x));
+    reduce_f32(lanes)
 }
 
-/// [`dot_lanes`] of `R` rows (each as long as `x`) with `x` at once: every row's sum in the same order as alone,
-/// each chunk of `x` loaded once for all rows, the rows' additions independent (so they overlap).
+/// The `N` lane sums of [`dot_lanes`] for `R` rows (each as long as `x`) with `x` at once, before their reduction:
+/// every row's lanes as alone, each chunk of `x` loaded once for all rows, the rows' additions independent (so
+/// they overlap). Callers reduce them in [`reduce_f32`]'s order.
 #[inline(always)]
-pub(crate) fn dot_lanes_rows<const N: usize, const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+pub(crate) fn lane_sums_rows<const N: usize, const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [[f32; N]; R] {
     let (x_chunks, x_tail) = x.as_chunks::<N>();
     let row_chunks: [&[[f32; N]]; R] = rows.map(|row| row.as_chunks::<N>().0);
     let n = row_chunks.iter().fold(x_chunks.len(), |n, c| n.min(c.len()));
@@ -61,9 +64,7 @@ pub(crate) fn dot_lanes_rows<const N: usize, const R: usize>(rows: [&[f32]; R], 
             *a += w * v;
         }
     }
-    // Without the barrier LLVM vectorizes the loop to fit the pairwise reduction below (two-lane vectors and
-    // shuffles, a third of the speed); the values are unchanged.
-    std::hint::black_box(acc).map(reduce_f32)
+    acc
 }
 
 #[inline(always)]

@@ -8,6 +8,10 @@
 ///
 /// With `$body::<AHEAD>`, the body is generic over `const AHEAD: usize`, the bytes ahead of its weight reads at
 /// which it prefetches (0: none); the AVX2 copy gets [`crate::prefetch::DENSE_AHEAD_AVX2`], the others 0.
+///
+/// With `[$generic, $avx2, $avx512]`, each x86 copy compiles its own body (the NEON copy the generic one): for a
+/// body that takes a few explicit vector steps where the compiler's own choice is slow. The bodies must compute the
+/// same operations in the same order; tests compare them.
 macro_rules! multiversion {
     ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         multiversion!(@copies $name, [$body], [$body], ($($arg: $ty),*) -> $ret);
@@ -17,7 +21,13 @@ macro_rules! multiversion {
             @copies $name, [$body::<0>], [$body::<{ crate::prefetch::DENSE_AHEAD_AVX2 }>], ($($arg: $ty),*) -> $ret
         );
     };
+    ($name:ident, [$plain:path, $avx2:path, $avx512:path], ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        multiversion!(@copies $name, [$plain], [$avx2], [$avx512], ($($arg: $ty),*) -> $ret);
+    };
     (@copies $name:ident, [$($plain:tt)*], [$($avx2:tt)*], ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        multiversion!(@copies $name, [$($plain)*], [$($avx2)*], [$($plain)*], ($($arg: $ty),*) -> $ret);
+    };
+    (@copies $name:ident, [$($plain:tt)*], [$($avx2:tt)*], [$($avx512:tt)*], ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         mod $name {
             use super::*;
             pub(super) fn generic($($arg: $ty),*) -> $ret { $($plain)*($($arg),*) }
@@ -26,10 +36,10 @@ macro_rules! multiversion {
             pub(super) unsafe fn avx2($($arg: $ty),*) -> $ret { $($avx2)*($($arg),*) }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw")]
-            pub(super) unsafe fn avx512bw($($arg: $ty),*) -> $ret { $($plain)*($($arg),*) }
+            pub(super) unsafe fn avx512bw($($arg: $ty),*) -> $ret { $($avx512)*($($arg),*) }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-            pub(super) unsafe fn avx512vnni($($arg: $ty),*) -> $ret { $($plain)*($($arg),*) }
+            pub(super) unsafe fn avx512vnni($($arg: $ty),*) -> $ret { $($avx512)*($($arg),*) }
             #[cfg(target_arch = "aarch64")]
             #[target_feature(enable = "neon,dotprod")]
             pub(super) unsafe fn dotprod($($arg: $ty),*) -> $ret { $($plain)*($($arg),*) }

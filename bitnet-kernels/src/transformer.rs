@@ -10,7 +10,11 @@ use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, KernelError, Result};
 use crate::gemv::OutPtr;
 use crate::pool::{chunk_count, ThreadPool};
+use crate::prefetch::prefetch_lines;
 use crate::quant::{round_half_even_small, round_half_even_small_i32};
+use lane_sums::LaneSums;
+
+mod lane_sums;
 
 const LANES: usize = 16;
 
@@ -107,6 +111,24 @@ pub fn causal_attention(
     out: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
+    causal_attention_with(selected()?, q, keys, values, layout, d, t, start, scale, out, pool)
+}
+
+/// [`causal_attention`] with a given kernel, which the caller has checked is available.
+#[allow(clippy::too_many_arguments)]
+fn causal_attention_with(
+    kernel: Kernel,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    layout: KvLayout,
+    d: usize,
+    t: usize,
+    start: usize,
+    scale: f32,
+    out: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
     let KvLayout { groups, len, offset, group_stride } = layout;
     if d == 0 || t == 0 || groups == 0 {
         return Err(KernelError::ShapeMismatch { what: "attention sizes", expected: 1, got: 0 });
@@ -125,7 +147,6 @@ pub fn causal_attention(
             got: keys.len(),
         });
     }
-    let kernel = selected()?;
     // Tasks: blocks of up to `QUERY_BLOCK` consecutive query rows of one group (in decode, the `rep` heads that
     // share a key/value head), so each key and value row is read once per block rather than once per row.
     let blocks = rows.div_ceil(QUERY_BLOCK);
@@ -134,7 +155,7 @@ pub fn causal_attention(
     let chunks = chunk_count(pool, tasks, if len * d >= PARALLEL_MIN_SCORES { 2 } else { usize::MAX });
     let dst = OutPtr(out.as_mut_ptr());
     pool.run(chunks, &|chunk| {
-        let mut scores = vec![0f32; QUERY_BLOCK * len];
+        let mut scores = vec![0f32; 2 * QUERY_BLOCK * len];
         let mut acc = vec![0f32; QUERY_BLOCK * d];
         for task in crate::pool::split_range(tasks, chunks, chunk, 1) {
             let (g, first) = (task / blocks, task % blocks * QUERY_BLOCK);
@@ -168,10 +189,11 @@ pub fn causal_attention(
 /// Context size (`len * d`: positions times head width) from which attention is split over the pool: at 32
 /// positions of 128-wide heads a decode step's attention takes ~20 us on one core, a dispatch a few.
 const PARALLEL_MIN_SCORES: usize = 1 << 12;
+/// Bytes ahead of the key or value row being read at which attention prefetches the cache (8 rows of a
+/// 128-wide head): a decode step reads each layer's cache once, from DRAM once the context outgrows the caches.
+const CACHE_AHEAD: usize = 4096;
 /// Query rows attended together against each key and value row.
 const QUERY_BLOCK: usize = 4;
-/// Output columns a block keeps in registers while it sums the values.
-const VALUE_CHUNK: usize = 64;
 
 /// `R` query rows of one group and the keys and values they attend to.
 #[derive(Clone, Copy)]
@@ -196,30 +218,47 @@ impl<'a, const R: usize> QueryBlock<'a, R> {
 }
 
 #[inline(always)]
-fn attend_block_body(block: &QueryBlock<'_, QUERY_BLOCK>, scores: &mut [f32], out: &mut [f32]) {
-    attend_rows(block, scores, out)
+fn attend_block_body(block: &QueryBlock<'_, QUERY_BLOCK>, scratch: &mut [f32], out: &mut [f32]) {
+    attend_rows::<QUERY_BLOCK, 16, lane_sums::Portable>(block, scratch, out)
 }
-multiversion!(attend_block, attend_block_body, (block: &QueryBlock<'_, QUERY_BLOCK>, scores: &mut [f32], out: &mut [f32]) -> ());
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn attend_block_avx2(block: &QueryBlock<'_, QUERY_BLOCK>, scratch: &mut [f32], out: &mut [f32]) {
+    attend_rows::<QUERY_BLOCK, 16, lane_sums::Avx2>(block, scratch, out)
+}
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn attend_block_avx512(block: &QueryBlock<'_, QUERY_BLOCK>, scratch: &mut [f32], out: &mut [f32]) {
+    attend_rows::<QUERY_BLOCK, 64, lane_sums::Avx512>(block, scratch, out)
+}
+multiversion!(attend_block, [attend_block_body, attend_block_avx2, attend_block_avx512], (block: &QueryBlock<'_, QUERY_BLOCK>, scratch: &mut [f32], out: &mut [f32]) -> ());
 
 #[inline(always)]
-fn attend_row_body(block: &QueryBlock<'_, 1>, scores: &mut [f32], out: &mut [f32]) {
-    attend_rows(block, scores, out)
+fn attend_row_body(block: &QueryBlock<'_, 1>, scratch: &mut [f32], out: &mut [f32]) {
+    attend_rows::<1, 64, lane_sums::Portable>(block, scratch, out)
 }
-multiversion!(attend_row, attend_row_body, (block: &QueryBlock<'_, 1>, scores: &mut [f32], out: &mut [f32]) -> ());
+multiversion!(attend_row, attend_row_body, (block: &QueryBlock<'_, 1>, scratch: &mut [f32], out: &mut [f32]) -> ());
 
-/// `out[r] = softmax(q[r] k^T * scale) v` over each row's visible positions, `out` `[R, d]`, `scores` at least
-/// `R * max(visible)` values of scratch. Each row's arithmetic is that of a lone row: the crate's `LANES`-lane
-/// dot product per score, max subtracted before `exp`, then `out += (e / sum) v` position by position. The block
-/// only shares the reads: a key or value row comes from memory for the first row of the block and from the core's
-/// caches for the others, and the whole block runs inside one ISA-specific copy (no call per dot product).
+/// `out[r] = softmax(q[r] k^T * scale) v` over each row's visible positions, `out` `[R, d]`, `scratch` at least
+/// `2 * R * max(visible)` values. Each row's arithmetic is that of a lone row: the crate's `LANES`-lane dot
+/// product per score (its lanes summed as `S` does it, in `reduce_f32`'s order), max subtracted before `exp`, then
+/// `out += (e / sum) v` position by position. The block only shares the reads: a key or value row comes from
+/// memory once for all the rows of the block, and the whole block runs inside one ISA-specific copy (no call per
+/// dot product). `CHUNK` outputs of every row are held in registers while the values are summed.
 #[inline(always)]
-fn attend_rows<const R: usize>(block: &QueryBlock<'_, R>, scores: &mut [f32], out: &mut [f32]) {
+fn attend_rows<const R: usize, const CHUNK: usize, S: LaneSums>(
+    block: &QueryBlock<'_, R>,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
     let QueryBlock { q, keys, values, d, visible, scale } = *block;
     let len = visible.iter().copied().max().unwrap_or(0);
-    let scores = &mut scores[..R * len];
+    let shared = visible.iter().copied().min().unwrap_or(0);
+    let (scores, by_position) = scratch[..2 * R * len].split_at_mut(R * len);
     let q_rows: [&[f32]; R] = std::array::from_fn(|r| &q[r * d..(r + 1) * d]);
     for (j, key) in keys.chunks_exact(d).take(len).enumerate() {
-        let dots = crate::dense::dot_lanes_rows::<LANES, R>(q_rows, key);
+        prefetch_lines(key.as_ptr().cast(), CACHE_AHEAD, d.div_ceil(16));
+        let dots = S::sums(&crate::dense::lane_sums_rows::<LANES, R>(q_rows, key));
         for (r, (&seen, &dot)) in visible.iter().zip(&dots).enumerate() {
             if j < seen {
                 scores[r * len + j] = dot * scale;
@@ -228,10 +267,7 @@ fn attend_rows<const R: usize>(block: &QueryBlock<'_, R>, scores: &mut [f32], ou
     }
     for (r, &seen) in visible.iter().enumerate() {
         let row = &mut scores[r * len..r * len + seen];
-        let mut max = f32::NEG_INFINITY;
-        for &s in row.iter() {
-            max = max.max(s);
-        }
+        let max = max_of(row);
         // The exponentials in one pass (vectorized, see `exp`), then their sum in position order.
         for s in row.iter_mut() {
             *s = exp(*s - max);
@@ -243,34 +279,84 @@ fn attend_rows<const R: usize>(block: &QueryBlock<'_, R>, scores: &mut [f32], ou
         for s in row.iter_mut() {
             *s /= sum;
         }
-        weighted_values(&row[..], values, d, &mut out[r * d..(r + 1) * d]);
+        // The positions every row sees, position-major: `[shared, R]`.
+        for (j, &p) in row[..shared].iter().enumerate() {
+            by_position[j * R + r] = p;
+        }
+    }
+    let by_position = &by_position[..shared * R];
+    let mut c = 0;
+    while c < d {
+        let width = CHUNK.min(d - c);
+        let mut acc = if width == CHUNK {
+            shared_values::<R, CHUNK>(by_position, values, d, c)
+        } else {
+            let mut acc = [[0f32; CHUNK]; R];
+            for (p, value) in by_position.chunks_exact(R).zip(values.chunks_exact(d)) {
+                for (a, &pr) in acc.iter_mut().zip(p) {
+                    for (a, &v) in a.iter_mut().zip(&value[c..c + width]) {
+                        *a += pr * v;
+                    }
+                }
+            }
+            acc
+        };
+        // Positions past the shortest row's end, for the rows that see them.
+        for (r, a) in acc.iter_mut().enumerate() {
+            let row = &scores[r * len..r * len + visible[r]];
+            for (&p, value) in row.iter().zip(values.chunks_exact(d)).skip(shared) {
+                for (a, &v) in a.iter_mut().zip(&value[c..c + width]) {
+                    *a += p * v;
+                }
+            }
+            out[r * d + c..r * d + c + width].copy_from_slice(&a[..width]);
+        }
+        c += width;
     }
 }
 
-/// `out = sum_j p[j] v_j` over the first `p.len()` rows of `values` (`d` wide), summed in position order for each
-/// output element, `VALUE_CHUNK` outputs at a time held in registers.
+/// `acc[r] = sum_j p[j][r] v_j[c..c + CHUNK]` over the positions of `p` (`[positions, R]`), in position order: the
+/// whole chunk's sums stay in registers, each value row is read once for all the rows.
 #[inline(always)]
-fn weighted_values(p: &[f32], values: &[f32], d: usize, out: &mut [f32]) {
-    let (chunks, tail) = out.as_chunks_mut::<VALUE_CHUNK>();
-    for (c, out_c) in chunks.iter_mut().enumerate() {
-        let mut acc = [0f32; VALUE_CHUNK];
-        for (&pj, value) in p.iter().zip(values.chunks_exact(d)) {
-            let Ok(v) = <&[f32; VALUE_CHUNK]>::try_from(&value[c * VALUE_CHUNK..(c + 1) * VALUE_CHUNK]) else {
-                continue;
-            };
-            for l in 0..VALUE_CHUNK {
-                acc[l] += pj * v[l];
+fn shared_values<const R: usize, const CHUNK: usize>(
+    p: &[f32],
+    values: &[f32],
+    d: usize,
+    c: usize,
+) -> [[f32; CHUNK]; R] {
+    let mut acc = [[0f32; CHUNK]; R];
+    for (p, value) in p.chunks_exact(R).zip(values.chunks_exact(d)) {
+        if c == 0 {
+            prefetch_lines(value.as_ptr().cast(), CACHE_AHEAD, d.div_ceil(16));
+        }
+        let (Ok(p), Ok(v)) = (<&[f32; R]>::try_from(p), <&[f32; CHUNK]>::try_from(&value[c..c + CHUNK])) else {
+            continue;
+        };
+        for (a, &pr) in acc.iter_mut().zip(p) {
+            for l in 0..CHUNK {
+                a[l] += pr * v[l];
             }
         }
-        *out_c = acc;
     }
-    let first = d - tail.len();
-    tail.fill(0.0);
-    for (&pj, value) in p.iter().zip(values.chunks_exact(d)) {
-        for (o, &v) in tail.iter_mut().zip(&value[first..]) {
-            *o += pj * v;
+    acc
+}
+
+/// The largest of `row`'s values that is not NaN (negative infinity when there is none): the value a fold with
+/// `f32::max` gives, up to the sign of a zero (which `exp(s - max)` does not see), found in `LANES` lanes.
+#[inline(always)]
+fn max_of(row: &[f32]) -> f32 {
+    let (chunks, tail) = row.as_chunks::<LANES>();
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks {
+        for l in 0..LANES {
+            lanes[l] = if chunk[l] > lanes[l] { chunk[l] } else { lanes[l] };
         }
     }
+    let mut max = f32::NEG_INFINITY;
+    for &s in lanes.iter().chain(tail) {
+        max = if s > max { s } else { max };
+    }
+    max
 }
 
 /// The activation of a gated FFN.
@@ -399,18 +485,33 @@ mod tests {
     #[test]
     fn blocked_attention_is_bit_identical_to_row_by_row() {
         let value = |i: usize| ((i * 7919 % 2003) as f32 - 1001.0) / 700.0;
-        // Head widths below, at and off the lane and value-chunk widths; group sizes below, at and off the block.
-        for (d, rep, t, start) in [(128, 4, 1, 37), (24, 3, 2, 5), (20, 5, 3, 0), (8, 1, 1, 0), (40, 4, 4, 9)] {
+        // Head widths below, at and off the lane and value-chunk widths; group sizes below, at and off the block;
+        // blocks whose rows see different numbers of positions (t > 1); one case with a key that makes a score
+        // infinite and a value that is NaN.
+        let cases = [
+            (128, 4, 1, 37, false),
+            (128, 4, 3, 70, false),
+            (24, 3, 2, 5, false),
+            (20, 5, 3, 0, false),
+            (8, 1, 1, 0, false),
+            (40, 4, 4, 9, false),
+            (64, 4, 2, 20, true),
+        ];
+        for (d, rep, t, start, special) in cases {
             let (groups, len, cap) = (2, start + t, start + t + 3);
             let rows = rep * t;
             let q: Vec<f32> = (0..groups * rows * d).map(value).collect();
-            let keys: Vec<f32> = (0..groups * cap * d).map(|i| value(i + 11)).collect();
-            let values: Vec<f32> = (0..groups * cap * d).map(|i| value(i + 5)).collect();
+            let mut keys: Vec<f32> = (0..groups * cap * d).map(|i| value(i + 11)).collect();
+            let mut values: Vec<f32> = (0..groups * cap * d).map(|i| value(i + 5)).collect();
+            if special {
+                keys[d + 3 * d + 1] = f32::INFINITY;
+                values[d + 7 * d + 2] = f32::NAN;
+            }
             let layout = KvLayout { groups, len, offset: d, group_stride: cap * d - d };
-            for threads in 1..=3 {
+            for (kernel, threads) in Kernel::available().into_iter().flat_map(|k| (1..=3).map(move |n| (k, n))) {
                 let pool = ThreadPool::new(threads).unwrap();
                 let mut out = vec![f32::NAN; q.len()];
-                causal_attention(&q, &keys, &values, layout, d, t, start, 0.125, &mut out, &pool).unwrap();
+                causal_attention_with(kernel, &q, &keys, &values, layout, d, t, start, 0.125, &mut out, &pool).unwrap();
                 for g in 0..groups {
                     let base = d + g * (cap * d - d);
                     for i in 0..rows {
@@ -418,8 +519,9 @@ mod tests {
                         let want =
                             attention_row_by_row(qi, &keys[base..], &values[base..], d, start + i % t + 1, 0.125);
                         let got = &out[(g * rows + i) * d..][..d];
-                        let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(same, "d {d} rep {rep} t {t} group {g} row {i} threads {threads}");
+                        let same =
+                            got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan());
+                        assert!(same, "{kernel}: d {d} rep {rep} t {t} group {g} row {i} threads {threads}");
                     }
                 }
             }

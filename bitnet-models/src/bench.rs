@@ -48,6 +48,10 @@ pub struct DecodeBench {
     pub runs: Vec<DecodeRun>,
     /// [`BitNetModel::decode_weight_bytes`].
     pub weight_bytes_per_token: u64,
+    /// Key/value cache bytes a decode step's attention reads, averaged over the timed steps: step `k` of
+    /// `decode_tokens - 1` attends over `prompt_tokens + k` positions, so the mean is `prompt_tokens +
+    /// decode_tokens / 2` positions of [`crate::KvCache::bytes_per_position`].
+    pub cache_bytes_per_token: u64,
 }
 
 impl DecodeBench {
@@ -106,8 +110,11 @@ pub fn bench_decode<B: BitNetBackend>(
     }
     let prompt = synthetic_prompt(config.prompt_tokens, c.vocab_size);
     let mut runs = Vec::with_capacity(config.runs);
+    let mut cache_bytes_per_token = 0;
     for i in 0..config.warmup_runs + config.runs {
         let mut cache = model.new_cache(1, needed)?;
+        let twice_positions = (2 * config.prompt_tokens + config.decode_tokens) as u64;
+        cache_bytes_per_token = cache.bytes_per_position().saturating_mul(twice_positions) / 2;
         let mut sampler = Sampler::new(SamplingConfig::default());
         let generation = generate(model, &mut cache, &prompt, config.decode_tokens, &mut sampler, &[], |_| true)?;
         if i >= config.warmup_runs {
@@ -116,7 +123,7 @@ pub fn bench_decode<B: BitNetBackend>(
             runs.push(run);
         }
     }
-    Ok(DecodeBench { runs, weight_bytes_per_token: model.decode_weight_bytes() })
+    Ok(DecodeBench { runs, weight_bytes_per_token: model.decode_weight_bytes(), cache_bytes_per_token })
 }
 
 #[cfg(test)]

@@ -499,12 +499,23 @@ fn bench_reports_decode_against_the_probe() {
     }
     let fraction = v["roofline_fraction"].as_f64().unwrap();
     assert!((fraction - (want[0] + want[1]) / 2.0).abs() <= 1e-9 * fraction, "{fraction} vs {want:?}");
+    // The cache's reads: f32 keys and values of every layer's key/value heads at 3 + 4 / 2 = 5 positions.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let dim = |k: &str| config[k].as_u64().unwrap();
+    let head_dim = dim("hidden_size") / dim("num_attention_heads");
+    let per_position = dim("num_hidden_layers") * 2 * dim("num_key_value_heads") * head_dim * 4;
+    assert_eq!(v["cache_bytes_per_token"].as_u64().unwrap(), per_position * 5);
+    let with_cache = v["roofline_fraction_with_cache"].as_f64().unwrap();
+    let want_with_cache = fraction * (bytes + (per_position * 5) as f64) / bytes;
+    assert!((with_cache - want_with_cache).abs() <= 1e-9 * with_cache, "{with_cache} vs {want_with_cache}");
 
     // Without the probe there is no roofline; the text report names the bytes per token.
     let out = bitnet(&[&common[..], &["--runs", "1", "--probe-mib", "0"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("weights streamed per decoded token") && !text.contains("roofline"), "{text}");
+    assert!(text.contains("key/value cache read per decoded token") && !text.contains("counted too"), "{text}");
 
     for bad in [&["--runs", "0"][..], &["--probe-mib", "8"][..], &["--decode-tokens", "1"][..]] {
         let out = bitnet(&[&common[..3], bad].concat());

@@ -87,6 +87,18 @@ impl<B: Backend> KvCache<B> {
         self.len = self.len.min(len);
     }
 
+    /// Bytes of keys and values one position holds over all layers and sequences: what attention reads per
+    /// position each decode step.
+    pub fn bytes_per_position(&self) -> u64 {
+        let bytes = |t: &Option<Tensor<B, 3>>| {
+            t.as_ref().map_or(0, |t| {
+                let [rows, _, width] = t.dims();
+                (rows * width) as u64 * t.dtype().size() as u64
+            })
+        };
+        self.layers.iter().map(|l| bytes(&l.keys) + bytes(&l.values)).sum()
+    }
+
     /// The cache of layer `layer`.
     pub(crate) fn layer(&mut self, layer: usize) -> &mut LayerCache<B> {
         &mut self.layers[layer]

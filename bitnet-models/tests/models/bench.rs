@@ -46,6 +46,11 @@ fn bench_runs_the_requested_tokens_and_rejects_bad_requests() {
     assert!(bench.runs.iter().all(|r| r.decode_tokens_per_s > 0.0 && r.prefill_tokens_per_s > 0.0));
     assert_eq!(bench.weight_bytes_per_token, model.decode_weight_bytes());
     assert!(bench.decode_bytes_per_s() > 0.0);
+    // f32 keys and values of every layer's key/value heads, at 5 + 9 / 2 positions on average.
+    let c = model.config();
+    let per_position = (c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * 4) as u64;
+    assert_eq!(model.new_cache(1, 8).unwrap().bytes_per_position(), per_position);
+    assert_eq!(bench.cache_bytes_per_token, per_position * 19 / 2);
 
     // The fixture's context is 128 positions.
     let too_long = DecodeBenchConfig { prompt_tokens: 100, decode_tokens: 29, runs: 1, warmup_runs: 0 };

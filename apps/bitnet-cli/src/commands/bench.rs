@@ -8,6 +8,10 @@
 //! before the runs, one after each), and the median of those ratios. Pairing each run with the probes next to it
 //! keeps a drift of the machine's bandwidth between runs (tens of percent within minutes on a shared VM) out
 //! of the ratio, which the median speed over the median probe did not.
+//!
+//! Each step's attention also reads the key/value cache of every position so far; the report gives those bytes
+//! (the mean over the timed steps) and the fraction with them counted, which is what falls short at long
+//! contexts even when every byte streams at the probe's rate. The headline fraction counts weights alone.
 
 use super::device::{on_device, Device, OnDevice};
 use super::{ModelArgs, UsageError};
@@ -174,6 +178,9 @@ impl OnDevice for Bench {
             .map(|(run, pair)| run.decode_tokens_per_s * bytes / ((pair[0] + pair[1]) / 2.0))
             .collect();
         let fraction = (!run_fractions.is_empty()).then(|| median(run_fractions.clone()));
+        // The same with the key/value cache's reads counted as well (what the attention streams each step).
+        let with_cache = (bytes + bench.cache_bytes_per_token as f64) / bytes;
+        let fraction_with_cache = fraction.map(|f| f * with_cache);
         if args.json {
             let json = serde_json::json!({
                 "model": bundle.path().display().to_string(),
@@ -195,11 +202,17 @@ impl OnDevice for Bench {
                 "roofline_tokens_per_s": roofline,
                 "roofline_fraction": fraction,
                 "roofline_fraction_runs": run_fractions,
+                "cache_bytes_per_token": bench.cache_bytes_per_token,
+                "roofline_fraction_with_cache": fraction_with_cache,
             });
             return output::println(&json.to_string());
         }
         let mut text =
             format!("weights streamed per decoded token: {:.3} GB\n", bench.weight_bytes_per_token as f64 / 1e9);
+        text += &format!(
+            "key/value cache read per decoded token: {:.1} MB (mean over the steps)\n",
+            bench.cache_bytes_per_token as f64 / 1e6
+        );
         text += &format!("prefill: {:.1} tokens/s (median of {})\n", bench.prefill_tokens_per_s(), args.runs);
         text += &format!(
             "decode: {:.2} tokens/s (median of {}) = {:.1} GB/s of weights\n",
@@ -216,6 +229,9 @@ impl OnDevice for Bench {
                 r,
                 f * 100.0
             );
+            if let Some(fc) = fraction_with_cache {
+                text += &format!("with the cache's reads counted too: {:.0}% of the probe\n", fc * 100.0);
+            }
             if device == Device::Cpu && bench.weight_bytes_per_token < CACHE_SIZED_BYTES {
                 text += "(the weights fit in the CPU caches, so memory bandwidth does not bound this model's decode)\n";
             }
