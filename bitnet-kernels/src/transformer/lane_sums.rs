@@ -27,45 +27,41 @@ impl LaneSums for Portable {
     }
 }
 
-/// Four rows at a time in 256-bit vectors. Only the AVX2 copies (compiled with `avx2,fma`) use it.
-#[cfg(target_arch = "x86_64")]
-pub(super) struct Avx2;
+/// A [`LaneSums`] that adds four rows' lanes with `x86::$sums4` and any other number of rows element by element.
+macro_rules! vector_lane_sums {
+    ($(#[$doc:meta])* $name:ident, $sums4:ident) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        pub(super) struct $name;
 
-#[cfg(target_arch = "x86_64")]
-impl LaneSums for Avx2 {
-    #[inline(always)]
-    fn sums<const R: usize>(acc: &[[f32; LANES]; R]) -> [f32; R] {
-        match <&[[f32; LANES]; 4]>::try_from(acc.as_slice()) {
-            Ok(four) => {
-                // SAFETY: this type is used only by the copies compiled for AVX2, which run only where the CPU
-                // has it (`Kernel::is_available` is checked before any copy runs).
-                let sums = unsafe { x86::sums4_avx2(four) };
-                std::array::from_fn(|r| sums[r])
+        #[cfg(target_arch = "x86_64")]
+        impl LaneSums for $name {
+            #[inline(always)]
+            fn sums<const R: usize>(acc: &[[f32; LANES]; R]) -> [f32; R] {
+                match <&[[f32; LANES]; 4]>::try_from(acc.as_slice()) {
+                    Ok(four) => {
+                        // SAFETY: this type is used only by the copies compiled for the ISA `$sums4` needs, which
+                        // run only where the CPU has it (`Kernel::is_available` is checked before any copy runs).
+                        let sums = unsafe { x86::$sums4(four) };
+                        std::array::from_fn(|r| sums[r])
+                    }
+                    Err(_) => Portable::sums(acc),
+                }
             }
-            Err(_) => Portable::sums(acc),
         }
-    }
+    };
 }
 
-/// Four rows at a time in 512-bit vectors. Only the AVX-512 copies use it.
-#[cfg(target_arch = "x86_64")]
-pub(super) struct Avx512;
-
-#[cfg(target_arch = "x86_64")]
-impl LaneSums for Avx512 {
-    #[inline(always)]
-    fn sums<const R: usize>(acc: &[[f32; LANES]; R]) -> [f32; R] {
-        match <&[[f32; LANES]; 4]>::try_from(acc.as_slice()) {
-            Ok(four) => {
-                // SAFETY: this type is used only by the copies compiled for AVX-512, which run only where the CPU
-                // has it (`Kernel::is_available` is checked before any copy runs).
-                let sums = unsafe { x86::sums4_avx512(four) };
-                std::array::from_fn(|r| sums[r])
-            }
-            Err(_) => Portable::sums(acc),
-        }
-    }
-}
+vector_lane_sums!(
+    /// Four rows at a time in 256-bit vectors. Only the AVX2 copies (compiled with `avx2,fma`) use it.
+    Avx2,
+    sums4_avx2
+);
+vector_lane_sums!(
+    /// Four rows at a time in 512-bit vectors. Only the AVX-512 copies use it.
+    Avx512,
+    sums4_avx512
+);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
