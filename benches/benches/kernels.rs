@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench -p bitnet-benches --bench kernels` (filter with e.g. `-- ternary_gemv/6912x2560`).
 
-use bitnet_benches::{read_bandwidth, Rotation, WORKING_SET_BYTES};
+use bitnet_benches::{read_bandwidth, ModelLaidTernary, Rotation, WORKING_SET_BYTES};
 use bitnet_kernels::dense::{bf16_gemv_with, f16_gemv_with, f32_gemv_with};
 use bitnet_kernels::int8::{int8_gemv_with, Int8Matrix};
 use bitnet_kernels::quant::quantize_row_absmax_with;
@@ -40,13 +40,14 @@ fn random_f32(n: usize, seed: u64) -> Vec<f32> {
     pseudo_random(n, seed).map(|v| (v >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect()
 }
 
-/// Random ternary matrices of `rows[i] x cols` (seeded by their row count), one scale each.
-fn random_ternary_set(rows: &[usize], cols: usize) -> Vec<TernaryMatrix> {
+/// Random ternary matrices of `rows[i] x cols` (seeded by their row count), one scale each, in huge pages like
+/// a loaded model's.
+fn random_ternary_set(rows: &[usize], cols: usize) -> Vec<ModelLaidTernary> {
     rows.iter()
         .map(|&r| {
             let codes: Vec<u8> = pseudo_random(r * cols, r as u64).map(|v| (v % 3) as u8).collect();
             let codes = TernaryCodes::new(r, cols, codes).expect("codes");
-            TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix")
+            ModelLaidTernary::new(&TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix"))
         })
         .collect()
 }
@@ -80,8 +81,8 @@ fn bench_ternary_gemv(c: &mut Criterion) {
     for (rows, cols) in SHAPES {
         let codes: Vec<u8> = pseudo_random(rows * cols, 2).map(|v| (v % 3) as u8).collect();
         let codes = TernaryCodes::new(rows, cols, codes).expect("codes");
-        let w = TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix");
-        let bytes = w.data().len();
+        let w = ModelLaidTernary::new(&TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix"));
+        let bytes = w.bytes();
         let mut weights = Rotation::new(w, bytes);
         let x = QuantizedActivations::quantize(&random_f32(cols, 3), 1, cols).expect("activations");
         let mut y = vec![0f32; rows];
@@ -90,7 +91,7 @@ fn bench_ternary_gemv(c: &mut Criterion) {
             for pool in &pools {
                 let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("{kernel}/{}t", pool.threads()));
                 group.bench_function(id, |b| {
-                    b.iter(|| ternary_matmul_with(kernel, weights.next_item(), &x, &mut y, pool).expect("gemv"))
+                    b.iter(|| ternary_matmul_with(kernel, weights.next_item().view(), &x, &mut y, pool).expect("gemv"))
                 });
             }
         }
@@ -109,7 +110,7 @@ fn bench_ternary_many(c: &mut Criterion) {
     for (name, rows) in [("qkv", &[2560usize, 640, 640][..]), ("gate_up", &[6912usize, 6912][..])] {
         let cols = 2560;
         let set = random_ternary_set(rows, cols);
-        let bytes: usize = set.iter().map(|w| w.data().len()).sum();
+        let bytes: usize = set.iter().map(|w| w.bytes()).sum();
         let mut sets = Rotation::new(set, bytes);
         let x = QuantizedActivations::quantize(&random_f32(cols, 3), 1, cols).expect("activations");
         let mut outs: Vec<Vec<f32>> = rows.iter().map(|&r| vec![0f32; r]).collect();
@@ -120,7 +121,7 @@ fn bench_ternary_many(c: &mut Criterion) {
                 b.iter(|| {
                     let set = sets.next_item();
                     for (w, y) in set.iter().zip(outs.iter_mut()) {
-                        ternary_matmul_with(kernel, w, &x, y, pool).expect("product");
+                        ternary_matmul_with(kernel, w.view(), &x, y, pool).expect("product");
                     }
                 })
             });

@@ -9,6 +9,9 @@
 
 pub use bitnet_kernels::probe::read_bandwidth;
 
+use bitnet_kernels::huge_pages::HugePageBytes;
+use bitnet_kernels::{TernaryMatrix, TernaryView};
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_peak;
 
@@ -32,5 +35,54 @@ impl<T: Clone> Rotation<T> {
     pub fn next_item(&mut self) -> &T {
         self.next = (self.next + 1) % self.items.len();
         &self.items[self.next]
+    }
+}
+
+/// A ternary matrix laid out in memory as a loaded model holds its weights: the packed bytes carved out of
+/// shared huge-page chunks ([`HugePageBytes`], as `bitnet_backend`'s packed weights), so a benchmark streams
+/// them with decode's TLB behaviour. (A [`TernaryMatrix`] owns ordinary heap memory, in 4 KiB pages under the
+/// `madvise` THP mode most systems ship; at 2 threads that read measurably slower than the model's weights.)
+///
+/// `Clone` copies the bytes into fresh memory, so [`Rotation`] copies are distinct reads.
+pub struct ModelLaidTernary {
+    rows: usize,
+    cols: usize,
+    data: HugePageBytes,
+    scales: Vec<f32>,
+}
+
+impl ModelLaidTernary {
+    /// A huge-page copy of `matrix`.
+    pub fn new(matrix: &TernaryMatrix) -> Self {
+        let data = matrix.data();
+        Self {
+            rows: matrix.rows(),
+            cols: matrix.cols(),
+            data: HugePageBytes::filled(data.len(), |out| out.copy_from_slice(data)),
+            scales: matrix.scales().to_vec(),
+        }
+    }
+
+    /// Bytes of packed weights.
+    pub fn bytes(&self) -> usize {
+        self.data.as_ref().len()
+    }
+
+    /// The kernels' view of the matrix.
+    pub fn view(&self) -> TernaryView<'_> {
+        TernaryView::new(self.rows, self.cols, self.data.as_ref(), &self.scales)
+            .expect("the view of a valid matrix's own bytes")
+    }
+}
+
+impl Clone for ModelLaidTernary {
+    fn clone(&self) -> Self {
+        let data = self.data.as_ref();
+        Self {
+            rows: self.rows,
+            cols: self.cols,
+            data: HugePageBytes::filled(data.len(), |out| out.copy_from_slice(data)),
+            scales: self.scales.clone(),
+        }
     }
 }

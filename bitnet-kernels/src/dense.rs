@@ -183,49 +183,74 @@ fn dot2x2_bf16_body(w0: &[u16], w1: &[u16], x0: &[f32], x1: &[f32]) -> [f32; 4] 
 multiversion!(dot_f32, dot_f32_body, (w: &[f32], x: &[f32]) -> f32);
 multiversion!(dot2x2_f32, dot2x2_f32_body, (w0: &[f32], w1: &[f32], x0: &[f32], x1: &[f32]) -> [f32; 4]);
 multiversion!(dot2x2_bf16, dot2x2_bf16_body, (w0: &[u16], w1: &[u16], x0: &[f32], x1: &[f32]) -> [f32; 4]);
-multiversion!(dot_bf16, dot_bf16_body::<AHEAD>, (w: &[u16], x: &[f32]) -> f32);
+multiversion!(dot_bf16_portable, dot_bf16_body::<AHEAD>, (w: &[u16], x: &[f32]) -> f32);
 multiversion!(dot_f16_portable, dot_f16_body::<AHEAD>, (w: &[u16], x: &[f32]) -> f32);
 
-/// The f16 dot product: on x86-64 the hardware conversion (`vcvtph2ps`, exact like [`f16_to_f32`]) in the same
-/// lane order as [`dot_f16_body`], so every copy gives the same sums (NaN payloads aside); elsewhere the
-/// portable copies.
-mod dot_f16 {
+/// The 16-bit dot products. On AVX-512 both types have explicit copies that prefetch at a distance set by
+/// `streams`, how many threads read the matrix at once ([`crate::prefetch::ahead_avx512`]); f16 also has an
+/// AVX2 copy with the hardware conversion (`vcvtph2ps`, exact like [`f16_to_f32`]). Each copy sums in the lane
+/// order of its portable body ([`dot_f16_body`], [`dot_bf16_body`]), so every copy gives the same sums (NaN
+/// payloads aside); the other kernels run the portable copies.
+mod dot_half {
     use super::*;
 
     #[inline(always)]
-    pub(super) fn call(kernel: Kernel, w: &[u16], x: &[f32]) -> f32 {
+    pub(super) fn f16(kernel: Kernel, w: &[u16], x: &[f32], streams: usize) -> f32 {
         #[cfg(target_arch = "x86_64")]
         match kernel {
             // SAFETY: the kernel is available (checked by the public entry point): AVX-512F is present.
-            Kernel::Avx512Bw | Kernel::Avx512Vnni => return unsafe { x86::dot_f16_avx512(w, x) },
+            Kernel::Avx512Bw | Kernel::Avx512Vnni => {
+                return unsafe { x86::dot_half_avx512::<false>(w, x, crate::prefetch::ahead_avx512(streams)) }
+            }
             // SAFETY: AVX2 and FMA are present (kernel available); F16C is checked here.
             Kernel::Avx2 if std::is_x86_feature_detected!("f16c") => return unsafe { x86::dot_f16_avx2(w, x) },
             _ => {}
         }
+        let _ = streams;
         dot_f16_portable::call(kernel, w, x)
+    }
+
+    #[inline(always)]
+    pub(super) fn bf16(kernel: Kernel, w: &[u16], x: &[f32], streams: usize) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Avx512Bw | Kernel::Avx512Vnni = kernel {
+            // SAFETY: the kernel is available (checked by the public entry point): AVX-512F is present.
+            return unsafe { x86::dot_half_avx512::<true>(w, x, crate::prefetch::ahead_avx512(streams)) };
+        }
+        let _ = streams;
+        dot_bf16_portable::call(kernel, w, x)
     }
 
     #[cfg(target_arch = "x86_64")]
     mod x86 {
-        use super::super::{prefetch_chunk, reduce_f32, F32_LANES};
-        use crate::prefetch::DENSE_AHEAD_AVX2;
+        use super::super::{bf16_to_f32, f16_to_f32, prefetch_chunk, reduce_f32, F32_LANES};
+        use crate::prefetch::{prefetch_lines, DENSE_AHEAD_AVX2};
         use std::arch::x86_64::*;
 
-        /// Lanes `l` of the accumulators match `acc[l]` of the portable body: 4 x 16 lanes, mul then add.
+        /// Lanes `l` of the accumulators match `acc[l]` of the portable body: 4 x 16 lanes, mul then add. Each
+        /// 64-value step first asks for the two cache lines `ahead` bytes past it (rows are contiguous: near a
+        /// row's end this reaches into the next ones). bf16 widens by moving the bits to the top half of an
+        /// f32, exactly as `bf16_to_f32`; f16 with `vcvtph2ps`.
         #[target_feature(enable = "avx512f")]
-        pub(in super::super) unsafe fn dot_f16_avx512(w: &[u16], x: &[f32]) -> f32 {
+        pub(in super::super) unsafe fn dot_half_avx512<const BF16: bool>(w: &[u16], x: &[f32], ahead: usize) -> f32 {
             let n = w.len().min(x.len());
             let full = n / F32_LANES * F32_LANES;
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut i = 0;
             while i < full {
+                prefetch_lines(w.as_ptr().wrapping_add(i).cast(), ahead, 2);
                 for (j, a) in acc.iter_mut().enumerate() {
                     let at = i + 16 * j;
                     // SAFETY: `at + 16 <= full <= n`, within both slices.
                     let (h, v) = unsafe {
                         (_mm256_loadu_si256(w.as_ptr().add(at) as *const __m256i), _mm512_loadu_ps(x.as_ptr().add(at)))
                     };
-                    *a = _mm512_add_ps(*a, _mm512_mul_ps(_mm512_cvtph_ps(h), v));
+                    let wide = if BF16 {
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                    } else {
+                        _mm512_cvtph_ps(h)
+                    };
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(wide, v));
                 }
                 i += F32_LANES;
             }
@@ -234,10 +259,11 @@ mod dot_f16 {
                 // SAFETY: 16 floats fit at `lanes[16 j..]`.
                 unsafe { _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * j), *a) };
             }
-            finish(lanes, &w[full..n], &x[full..n])
+            let widen = if BF16 { bf16_to_f32 } else { f16_to_f32 };
+            finish(lanes, &w[full..n], &x[full..n], widen)
         }
 
-        /// As [`dot_f16_avx512`] with 8 x 8 lanes.
+        /// The f16 case of [`dot_half_avx512`] with 8 x 8 lanes.
         #[target_feature(enable = "avx2,f16c")]
         pub(in super::super) unsafe fn dot_f16_avx2(w: &[u16], x: &[f32]) -> f32 {
             let n = w.len().min(x.len());
@@ -261,14 +287,14 @@ mod dot_f16 {
                 // SAFETY: 8 floats fit at `lanes[8 j..]`.
                 unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), *a) };
             }
-            finish(lanes, &w[full..n], &x[full..n])
+            finish(lanes, &w[full..n], &x[full..n], f16_to_f32)
         }
 
-        /// The tail and the reduction, exactly as the portable body does them.
+        /// The tail and the reduction, exactly as the portable bodies do them.
         #[inline(always)]
-        fn finish(mut lanes: [f32; F32_LANES], w: &[u16], x: &[f32]) -> f32 {
+        fn finish(mut lanes: [f32; F32_LANES], w: &[u16], x: &[f32], widen: fn(u16) -> f32) -> f32 {
             for (l, (a, b)) in w.iter().zip(x).enumerate() {
-                lanes[l] += super::super::f16_to_f32(*a) * b;
+                lanes[l] += widen(*a) * b;
             }
             reduce_f32(lanes)
         }
@@ -282,6 +308,11 @@ const MIN_PARALLEL_ROWS: usize = 256;
 /// others take one dot product at a time, which gives the same bits.
 fn tiles_pairs(kernel: Kernel) -> bool {
     matches!(kernel, Kernel::Avx512Bw | Kernel::Avx512Vnni)
+}
+
+/// The chunks [`for_rows_tokens`] cuts `rows` into on `pool` (runs of 16 rows; one below [`MIN_PARALLEL_ROWS`]).
+fn row_chunks(pool: &ThreadPool, rows: usize) -> usize {
+    chunk_count(pool, rows.div_ceil(16), MIN_PARALLEL_ROWS / 16)
 }
 
 /// Runs `dot(n, t) -> y[t * rows + n]` for every row `n` and token `t < tokens` on the pool, in chunks of
@@ -300,7 +331,7 @@ fn for_rows_tokens(
     // SAFETY (every write): `token * rows + n < tokens * rows <= y.len()` (checked by callers) and row ranges are
     // disjoint per chunk.
     let write = |n: usize, token: usize, v: f32| unsafe { out.write(token * rows + n, v) };
-    let chunks = chunk_count(pool, rows.div_ceil(16), MIN_PARALLEL_ROWS / 16);
+    let chunks = row_chunks(pool, rows);
     pool.run(chunks, &|c| {
         let range = split_range(rows, chunks, c, 16);
         let mut n = range.start;
@@ -381,7 +412,7 @@ pub fn bf16_gemv_with(
 ) -> Result<()> {
     let kernel = kernel.checked()?;
     let pair = tiles_pairs(kernel).then_some(dot2x2_bf16::call);
-    half_gemv(kernel, "bf16 weights", dot_bf16::call, pair, w, rows, cols, x, y, pool)
+    half_gemv(kernel, "bf16 weights", dot_half::bf16, pair, w, rows, cols, x, y, pool)
 }
 
 /// `y = W x` with `W` stored as IEEE f16 bits (`u16`), `[rows, cols]` row-major; `x` and `y` as in
@@ -401,15 +432,16 @@ pub fn f16_gemv_with(
     pool: &ThreadPool,
 ) -> Result<()> {
     type Pair = fn(Kernel, &[u16], &[u16], &[f32], &[f32]) -> [f32; 4];
-    half_gemv(kernel.checked()?, "f16 weights", dot_f16::call, None::<Pair>, w, rows, cols, x, y, pool)
+    half_gemv(kernel.checked()?, "f16 weights", dot_half::f16, None::<Pair>, w, rows, cols, x, y, pool)
 }
 
-/// The GEMV of a 16-bit weight type whose dot product is `dot` (and, when given, whose 2 x 2 tile is `pair`).
+/// The GEMV of a 16-bit weight type whose dot product is `dot(kernel, row, input, streams)`, `streams` being
+/// how many threads read the weights at once (and, when given, whose 2 x 2 tile is `pair`).
 #[allow(clippy::too_many_arguments)]
 fn half_gemv(
     kernel: Kernel,
     what: &'static str,
-    dot: impl Fn(Kernel, &[u16], &[f32]) -> f32 + Sync,
+    dot: impl Fn(Kernel, &[u16], &[f32], usize) -> f32 + Sync,
     pair: Option<impl Fn(Kernel, &[u16], &[u16], &[f32], &[f32]) -> [f32; 4] + Sync>,
     w: &[u16],
     rows: usize,
@@ -422,6 +454,7 @@ fn half_gemv(
     let tokens = token_count(x, y, rows, cols)?;
     let (row, input) = (|n: usize| &w[n * cols..(n + 1) * cols], |t: usize| &x[t * cols..(t + 1) * cols]);
     let pair = pair.map(|pair| move |n: usize, t: usize| pair(kernel, row(n), row(n + 1), input(t), input(t + 1)));
-    for_rows_tokens(rows, tokens, y, pool, |n, t| dot(kernel, row(n), input(t)), pair);
+    let streams = row_chunks(pool, rows).min(pool.threads());
+    for_rows_tokens(rows, tokens, y, pool, |n, t| dot(kernel, row(n), input(t), streams), pair);
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! activation load. All sums are exact in i32: a `vpmaddubsw` lane is at most `2 * 2 * 128 = 512` in
 //! magnitude (codes are <= 2), so four of them still fit i16 before `vpmaddwd` widens them.
 
+use crate::prefetch::prefetch_lines;
 use core::arch::x86_64::*;
 
 /// Codes of sub-block `P` (`(v >> 2P) & 3`).
@@ -35,10 +36,12 @@ unsafe fn load_act(a: *const i8) -> [__m512i; 4] {
 /// accumulator is a multiple of `4^p`). A lane of the `p = 3` accumulator sums `K / 64` products of at
 /// most `128 * 128`, so it cannot overflow i32 for `K < 2^23`.
 ///
+/// Each block first asks for the tile bytes `AHEAD` past it (see [`crate::prefetch::ahead_avx512`]).
+///
 /// # Safety
 /// The CPU has avx512f/bw/vnni; `w` and `act` are valid for `blocks * 256` bytes; `blocks * 256 < 2^23`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(crate) unsafe fn dot4_vnni(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
+pub(crate) unsafe fn dot4_vnni<const AHEAD: usize>(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
     unsafe {
         // Closures would not inherit the target features and are not inlined here: no `map`/`from_fn`.
         let masks =
@@ -48,6 +51,8 @@ pub(crate) unsafe fn dot4_vnni(w: *const u8, act: *const i8, blocks: usize) -> [
             let a = act.add(b * 256);
             let x = load_act(a);
             let tile = w.add(b * 256);
+            // The tiles of a matrix are contiguous: this reaches into the next ones (past the matrix, a hint).
+            prefetch_lines(tile, AHEAD, 4);
             for r in 0..4 {
                 let v = _mm512_loadu_si512(tile.add(r * 64).cast());
                 for p in 0..4 {
@@ -80,10 +85,12 @@ unsafe fn maddubs_block(v: __m512i, mask: __m512i, x: &[__m512i; 4]) -> __m512i 
 
 /// AVX-512BW: sums for the four rows of one interleaved tile.
 ///
+/// Prefetches as [`dot4_vnni`] does.
+///
 /// # Safety
 /// The CPU has avx512f/bw; pointers as in [`dot4_vnni`].
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn dot4_bw(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
+pub(crate) unsafe fn dot4_bw<const AHEAD: usize>(w: *const u8, act: *const i8, blocks: usize) -> [i32; 4] {
     unsafe {
         let mask = _mm512_set1_epi8(3);
         let ones = _mm512_set1_epi16(1);
@@ -91,6 +98,7 @@ pub(crate) unsafe fn dot4_bw(w: *const u8, act: *const i8, blocks: usize) -> [i3
         for b in 0..blocks {
             let a = act.add(b * 256);
             let x = load_act(a);
+            prefetch_lines(w.wrapping_add(b * 256), AHEAD, 4);
             for r in 0..4 {
                 let v = _mm512_loadu_si512(w.add((4 * b + r) * 64).cast());
                 let s = maddubs_block(v, mask, &x);
@@ -137,12 +145,18 @@ unsafe fn sum16(v: &[__m512i; 16]) -> __m512i {
 
 /// Grouped scales (see the scalar twin): per block, the 16 signed plane sums `sum (c - 1) * a` of the
 /// tile's four rows are exact in i16 before widening (|lane| <= 512 + 256), reduced to one vector, converted
-/// (exact, |sum| < 2^15) and scaled into 16 f32 accumulators, one per row and plane.
+/// (exact, |sum| < 2^15) and scaled into 16 f32 accumulators, one per row and plane. Prefetches as
+/// [`dot4_vnni`] does.
 ///
 /// # Safety
 /// The CPU has avx512f/bw; `w` and `act` are valid for `blocks * 256` bytes, `scales` for `blocks * 16`.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f32, blocks: usize) -> [f32; 4] {
+pub(crate) unsafe fn dot4_grouped<const AHEAD: usize>(
+    w: *const u8,
+    act: *const i8,
+    scales: *const f32,
+    blocks: usize,
+) -> [f32; 4] {
     unsafe {
         let mask = _mm512_set1_epi8(3);
         let ones8 = _mm512_set1_epi8(1);
@@ -150,6 +164,7 @@ pub(crate) unsafe fn dot4_grouped(w: *const u8, act: *const i8, scales: *const f
         let mut acc = _mm512_setzero_ps();
         for b in 0..blocks {
             let x = load_act(act.add(b * 256));
+            prefetch_lines(w.wrapping_add(b * 256), AHEAD, 4);
             let xs = [
                 _mm512_maddubs_epi16(ones8, x[0]),
                 _mm512_maddubs_epi16(ones8, x[1]),

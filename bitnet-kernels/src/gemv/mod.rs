@@ -33,6 +33,8 @@ use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, KernelError, Result};
 use crate::formats::native::TernaryView;
 use crate::pool::{chunk_count, split_range, ThreadPool};
+#[cfg(target_arch = "x86_64")]
+use crate::prefetch::{AHEAD_AVX512_ALONE, AHEAD_AVX512_SHARED};
 use crate::quant::QuantizedActivations;
 
 pub use crate::formats::native::ROW_TILE;
@@ -46,14 +48,21 @@ type Dot4 = unsafe fn(*const u8, *const i8, usize) -> [i32; 4];
 /// A kernel's grouped-scale entry point: the four f32 sums of one interleaved tile.
 type Dot4Grouped = unsafe fn(*const u8, *const i8, *const f32, usize) -> [f32; 4];
 
-/// The grouped-scale tile function of `kernel` (checked as [`dot4_fn`] checks).
-fn dot4_grouped_fn(kernel: Kernel) -> Result<Dot4Grouped> {
+/// The grouped-scale tile function of `kernel` (checked as [`dot4_fn`] checks) for a product `streams` threads
+/// read at once.
+fn dot4_grouped_fn(kernel: Kernel, streams: usize) -> Result<Dot4Grouped> {
+    #[cfg(target_arch = "x86_64")]
+    let shared = streams > 1;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = streams;
     Ok(match kernel.checked()? {
         Kernel::Scalar => scalar::dot4_grouped,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::dot4_grouped,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Bw | Kernel::Avx512Vnni => avx512::dot4_grouped,
+        Kernel::Avx512Bw | Kernel::Avx512Vnni if shared => avx512::dot4_grouped::<AHEAD_AVX512_SHARED>,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Bw | Kernel::Avx512Vnni => avx512::dot4_grouped::<AHEAD_AVX512_ALONE>,
         #[cfg(target_arch = "aarch64")]
         Kernel::Neon | Kernel::NeonDotprod => neon::dot4_grouped,
         #[allow(unreachable_patterns)]
@@ -61,17 +70,26 @@ fn dot4_grouped_fn(kernel: Kernel) -> Result<Dot4Grouped> {
     })
 }
 
-/// The tile function of `kernel`, or an error if this CPU cannot run it. Checking availability here is
-/// what makes calling the `unsafe` target-feature functions sound.
-fn dot4_fn(kernel: Kernel) -> Result<Dot4> {
+/// The tile function of `kernel` for a product `streams` threads read at once (the AVX-512 copies prefetch
+/// further ahead when one thread streams alone: [`crate::prefetch::ahead_avx512`]), or an error if this CPU
+/// cannot run it. Checking availability here is what makes calling the `unsafe` target-feature functions sound.
+fn dot4_fn(kernel: Kernel, streams: usize) -> Result<Dot4> {
+    #[cfg(target_arch = "x86_64")]
+    let shared = streams > 1;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = streams;
     Ok(match kernel.checked()? {
         Kernel::Scalar => scalar::dot4,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::dot4,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Bw => avx512::dot4_bw,
+        Kernel::Avx512Bw if shared => avx512::dot4_bw::<AHEAD_AVX512_SHARED>,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vnni => avx512::dot4_vnni,
+        Kernel::Avx512Bw => avx512::dot4_bw::<AHEAD_AVX512_ALONE>,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni if shared => avx512::dot4_vnni::<AHEAD_AVX512_SHARED>,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni => avx512::dot4_vnni::<AHEAD_AVX512_ALONE>,
         #[cfg(target_arch = "aarch64")]
         Kernel::Neon => neon::dot4_plain,
         #[cfg(target_arch = "aarch64")]
@@ -119,7 +137,7 @@ pub fn ternary_accumulators<'a>(
     if token >= x.rows() {
         return Err(KernelError::ShapeMismatch { what: "token index", expected: x.rows(), got: token });
     }
-    let dot4 = dot4_fn(kernel)?;
+    let dot4 = dot4_fn(kernel, 1)?;
     for t in 0..w.tiles() {
         // SAFETY: shapes checked above, `t < tiles`, kernel checked by `dot4_fn`.
         let sums = unsafe { tile_sums(dot4, w, t, x.row(token)) };
@@ -195,8 +213,6 @@ pub fn ternary_matmul_many_with(
     for (w, y) in weights.iter().zip(ys.iter()) {
         check_shapes(w, x, y.len())?;
     }
-    let dot4 = dot4_fn(kernel)?;
-    let dot4_grouped = dot4_grouped_fn(kernel)?;
     let outs: Vec<OutPtr<f32>> = ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect();
     // First global tile of each weight, and the total.
     let mut first_tile = Vec::with_capacity(weights.len() + 1);
@@ -208,6 +224,9 @@ pub fn ternary_matmul_many_with(
     let tokens = x.rows();
     // A tile of a 2560-wide row is 2.5 KB: below ~64 tiles (160 KB) the caller does it faster alone.
     let chunks = chunk_count(pool, tiles, MIN_PARALLEL_TILES.div_ceil(tokens.max(1)));
+    let streams = chunks.min(pool.threads());
+    let dot4 = dot4_fn(kernel, streams)?;
+    let dot4_grouped = dot4_grouped_fn(kernel, streams)?;
     // Prefill: a kernel with a GEMM path unpacks each tile once and runs groups of tokens against it.
     let gemm = gemm::gemm_fn(kernel).filter(|&(_, group)| tokens >= group);
     let inv_scales = x.inv_scales();
