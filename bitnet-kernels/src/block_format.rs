@@ -219,26 +219,28 @@ impl<'a> BlockView<'a> {
 
 /// The product every block format shares: `y[m, n] = dot(row n, token m) / s_m`. `prepare` builds once per token
 /// what the format's row kernel needs besides the activation codes (sub-block sums, a permuted copy); the rows
-/// are split over the pool, each chunk writing its own rows of every token.
+/// are split over the pool, each chunk writing its own rows of every token. `dot`'s last argument is how many
+/// threads read the matrix at once (it sets the AVX-512 prefetch distance, [`crate::prefetch::ahead_avx512`]).
 pub(crate) fn gemv_rows<P: Sync>(
     w: BlockView<'_>,
     x: &QuantizedActivations,
     y: &mut [f32],
     pool: &ThreadPool,
     prepare: impl Fn(&[i8]) -> P,
-    dot: impl Fn(&[u8], &[i8], &P) -> f32 + Sync,
+    dot: impl Fn(&[u8], &[i8], &P, usize) -> f32 + Sync,
 ) -> Result<()> {
     ensure_eq("activation width (K)", w.cols, x.cols())?;
     let (rows, tokens) = (w.rows, x.rows());
     ensure_len("output", checked_elems("output", tokens, rows)?, y.len())?;
     let prepared: Vec<P> = (0..tokens).map(|m| prepare(&x.row(m)[..w.cols])).collect();
     let chunks = chunk_count(pool, rows, MIN_PARALLEL_ROWS);
+    let streams = chunks.min(pool.threads());
     let out = OutPtr(y.as_mut_ptr());
     pool.run(chunks, &|chunk| {
         for n in split_range(rows, chunks, chunk, 1) {
             let row = w.row(n);
             for (m, p) in prepared.iter().enumerate() {
-                let value = dot(row, &x.row(m)[..w.cols], p) * x.inv_scales()[m];
+                let value = dot(row, &x.row(m)[..w.cols], p, streams) * x.inv_scales()[m];
                 // SAFETY: `m * rows + n < tokens * rows == y.len()`; row `n` belongs to this chunk alone.
                 unsafe { out.write(m * rows + n, value) };
             }

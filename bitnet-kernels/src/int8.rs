@@ -150,26 +150,28 @@ multiversion!(dot_i8, dot_i8_body, (w: &[i8], x: &[i8]) -> i32);
 /// element sum is `act_sum`. Each row is read start to end before the next (one sequential stream for the
 /// hardware prefetcher: rows are contiguous, and four interleaved streams of a few KiB each run at half the
 /// bandwidth); the four rows stay in L1 for the next token of a multi-token product.
-fn dot_tile(kernel: Kernel, rows: &[&[i8]], act: &[i8], act_sum: i32) -> [i32; TILE] {
+fn dot_tile(kernel: Kernel, rows: &[&[i8]], act: &[i8], act_sum: i32, streams: usize) -> [i32; TILE] {
     let mut sums = [0i32; TILE];
     for (s, row) in sums.iter_mut().zip(rows) {
-        *s = dot_row(kernel, row, act, act_sum);
+        *s = dot_row(kernel, row, act, act_sum, streams);
     }
     sums
 }
 
-/// `sum_k row[k] act[k]`, exactly, with the kernel's instructions.
+/// `sum_k row[k] act[k]`, exactly, with the kernel's instructions, in a matrix that `streams` threads read at once
+/// (the VNNI prefetch distance, [`crate::prefetch::ahead_avx512`]).
 #[inline(always)]
-fn dot_row(kernel: Kernel, row: &[i8], act: &[i8], act_sum: i32) -> i32 {
+fn dot_row(kernel: Kernel, row: &[i8], act: &[i8], act_sum: i32, streams: usize) -> i32 {
     #[cfg(target_arch = "x86_64")]
     {
         let full = act.len() / 64 * 64;
         let simd = match kernel {
             Kernel::Avx512Vnni => {
                 let head_sum = act_sum - act[full..].iter().map(|&v| v as i32).sum::<i32>();
+                let ahead = crate::prefetch::ahead_avx512(streams);
                 // SAFETY: the kernel is available (checked by the entry points), so the CPU has its features;
                 // `row` and `act` hold at least `full` bytes.
-                Some(unsafe { x86::dot_vnni(row, act, full, head_sum) })
+                Some(unsafe { x86::dot_vnni(row, act, full, head_sum, ahead) })
             }
             // SAFETY: as above.
             Kernel::Avx2 => Some(unsafe { x86::dot_avx2::<{ crate::prefetch::DENSE_AHEAD_AVX2 }>(row, act, full) }),
@@ -181,7 +183,7 @@ fn dot_row(kernel: Kernel, row: &[i8], act: &[i8], act_sum: i32) -> i32 {
             return sum + dot_i8_body(&row[full..], &act[full..]);
         }
     }
-    let _ = act_sum;
+    let _ = (act_sum, streams);
     dot_i8::call(kernel, row, act)
 }
 
@@ -191,11 +193,13 @@ mod x86 {
 
     /// VNNI: `vpdpbusd` of the sign-flipped codes (`Wq + 128`, unsigned) with the activations, minus
     /// `128 · sum(act[..full])` (`head_sum`). Exact: a lane sums `full / 16` products of at most `255 · 128`.
+    /// Each 128-byte step first asks for the two lines `ahead` bytes past it (rows are contiguous: near a row's
+    /// end this reaches into the next ones).
     ///
     /// # Safety
     /// avx512f/bw/vnni present; `row` and `act` hold `full` (a multiple of 64) bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn dot_vnni(row: &[i8], act: &[i8], full: usize, head_sum: i32) -> i32 {
+    pub(super) unsafe fn dot_vnni(row: &[i8], act: &[i8], full: usize, head_sum: i32, ahead: usize) -> i32 {
         unsafe {
             let flip = _mm512_set1_epi8(i8::MIN);
             // Two accumulators hide the `vpdpbusd` latency.
@@ -207,6 +211,7 @@ mod x86 {
             };
             let mut k = 0;
             while k + 128 <= full {
+                crate::prefetch::prefetch_lines(row.as_ptr().cast::<u8>().wrapping_add(k), ahead, 2);
                 let (w0, x0) = load(k);
                 let (w1, x1) = load(k + 64);
                 a0 = _mm512_dpbusd_epi32(a0, w0, x0);
@@ -281,7 +286,7 @@ pub fn int8_accumulators(
     let act_sum = act.iter().map(|&v| v as i32).sum();
     for (t, out) in acc.chunks_mut(TILE).enumerate() {
         let (rows, len) = tile_rows(&w, t);
-        out.copy_from_slice(&dot_tile(kernel, &rows[..len], act, act_sum)[..out.len()]);
+        out.copy_from_slice(&dot_tile(kernel, &rows[..len], act, act_sum, 1)[..out.len()]);
     }
     Ok(())
 }
@@ -306,6 +311,7 @@ pub fn int8_gemv_with(
     let (rows, tokens) = (w.rows, x.rows());
     let tiles = rows.div_ceil(TILE);
     let chunks = chunk_count(pool, tiles, MIN_PARALLEL_ROWS / TILE);
+    let streams = chunks.min(pool.threads());
     let out = OutPtr(y.as_mut_ptr());
     pool.run(chunks, &|chunk| {
         for t in split_range(tiles, chunks, chunk, 1) {
@@ -313,7 +319,7 @@ pub fn int8_gemv_with(
             let (tile, len) = tile_rows(&w, t);
             for m in 0..tokens {
                 // Padding codes are zero, so the row's sum is the sum of its first `cols` codes.
-                let sums = dot_tile(kernel, &tile[..len], &x.row(m)[..w.cols], x.sums()[m]);
+                let sums = dot_tile(kernel, &tile[..len], &x.row(m)[..w.cols], x.sums()[m], streams);
                 let inv_s = x.inv_scales()[m];
                 for (i, &acc) in sums.iter().enumerate().take(len) {
                     let n = first + i;

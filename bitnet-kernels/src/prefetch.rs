@@ -9,7 +9,7 @@
 //! plain read at 1 and 2 threads (distances from a sweep of 512 to 8192 bytes: shorter ones arrive late, longer
 //! ones are evicted before use at 2 threads).
 //!
-//! The AVX-512 ternary and 16-bit (f16, bf16) GEMVs prefetch much further ahead, and how far depends on how many
+//! The AVX-512 decode GEMVs (ternary, f16, bf16, int8, Q6_K, Q4) prefetch much further ahead, and how far depends on how many
 //! threads stream at once ([`ahead_avx512`]). On the AVX-512 Zen 5 machine (2 cores under KVM) a distance of
 //! 1-2 KB, the AVX2 one, made the ternary GEMV 10-15% slower at 1 thread (what earlier tries on a Zen 4 had found
 //! too), but the sweep went on to 4-16 KB: by Little's law a core keeps `latency x rate` bytes in flight, and one
@@ -18,7 +18,7 @@
 //! "Software prefetch on AVX-512: further ahead"): ternary 2560 x 2560 and 6912 x 2560 at 1 thread 94-98% without,
 //! 109-110% at [`AHEAD_AVX512_ALONE`]; at 2 threads 86-92% without, 95-102% at [`AHEAD_AVX512_SHARED`] (10 KB
 //! there swung between 89% and 107% with the guest's bandwidth); the f16 output head 101% -> 116% at 1 thread and
-//! 101% -> 103% at 2. Prefill is compute-bound and does not prefetch.
+//! 101% -> 103% at 2; the Q6_K and Q4 heads 96% -> 116-118% at 1 thread, int8 103% -> 107-110%. Prefill is compute-bound and does not prefetch.
 
 /// Bytes ahead of the current read at which the AVX2 ternary GEMV prefetches (about one 4-row tile of a
 /// 2560-wide matrix).

@@ -248,15 +248,21 @@ impl RowKernel {
         Self::Portable(kernel)
     }
 
-    /// One row's product (`permuted` is [`permute_activations`] of `act`, `sums` [`group_sums`] of it).
+    /// One row's product (`permuted` is [`permute_activations`] of `act`, `sums` [`group_sums`] of it) in a
+    /// matrix that `streams` threads read at once (the AVX-512 prefetch distance,
+    /// [`crate::prefetch::ahead_avx512`]).
     #[inline(always)]
-    fn dot(self, row: &[u8], act: &[i8], permuted: &[i8], sums: &[i32]) -> f32 {
+    fn dot(self, row: &[u8], act: &[i8], permuted: &[i8], sums: &[i32], streams: usize) -> f32 {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = streams;
         match self {
             // SAFETY: `for_kernel` chose it only for an available Avx512Vnni kernel (avx512f, avx512bw,
             // avx512vnni) with avx2 and f16c present; `row` holds whole super-blocks and `permuted`, `sums` cover
             // them (checked by the entry points).
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512Vnni => unsafe { x86::row_dot_avx512vnni(row, permuted, sums) },
+            Self::Avx512Vnni => unsafe {
+                x86::row_dot_avx512vnni(row, permuted, sums, crate::prefetch::ahead_avx512(streams))
+            },
             // SAFETY: `for_kernel` chose it only with avx2 and f16c present; as above.
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 => unsafe { x86::row_dot_avx2(row, permuted, sums) },
@@ -396,19 +402,20 @@ mod x86 {
     /// of the layout, holds four codes of every group in four adjacent bytes); `vpdpbusd(u, a)` against the
     /// permuted activations sums each four products straight into i32, so lanes `g` and `8 + g` hold
     /// group `g`'s partial sums, added in one `vpaddd` of the two halves (exact: every step is an integer sum
-    /// far from overflow). From there the same f32 steps as [`row_dot_avx2`], so the same bits.
+    /// far from overflow). From there the same f32 steps as [`row_dot_avx2`], so the same bits. Each super-block
+    /// first asks for the bytes `ahead` past it.
     ///
     /// # Safety
     /// avx512f, avx512bw, avx512vnni, avx2 and f16c present; `row` holds whole super-blocks; `permuted`
     /// ([`super::permute_activations`]) and `sums` cover `row`'s elements.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
-    pub(super) unsafe fn row_dot_avx512vnni(row: &[u8], permuted: &[i8], sums: &[i32]) -> f32 {
+    pub(super) unsafe fn row_dot_avx512vnni(row: &[u8], permuted: &[i8], sums: &[i32], ahead: usize) -> f32 {
         unsafe {
             let nibble = _mm512_set1_epi8(0x0f);
             let mut acc = _mm256_setzero_ps();
             for (b, block) in row.chunks_exact(Q4_SUPER_BLOCK_BYTES).enumerate() {
                 let p = block.as_ptr();
-                prefetch_lines(p, DENSE_AHEAD_AVX2, 3);
+                prefetch_lines(p, ahead, 3);
                 let x = permuted.as_ptr().add(b * Q4_SUPER_BLOCK);
                 // Two chains, one per 64-byte load, so the `vpdpbusd` latencies overlap.
                 let mut s = [_mm512_setzero_si512(); 2];
@@ -456,8 +463,8 @@ pub(crate) fn gemv(
         permute_activations(act, &mut permuted);
         (sums, permuted)
     };
-    gemv_rows(w, x, y, pool, prepare, |row, act, (sums, permuted): &(Vec<i32>, Vec<i8>)| {
-        row_kernel.dot(row, act, permuted, sums)
+    gemv_rows(w, x, y, pool, prepare, |row, act, (sums, permuted): &(Vec<i32>, Vec<i8>), streams| {
+        row_kernel.dot(row, act, permuted, sums, streams)
     })
 }
 

@@ -148,19 +148,22 @@ fn block_sum(block: &[u8], act: &[i8]) -> i32 {
     sum
 }
 
-/// One row's `sum_b d_b · S_b` with `kernel`'s instructions. `sums` is [`sub_block_sums`] of `act`.
+/// One row's `sum_b d_b · S_b` with `kernel`'s instructions. `sums` is [`sub_block_sums`] of `act`; `streams`
+/// threads read the matrix at once (the AVX-512 prefetch distance, [`crate::prefetch::ahead_avx512`]).
 #[inline(always)]
-fn row_dot(kernel: Kernel, row: &[u8], act: &[i8], sums: &[i16]) -> f32 {
+fn row_dot(kernel: Kernel, row: &[u8], act: &[i8], sums: &[i16], streams: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
     match kernel {
         // SAFETY: the kernel is available (checked by the entry points); `row` holds whole blocks and `act`,
         // `sums` cover them (checked by the entry points).
-        Kernel::Avx512Vnni | Kernel::Avx512Bw => return unsafe { x86::row_dot_avx512(row, act, sums) },
+        Kernel::Avx512Vnni | Kernel::Avx512Bw => {
+            return unsafe { x86::row_dot_avx512(row, act, sums, crate::prefetch::ahead_avx512(streams)) }
+        }
         // SAFETY: as above.
         Kernel::Avx2 => return unsafe { x86::row_dot_avx2(row, act, sums) },
         _ => {}
     }
-    let _ = sums;
+    let _ = (sums, streams);
     row_dot_portable::call(kernel, row, act)
 }
 
@@ -178,12 +181,13 @@ mod x86 {
 
     /// AVX-512BW: per half block, 64 low-nibble codes (elements 0..64) and 64 high-nibble codes (64..128)
     /// with their high bits from `qh` (the same 32 bytes serve both quarters of each vector, shifted by a
-    /// per-quarter amount); `vpmaddubsw(u, a)` then `vpmaddwd` with the sub-block scales as 16-bit lanes.
+    /// per-quarter amount); `vpmaddubsw(u, a)` then `vpmaddwd` with the sub-block scales as 16-bit lanes. Each
+    /// block first asks for the bytes `ahead` past it.
     ///
     /// # Safety
     /// avx512f/bw present; `row` holds whole blocks; `act` and `sums` cover `row`'s elements.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn row_dot_avx512(row: &[u8], act: &[i8], sums: &[i16]) -> f32 {
+    pub(super) unsafe fn row_dot_avx512(row: &[u8], act: &[i8], sums: &[i16], ahead: usize) -> f32 {
         unsafe {
             let nibble = _mm512_set1_epi8(0x0f);
             let high = _mm512_set1_epi8(0x30);
@@ -207,6 +211,8 @@ mod x86 {
             let mut acc = 0f32;
             for (b, block) in row.chunks_exact(Q6K_BLOCK_BYTES).enumerate() {
                 let p = block.as_ptr();
+                // Rows are contiguous: near a row's end this reaches into the next ones (a hint).
+                prefetch_lines(p, ahead, Q6K_BLOCK_BYTES.div_ceil(64));
                 let sc = _mm_loadu_si128(p.add(SCALES).cast());
                 let sc2 = _mm256_broadcastsi128_si256(sc);
                 // -32 · sum_j sc_j A_j, in the same vector.
@@ -316,7 +322,7 @@ pub(crate) fn gemv(
         sub_block_sums(act, &mut sums);
         sums
     };
-    gemv_rows(w, x, y, pool, prepare, |row, act, sums: &Vec<i16>| row_dot(kernel, row, act, sums))
+    gemv_rows(w, x, y, pool, prepare, |row, act, sums: &Vec<i16>, streams| row_dot(kernel, row, act, sums, streams))
 }
 
 #[cfg(test)]
