@@ -234,7 +234,7 @@ pub(crate) fn gemv_rows<P: Sync>(
     ensure_len("output", checked_elems("output", tokens, rows)?, y.len())?;
     let prepared: Vec<P> = (0..tokens).map(|m| prepare(&x.row(m)[..w.cols])).collect();
     let chunks = chunk_count(pool, rows, MIN_PARALLEL_ROWS);
-    let streams = chunks.min(pool.threads());
+    let streams = pool.streams(chunks);
     let out = OutPtr(y.as_mut_ptr());
     pool.run(chunks, &|chunk| {
         for n in split_range(rows, chunks, chunk, 1) {

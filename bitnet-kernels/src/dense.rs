@@ -454,7 +454,7 @@ fn half_gemv(
     let tokens = token_count(x, y, rows, cols)?;
     let (row, input) = (|n: usize| &w[n * cols..(n + 1) * cols], |t: usize| &x[t * cols..(t + 1) * cols]);
     let pair = pair.map(|pair| move |n: usize, t: usize| pair(kernel, row(n), row(n + 1), input(t), input(t + 1)));
-    let streams = row_chunks(pool, rows).min(pool.threads());
+    let streams = pool.streams(row_chunks(pool, rows));
     for_rows_tokens(rows, tokens, y, pool, |n, t| dot(kernel, row(n), input(t), streams), pair);
     Ok(())
 }

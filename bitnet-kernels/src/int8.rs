@@ -311,7 +311,7 @@ pub fn int8_gemv_with(
     let (rows, tokens) = (w.rows, x.rows());
     let tiles = rows.div_ceil(TILE);
     let chunks = chunk_count(pool, tiles, MIN_PARALLEL_ROWS / TILE);
-    let streams = chunks.min(pool.threads());
+    let streams = pool.streams(chunks);
     let out = OutPtr(y.as_mut_ptr());
     pool.run(chunks, &|chunk| {
         for t in split_range(tiles, chunks, chunk, 1) {

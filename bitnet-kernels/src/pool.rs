@@ -145,6 +145,12 @@ impl ThreadPool {
         self.threads
     }
 
+    /// How many threads read memory at once in a job of `chunks` chunks (at most one per chunk): what sets a
+    /// streaming kernel's prefetch distance (`crate::prefetch::ahead_avx512`).
+    pub fn streams(&self, chunks: usize) -> usize {
+        chunks.clamp(1, self.threads)
+    }
+
     /// Runs `job(c)` for every chunk `c` in `0..chunks`, on the calling thread and whichever workers join, and
     /// returns when all chunks are done. Every chunk runs exactly once. A panic in any chunk is re-raised here
     /// after the others have finished.
@@ -501,6 +507,12 @@ mod tests {
         let threads = global_pool().threads();
         assert!(init_global_pool(threads).is_ok(), "the same count is accepted");
         assert!(init_global_pool(threads + 1).is_err(), "a second, different count is refused");
+    }
+
+    #[test]
+    fn streams_are_at_most_one_per_chunk_and_the_pool_size() {
+        let pool = ThreadPool::new(3).unwrap();
+        assert_eq!([0, 1, 2, 3, 64].map(|chunks| pool.streams(chunks)), [1, 1, 2, 3, 3]);
     }
 
     #[test]

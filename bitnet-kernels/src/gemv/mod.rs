@@ -51,16 +51,13 @@ type Dot4Grouped = unsafe fn(*const u8, *const i8, *const f32, usize) -> [f32; 4
 /// The grouped-scale tile function of `kernel` (checked as [`dot4_fn`] checks) for a product `streams` threads
 /// read at once.
 fn dot4_grouped_fn(kernel: Kernel, streams: usize) -> Result<Dot4Grouped> {
-    #[cfg(target_arch = "x86_64")]
-    let shared = streams > 1;
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = streams;
+    let _ = streams; // only the AVX-512 copies depend on it
     Ok(match kernel.checked()? {
         Kernel::Scalar => scalar::dot4_grouped,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::dot4_grouped,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Bw | Kernel::Avx512Vnni if shared => avx512::dot4_grouped::<AHEAD_AVX512_SHARED>,
+        Kernel::Avx512Bw | Kernel::Avx512Vnni if streams > 1 => avx512::dot4_grouped::<AHEAD_AVX512_SHARED>,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Bw | Kernel::Avx512Vnni => avx512::dot4_grouped::<AHEAD_AVX512_ALONE>,
         #[cfg(target_arch = "aarch64")]
@@ -74,20 +71,17 @@ fn dot4_grouped_fn(kernel: Kernel, streams: usize) -> Result<Dot4Grouped> {
 /// further ahead when one thread streams alone: [`crate::prefetch::ahead_avx512`]), or an error if this CPU
 /// cannot run it. Checking availability here is what makes calling the `unsafe` target-feature functions sound.
 fn dot4_fn(kernel: Kernel, streams: usize) -> Result<Dot4> {
-    #[cfg(target_arch = "x86_64")]
-    let shared = streams > 1;
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = streams;
+    let _ = streams; // only the AVX-512 copies depend on it
     Ok(match kernel.checked()? {
         Kernel::Scalar => scalar::dot4,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::dot4,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Bw if shared => avx512::dot4_bw::<AHEAD_AVX512_SHARED>,
+        Kernel::Avx512Bw if streams > 1 => avx512::dot4_bw::<AHEAD_AVX512_SHARED>,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Bw => avx512::dot4_bw::<AHEAD_AVX512_ALONE>,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vnni if shared => avx512::dot4_vnni::<AHEAD_AVX512_SHARED>,
+        Kernel::Avx512Vnni if streams > 1 => avx512::dot4_vnni::<AHEAD_AVX512_SHARED>,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Vnni => avx512::dot4_vnni::<AHEAD_AVX512_ALONE>,
         #[cfg(target_arch = "aarch64")]
@@ -224,7 +218,7 @@ pub fn ternary_matmul_many_with(
     let tokens = x.rows();
     // A tile of a 2560-wide row is 2.5 KB: below ~64 tiles (160 KB) the caller does it faster alone.
     let chunks = chunk_count(pool, tiles, MIN_PARALLEL_TILES.div_ceil(tokens.max(1)));
-    let streams = chunks.min(pool.threads());
+    let streams = pool.streams(chunks);
     let dot4 = dot4_fn(kernel, streams)?;
     let dot4_grouped = dot4_grouped_fn(kernel, streams)?;
     // Prefill: a kernel with a GEMM path unpacks each tile once and runs groups of tokens against it.
