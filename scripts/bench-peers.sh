@@ -104,14 +104,16 @@ llama_speeds() {
   echo "$pp $tg"
 }
 
-# bitnet bench: "<prefill t/s> <decode t/s>" (65 decoded tokens: decode is timed over the last 64).
+# bitnet bench: "<prefill t/s> <decode t/s> <read probe GiB/s>" (65 decoded tokens: decode is timed over the last
+# 64; the probe is bench's plain read of a 1 GiB buffer on the same threads, the median of one read before the
+# timed runs and one after each).
 bitnet_speeds() {
   "$bitnet" bench --model "$1" --threads "$2" --prompt-tokens 128 --decode-tokens 65 --runs "$reps" --json \
     "${@:3}" 2>/dev/null | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-pp, tg = r["prefill_tokens_per_s"], r["decode_tokens_per_s"]
-print(f"{pp:.1f} {tg:.2f}")'
+pp, tg, probe = r["prefill_tokens_per_s"], r["decode_tokens_per_s"], r.get("probe_bytes_per_s") or 0
+print(f"{pp:.1f} {tg:.2f} {probe / 2**30:.1f}")'
 }
 
 # The rows: label, engine (a llama-bench binary or `bitnet`), file, the label of the row it is compared with
@@ -139,13 +141,17 @@ for round in $(seq "$rounds"); do
   for i in "${!labels[@]}"; do
     for t in $threads; do
       read -r -a args <<<"${extras[$i]}"
+      # An assignment, so that a failed measurement stops the run (`set -e`), then split.
       if [ "${engines[$i]}" = bitnet ]; then
         s=$(bitnet_speeds "${files[$i]}" "$t" "${args[@]}")
+        read -r pp tg probe <<<"$s"
+        printf 'probe\t%s\t%s\t%s\n' "$round" "$t" "$probe" >>"$results"
       else
         s=$(llama_speeds "${engines[$i]}" "${files[$i]}" "$t")
+        read -r pp tg <<<"$s"
       fi
-      note "round $round/$rounds, ${labels[$i]}, $t thread(s): prefill ${s% *} t/s, decode ${s#* } t/s"
-      printf 'speed\t%s\t%s\t%s\t%s\t%s\n' "${labels[$i]}" "$round" "$t" "${s% *}" "${s#* }" >>"$results"
+      note "round $round/$rounds, ${labels[$i]}, $t thread(s): prefill $pp t/s, decode $tg t/s"
+      printf 'speed\t%s\t%s\t%s\t%s\t%s\n' "${labels[$i]}" "$round" "$t" "$pp" "$tg" >>"$results"
     done
   done
 done
@@ -171,12 +177,14 @@ printf '\n%s, %s cores, %s; llama.cpp from llama-cpp-python %s; %s rounds of %s 
 THREADS="$threads" python3 - "$results" <<'PY'
 import os, statistics, sys
 threads = os.environ["THREADS"].split()
-speed, rss, rows = {}, {}, []
+speed, rss, rows, probes = {}, {}, [], {}
 for line in open(sys.argv[1]):
     kind, *f = line.rstrip("\n").split("\t")
     if kind == "speed":
         label, rnd, t, pp, tg = f
         speed[(label, rnd, t)] = (float(pp), float(tg))
+    elif kind == "probe":
+        probes.setdefault((f[0], f[1]), []).append(float(f[2]))
     elif kind == "rss":
         rss[f[0]] = f[1]
     else:
@@ -205,4 +213,12 @@ if pairs:
                        if (label, r, t) in speed and (peer, r, t) in speed and speed[(peer, r, t)][which] > 0]
                 parts.append(f"{name} {t}t {median(per):.2f}x [" + " ".join(f"{v:.2f}" for v in per) + "]")
         print(f"- {label} / {peer}: " + "; ".join(parts))
+if probes:
+    # Decode reads every weight once per token, so its speed follows this machine's memory bandwidth, which a
+    # virtual machine's neighbours move: each round's read rate, to set its ratios against.
+    print("\nMemory read probe (bitnet bench's plain read of 1 GiB around each of its measurements), GiB/s, each"
+          " round's range:\n")
+    for t in threads:
+        per = [f"{min(probes[(r, t)]):.1f}-{max(probes[(r, t)]):.1f}" for r in rounds if (r, t) in probes]
+        print(f"- {t} thread(s): " + ", ".join(per))
 PY
