@@ -12,8 +12,8 @@ use bitnet_kernels::quant::quantize_row_absmax_with;
 use bitnet_kernels::transformer::{causal_attention, rms_norm, KvLayout};
 use bitnet_kernels::{block_gemv_with, BlockFormat, BlockMatrix, BlockView};
 use bitnet_kernels::{
-    ternary_matmul_many_with, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryMatrix,
-    ThreadPool,
+    ternary_matmul_many_with, ternary_matmul_with, Kernel, QuantizedActivations, TernaryCodes, TernaryLayout,
+    TernaryMatrix, ThreadPool,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -81,7 +81,8 @@ fn bench_ternary_gemv(c: &mut Criterion) {
     for (rows, cols) in SHAPES {
         let codes: Vec<u8> = pseudo_random(rows * cols, 2).map(|v| (v % 3) as u8).collect();
         let codes = TernaryCodes::new(rows, cols, codes).expect("codes");
-        let w = ModelLaidTernary::new(&TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix"));
+        let matrix = TernaryMatrix::from_codes_with_scale(&codes, 0.7).expect("matrix");
+        let w = ModelLaidTernary::new(&matrix);
         let bytes = w.bytes();
         let mut weights = Rotation::new(w, bytes);
         let x = QuantizedActivations::quantize(&random_f32(cols, 3), 1, cols).expect("activations");
@@ -95,8 +96,28 @@ fn bench_ternary_gemv(c: &mut Criterion) {
                 });
             }
         }
+        // The same weights in the five-trit layout (0.8x the bytes), on the SIMD kernel that reads it. Throughput
+        // stays in the 2-bit matrix's bytes, so that the two cases' figures compare products, not byte rates.
+        if let Some(kernel) = trits5_kernel() {
+            let w5 = ModelLaidTernary::new(&matrix.to_layout(TernaryLayout::Trits5).expect("five-trit matrix"));
+            let bytes5 = w5.bytes();
+            let mut weights5 = Rotation::new(w5, bytes5);
+            let x5 = QuantizedActivations::quantize_for(TernaryLayout::Trits5, &random_f32(cols, 3), 1, cols)
+                .expect("activations");
+            for pool in &pools {
+                let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("trits5/{kernel}/{}t", pool.threads()));
+                group.bench_function(id, |b| {
+                    b.iter(|| ternary_matmul_with(kernel, weights5.next_item().view(), &x5, &mut y, pool).expect("gemv"))
+                });
+            }
+        }
     }
     group.finish();
+}
+
+/// The SIMD kernel that reads the five-trit layout on this CPU, if any (AVX-512 VNNI).
+fn trits5_kernel() -> Option<Kernel> {
+    Kernel::available().into_iter().find(|&k| k == Kernel::Avx512Vnni)
 }
 
 /// q/k/v (2560 + 640 + 640 rows) and gate/up (2 x 6912 rows) of one 2B-4T block against one activation
@@ -132,6 +153,30 @@ fn bench_ternary_many(c: &mut Criterion) {
                     ternary_matmul_many_with(kernel, &views, &x, &mut ys, pool).expect("products")
                 })
             });
+        }
+        // The five-trit layout (throughput in the 2-bit bytes, as in `ternary_gemv`).
+        if let Some(kernel) = trits5_kernel() {
+            let set5: Vec<ModelLaidTernary> = random_ternary_set(rows, cols)
+                .iter()
+                .map(|w| {
+                    let m = TernaryMatrix::from_view(&w.view()).to_layout(TernaryLayout::Trits5).expect("five-trit");
+                    ModelLaidTernary::new(&m)
+                })
+                .collect();
+            let bytes5: usize = set5.iter().map(|w| w.bytes()).sum();
+            let mut sets5 = Rotation::new(set5, bytes5);
+            let x5 = QuantizedActivations::quantize_for(TernaryLayout::Trits5, &random_f32(cols, 3), 1, cols)
+                .expect("activations");
+            for pool in &pools {
+                let t = pool.threads();
+                group.bench_function(BenchmarkId::new(name, format!("one_dispatch/trits5/{kernel}/{t}t")), |b| {
+                    b.iter(|| {
+                        let views: Vec<_> = sets5.next_item().iter().map(|w| w.view()).collect();
+                        let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| y.as_mut_slice()).collect();
+                        ternary_matmul_many_with(kernel, &views, &x5, &mut ys, pool).expect("products")
+                    })
+                });
+            }
         }
     }
     group.finish();

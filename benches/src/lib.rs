@@ -10,7 +10,7 @@
 pub use bitnet_kernels::probe::read_bandwidth;
 
 use bitnet_kernels::huge_pages::HugePageBytes;
-use bitnet_kernels::{TernaryMatrix, TernaryView};
+use bitnet_kernels::{TernaryLayout, TernaryMatrix, TernaryView};
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_peak;
@@ -45,6 +45,7 @@ impl<T: Clone> Rotation<T> {
 ///
 /// `Clone` copies the bytes into fresh memory, so [`Rotation`] copies are distinct reads.
 pub struct ModelLaidTernary {
+    layout: TernaryLayout,
     rows: usize,
     cols: usize,
     data: HugePageBytes,
@@ -56,6 +57,7 @@ impl ModelLaidTernary {
     pub fn new(matrix: &TernaryMatrix) -> Self {
         let data = matrix.data();
         Self {
+            layout: matrix.layout(),
             rows: matrix.rows(),
             cols: matrix.cols(),
             data: HugePageBytes::filled(data.len(), |out| out.copy_from_slice(data)),
@@ -70,7 +72,7 @@ impl ModelLaidTernary {
 
     /// The kernels' view of the matrix.
     pub fn view(&self) -> TernaryView<'_> {
-        TernaryView::new(self.rows, self.cols, self.data.as_ref(), &self.scales)
+        TernaryView::new_in(self.layout, self.rows, self.cols, self.data.as_ref(), &self.scales)
             .expect("the view of a valid matrix's own bytes")
     }
 }
@@ -79,6 +81,7 @@ impl Clone for ModelLaidTernary {
     fn clone(&self) -> Self {
         let data = self.data.as_ref();
         Self {
+            layout: self.layout,
             rows: self.rows,
             cols: self.cols,
             data: HugePageBytes::filled(data.len(), |out| out.copy_from_slice(data)),

@@ -88,6 +88,14 @@ pub enum KernelError {
         /// The format it got.
         got: &'static str,
     },
+    /// A ternary layout asked for something it does not have: group scales, or a kernel that cannot read it.
+    #[error("the {layout} ternary layout does not support {what}")]
+    LayoutUnsupported {
+        /// The layout's name.
+        layout: &'static str,
+        /// What was asked of it.
+        what: &'static str,
+    },
     /// A kernel was requested that this CPU (or this build) cannot run.
     #[error("kernel '{0}' is not available on this CPU")]
     KernelUnavailable(&'static str),

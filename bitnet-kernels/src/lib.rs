@@ -58,7 +58,7 @@ pub use block_format::{block_gemv, block_gemv_with, BlockFormat, BlockMatrix, Bl
 pub use dense::{bf16_gemv, f16_gemv, f32_gemv};
 pub use dispatch::Kernel;
 pub use error::{KernelError, Result};
-pub use formats::native::TernaryView;
+pub use formats::native::{TernaryLayout, TernaryView};
 pub use formats::{TernaryCodes, TernaryMatrix};
 pub use gemv::{
     ternary_accumulators, ternary_gemv, ternary_matmul, ternary_matmul_many, ternary_matmul_many_with,

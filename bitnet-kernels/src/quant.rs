@@ -10,6 +10,7 @@
 use crate::aligned::AlignedBytes;
 use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, Result};
+use crate::formats::native::TernaryLayout;
 use crate::pool::{chunk_count, split_range, ThreadPool};
 use std::sync::Mutex;
 
@@ -111,7 +112,7 @@ pub fn quantize_weights_with_scale(weights: &[f32], g: f32) -> Vec<u8> {
 }
 
 /// Per-token int8 activations: `m` rows of `k` codes, each row zero-padded to `k_padded` (a multiple of
-/// [`ACT_PAD`]), with the row's scale `s`, its reciprocal `1 / s` (the factor every product's output takes) and
+/// [`ACT_PAD`], or of the block of the ternary layout they were made for: [`Self::zeros_for`]), with the row's scale `s`, its reciprocal `1 / s` (the factor every product's output takes) and
 /// code sum `sum q` (the term the ternary kernels subtract).
 #[derive(Debug, Clone)]
 pub struct QuantizedActivations {
@@ -129,7 +130,13 @@ impl QuantizedActivations {
     /// An all-zero buffer for `rows` tokens of width `cols`; reuse it with [`Self::quantize_from`] so that
     /// decode allocates nothing per token.
     pub fn zeros(rows: usize, cols: usize) -> Result<Self> {
-        let cols_padded = cols.div_ceil(ACT_PAD) * ACT_PAD;
+        Self::zeros_for(TernaryLayout::Bits2, rows, cols)
+    }
+
+    /// [`Self::zeros`] with rows padded to whole blocks of `layout` ([`TernaryLayout::cols_padded`]), the width
+    /// its matrices take (the 2-bit layout's is [`ACT_PAD`], the one every other product takes too).
+    pub fn zeros_for(layout: TernaryLayout, rows: usize, cols: usize) -> Result<Self> {
+        let cols_padded = layout.cols_padded(cols);
         let len = crate::error::checked_elems("activations", rows, cols_padded)?;
         Ok(Self {
             rows,
@@ -143,7 +150,12 @@ impl QuantizedActivations {
 
     /// Quantizes `x` (`rows * cols` f32, row-major) into a new buffer.
     pub fn quantize(x: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        let mut q = Self::zeros(rows, cols)?;
+        Self::quantize_for(TernaryLayout::Bits2, x, rows, cols)
+    }
+
+    /// [`Self::quantize`] padded for `layout` (see [`Self::zeros_for`]).
+    pub fn quantize_for(layout: TernaryLayout, x: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        let mut q = Self::zeros_for(layout, rows, cols)?;
         q.quantize_from(x)?;
         Ok(q)
     }
@@ -212,9 +224,20 @@ impl QuantizedActivations {
 
     /// Builds activations from codes the caller already has (`rows * cols` i8) and per-row scales.
     pub fn from_codes(codes: &[i8], scales: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        Self::from_codes_for(TernaryLayout::Bits2, codes, scales, rows, cols)
+    }
+
+    /// [`Self::from_codes`] padded for `layout` (see [`Self::zeros_for`]).
+    pub fn from_codes_for(
+        layout: TernaryLayout,
+        codes: &[i8],
+        scales: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
         ensure_eq("activation code count", rows * cols, codes.len())?;
         ensure_eq("activation scale count", rows, scales.len())?;
-        let mut q = Self::zeros(rows, cols)?;
+        let mut q = Self::zeros_for(layout, rows, cols)?;
         let stride = q.cols_padded;
         let dst = q.codes.as_i8_mut();
         for r in 0..rows {
@@ -235,7 +258,7 @@ impl QuantizedActivations {
     pub fn cols(&self) -> usize {
         self.cols
     }
-    /// Padded row stride (a multiple of [`ACT_PAD`]); codes past `cols` are zero.
+    /// Padded row stride (a multiple of [`ACT_PAD`], or of the layout's block); codes past `cols` are zero.
     pub fn cols_padded(&self) -> usize {
         self.cols_padded
     }

@@ -28,8 +28,9 @@ const GROUPS: [(usize, usize, usize, usize); 3] = [
     (48, 4, 240, 4),
 ];
 
-/// Encodes up to five trits, most significant first, as `ceil(v * 256 / 243)`.
-fn encode_trits(trits: impl Iterator<Item = u8>, count: usize) -> u8 {
+/// Encodes up to five trits, most significant first, as `ceil(v * 256 / 243)` (also the byte of the native
+/// five-trit layout, [`super::native::TernaryLayout::Trits5`]).
+pub(crate) fn encode_trits(trits: impl Iterator<Item = u8>, count: usize) -> u8 {
     let mut v: u16 = 0;
     for t in trits {
         v = v * 3 + t as u16;
@@ -42,7 +43,7 @@ fn encode_trits(trits: impl Iterator<Item = u8>, count: usize) -> u8 {
 
 /// Trit `n` (0 = most significant) of an encoded byte.
 #[inline]
-fn decode_trit(byte: u8, n: usize) -> u8 {
+pub(crate) fn decode_trit(byte: u8, n: usize) -> u8 {
     const POW3: [u8; 5] = [1, 3, 9, 27, 81];
     let q = byte.wrapping_mul(POW3[n]);
     ((q as u16 * 3) >> 8) as u8

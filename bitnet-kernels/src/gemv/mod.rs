@@ -31,7 +31,7 @@ pub(crate) mod neon;
 
 use crate::dispatch::Kernel;
 use crate::error::{ensure_eq, ensure_len, KernelError, Result};
-use crate::formats::native::TernaryView;
+use crate::formats::native::{TernaryLayout, TernaryView};
 use crate::pool::{chunk_count, split_range, ThreadPool};
 #[cfg(target_arch = "x86_64")]
 use crate::prefetch::{AHEAD_AVX512_ALONE, AHEAD_AVX512_SHARED};
@@ -67,12 +67,24 @@ fn dot4_grouped_fn(kernel: Kernel, streams: usize) -> Result<Dot4Grouped> {
     })
 }
 
-/// The tile function of `kernel` for a product `streams` threads read at once (the AVX-512 copies prefetch
-/// further ahead when one thread streams alone: [`crate::prefetch::ahead_avx512`]), or an error if this CPU
-/// cannot run it. Checking availability here is what makes calling the `unsafe` target-feature functions sound.
-fn dot4_fn(kernel: Kernel, streams: usize) -> Result<Dot4> {
+/// The tile function of `kernel` for `layout` and a product `streams` threads read at once (the AVX-512 copies
+/// prefetch further ahead when one thread streams alone: [`crate::prefetch::ahead_avx512`]), or an error if this
+/// CPU cannot run it or the kernel cannot read the layout. Checking availability here is what makes calling the
+/// `unsafe` target-feature functions sound.
+fn dot4_fn(kernel: Kernel, streams: usize, layout: TernaryLayout) -> Result<Dot4> {
     let _ = streams; // only the AVX-512 copies depend on it
-    Ok(match kernel.checked()? {
+    let kernel = kernel.checked()?;
+    if layout == TernaryLayout::Trits5 {
+        return Ok(match kernel {
+            Kernel::Scalar => scalar::dot4_trits5,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni if streams > 1 => avx512::dot4_trits5_vnni::<AHEAD_AVX512_SHARED>,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => avx512::dot4_trits5_vnni::<AHEAD_AVX512_ALONE>,
+            _ => return Err(KernelError::LayoutUnsupported { layout: layout.name(), what: kernel.name() }),
+        });
+    }
+    Ok(match kernel {
         Kernel::Scalar => scalar::dot4,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::dot4,
@@ -93,7 +105,8 @@ fn dot4_fn(kernel: Kernel, streams: usize) -> Result<Dot4> {
     })
 }
 
-/// Checks that `x` can multiply `w` (same `K`, same padding) and that `y` holds `rows(x) * rows(w)`.
+/// Checks that `x` can multiply `w` (same `K`, same padding: [`TernaryLayout::cols_padded`]) and that `y` holds
+/// `rows(x) * rows(w)`.
 fn check_shapes(w: &TernaryView<'_>, x: &QuantizedActivations, y_len: usize) -> Result<()> {
     ensure_eq("activation width (K)", w.cols(), x.cols())?;
     ensure_eq("activation padded width", w.cols_padded(), x.cols_padded())?;
@@ -107,8 +120,9 @@ fn check_shapes(w: &TernaryView<'_>, x: &QuantizedActivations, y_len: usize) -> 
 #[inline(always)]
 unsafe fn tile_sums(dot4: Dot4, w: &TernaryView<'_>, t: usize, act: &[i8]) -> [i32; 4] {
     let tile = w.tile_bytes(t);
-    debug_assert_eq!(act.len(), tile.len());
-    // SAFETY: a tile and an activation row both hold `blocks * 256` bytes; CPU features checked.
+    debug_assert_eq!((act.len(), tile.len()), (w.cols_padded(), w.blocks_per_row() * 256));
+    // SAFETY: a tile holds `blocks * 256` bytes and an activation row `cols_padded` = `blocks * 256` (2-bit) or
+    // `blocks * 320` (five-trit) bytes, what the layout's kernels read; CPU features checked.
     unsafe { dot4(tile.as_ptr(), act.as_ptr(), w.blocks_per_row()) }
 }
 
@@ -131,7 +145,7 @@ pub fn ternary_accumulators<'a>(
     if token >= x.rows() {
         return Err(KernelError::ShapeMismatch { what: "token index", expected: x.rows(), got: token });
     }
-    let dot4 = dot4_fn(kernel, 1)?;
+    let dot4 = dot4_fn(kernel, 1, w.layout())?;
     for t in 0..w.tiles() {
         // SAFETY: shapes checked above, `t < tiles`, kernel checked by `dot4_fn`.
         let sums = unsafe { tile_sums(dot4, w, t, x.row(token)) };
@@ -219,7 +233,8 @@ pub fn ternary_matmul_many_with(
     // A tile of a 2560-wide row is 2.5 KB: below ~64 tiles (160 KB) the caller does it faster alone.
     let chunks = chunk_count(pool, tiles, MIN_PARALLEL_TILES.div_ceil(tokens.max(1)));
     let streams = pool.streams(chunks);
-    let dot4 = dot4_fn(kernel, streams)?;
+    // One tile function per weight (they may differ in layout).
+    let dot4s = weights.iter().map(|w| dot4_fn(kernel, streams, w.layout())).collect::<Result<Vec<_>>>()?;
     let dot4_grouped = dot4_grouped_fn(kernel, streams)?;
     // Prefill: a kernel with a GEMM path unpacks each tile once and runs groups of tokens against it.
     let gemm = gemm::gemm_fn(kernel).filter(|&(_, group)| tokens >= group);
@@ -231,7 +246,9 @@ pub fn ternary_matmul_many_with(
             let (begin, end) = (range.start.max(first_tile[j]), range.end.min(first_tile[j + 1]));
             let rows = w.rows();
             let blocks = w.blocks_per_row();
-            let out = outs[j];
+            let (out, dot4) = (outs[j], dot4s[j]);
+            // The GEMM reads unpacked 2-bit tiles; five-trit tiles run token by token.
+            let gemm = gemm.filter(|_| w.layout() == TernaryLayout::Bits2);
             for t in begin.saturating_sub(first_tile[j])..end.saturating_sub(first_tile[j]) {
                 let n = t * ROW_TILE;
                 let width = ROW_TILE.min(rows - n);
