@@ -136,7 +136,7 @@ impl QuantizedActivations {
     /// [`Self::zeros`] with rows padded to whole blocks of `layout` ([`TernaryLayout::cols_padded`]), the width
     /// its matrices take (the 2-bit layout's is [`ACT_PAD`], the one every other product takes too).
     pub fn zeros_for(layout: TernaryLayout, rows: usize, cols: usize) -> Result<Self> {
-        let cols_padded = layout.cols_padded(cols);
+        let cols_padded = layout.act_cols_padded(cols);
         let len = crate::error::checked_elems("activations", rows, cols_padded)?;
         Ok(Self {
             rows,

@@ -80,12 +80,14 @@ fn five_trit_products_equal_the_2_bit_products() {
         let scales: Vec<f32> = (0..rows).map(|_| rng.random_range(0.01..2.0f32)).collect();
         let two_bit = TernaryMatrix::from_codes(&codes, scales).unwrap();
         let five = two_bit.to_layout(TernaryLayout::Trits5).unwrap();
-        for tokens in 1..=3 {
+        // Up to 11 tokens: every GEMM kernel's token groups and the leftover tokens both run.
+        for tokens in [1, 2, 3, 5, 11] {
             let act_codes: Vec<i8> = (0..tokens * cols).map(|_| rng.random_range(-128..=127i8)).collect();
             let act_scales: Vec<f32> = (0..tokens).map(|_| rng.random_range(1.0..200.0f32)).collect();
             let x5 = acts(TernaryLayout::Trits5, &act_codes, &act_scales, tokens, cols);
             let x2 = acts(TernaryLayout::Bits2, &act_codes, &act_scales, tokens, cols);
-            assert_eq!((x5.cols_padded(), x2.cols_padded()), (cols.div_ceil(320) * 320, cols.div_ceil(256) * 256));
+            // Five-trit activations cover whole 320-weight blocks and whole 256-weight blocks (the GEMM's).
+            assert_eq!((x5.cols_padded(), x2.cols_padded()), ((cols.div_ceil(320) * 320).div_ceil(256) * 256, cols.div_ceil(256) * 256));
             let mut want = vec![0f32; tokens * rows];
             ternary_matmul_with(Kernel::Scalar, &two_bit, &x2, &mut want, &ThreadPool::new(1).unwrap()).unwrap();
             for &kernel in &kernels {
@@ -142,11 +144,13 @@ fn five_trit_misuse_is_refused() {
         .unwrap();
     assert!(TernaryView::new_in(TernaryLayout::Trits5, 2, 600, &wide.data()[1..], wide.scales()).is_err());
     assert!(TernaryView::new(2, 600, wide.data(), wide.scales()).is_err(), "five-trit bytes as 2-bit bytes");
-    // Activations padded for the 2-bit layout do not fit (768 vs 640 per row).
+    // Activations padded for the 2-bit layout do not fit 700 weights (768 per row, against 960 rounded to 1024).
     let pool = ThreadPool::new(1).unwrap();
-    let x2 = QuantizedActivations::zeros(1, 600).unwrap();
+    let wider = TernaryMatrix::from_codes_in(TernaryLayout::Trits5, &TernaryCodes::new(1, 700, vec![0; 700]).unwrap(), vec![1.0])
+        .unwrap();
+    let x2 = QuantizedActivations::zeros(1, 700).unwrap();
     assert!(matches!(
-        ternary_matmul_with(Kernel::Scalar, &wide, &x2, &mut [0.0; 2], &pool),
+        ternary_matmul_with(Kernel::Scalar, &wider, &x2, &mut [0.0; 1], &pool),
         Err(KernelError::ShapeMismatch { .. })
     ));
     // A kernel that cannot read the layout says so.

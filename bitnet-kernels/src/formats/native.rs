@@ -72,10 +72,15 @@ impl TernaryLayout {
             TernaryLayout::Trits5 => TRITS5_BLOCK,
         }
     }
-    /// `cols` rounded up to whole blocks: a row's width in the matrix, and the padded width of the activations
-    /// that multiply it ([`crate::QuantizedActivations::zeros_padded`]).
+    /// `cols` rounded up to whole blocks: a row's width in the matrix.
     pub const fn cols_padded(self, cols: usize) -> usize {
         cols.div_ceil(self.block_weights()) * self.block_weights()
+    }
+    /// The padded width of the activations that multiply a matrix of `cols` columns
+    /// ([`crate::QuantizedActivations::zeros_for`]): [`Self::cols_padded`] rounded up to whole 256-weight blocks,
+    /// which the prefill GEMM reads (five-trit tiles are unpacked into its 2-bit-shaped buffer).
+    pub const fn act_cols_padded(self, cols: usize) -> usize {
+        self.cols_padded(cols).div_ceil(NATIVE_BLOCK) * NATIVE_BLOCK
     }
     /// The layout's name in messages.
     pub const fn name(self) -> &'static str {

@@ -17,10 +17,13 @@
 //! per-token path.
 
 use crate::dispatch::Kernel;
-use crate::formats::native::{NATIVE_BLOCK_BYTES, ROW_TILE};
+use crate::formats::native::{TernaryLayout, NATIVE_BLOCK_BYTES, ROW_TILE};
+
+/// Weights per row of one unpacked block.
+pub(crate) const GEMM_BLOCK: usize = 256;
 
 /// Bytes of one unpacked block of a tile (4 rows x 256 codes).
-pub(crate) const UNPACKED_BLOCK: usize = ROW_TILE * 256;
+pub(crate) const UNPACKED_BLOCK: usize = ROW_TILE * GEMM_BLOCK;
 
 /// The most tokens a kernel takes at once.
 pub(crate) const MAX_GROUP: usize = 4;
@@ -43,11 +46,20 @@ pub(crate) fn gemm_fn(kernel: Kernel) -> Option<(Gemm, usize)> {
     }
 }
 
-/// Unpacks one interleaved tile (`blocks * 256` bytes, block `b` of row `r` at byte `(4b + r) * 64`) into
-/// `out` (`blocks * 1024` bytes, the layout of the module docs).
-/// Each code is `(byte >> 2p) & 3`, so the body vectorizes to a shift and a mask per vector; it is compiled
+/// Unpacks one interleaved tile (`blocks` blocks of 64 bytes a row, block `b` of row `r` at byte `(4b + r) * 64`)
+/// of `layout` into `out` (1024 bytes for every 256 weights of a row, the layout of the module docs; a five-trit
+/// tile's planes `P = 5b + p` land in unpacked block `P / 4`, sub-block `P % 4`).
+/// Each 2-bit code is `(byte >> 2p) & 3`, so the body vectorizes to a shift and a mask per vector; it is compiled
 /// for the widest vectors the GEMM kernel's CPU has (the unpacking is a fifth of a small-batch step otherwise).
-pub(crate) fn unpack_tile(kernel: Kernel, tile: &[u8], out: &mut [u8]) {
+pub(crate) fn unpack_tile(kernel: Kernel, layout: TernaryLayout, tile: &[u8], out: &mut [u8]) {
+    if layout == TernaryLayout::Trits5 {
+        return match kernel {
+            // SAFETY: the caller runs `kernel`'s GEMM, so the CPU has its features.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => unsafe { x86::unpack_tile_trits5_avx512(tile, out) },
+            _ => unpack_tile_trits5_body(tile, out),
+        };
+    }
     match kernel {
         // SAFETY: the caller runs `kernel`'s GEMM, so the CPU has its features.
         #[cfg(target_arch = "x86_64")]
@@ -71,11 +83,40 @@ fn unpack_tile_body(tile: &[u8], out: &mut [u8]) {
     }
 }
 
+/// The portable body of [`unpack_tile`] for a five-trit tile: each byte's codes by the tripling of the layout
+/// docs (`y_(p+1) = 3 y_p mod 256`, code `3 y_p >> 8`), in 16-bit arithmetic that vectorizes.
+#[inline(always)]
+fn unpack_tile_trits5_body(tile: &[u8], out: &mut [u8]) {
+    for (b, src) in tile.chunks_exact(ROW_TILE * NATIVE_BLOCK_BYTES).enumerate() {
+        for (r, row) in src.chunks_exact(NATIVE_BLOCK_BYTES).enumerate() {
+            let mut y: [u16; NATIVE_BLOCK_BYTES] = std::array::from_fn(|j| row[j] as u16);
+            for p in 0..5 {
+                let plane = 5 * b + p;
+                let at = ((4 * (plane / 4) + r) * 4 + plane % 4) * NATIVE_BLOCK_BYTES;
+                for (d, y) in out[at..at + NATIVE_BLOCK_BYTES].iter_mut().zip(y.iter_mut()) {
+                    let tripled = *y * 3;
+                    *d = (tripled >> 8) as u8;
+                    *y = tripled & 0xff;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)]
 mod x86 {
     use super::UNPACKED_BLOCK;
     use core::arch::x86_64::*;
+
+    /// [`super::unpack_tile_trits5_body`] compiled for AVX-512BW.
+    ///
+    /// # Safety
+    /// avx512f/bw present.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn unpack_tile_trits5_avx512(tile: &[u8], out: &mut [u8]) {
+        super::unpack_tile_trits5_body(tile, out)
+    }
 
     /// [`super::unpack_tile_body`] compiled for AVX-512BW.
     ///

@@ -105,24 +105,24 @@ fn dot4_fn(kernel: Kernel, streams: usize, layout: TernaryLayout) -> Result<Dot4
     })
 }
 
-/// Checks that `x` can multiply `w` (same `K`, same padding: [`TernaryLayout::cols_padded`]) and that `y` holds
-/// `rows(x) * rows(w)`.
+/// Checks that `x` can multiply `w` (same `K`, same padding: [`TernaryLayout::act_cols_padded`]) and that `y`
+/// holds `rows(x) * rows(w)`.
 fn check_shapes(w: &TernaryView<'_>, x: &QuantizedActivations, y_len: usize) -> Result<()> {
     ensure_eq("activation width (K)", w.cols(), x.cols())?;
-    ensure_eq("activation padded width", w.cols_padded(), x.cols_padded())?;
+    ensure_eq("activation padded width", w.layout().act_cols_padded(w.cols()), x.cols_padded())?;
     ensure_len("output", x.rows() * w.rows(), y_len)
 }
 
 /// Runs `dot4` on tile `t` of `w` against activation row `act` (both checked by the caller).
 ///
 /// # Safety
-/// `dot4` comes from [`dot4_fn`], `t < w.tiles()`, and `act.len() == w.cols_padded()`.
+/// `dot4` comes from [`dot4_fn`], `t < w.tiles()`, and `act` passed [`check_shapes`] with `w`.
 #[inline(always)]
 unsafe fn tile_sums(dot4: Dot4, w: &TernaryView<'_>, t: usize, act: &[i8]) -> [i32; 4] {
     let tile = w.tile_bytes(t);
-    debug_assert_eq!((act.len(), tile.len()), (w.cols_padded(), w.blocks_per_row() * 256));
-    // SAFETY: a tile holds `blocks * 256` bytes and an activation row `cols_padded` = `blocks * 256` (2-bit) or
-    // `blocks * 320` (five-trit) bytes, what the layout's kernels read; CPU features checked.
+    debug_assert!(act.len() >= w.cols_padded() && tile.len() == w.blocks_per_row() * 256);
+    // SAFETY: a tile holds `blocks * 256` bytes and an activation row at least `cols_padded` = `blocks * 256`
+    // (2-bit) or `blocks * 320` (five-trit) bytes, what the layout's kernels read; CPU features checked.
     unsafe { dot4(tile.as_ptr(), act.as_ptr(), w.blocks_per_row()) }
 }
 
@@ -247,8 +247,9 @@ pub fn ternary_matmul_many_with(
             let rows = w.rows();
             let blocks = w.blocks_per_row();
             let (out, dot4) = (outs[j], dot4s[j]);
-            // The GEMM reads unpacked 2-bit tiles; five-trit tiles run token by token.
-            let gemm = gemm.filter(|_| w.layout() == TernaryLayout::Bits2);
+            // The GEMM runs over whole 256-weight blocks of unpacked codes (a five-trit row's 320-weight blocks
+            // unpack into `act_cols_padded / 256` of them).
+            let gemm_blocks = w.layout().act_cols_padded(w.cols()) / gemm::GEMM_BLOCK;
             for t in begin.saturating_sub(first_tile[j])..end.saturating_sub(first_tile[j]) {
                 let n = t * ROW_TILE;
                 let width = ROW_TILE.min(rows - n);
@@ -290,18 +291,18 @@ pub fn ternary_matmul_many_with(
                 };
                 let mut m = 0;
                 if let Some((kernel_fn, group)) = gemm {
-                    unpacked.resize(blocks * gemm::UNPACKED_BLOCK, 0);
-                    gemm::unpack_tile(kernel, w.tile_bytes(t), &mut unpacked);
+                    unpacked.resize(gemm_blocks * gemm::UNPACKED_BLOCK, 0);
+                    gemm::unpack_tile(kernel, w.layout(), w.tile_bytes(t), &mut unpacked);
                     let mut sums = [[0i32; 4]; gemm::MAX_GROUP];
                     while m + group <= tokens {
                         let mut acts = [std::ptr::null::<i8>(); gemm::MAX_GROUP];
                         for (g, a) in acts.iter_mut().enumerate().take(group) {
                             *a = x.row(m + g).as_ptr();
                         }
-                        // SAFETY: the kernel is available (`dot4_fn` checked it), `unpacked` holds `blocks`
-                        // unpacked blocks, and each activation row holds `cols_padded = blocks * 256` bytes
-                        // (checked by `check_shapes`).
-                        unsafe { kernel_fn(unpacked.as_ptr(), &acts[..group], blocks, &mut sums[..group]) };
+                        // SAFETY: the kernel is available (`dot4_fn` checked it), `unpacked` holds `gemm_blocks`
+                        // unpacked blocks, and each activation row holds `act_cols_padded = gemm_blocks * 256`
+                        // bytes (checked by `check_shapes`).
+                        unsafe { kernel_fn(unpacked.as_ptr(), &acts[..group], gemm_blocks, &mut sums[..group]) };
                         for (g, &s) in sums.iter().enumerate().take(group) {
                             write(m + g, s);
                         }
