@@ -107,7 +107,9 @@ fn bench_ternary_gemv(c: &mut Criterion) {
             for pool in &pools {
                 let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("trits5/{kernel}/{}t", pool.threads()));
                 group.bench_function(id, |b| {
-                    b.iter(|| ternary_matmul_with(kernel, weights5.next_item().view(), &x5, &mut y, pool).expect("gemv"))
+                    b.iter(|| {
+                        ternary_matmul_with(kernel, weights5.next_item().view(), &x5, &mut y, pool).expect("gemv")
+                    })
                 });
             }
         }

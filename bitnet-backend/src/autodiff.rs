@@ -27,7 +27,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 fn inner<B: TernaryBackend, C: CheckpointStrategy>(
     w: TernaryWeightPrimitive<Autodiff<B, C>>,
 ) -> TernaryWeightPrimitive<B> {
-    TernaryWeightPrimitive { words: w.words, scales: w.scales.primitive, rows: w.rows, cols: w.cols }
+    TernaryWeightPrimitive { words: w.words, scales: w.scales.primitive, rows: w.rows, cols: w.cols, layout: w.layout }
 }
 
 /// Whether no gradient flows through `t` (a constant, or a tensor of a graph that does not require grads).
@@ -161,6 +161,10 @@ impl<B: TransformerBackend> Backward<B, 1> for CrossEntropyBackward {
 }
 
 impl<B: TernaryBackend, C: CheckpointStrategy> TernaryBackend for Autodiff<B, C> {
+    fn preferred_ternary_layout() -> bitnet_kernels::TernaryLayout {
+        B::preferred_ternary_layout()
+    }
+
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
         Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
     }

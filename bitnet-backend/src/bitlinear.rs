@@ -25,7 +25,7 @@ use crate::ops::{
     fake_quantize_activations, fake_quantize_weights, ternary_linear, ternary_linear_many, TernaryBackend,
     TernaryWeight,
 };
-use bitnet_kernels::TernaryMatrix;
+use bitnet_kernels::{TernaryLayout, TernaryMatrix};
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param, ParamId};
 use burn::nn::{Initializer, RmsNorm, RmsNormConfig};
@@ -52,32 +52,38 @@ pub struct BitLinearConfig {
     pub input_norm_eps: Option<f64>,
 }
 
-/// Packed ternary weights as module parameters (saved and loaded with the module's record).
+/// Packed ternary weights as module parameters (saved and loaded with the module's record). The record holds the
+/// words and scales only: it loads into a skeleton of the same layout ([`BitLinearConfig::init_packed`] makes
+/// 2-bit ones; a model that packed five-trit weights for the CPU loads its weights from the model files instead).
 #[derive(Module, Debug)]
 pub struct PackedTernary<B: Backend> {
-    /// Native-layout words, `[rows_padded, cols_padded / 16]` i32.
+    /// Native-layout words, `[rows_padded, cols_padded / 16]` i32 (2-bit layout).
     words: Param<Tensor<B, 2, Int>>,
     /// Per-output scales `[d_output]`.
     scales: Param<Tensor<B, 1>>,
     rows: usize,
     cols: usize,
+    /// How the words hold the codes.
+    #[module(skip)]
+    layout: TernaryLayout,
 }
 
 impl<B: Backend> PackedTernary<B> {
     fn from_weight(w: TernaryWeight<B>) -> Self {
-        let (rows, cols) = (w.rows(), w.cols());
+        let (rows, cols, layout) = (w.rows(), w.cols(), w.layout());
         let (words, scales) = w.into_tensors();
         Self {
             words: Param::initialized(ParamId::new(), words),
             scales: Param::from_tensor(scales).set_require_grad(false),
             rows,
             cols,
+            layout,
         }
     }
 
     /// The tensor-level handle, checked.
     pub fn weight(&self) -> crate::error::Result<TernaryWeight<B>> {
-        TernaryWeight::from_tensors(self.words.val(), self.scales.val(), self.rows, self.cols)
+        TernaryWeight::from_tensors_in(self.layout, self.words.val(), self.scales.val(), self.rows, self.cols)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::host;
 use crate::ops::{
     assert_input_fits, float_tensor, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive,
 };
-use bitnet_kernels::{QuantizedActivations, TernaryView};
+use bitnet_kernels::{QuantizedActivations, TernaryLayout, TernaryView};
 use burn::backend::candle::{Candle, FloatCandleElement, IntCandleElement};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -31,14 +31,19 @@ fn read_weight<B: Backend>(w: &TernaryWeightPrimitive<B>) -> (Vec<i32>, Vec<f32>
 }
 
 fn view<'a, B: Backend>(w: &TernaryWeightPrimitive<B>, (words, scales): &'a (Vec<i32>, Vec<f32>)) -> TernaryView<'a> {
-    TernaryView::new(w.rows, w.cols, bytemuck::cast_slice(words), scales)
+    TernaryView::new_in(w.layout, w.rows, w.cols, bytemuck::cast_slice(words), scales)
         .unwrap_or_else(|e| panic!("ternary weight [{}, {}]: {e}", w.rows, w.cols))
 }
 
-fn read_activations<B: Backend>(x: FloatTensor<B>, what: &str) -> (QuantizedActivations, B::Device) {
+/// `x` quantized on the host, padded for ternary weights in `layout`.
+fn read_activations<B: Backend>(
+    x: FloatTensor<B>,
+    layout: TernaryLayout,
+    what: &str,
+) -> (QuantizedActivations, B::Device) {
     let x = float_tensor::<B, 2>(x);
     let ([m, k], device) = (x.dims(), x.device());
-    (host::quantize(&read_f32(x, what), m, k, what), device)
+    (host::quantize(&read_f32(x, what), m, k, layout, what), device)
 }
 
 fn upload<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> FloatTensor<B> {
@@ -51,7 +56,9 @@ impl<F: FloatCandleElement, I: IntCandleElement> TernaryBackend for Candle<F, I>
     }
 
     fn ternary_linear_many(x: FloatTensor<Self>, weights: Vec<TernaryWeightPrimitive<Self>>) -> Vec<FloatTensor<Self>> {
-        let (q, device) = read_activations::<Self>(x, "ternary_linear input");
+        let layout = weights.first().map_or(TernaryLayout::Bits2, |w| w.layout);
+        assert!(weights.iter().all(|w| w.layout == layout), "ternary_linear: weights in different ternary layouts");
+        let (q, device) = read_activations::<Self>(x, layout, "ternary_linear input");
         for w in &weights {
             assert_input_fits("ternary_linear", q.rows(), q.cols(), w);
         }
@@ -66,7 +73,7 @@ impl<F: FloatCandleElement, I: IntCandleElement> TernaryBackend for Candle<F, I>
     }
 
     fn quantize_activations(x: FloatTensor<Self>) -> QuantizedActivationsPrimitive<Self> {
-        let (q, device) = read_activations::<Self>(x, "quantize_activations input");
+        let (q, device) = read_activations::<Self>(x, TernaryLayout::Bits2, "quantize_activations input");
         let (m, k) = (q.rows(), q.cols());
         let codes = Tensor::<Self, 2, Int>::from_data(TensorData::new(host::activation_codes(&q), [m, k]), &device);
         QuantizedActivationsPrimitive {

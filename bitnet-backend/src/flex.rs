@@ -12,7 +12,7 @@ use crate::transformer::{
     causal_attention_gradients_ops, causal_attention_ops, cross_entropy_gradient_ops, cross_entropy_ops,
     gated_activation_gradients_ops, gated_activation_ops, rms_norm_ops, rotary_ops, GateActivation, TransformerBackend,
 };
-use bitnet_kernels::{BlockFormat, QuantizedActivations, TernaryView};
+use bitnet_kernels::{BlockFormat, QuantizedActivations, TernaryLayout, TernaryView};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{Bytes, DType, FloatDType, IntDType, Shape, TensorMetadata};
@@ -57,20 +57,23 @@ fn int_contiguous(t: FlexTensor, dtype: IntDType) -> FlexTensor {
 fn view_of<'a>(w: &TernaryWeightPrimitive<Flex>, (words, scales): &'a (FlexTensor, FlexTensor)) -> TernaryView<'a> {
     let words = words.as_slice::<i32>().expect("contiguous i32 tensor");
     let scales = scales.as_slice::<f32>().expect("contiguous f32 tensor");
-    TernaryView::new(w.rows, w.cols, bytemuck::cast_slice(words), scales)
+    TernaryView::new_in(w.layout, w.rows, w.cols, bytemuck::cast_slice(words), scales)
         .unwrap_or_else(|e| panic!("ternary weight [{}, {}]: {e}", w.rows, w.cols))
 }
 
-/// Quantizes `x` (`[M, K]`, f32) per token on the host buffer, without copying `x`.
-fn quantize_input(x: FlexTensor, what: &str) -> QuantizedActivations {
+/// Quantizes `x` (`[M, K]`, f32) per token on the host buffer, without copying `x`, padded for weights in `layout`.
+fn quantize_input(x: FlexTensor, layout: TernaryLayout, what: &str) -> QuantizedActivations {
     let [m, k] = dims2(&x, what);
     let x = contiguous(x, DType::F32, what);
-    host::quantize(x.as_slice::<f32>().expect("contiguous f32 tensor"), m, k, what)
+    host::quantize(x.as_slice::<f32>().expect("contiguous f32 tensor"), m, k, layout, what)
 }
 
-/// The ternary products of one input with several packed weights, quantizing it once.
+/// The ternary products of one input with several packed weights (all in one layout, as one model packs them),
+/// quantizing it once.
 fn linear_many(x: FlexTensor, weights: &[TernaryWeightPrimitive<Flex>], what: &str) -> Vec<FlexTensor> {
-    let q = quantize_input(x, what);
+    let layout = weights.first().map_or(TernaryLayout::Bits2, |w| w.layout);
+    assert!(weights.iter().all(|w| w.layout == layout), "{what}: weights in different ternary layouts");
+    let q = quantize_input(x, layout, what);
     let m = q.rows();
     for w in weights {
         assert_input_fits(what, m, q.cols(), w);
@@ -82,6 +85,10 @@ fn linear_many(x: FlexTensor, weights: &[TernaryWeightPrimitive<Flex>], what: &s
 }
 
 impl TernaryBackend for Flex {
+    fn preferred_ternary_layout() -> TernaryLayout {
+        TernaryLayout::selected()
+    }
+
     fn ternary_linear(x: FlexTensor, weight: TernaryWeightPrimitive<Self>) -> FlexTensor {
         linear_many(x, std::slice::from_ref(&weight), "ternary_linear").pop().expect("one weight gives one output")
     }
@@ -117,7 +124,7 @@ impl TernaryBackend for Flex {
     }
 
     fn quantize_activations(x: FlexTensor) -> QuantizedActivationsPrimitive<Self> {
-        let q = quantize_input(x, "quantize_activations");
+        let q = quantize_input(x, TernaryLayout::Bits2, "quantize_activations");
         let (m, k) = (q.rows(), q.cols());
         QuantizedActivationsPrimitive {
             codes: FlexTensor::new(
@@ -194,7 +201,7 @@ impl DenseLinearBackend for Flex {
             return int8_linear_ops::<Flex>(x, codes, scales);
         }
         let [n, k] = dims2(&codes, "int8_linear codes");
-        let q = quantize_input(x, "int8_linear input");
+        let q = quantize_input(x, TernaryLayout::Bits2, "int8_linear input");
         assert!(q.cols() == k, "int8_linear: input of width {} for codes [{n}, {k}]", q.cols());
         let codes = contiguous(codes, DType::I8, "int8_linear codes");
         let scales = contiguous(scales, DType::F32, "int8_linear scales");
@@ -216,7 +223,7 @@ impl DenseLinearBackend for Flex {
             return crate::dense::block_linear_host::<Flex>(x, blocks, cols, format);
         }
         let [n, _] = dims2(&blocks, "block_linear blocks");
-        let q = quantize_input(x, "block_linear input");
+        let q = quantize_input(x, TernaryLayout::Bits2, "block_linear input");
         let blocks = contiguous(blocks, DType::U8, "block_linear blocks");
         let y = host::block_gemv(&q, blocks.as_slice::<u8>().expect("contiguous u8 tensor"), [n, cols], format);
         f32_tensor(y, Shape::new([q.rows(), n]))

@@ -6,6 +6,7 @@
 use crate::cache::CacheWriteBackend;
 use crate::dense::DenseLinearBackend;
 use crate::ops::{QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
+use bitnet_kernels::TernaryLayout;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Element, Shape};
 use burn_fusion::stream::{Operation, OperationStreams};
@@ -19,8 +20,8 @@ type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as Fusion
 #[derive(Clone, Debug)]
 struct TernaryLinearManyOp<B> {
     desc: CustomOpIr,
-    /// `(rows, cols)` of each weight.
-    shapes: Vec<(usize, usize)>,
+    /// `(rows, cols, layout)` of each weight.
+    shapes: Vec<(usize, usize, TernaryLayout)>,
     _backend: PhantomData<B>,
 }
 
@@ -32,11 +33,12 @@ impl<B: FusionBackend + TernaryBackend> Operation<B::FusionRuntime> for TernaryL
             .shapes
             .iter()
             .enumerate()
-            .map(|(i, &(rows, cols))| TernaryWeightPrimitive {
+            .map(|(i, &(rows, cols, layout))| TernaryWeightPrimitive {
                 words: handles.get_int_tensor::<B>(&inputs[1 + 2 * i]),
                 scales: handles.get_float_tensor::<B>(&inputs[2 + 2 * i]),
                 rows,
                 cols,
+                layout,
             })
             .collect();
         for (y, out) in B::ternary_linear_many(x, weights).into_iter().zip(outputs) {
@@ -67,6 +69,7 @@ struct DequantizeOp<B> {
     desc: CustomOpIr,
     rows: usize,
     cols: usize,
+    layout: TernaryLayout,
     _backend: PhantomData<B>,
 }
 
@@ -78,12 +81,17 @@ impl<B: FusionBackend + TernaryBackend> Operation<B::FusionRuntime> for Dequanti
             scales: handles.get_float_tensor::<B>(scales),
             rows: self.rows,
             cols: self.cols,
+            layout: self.layout,
         };
         handles.register_float_tensor::<B>(&out.id, B::ternary_dequantize(weight));
     }
 }
 
 impl<B: FusionBackend + TernaryBackend> TernaryBackend for Fusion<B> {
+    fn preferred_ternary_layout() -> TernaryLayout {
+        B::preferred_ternary_layout()
+    }
+
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
         Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
     }
@@ -105,7 +113,7 @@ impl<B: FusionBackend + TernaryBackend> TernaryBackend for Fusion<B> {
             .iter()
             .map(|w| TensorIr::uninit(client.create_empty_handle(), Shape::new([m, w.rows]), x.dtype))
             .collect();
-        let shapes = weights.iter().map(|w| (w.rows, w.cols)).collect();
+        let shapes = weights.iter().map(|w| (w.rows, w.cols, w.layout)).collect();
         let mut inputs = vec![x.into_ir()];
         for w in weights {
             inputs.push(w.words.into_ir());
@@ -139,7 +147,13 @@ impl<B: FusionBackend + TernaryBackend> TernaryBackend for Fusion<B> {
             TensorIr::uninit(client.create_empty_handle(), Shape::new([weight.rows, weight.cols]), weight.scales.dtype);
         let desc =
             CustomOpIr::new("bitnet_ternary_dequantize", &[weight.words.into_ir(), weight.scales.into_ir()], &[out]);
-        let op = DequantizeOp::<B> { desc: desc.clone(), rows: weight.rows, cols: weight.cols, _backend: PhantomData };
+        let op = DequantizeOp::<B> {
+            desc: desc.clone(),
+            rows: weight.rows,
+            cols: weight.cols,
+            layout: weight.layout,
+            _backend: PhantomData,
+        };
         client.register(streams, OperationIr::Custom(desc), op).output()
     }
 }

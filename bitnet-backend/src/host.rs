@@ -7,14 +7,14 @@
 
 use bitnet_kernels::pool::for_each_rows;
 use bitnet_kernels::quant::round_half_even_small;
-use bitnet_kernels::{global_pool, ternary_matmul_many, BlockFormat, QuantizedActivations, TernaryView};
+use bitnet_kernels::{global_pool, ternary_matmul_many, BlockFormat, QuantizedActivations, TernaryLayout, TernaryView};
 
 /// The smallest buffer (elements) that a row-wise host pass splits over the kernels' pool.
 const PARALLEL_MIN_LEN: usize = 1 << 15;
 
-/// Per-token int8 quantization of `x` (`[m, k]`, row-major).
-pub(crate) fn quantize(x: &[f32], m: usize, k: usize, what: &str) -> QuantizedActivations {
-    QuantizedActivations::quantize_on(x, m, k, global_pool()).unwrap_or_else(|e| panic!("{what}: {e}"))
+/// Per-token int8 quantization of `x` (`[m, k]`, row-major), padded for ternary weights in `layout`.
+pub(crate) fn quantize(x: &[f32], m: usize, k: usize, layout: TernaryLayout, what: &str) -> QuantizedActivations {
+    QuantizedActivations::quantize_on_for(layout, x, m, k, global_pool()).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// The activation codes of `q` as i32, `[m, k]` (without the kernels' row padding).

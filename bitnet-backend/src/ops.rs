@@ -1,7 +1,9 @@
 //! [`TernaryBackend`]: the ternary ops of BitNet b1.58 on any burn backend.
 //!
 //! Packed weights travel as [`TernaryWeight`]: the kernel-native layout of `bitnet_kernels`
-//! (`bitnet_kernels::formats::native`) as little-endian `i32` words, shape `[rows_padded, cols_padded / 16]`,
+//! (`bitnet_kernels::formats::native`) as little-endian `i32` words, shape `[rows_padded, cols_padded / 16]` in the
+//! 2-bit layout (`[rows_padded, cols_padded / 20]` in the five-trit one, which only the CPU kernels read: a backend
+//! packs in [`TernaryBackend::preferred_ternary_layout`], and the CubeCL kernels refuse five-trit words),
 //! plus its scales: one f32 per output row, followed, for grouped weights (GGUF Q2_0 and the like), by one
 //! f32 per 64 weights in the kernels' order (`bitnet_kernels::formats::native::group_scale_count`); the
 //! length tells the two apart. CPU backends run the `bitnet-kernels` SIMD kernels on those bytes in place;
@@ -13,7 +15,7 @@
 //! accumulated exactly in i32 (i16 accumulation can wrap on adversarial inputs).
 
 use crate::error::{BackendError, Result};
-use bitnet_kernels::{TernaryCodes, TernaryMatrix};
+use bitnet_kernels::{TernaryCodes, TernaryLayout, TernaryMatrix};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{AllocationProperty, Bytes, DType, Int, Tensor, TensorData, TensorPrimitive};
@@ -21,7 +23,7 @@ use burn::tensor::{AllocationProperty, Bytes, DType, Int, Tensor, TensorData, Te
 /// Packed ternary weights at the primitive level (what the backend ops take).
 #[derive(Debug, Clone)]
 pub struct TernaryWeightPrimitive<B: Backend> {
-    /// Native-layout bytes as i32 words, `[rows_padded, cols_padded / 16]`.
+    /// Native-layout bytes as i32 words, `[rows_padded, cols_padded / 16]` (2-bit layout).
     pub words: IntTensor<B>,
     /// Weight scales: `[rows]` row scales `g_n`, or `[rows + group scales]` for a grouped weight.
     pub scales: FloatTensor<B>,
@@ -29,6 +31,8 @@ pub struct TernaryWeightPrimitive<B: Backend> {
     pub rows: usize,
     /// Input features `K`.
     pub cols: usize,
+    /// How the words hold the codes.
+    pub layout: TernaryLayout,
 }
 
 /// Per-token int8 activations at the primitive level.
@@ -43,6 +47,12 @@ pub struct QuantizedActivationsPrimitive<B: Backend> {
 /// A burn backend that runs BitNet's ternary ops. It also runs the fused norm [`crate::TransformerBackend`] provides
 /// (a [`crate::BitLinear`] with an input norm calls it), so every ternary backend implements both.
 pub trait TernaryBackend: crate::TransformerBackend {
+    /// The layout this backend's ternary products read fastest: what model loading packs weights in. 2 bits by
+    /// default (every backend reads it); the CPU backends return `bitnet_kernels::TernaryLayout::selected`.
+    fn preferred_ternary_layout() -> TernaryLayout {
+        TernaryLayout::Bits2
+    }
+
     /// `y = ternary_linear(x, W)`: per-token int8 quantization of `x` (`[M, K]`) and the ternary x int8 product
     /// with the packed weights; returns `[M, N]` in f32.
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self>;
@@ -85,12 +95,13 @@ pub struct TernaryWeight<B: Backend> {
     scales: Tensor<B, 1>,
     rows: usize,
     cols: usize,
+    layout: TernaryLayout,
 }
 
-/// The shape of the word tensor of a `[rows, cols]` ternary weight: rows padded to whole 4-row tiles, columns
-/// to whole 256-weight blocks of 16 words.
-pub fn packed_words_shape(rows: usize, cols: usize) -> [usize; 2] {
-    [rows.div_ceil(4) * 4, cols.div_ceil(256) * 16]
+/// The shape of the word tensor of a `[rows, cols]` ternary weight in `layout`: rows padded to whole 4-row tiles,
+/// columns to whole blocks of 16 words (256 weights in the 2-bit layout, 320 in the five-trit one).
+pub fn packed_words_shape(layout: TernaryLayout, rows: usize, cols: usize) -> [usize; 2] {
+    [rows.div_ceil(4) * 4, cols.div_ceil(layout.block_weights()) * 16]
 }
 
 /// Whether `dtype` can hold packed words on a backend (its default int dtype must hold i32 values).
@@ -110,12 +121,12 @@ impl<B: Backend> TernaryWeight<B> {
                 o.copy_from_slice(&i32::from_le_bytes([b[0], b[1], b[2], b[3]]).to_ne_bytes());
             }
         });
-        let shape = packed_words_shape(matrix.rows(), matrix.cols());
+        let shape = packed_words_shape(matrix.layout(), matrix.rows(), matrix.cols());
         let words = Bytes::from_shared(bytes::Bytes::from_owner(words), AllocationProperty::Other);
         // The device's default int dtype (I32 on Flex and CubeCL, I64 on candle) holds the i32 words by value.
         let words = Tensor::from_data(TensorData::from_bytes(words, shape, DType::I32), device);
         let scales = Tensor::from_data(TensorData::new(matrix.scales().to_vec(), [matrix.scales().len()]), device);
-        Self { words, scales, rows: matrix.rows(), cols: matrix.cols() }
+        Self { words, scales, rows: matrix.rows(), cols: matrix.cols(), layout: matrix.layout() }
     }
 
     /// Packs ternary codes (`[rows, cols]`, values 0, 1, 2 for -1, 0, +1) with per-row scales.
@@ -131,15 +142,26 @@ impl<B: Backend> TernaryWeight<B> {
     /// An all-zero weight (every code 1) with unit scales: the skeleton a saved record is loaded into.
     pub fn zeros(rows: usize, cols: usize, device: &B::Device) -> Self {
         // Code 1 in every 2-bit slot: 0b01 repeated, 0x55555555 as a word.
-        let [r, w] = packed_words_shape(rows, cols);
+        let [r, w] = packed_words_shape(TernaryLayout::Bits2, rows, cols);
         let words = Tensor::from_data(TensorData::new(vec![0x5555_5555i32; r * w], [r, w]), device);
         let scales = Tensor::from_data(TensorData::new(vec![1f32; rows], [rows]), device);
-        Self { words, scales, rows, cols }
+        Self { words, scales, rows, cols, layout: TernaryLayout::Bits2 }
     }
 
-    /// Rebuilds from the two tensors (e.g. after loading a record), checking their shapes and dtype.
+    /// Rebuilds a 2-bit weight from the two tensors (e.g. after loading a record), checking their shapes and dtype.
     pub fn from_tensors(words: Tensor<B, 2, Int>, scales: Tensor<B, 1>, rows: usize, cols: usize) -> Result<Self> {
-        let expected = packed_words_shape(rows, cols);
+        Self::from_tensors_in(TernaryLayout::Bits2, words, scales, rows, cols)
+    }
+
+    /// [`Self::from_tensors`] for words in `layout` (a five-trit weight has row scales only).
+    pub fn from_tensors_in(
+        layout: TernaryLayout,
+        words: Tensor<B, 2, Int>,
+        scales: Tensor<B, 1>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        let expected = packed_words_shape(layout, rows, cols);
         if words.dims() != expected {
             return Err(BackendError::Shape {
                 what: "ternary weight words",
@@ -148,7 +170,7 @@ impl<B: Backend> TernaryWeight<B> {
             });
         }
         let grouped = rows + bitnet_kernels::formats::native::group_scale_count(rows, cols)?;
-        if scales.dims() != [rows] && scales.dims() != [grouped] {
+        if scales.dims() != [rows] && (scales.dims() != [grouped] || layout != TernaryLayout::Bits2) {
             return Err(BackendError::Shape {
                 what: "ternary scales (row scales, or row and group scales)",
                 expected: vec![rows],
@@ -162,7 +184,7 @@ impl<B: Backend> TernaryWeight<B> {
                 got: format!("{:?}", words.dtype()),
             });
         }
-        Ok(Self { words, scales, rows, cols })
+        Ok(Self { words, scales, rows, cols, layout })
     }
 
     /// Downloads the packed matrix (to serialize it or run it on the host).
@@ -173,13 +195,13 @@ impl<B: Backend> TernaryWeight<B> {
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let scales = self.scales.to_data().convert::<f32>();
         let scales = scales.as_slice::<f32>().map_err(|e| read("ternary row scales", e))?;
-        let view = bitnet_kernels::TernaryView::new(self.rows, self.cols, &bytes, scales)?;
+        let view = bitnet_kernels::TernaryView::new_in(self.layout, self.rows, self.cols, &bytes, scales)?;
         // Foreign words may hold code 3: decoding them is the check.
         view.to_codes()?;
         Ok(TernaryMatrix::from_view(&view))
     }
 
-    /// The packed words, `[rows_padded, cols_padded / 16]`.
+    /// The packed words, `[rows_padded, cols_padded / 16]` (2-bit layout).
     pub fn words(&self) -> &Tensor<B, 2, Int> {
         &self.words
     }
@@ -195,6 +217,10 @@ impl<B: Backend> TernaryWeight<B> {
     pub fn rows(&self) -> usize {
         self.rows
     }
+    /// How the words hold the codes.
+    pub fn layout(&self) -> TernaryLayout {
+        self.layout
+    }
     /// Input features `K`.
     pub fn cols(&self) -> usize {
         self.cols
@@ -203,8 +229,8 @@ impl<B: Backend> TernaryWeight<B> {
     pub fn is_grouped(&self) -> bool {
         self.scales.dims()[0] > self.rows
     }
-    /// Bytes a product with this weight reads: the packed 2-bit codes (padded to whole tiles, 4-byte words on
-    /// the device) and the f32 scales.
+    /// Bytes a product with this weight reads: the packed codes (padded to whole tiles, 4-byte words on the
+    /// device) and the f32 scales.
     pub fn packed_bytes(&self) -> u64 {
         let words = self.words.shape().num_elements() as u64;
         let scales = self.scales.shape().num_elements() as u64;
@@ -218,8 +244,34 @@ impl<B: Backend> TernaryWeight<B> {
             scales: self.scales.clone().into_primitive().tensor(),
             rows: self.rows,
             cols: self.cols,
+            layout: self.layout,
         }
     }
+}
+
+impl<B: TernaryBackend> TernaryWeight<B> {
+    /// Uploads `matrix` in the layout `B`'s products read fastest ([`TernaryBackend::preferred_ternary_layout`]),
+    /// repacking it when it differs; a matrix with group scales stays in the 2-bit layout (the only one that has
+    /// them). Model loading packs every projection this way.
+    pub fn from_matrix_preferred(matrix: &TernaryMatrix, device: &B::Device) -> Result<Self> {
+        let layout = B::preferred_ternary_layout();
+        if layout == matrix.layout() || matrix.group_scales().is_some() {
+            return Ok(Self::from_matrix(matrix, device));
+        }
+        Ok(Self::from_matrix(&matrix.to_layout(layout)?, device))
+    }
+}
+
+/// Panics unless `weight` is in the 2-bit layout: for the backends whose kernels read only that one (they never
+/// prefer another, so only a weight packed for another backend reaches this).
+#[cfg(feature = "cube")]
+pub(crate) fn assert_bits2<B: Backend>(op: &str, weight: &TernaryWeightPrimitive<B>) {
+    assert!(
+        weight.layout == TernaryLayout::Bits2,
+        "{op}: this backend reads ternary weights in the 2-bit layout, not the {} one (repack with \
+         TernaryMatrix::to_layout)",
+        weight.layout.name()
+    );
 }
 
 /// Panics unless an input of shape `[m, k]` fits `weight`, naming both shapes (burn's convention for
@@ -312,7 +364,7 @@ pub fn ternary_rows<B: TernaryBackend>(weight: &TernaryWeight<B>, ids: Tensor<B,
     } else {
         row_scales
     };
-    let gathered = TernaryWeight::from_tensors(words, scales, 4 * t, cols)
+    let gathered = TernaryWeight::from_tensors_in(weight.layout(), words, scales, 4 * t, cols)
         .expect("a gathered tile set has the shapes of a [4T, K] ternary weight");
     let keep = Tensor::<B, 1, Int>::arange(0..t as i64, &device).mul_scalar(4) + slots;
     ternary_dequantize(&gathered).select(0, keep)

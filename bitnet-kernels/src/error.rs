@@ -96,6 +96,9 @@ pub enum KernelError {
         /// What was asked of it.
         what: &'static str,
     },
+    /// An unknown ternary layout name (`BITNET_TERNARY_LAYOUT`).
+    #[error("unknown ternary layout '{0}': expected 2bit or trits5")]
+    UnknownLayout(String),
     /// A kernel was requested that this CPU (or this build) cannot run.
     #[error("kernel '{0}' is not available on this CPU")]
     KernelUnavailable(&'static str),

@@ -164,10 +164,21 @@ impl QuantizedActivations {
     /// (a prompt's tokens; one decoded token stays on the caller). Rows are independent, so the result is the
     /// same as [`Self::quantize`]'s.
     pub fn quantize_on(x: &[f32], rows: usize, cols: usize, pool: &ThreadPool) -> Result<Self> {
+        Self::quantize_on_for(TernaryLayout::Bits2, x, rows, cols, pool)
+    }
+
+    /// [`Self::quantize_on`] padded for `layout` (see [`Self::zeros_for`]).
+    pub fn quantize_on_for(
+        layout: TernaryLayout,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+        pool: &ThreadPool,
+    ) -> Result<Self> {
         /// Values below which the caller quantizes alone.
         const PARALLEL_MIN_VALUES: usize = 1 << 15;
         ensure_eq("activation length", rows * cols, x.len())?;
-        let mut q = Self::zeros(rows, cols)?;
+        let mut q = Self::zeros_for(layout, rows, cols)?;
         let chunks = if x.len() < PARALLEL_MIN_VALUES { 1 } else { chunk_count(pool, rows, 1) };
         if chunks <= 1 {
             q.quantize_from(x)?;

@@ -87,7 +87,10 @@ fn five_trit_products_equal_the_2_bit_products() {
             let x5 = acts(TernaryLayout::Trits5, &act_codes, &act_scales, tokens, cols);
             let x2 = acts(TernaryLayout::Bits2, &act_codes, &act_scales, tokens, cols);
             // Five-trit activations cover whole 320-weight blocks and whole 256-weight blocks (the GEMM's).
-            assert_eq!((x5.cols_padded(), x2.cols_padded()), ((cols.div_ceil(320) * 320).div_ceil(256) * 256, cols.div_ceil(256) * 256));
+            assert_eq!(
+                (x5.cols_padded(), x2.cols_padded()),
+                ((cols.div_ceil(320) * 320).div_ceil(256) * 256, cols.div_ceil(256) * 256)
+            );
             let mut want = vec![0f32; tokens * rows];
             ternary_matmul_with(Kernel::Scalar, &two_bit, &x2, &mut want, &ThreadPool::new(1).unwrap()).unwrap();
             for &kernel in &kernels {
@@ -140,14 +143,22 @@ fn five_trit_misuse_is_refused() {
     let five = TernaryMatrix::from_codes_in(TernaryLayout::Trits5, &codes, vec![1.0; 2]).unwrap();
     assert!(TernaryView::new_in(TernaryLayout::Trits5, 2, 128, five.data(), grouped.scales()).is_err(), "group scales");
     // Wrong byte counts for a view: 600 weights take two five-trit blocks but three 2-bit ones.
-    let wide = TernaryMatrix::from_codes_in(TernaryLayout::Trits5, &TernaryCodes::new(2, 600, vec![0; 1200]).unwrap(), vec![1.0; 2])
-        .unwrap();
+    let wide = TernaryMatrix::from_codes_in(
+        TernaryLayout::Trits5,
+        &TernaryCodes::new(2, 600, vec![0; 1200]).unwrap(),
+        vec![1.0; 2],
+    )
+    .unwrap();
     assert!(TernaryView::new_in(TernaryLayout::Trits5, 2, 600, &wide.data()[1..], wide.scales()).is_err());
     assert!(TernaryView::new(2, 600, wide.data(), wide.scales()).is_err(), "five-trit bytes as 2-bit bytes");
     // Activations padded for the 2-bit layout do not fit 700 weights (768 per row, against 960 rounded to 1024).
     let pool = ThreadPool::new(1).unwrap();
-    let wider = TernaryMatrix::from_codes_in(TernaryLayout::Trits5, &TernaryCodes::new(1, 700, vec![0; 700]).unwrap(), vec![1.0])
-        .unwrap();
+    let wider = TernaryMatrix::from_codes_in(
+        TernaryLayout::Trits5,
+        &TernaryCodes::new(1, 700, vec![0; 700]).unwrap(),
+        vec![1.0],
+    )
+    .unwrap();
     let x2 = QuantizedActivations::zeros(1, 700).unwrap();
     assert!(matches!(
         ternary_matmul_with(Kernel::Scalar, &wider, &x2, &mut [0.0; 1], &pool),

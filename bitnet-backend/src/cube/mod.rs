@@ -15,7 +15,9 @@ pub use cubecl::wgpu::WgpuRuntime;
 
 use crate::cache::CacheWriteBackend;
 use crate::dense::DenseLinearBackend;
-use crate::ops::{assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive};
+use crate::ops::{
+    assert_bits2, assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive,
+};
 use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -48,6 +50,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
         let [m, k] = dims2(&x, "ternary_linear input");
         for w in &weights {
             assert_input_fits("ternary_linear", m, k, w);
+            assert_bits2("ternary_linear", w);
         }
         let float_dtype = x.dtype;
         let q = Self::quantize_activations(x);
@@ -124,6 +127,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
     }
 
     fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> CubeTensor<R> {
+        assert_bits2("ternary_dequantize", &weight);
         let (n, k) = (weight.rows, weight.cols);
         let words = into_contiguous(weight.words);
         let scales = into_contiguous(weight.scales);

@@ -27,6 +27,11 @@ fn packed_op_gradient_is_ste() {
 }
 
 #[test]
+fn five_trit_ops_match_2_bit_ops() {
+    common::five_trit_ops_match_2_bit_ops::<Candle>(&device());
+}
+
+#[test]
 fn packed_record_round_trips() {
     common::packed_record_round_trips::<Candle>(&device());
 }

@@ -76,6 +76,19 @@ fn malformed_packed_tensors_are_typed_errors() {
 }
 
 #[test]
+fn five_trit_ops_match_2_bit_ops() {
+    common::five_trit_ops_match_2_bit_ops::<B>(&Default::default());
+    common::five_trit_ops_match_2_bit_ops::<AB>(&Default::default());
+}
+
+#[test]
+fn flex_packs_in_the_selected_layout() {
+    use bitnet_backend::TernaryBackend;
+    assert_eq!(B::preferred_ternary_layout(), bitnet_kernels::TernaryLayout::selected());
+    assert_eq!(AB::preferred_ternary_layout(), B::preferred_ternary_layout());
+}
+
+#[test]
 fn packed_record_round_trips() {
     common::packed_record_round_trips::<B>(&Default::default());
 }

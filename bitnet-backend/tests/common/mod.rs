@@ -617,3 +617,36 @@ pub fn fake_quantized_weights_match_the_packed_export<B: AutodiffBackend + Terna
         assert_eq!(grad, to_vec(r), "straight-through gradient");
     }
 }
+
+/// Five-trit weights on a backend that reads them (the CPU ones, where the selected kernel does): `ternary_linear`,
+/// `ternary_linear_many`, `ternary_dequantize`, the embedding gather `ternary_rows` and the download all equal
+/// the 2-bit weight's, bit for bit (the integer sums are the same). Returns without checking where the selected
+/// kernel cannot read the layout.
+pub fn five_trit_ops_match_2_bit_ops<B: TernaryBackend>(device: &B::Device) {
+    use bitnet_backend::{ternary_linear_many, ternary_rows};
+    use bitnet_kernels::TernaryLayout;
+    if !TernaryLayout::Trits5.is_read_by(Kernel::selected()) {
+        eprintln!("kernel {} does not read five-trit weights: skipped", Kernel::selected());
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(5);
+    for &(m, n, k) in &[(1, 8, 320), (1, 37, 300), (5, 64, 1000), (3, 5, 17), (7, 640, 2560)] {
+        let w = random_matrix(&mut rng, n, k);
+        let two_bit = TernaryWeight::<B>::from_matrix(&w, device);
+        let five = TernaryWeight::<B>::from_matrix(&w.to_layout(TernaryLayout::Trits5).unwrap(), device);
+        assert_eq!(five.layout(), TernaryLayout::Trits5);
+        let x = Tensor::<B, 2>::from_data(TensorData::new(random_vec(&mut rng, m * k, 2.0), [m, k]), device);
+        let what = format!("{m}x{n}x{k}");
+        assert_eq!(to_vec(ternary_linear(x.clone(), &five)), to_vec(ternary_linear(x.clone(), &two_bit)), "{what}");
+        let many = ternary_linear_many(x.clone(), &[&five, &five]);
+        assert_eq!(to_vec(many[1].clone()), to_vec(ternary_linear(x, &two_bit)), "many {what}");
+        assert_eq!(to_vec(ternary_dequantize(&five)), to_vec(ternary_dequantize(&two_bit)), "dequantized {what}");
+        let ids: Vec<i64> = (0..4).map(|i| (i * 7 % n) as i64).collect();
+        let ids = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(ids, [4]), device);
+        assert_eq!(to_vec(ternary_rows(&five, ids.clone())), to_vec(ternary_rows(&two_bit, ids)), "rows {what}");
+        assert_eq!(five.to_matrix().unwrap().to_codes(), w.to_codes(), "download {what}");
+    }
+    // A grouped matrix keeps the 2-bit layout when packed for the backend's preference.
+    let grouped = random_grouped_matrix(&mut rng, 8, 256, 64);
+    assert_eq!(TernaryWeight::<B>::from_matrix_preferred(&grouped, device).unwrap().layout(), TernaryLayout::Bits2);
+}

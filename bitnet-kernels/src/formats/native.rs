@@ -50,8 +50,10 @@
 
 use super::{hf_packed, i2s, q2_0, tq1_0, tq2_0, TernaryCodes};
 use crate::aligned::AlignedBytes;
+use crate::dispatch::Kernel;
 use crate::error::{checked_elems, ensure_eq, KernelError, Result};
 use crate::quant::{quantize_weights_absmean, ACT_PAD};
+use std::sync::OnceLock;
 
 /// How a matrix's codes sit in its 64-byte blocks (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -82,6 +84,63 @@ impl TernaryLayout {
     pub const fn act_cols_padded(self, cols: usize) -> usize {
         self.cols_padded(cols).div_ceil(NATIVE_BLOCK) * NATIVE_BLOCK
     }
+    /// The layout decode reads fastest on `kernel`: five trits per byte where the AVX-512 VNNI kernel reads them
+    /// (docs/PERFORMANCE.md, "On AVX-512 VNNI: no trit extraction"), 2 bits elsewhere.
+    pub fn preferred_for(kernel: Kernel) -> Self {
+        if kernel == Kernel::Avx512Vnni {
+            TernaryLayout::Trits5
+        } else {
+            TernaryLayout::Bits2
+        }
+    }
+
+    /// Whether `kernel` reads this layout (every kernel reads 2-bit codes; five-trit codes the scalar and AVX-512
+    /// VNNI kernels).
+    pub fn is_read_by(self, kernel: Kernel) -> bool {
+        match self {
+            TernaryLayout::Bits2 => true,
+            TernaryLayout::Trits5 => matches!(kernel, Kernel::Scalar | Kernel::Avx512Vnni),
+        }
+    }
+
+    /// Parses a `BITNET_TERNARY_LAYOUT` name: `2bit` or `trits5`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "2bit" | "bits2" => Ok(TernaryLayout::Bits2),
+            "trits5" | "5trit" => Ok(TernaryLayout::Trits5),
+            _ => Err(KernelError::UnknownLayout(name.to_string())),
+        }
+    }
+
+    /// The process-wide layout of packed weights for the CPU kernels: `BITNET_TERNARY_LAYOUT` if set, valid and
+    /// read by [`Kernel::selected`], else [`Self::preferred_for`] that kernel. Resolved once; an invalid override is
+    /// reported once on stderr and ignored.
+    pub fn selected() -> Self {
+        static SELECTED: OnceLock<TernaryLayout> = OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            let kernel = Kernel::selected();
+            let preferred = Self::preferred_for(kernel);
+            match std::env::var(LAYOUT_ENV) {
+                Err(_) => preferred,
+                Ok(name) => match Self::parse(&name) {
+                    Ok(layout) if layout.is_read_by(kernel) => layout,
+                    Ok(layout) => {
+                        eprintln!(
+                            "warning: ignoring {LAYOUT_ENV}: kernel {kernel} does not read the {} layout; using {}",
+                            layout.name(),
+                            preferred.name()
+                        );
+                        preferred
+                    }
+                    Err(e) => {
+                        eprintln!("warning: ignoring {LAYOUT_ENV}: {e}; using {}", preferred.name());
+                        preferred
+                    }
+                },
+            }
+        })
+    }
+
     /// The layout's name in messages.
     pub const fn name(self) -> &'static str {
         match self {
@@ -94,6 +153,9 @@ impl TernaryLayout {
         cols_padded / self.block_weights() * NATIVE_BLOCK_BYTES
     }
 }
+
+/// The environment variable that overrides [`TernaryLayout::selected`].
+pub const LAYOUT_ENV: &str = "BITNET_TERNARY_LAYOUT";
 
 /// Weights per native block.
 pub const NATIVE_BLOCK: usize = ACT_PAD;
@@ -528,9 +590,21 @@ impl<'a> TernaryView<'a> {
     /// Unpacks to row-major codes (padding dropped); fails on code 3, which foreign 2-bit bytes may hold (every
     /// five-trit byte decodes to codes 0-2, a byte above 242's value included).
     pub fn to_codes(&self) -> Result<TernaryCodes> {
-        let mut codes = Vec::with_capacity(self.rows * self.cols);
-        for r in 0..self.rows {
-            codes.extend((0..self.cols).map(|k| self.code(r, k)));
+        let mut codes = vec![0u8; checked_elems("ternary codes", self.rows, self.cols)?];
+        let tile_len = ROW_TILE * self.layout.row_bytes(self.cols_padded);
+        let width = self.layout.block_weights();
+        for (r, row) in codes.chunks_exact_mut(self.cols.max(1)).enumerate().take(self.rows) {
+            // Block by block: one 64-byte slice each, codes in the order the layout stores them.
+            for (block, out) in row.chunks_mut(width).enumerate() {
+                let at = block_offset(tile_len, r, block);
+                let bytes = &self.data[at..at + NATIVE_BLOCK_BYTES];
+                for (e, code) in out.iter_mut().enumerate() {
+                    *code = match self.layout {
+                        TernaryLayout::Bits2 => (bytes[e % 64] >> (2 * (e / 64))) & 3,
+                        TernaryLayout::Trits5 => tq1_0::decode_trit(bytes[e % 64], e / 64),
+                    };
+                }
+            }
         }
         TernaryCodes::new(self.rows, self.cols, codes)
     }

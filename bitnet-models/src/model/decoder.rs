@@ -85,7 +85,7 @@ impl<B: Backend> BitNetModel<B> {
     /// lookup then reads too (as llama.cpp does with a Q6_K `token_embd`); an untied model converts its head.
     pub fn with_head(self, format: HeadFormat) -> Result<Self>
     where
-        B: bitnet_backend::DenseLinearBackend,
+        B: BitNetBackend,
     {
         match self.lm_head {
             None => Ok(Self { embed_tokens: self.embed_tokens.convert(format)?, ..self }),

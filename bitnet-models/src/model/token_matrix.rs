@@ -22,8 +22,7 @@
 use crate::error::{ModelError, Result};
 use crate::gguf::SharedBytes;
 use bitnet_backend::{
-    block_linear, block_rows, dense_linear, int8_linear, ternary_rows, BitLinear, BitNetBackend, DenseLinearBackend,
-    TernaryWeight,
+    block_linear, block_rows, dense_linear, int8_linear, ternary_rows, BitLinear, BitNetBackend, TernaryWeight,
 };
 use bitnet_kernels::{BlockFormat, TernaryMatrix};
 use burn::module::{Module, Param, ParamId};
@@ -306,7 +305,7 @@ impl<B: Backend> TokenMatrix<B> {
     }
 }
 
-impl<B: DenseLinearBackend> TokenMatrix<B> {
+impl<B: BitNetBackend> TokenMatrix<B> {
     /// The matrix in `format`, made on the host from `data` (`[rows, cols]`): stored data is used in place
     /// where the backend reads it (16-bit values it stores, blocks on a backend with native block formats), and
     /// converted otherwise (a block-quantized matrix becomes dense f32 where blocks are not native).
@@ -334,7 +333,7 @@ impl<B: DenseLinearBackend> TokenMatrix<B> {
         };
         Ok(match (format, data) {
             (HeadFormat::Stored, MatrixData::Ternary(m)) => {
-                Self::Ternary(BitLinear::from_packed(TernaryWeight::from_matrix(&m, device), None, None)?)
+                Self::Ternary(BitLinear::from_packed(TernaryWeight::from_matrix_preferred(&m, device)?, None, None)?)
             }
             (HeadFormat::Stored, MatrixData::F32(values)) => f32_matrix(values),
             (HeadFormat::Stored, MatrixData::Half(bytes, dtype)) if supports(dtype) => half_matrix(bytes, dtype),

@@ -5,7 +5,7 @@ use super::{hf, LoadAs, LoadOptions, ProjectionData, TensorSource};
 use crate::config::{BitNetConfig, Family};
 use crate::error::{ModelError, Result};
 use crate::model::{describe, BitNetModel, HeadFormat, ParamFactory, TensorId, TokenMatrix};
-use bitnet_backend::{BitLinear, BitNetBackend, DenseLinearBackend, TernaryWeight};
+use bitnet_backend::{BitLinear, BitNetBackend, TernaryWeight};
 use bitnet_kernels::TernaryMatrix;
 use burn::module::Param;
 use burn::nn::RmsNorm;
@@ -46,7 +46,7 @@ fn in_file(source: &dyn TensorSource, id: TensorId, e: ModelError) -> ModelError
     }
 }
 
-impl<B: DenseLinearBackend> ParamFactory<B> for SourceFactory<'_, B> {
+impl<B: BitNetBackend> ParamFactory<B> for SourceFactory<'_, B> {
     fn projection(&mut self, id: TensorId, rows: usize, cols: usize, norm: Option<RmsNorm<B>>) -> Result<BitLinear<B>> {
         self.load_projection(id, rows, cols, norm).map_err(|e| in_file(self.source, id, e))
     }
@@ -60,7 +60,7 @@ impl<B: DenseLinearBackend> ParamFactory<B> for SourceFactory<'_, B> {
     }
 }
 
-impl<B: DenseLinearBackend> SourceFactory<'_, B> {
+impl<B: BitNetBackend> SourceFactory<'_, B> {
     fn load_projection(
         &mut self,
         id: TensorId,
@@ -71,7 +71,7 @@ impl<B: DenseLinearBackend> SourceFactory<'_, B> {
         let data = self.source.projection(id, rows, cols)?;
         let layer = match (data, self.options.state) {
             (ProjectionData::Ternary(m), LoadAs::Packed) => {
-                BitLinear::from_packed(TernaryWeight::from_matrix(&m, self.device), None, norm)?
+                BitLinear::from_packed(TernaryWeight::from_matrix_preferred(&m, self.device)?, None, norm)?
             }
             (ProjectionData::Float(_), LoadAs::Packed) if self.family == Family::Qwen3 => {
                 return Err(ModelError::Weights {
@@ -86,7 +86,7 @@ impl<B: DenseLinearBackend> SourceFactory<'_, B> {
             (ProjectionData::Float(values), LoadAs::Packed) => {
                 check_finite(self.source, id, &values)?;
                 let m = TernaryMatrix::quantize_absmean(&values, rows, cols)?;
-                BitLinear::from_packed(TernaryWeight::from_matrix(&m, self.device), None, norm)?
+                BitLinear::from_packed(TernaryWeight::from_matrix_preferred(&m, self.device)?, None, norm)?
             }
             (ProjectionData::Ternary(m), LoadAs::Latent) => {
                 let values = latent_of_ternary(&m);
