@@ -144,12 +144,17 @@ impl BitLinearConfig {
         }
     }
 
-    /// A packed layer of these shapes with zero weights: the skeleton a saved packed record is loaded into
-    /// (`layer.load_record(record)`).
+    /// A packed layer of these shapes with zero weights in the 2-bit layout: the skeleton a saved packed record is
+    /// loaded into (`layer.load_record(record)`).
     pub fn init_packed<B: Backend>(&self, device: &B::Device) -> BitLinear<B> {
+        self.init_packed_in(TernaryLayout::Bits2, device)
+    }
+
+    /// [`Self::init_packed`] in `layout`: the skeleton of a record saved from weights packed in it.
+    pub fn init_packed_in<B: Backend>(&self, layout: TernaryLayout, device: &B::Device) -> BitLinear<B> {
         let (i, o) = (self.d_input, self.d_output);
         BitLinear {
-            weight: BitLinearWeight::Packed(PackedTernary::from_weight(TernaryWeight::zeros(o, i, device))),
+            weight: BitLinearWeight::Packed(PackedTernary::from_weight(TernaryWeight::zeros_in(layout, o, i, device))),
             bias: self.bias.then(|| Param::from_tensor(Tensor::zeros([o], device))),
             input_norm: self.input_norm(device),
             lambda: 1.0,

@@ -142,10 +142,21 @@ impl<B: Backend> TernaryWeight<B> {
     /// An all-zero weight (every code 1) with unit scales: the skeleton a saved record is loaded into.
     pub fn zeros(rows: usize, cols: usize, device: &B::Device) -> Self {
         // Code 1 in every 2-bit slot: 0b01 repeated, 0x55555555 as a word.
-        let [r, w] = packed_words_shape(TernaryLayout::Bits2, rows, cols);
-        let words = Tensor::from_data(TensorData::new(vec![0x5555_5555i32; r * w], [r, w]), device);
+        Self::zeros_in(TernaryLayout::Bits2, rows, cols, device)
+    }
+
+    /// [`Self::zeros`] in `layout`.
+    pub fn zeros_in(layout: TernaryLayout, rows: usize, cols: usize, device: &B::Device) -> Self {
+        // Code 1 everywhere: 0b01 in every 2-bit slot (0x55 a byte); five codes 1 are the base-3 value 121, the
+        // byte ceil(121 * 256 / 243) = 128 (0x80).
+        let word = match layout {
+            TernaryLayout::Bits2 => 0x5555_5555u32,
+            TernaryLayout::Trits5 => 0x8080_8080u32,
+        } as i32;
+        let [r, w] = packed_words_shape(layout, rows, cols);
+        let words = Tensor::from_data(TensorData::new(vec![word; r * w], [r, w]), device);
         let scales = Tensor::from_data(TensorData::new(vec![1f32; rows], [rows]), device);
-        Self { words, scales, rows, cols, layout: TernaryLayout::Bits2 }
+        Self { words, scales, rows, cols, layout }
     }
 
     /// Rebuilds a 2-bit weight from the two tensors (e.g. after loading a record), checking their shapes and dtype.

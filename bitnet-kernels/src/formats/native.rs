@@ -53,6 +53,7 @@ use crate::aligned::AlignedBytes;
 use crate::dispatch::Kernel;
 use crate::error::{checked_elems, ensure_eq, KernelError, Result};
 use crate::quant::{quantize_weights_absmean, ACT_PAD};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// How a matrix's codes sit in its 64-byte blocks (see the module docs).
@@ -112,33 +113,47 @@ impl TernaryLayout {
         }
     }
 
-    /// The process-wide layout of packed weights for the CPU kernels: `BITNET_TERNARY_LAYOUT` if set, valid and
-    /// read by [`Kernel::selected`], else [`Self::preferred_for`] that kernel. Resolved once; an invalid override is
-    /// reported once on stderr and ignored.
+    /// The process-wide layout that the CPU backend packs weights in: `BITNET_TERNARY_LAYOUT` if set, valid and
+    /// read by [`Kernel::selected`] (resolved once; an invalid override is reported once on stderr and ignored),
+    /// else what [`Self::select`] chose, else 2-bit. The library keeps 2-bit unless asked: module records hold the
+    /// packed words as they are, and 2-bit ones load on every backend and CPU.
     pub fn selected() -> Self {
-        static SELECTED: OnceLock<TernaryLayout> = OnceLock::new();
-        *SELECTED.get_or_init(|| {
+        static OVERRIDE: OnceLock<Option<TernaryLayout>> = OnceLock::new();
+        let overridden = *OVERRIDE.get_or_init(|| {
             let kernel = Kernel::selected();
-            let preferred = Self::preferred_for(kernel);
-            match std::env::var(LAYOUT_ENV) {
-                Err(_) => preferred,
-                Ok(name) => match Self::parse(&name) {
-                    Ok(layout) if layout.is_read_by(kernel) => layout,
-                    Ok(layout) => {
-                        eprintln!(
-                            "warning: ignoring {LAYOUT_ENV}: kernel {kernel} does not read the {} layout; using {}",
-                            layout.name(),
-                            preferred.name()
-                        );
-                        preferred
-                    }
-                    Err(e) => {
-                        eprintln!("warning: ignoring {LAYOUT_ENV}: {e}; using {}", preferred.name());
-                        preferred
-                    }
-                },
+            let name = std::env::var(LAYOUT_ENV).ok()?;
+            match Self::parse(&name) {
+                Ok(layout) if layout.is_read_by(kernel) => Some(layout),
+                Ok(layout) => {
+                    eprintln!(
+                        "warning: ignoring {LAYOUT_ENV}: kernel {kernel} does not read the {} layout",
+                        layout.name()
+                    );
+                    None
+                }
+                Err(e) => {
+                    eprintln!("warning: ignoring {LAYOUT_ENV}: {e}");
+                    None
+                }
             }
+        });
+        overridden.unwrap_or(match CHOSEN.load(Ordering::Relaxed) {
+            CHOSEN_TRITS5 => TernaryLayout::Trits5,
+            _ => TernaryLayout::Bits2,
         })
+    }
+
+    /// Makes `layout` the process-wide choice of [`Self::selected`] (below `BITNET_TERNARY_LAYOUT`). Applications
+    /// that only run models select [`Self::preferred_for`]`(`[`Kernel::selected`]`)`, as the `bitnet` CLI does, for
+    /// the fastest decode. Fails when the selected kernel does not read `layout`.
+    pub fn select(layout: TernaryLayout) -> Result<()> {
+        let kernel = Kernel::selected();
+        if !layout.is_read_by(kernel) {
+            return Err(KernelError::LayoutUnsupported { layout: layout.name(), what: kernel.name() });
+        }
+        let value = if layout == TernaryLayout::Trits5 { CHOSEN_TRITS5 } else { CHOSEN_BITS2 };
+        CHOSEN.store(value, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The layout's name in messages.
@@ -156,6 +171,11 @@ impl TernaryLayout {
 
 /// The environment variable that overrides [`TernaryLayout::selected`].
 pub const LAYOUT_ENV: &str = "BITNET_TERNARY_LAYOUT";
+
+/// [`TernaryLayout::select`]'s choice: none yet (2-bit), 2-bit, or five-trit.
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
+const CHOSEN_BITS2: u8 = 1;
+const CHOSEN_TRITS5: u8 = 2;
 
 /// Weights per native block.
 pub const NATIVE_BLOCK: usize = ACT_PAD;

@@ -46,9 +46,10 @@ struct PackedSkeleton<'a, B: Backend> {
     device: &'a B::Device,
 }
 
-impl<B: Backend> ParamFactory<B> for PackedSkeleton<'_, B> {
+impl<B: bitnet_backend::BitNetBackend> ParamFactory<B> for PackedSkeleton<'_, B> {
     fn projection(&mut self, _: TensorId, o: usize, i: usize, norm: Option<RmsNorm<B>>) -> Result<BitLinear<B>> {
-        let layer = BitLinearConfig::new(i, o).with_bias(false).init_packed(self.device);
+        let layer =
+            BitLinearConfig::new(i, o).with_bias(false).init_packed_in(B::preferred_ternary_layout(), self.device);
         let weight = layer.packed_weight().expect("a packed skeleton")?;
         Ok(BitLinear::from_packed(weight, None, norm)?)
     }
@@ -71,7 +72,9 @@ impl BitNetConfig {
     }
 
     /// A packed model of this configuration with zero weights, to load a saved record into
-    /// (`model.load_record(record)`): the record of a packed model fits it exactly.
+    /// (`model.load_record(record)`): the record of a packed model fits it exactly when both pack in the same
+    /// layout (the backend's preferred one: 2-bit unless the process selected another, see
+    /// `bitnet_kernels::TernaryLayout::select`).
     pub fn init_packed<B: bitnet_backend::BitNetBackend>(&self, device: &B::Device) -> Result<BitNetModel<B>> {
         BitNetModel::build(self, &mut PackedSkeleton { device })
     }
