@@ -233,8 +233,11 @@ pub fn ternary_matmul_many_with(
     // A tile of a 2560-wide row is 2.5 KB: below ~64 tiles (160 KB) the caller does it faster alone.
     let chunks = chunk_count(pool, tiles, MIN_PARALLEL_TILES.div_ceil(tokens.max(1)));
     let streams = pool.streams(chunks);
-    // One tile function per weight (they may differ in layout).
-    let dot4s = weights.iter().map(|w| dot4_fn(kernel, streams, w.layout())).collect::<Result<Vec<_>>>()?;
+    // One tile function per layout present (no allocation: this runs ~150 times a decoded token).
+    let dot4_for = |layout: TernaryLayout| -> Result<Option<Dot4>> {
+        weights.iter().any(|w| w.layout() == layout).then(|| dot4_fn(kernel, streams, layout)).transpose()
+    };
+    let (dot4_bits2, dot4_trits5) = (dot4_for(TernaryLayout::Bits2)?, dot4_for(TernaryLayout::Trits5)?);
     let dot4_grouped = dot4_grouped_fn(kernel, streams)?;
     // Prefill: a kernel with a GEMM path unpacks each tile once and runs groups of tokens against it.
     let gemm = gemm::gemm_fn(kernel).filter(|&(_, group)| tokens >= group);
@@ -246,7 +249,12 @@ pub fn ternary_matmul_many_with(
             let (begin, end) = (range.start.max(first_tile[j]), range.end.min(first_tile[j + 1]));
             let rows = w.rows();
             let blocks = w.blocks_per_row();
-            let (out, dot4) = (outs[j], dot4s[j]);
+            let dot4 = match w.layout() {
+                TernaryLayout::Bits2 => dot4_bits2,
+                TernaryLayout::Trits5 => dot4_trits5,
+            }
+            .expect("resolved above for every layout present");
+            let out = outs[j];
             // The GEMM runs over whole 256-weight blocks of unpacked codes (a five-trit row's 320-weight blocks
             // unpack into `act_cols_padded / 256` of them).
             let gemm_blocks = w.layout().act_cols_padded(w.cols()) / gemm::GEMM_BLOCK;
