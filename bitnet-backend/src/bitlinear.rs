@@ -18,13 +18,15 @@
 //! (`quantization_config.use_rms_norm` in transformers): [`BitLinearConfig::input_norm_eps`] adds that norm.
 //!
 //! A packed layer (or a model of them) saves with burn's recorders like any module; to load the record, build a
-//! packed skeleton of the same shapes with [`BitLinearConfig::init_packed`] and call `load_record`.
+//! packed skeleton of the same shapes with [`BitLinearConfig::init_packed`] and call `load_record` (the record
+//! names its words' layout, 2-bit or five-trit, and the loaded layer takes it from there).
 
 use crate::error::BackendError;
 use crate::ops::{
     fake_quantize_activations, fake_quantize_weights, ternary_linear, ternary_linear_many, TernaryBackend,
     TernaryWeight,
 };
+use crate::packed_layout::PackedLayout;
 use bitnet_kernels::{TernaryLayout, TernaryMatrix};
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param, ParamId};
@@ -53,19 +55,20 @@ pub struct BitLinearConfig {
 }
 
 /// Packed ternary weights as module parameters (saved and loaded with the module's record). The record holds the
-/// words and scales only: it loads into a skeleton of the same layout ([`BitLinearConfig::init_packed`] makes
-/// 2-bit ones; a model that packed five-trit weights for the CPU loads its weights from the model files instead).
+/// words, the scales and the name of the words' layout, and loading adopts that layout: a record saved from
+/// five-trit weights loads into a 2-bit skeleton ([`BitLinearConfig::init_packed`]) as five-trit weights and the
+/// other way round (records saved before the layout was named are 2-bit). The shapes come from the skeleton.
 #[derive(Module, Debug)]
 pub struct PackedTernary<B: Backend> {
-    /// Native-layout words, `[rows_padded, cols_padded / 16]` i32 (2-bit layout).
+    /// Native-layout words, `[rows_padded, cols_padded / 16]` i32 in the 2-bit layout
+    /// ([`crate::packed_words_shape`] for both).
     words: Param<Tensor<B, 2, Int>>,
     /// Per-output scales `[d_output]`.
     scales: Param<Tensor<B, 1>>,
     rows: usize,
     cols: usize,
-    /// How the words hold the codes.
-    #[module(skip)]
-    layout: TernaryLayout,
+    /// How the words hold the codes (saved in the record by name).
+    layout: PackedLayout<B>,
 }
 
 impl<B: Backend> PackedTernary<B> {
@@ -77,13 +80,14 @@ impl<B: Backend> PackedTernary<B> {
             scales: Param::from_tensor(scales).set_require_grad(false),
             rows,
             cols,
-            layout,
+            layout: PackedLayout::new(layout),
         }
     }
 
     /// The tensor-level handle, checked.
     pub fn weight(&self) -> crate::error::Result<TernaryWeight<B>> {
-        TernaryWeight::from_tensors_in(self.layout, self.words.val(), self.scales.val(), self.rows, self.cols)
+        let layout = self.layout.layout()?;
+        TernaryWeight::from_tensors_in(layout, self.words.val(), self.scales.val(), self.rows, self.cols)
     }
 }
 
@@ -150,7 +154,7 @@ impl BitLinearConfig {
         self.init_packed_in(TernaryLayout::Bits2, device)
     }
 
-    /// [`Self::init_packed`] in `layout`: the skeleton of a record saved from weights packed in it.
+    /// [`Self::init_packed`] in `layout` (a loaded record replaces the layout with its own).
     pub fn init_packed_in<B: Backend>(&self, layout: TernaryLayout, device: &B::Device) -> BitLinear<B> {
         let (i, o) = (self.d_input, self.d_output);
         BitLinear {

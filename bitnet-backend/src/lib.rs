@@ -58,6 +58,7 @@ mod flex;
 mod fusion;
 mod host;
 mod ops;
+mod packed_layout;
 pub mod quant;
 mod transformer;
 

@@ -32,6 +32,11 @@ fn five_trit_ops_match_2_bit_ops() {
 }
 
 #[test]
+fn packed_records_name_their_layout() {
+    common::packed_records_name_their_layout::<Candle>(&device());
+}
+
+#[test]
 fn packed_record_round_trips() {
     common::packed_record_round_trips::<Candle>(&device());
 }

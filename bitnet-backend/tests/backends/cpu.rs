@@ -89,6 +89,11 @@ fn flex_packs_in_the_selected_layout() {
 }
 
 #[test]
+fn packed_records_name_their_layout() {
+    common::packed_records_name_their_layout::<B>(&Default::default());
+}
+
+#[test]
 fn packed_record_round_trips() {
     common::packed_record_round_trips::<B>(&Default::default());
 }

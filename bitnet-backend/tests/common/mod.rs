@@ -321,6 +321,63 @@ pub fn packed_record_round_trips<B: TernaryBackend>(device: &B::Device) {
     assert_eq!(to_vec(reloaded.forward(x.clone())), to_vec(packed.forward(x)), "grouped record");
 }
 
+/// A packed record carries its words' layout: a five-trit record loads into a 2-bit skeleton and a 2-bit record
+/// into a five-trit one with the outputs of the layer saved, at 256 columns too, where both layouts' word tensors
+/// have the same shape and nothing else tells them apart. A record written before the layout was named (its
+/// layout entry nil) loads as 2-bit, and one naming a layout this build does not know is refused by name. Returns
+/// without checking where the selected kernel cannot read five-trit weights.
+pub fn packed_records_name_their_layout<B: TernaryBackend>(device: &B::Device) {
+    use bitnet_kernels::TernaryLayout;
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    if !TernaryLayout::Trits5.is_read_by(Kernel::selected()) {
+        eprintln!("kernel {} does not read five-trit weights: skipped", Kernel::selected());
+        return;
+    }
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let save = |layer: &BitLinear<B>| Recorder::<B>::record(&recorder, layer.clone().into_record(), ()).unwrap();
+    let load = |bytes: Vec<u8>| Recorder::<B>::load(&recorder, bytes, device).unwrap();
+    let mut rng = StdRng::seed_from_u64(13);
+    for cols in [256, 300] {
+        let matrix = random_matrix(&mut rng, 24, cols);
+        let x = Tensor::<B, 2>::from_data(TensorData::new(random_vec(&mut rng, 3 * cols, 1.0), [3, cols]), device);
+        let config = BitLinearConfig::new(cols, 24).with_bias(false);
+        for (saved, skeleton) in
+            [(TernaryLayout::Trits5, TernaryLayout::Bits2), (TernaryLayout::Bits2, TernaryLayout::Trits5)]
+        {
+            let weight = TernaryWeight::<B>::from_matrix(&matrix.to_layout(saved).unwrap(), device);
+            let layer = BitLinear::from_packed(weight, None, None).unwrap();
+            let want = to_vec(layer.forward(x.clone()));
+            let reloaded = config.init_packed_in::<B>(skeleton, device).load_record(load(save(&layer)));
+            assert_eq!(reloaded.packed_weight().unwrap().unwrap().layout(), saved, "{cols} columns");
+            assert_eq!(
+                to_vec(reloaded.forward(x.clone())),
+                want,
+                "{} record, {} skeleton, {cols} columns",
+                saved.name(),
+                skeleton.name()
+            );
+        }
+        // An older record: the same bytes with the layout entry nil (msgpack 0xc0 for the fixstr "2bit").
+        let layer = BitLinear::from_packed(TernaryWeight::<B>::from_matrix(&matrix, device), None, None).unwrap();
+        let bytes = save(&layer);
+        let named = [&[0xa4u8][..], b"2bit"].concat();
+        let at =
+            bytes.windows(named.len()).position(|w| w == named.as_slice()).expect("the layout's name in the record");
+        let old = [&bytes[..at], &[0xc0u8][..], &bytes[at + named.len()..]].concat();
+        let reloaded = config.init_packed_in::<B>(TernaryLayout::Trits5, device).load_record(load(old));
+        assert_eq!(reloaded.packed_weight().unwrap().unwrap().layout(), TernaryLayout::Bits2);
+        assert_eq!(to_vec(reloaded.forward(x.clone())), to_vec(layer.forward(x.clone())), "old record, {cols} columns");
+        // A layout name this build does not know: the weight is refused, naming it.
+        let bytes = save(&layer);
+        let at = bytes.windows(4).position(|w| w == b"2bit").expect("the layout's name in the record");
+        let mut unknown = bytes.clone();
+        unknown[at..at + 4].copy_from_slice(b"9bit");
+        let reloaded = config.init_packed::<B>(device).load_record(load(unknown));
+        let err = reloaded.packed_weight().unwrap().expect_err("an unknown layout");
+        assert!(err.to_string().contains("9bit"), "{err}");
+    }
+}
+
 /// `BitLinear::forward_shared` (one activation quantization for q/k/v-like layers) equals separate forwards,
 /// packed and latent, with and without input norms.
 pub fn shared_forward_equals_separate_forwards<B: TernaryBackend>(device: &B::Device) {

@@ -116,7 +116,7 @@ impl TernaryLayout {
     /// The process-wide layout that the CPU backend packs weights in: `BITNET_TERNARY_LAYOUT` if set, valid and
     /// read by [`Kernel::selected`] (resolved once; an invalid override is reported once on stderr and ignored),
     /// else what [`Self::select`] chose, else 2-bit. The library keeps 2-bit unless asked: module records hold the
-    /// packed words as they are, and 2-bit ones load on every backend and CPU.
+    /// packed words as they are (and name their layout), and 2-bit ones load on every backend and CPU.
     pub fn selected() -> Self {
         static OVERRIDE: OnceLock<Option<TernaryLayout>> = OnceLock::new();
         let overridden = *OVERRIDE.get_or_init(|| {

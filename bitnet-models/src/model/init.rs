@@ -72,9 +72,9 @@ impl BitNetConfig {
     }
 
     /// A packed model of this configuration with zero weights, to load a saved record into
-    /// (`model.load_record(record)`): the record of a packed model fits it exactly when both pack in the same
-    /// layout (the backend's preferred one: 2-bit unless the process selected another, see
-    /// `bitnet_kernels::TernaryLayout::select`).
+    /// (`model.load_record(record)`). The skeleton packs in the backend's preferred layout (2-bit unless the process
+    /// selected another, see `bitnet_kernels::TernaryLayout::select`); a record names the layout of its words and
+    /// loads as that layout either way.
     pub fn init_packed<B: bitnet_backend::BitNetBackend>(&self, device: &B::Device) -> Result<BitNetModel<B>> {
         BitNetModel::build(self, &mut PackedSkeleton { device })
     }
