@@ -213,26 +213,43 @@ fn bench_ternary_gemv_cached(c: &mut Criterion) {
 /// down projection (2560 x 6912) of one 2B-4T block, through `ternary_matmul_many` (the GEMM path where the
 /// kernel has one). Throughput counts multiply-accumulates (criterion's "elements"), so a ratio to the CPU's
 /// peak is direct; the weights (4.4-8.8 MB) stay mostly in cache, so this is the compute ceiling of prefill.
+/// Where the AVX-512 VNNI kernel runs, the same products with five-trit weights (`trits5/`) follow.
 fn bench_ternary_gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("ternary_gemm");
     group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     let pools = pools();
     let kernel = Kernel::best();
     let tokens = 128;
+    // The five-trit layout where the kernel reads it (its tiles are unpacked into the same GEMM blocks).
+    let layouts: Vec<TernaryLayout> = [TernaryLayout::Bits2, TernaryLayout::Trits5]
+        .into_iter()
+        .filter(|&layout| layout == TernaryLayout::Bits2 || trits5_kernel() == Some(kernel))
+        .collect();
     for (name, rows, cols) in [("gate_up", &[6912usize, 6912][..], 2560usize), ("down", &[2560usize][..], 6912)] {
-        let set = random_ternary_set(rows, cols);
-        let views: Vec<_> = set.iter().map(|w| w.view()).collect();
-        let x = QuantizedActivations::quantize(&random_f32(tokens * cols, 5), tokens, cols).expect("activations");
+        let x_f32 = random_f32(tokens * cols, 5);
         let mut outs: Vec<Vec<f32>> = rows.iter().map(|&r| vec![0f32; r * tokens]).collect();
         group.throughput(Throughput::Elements((rows.iter().sum::<usize>() * cols * tokens) as u64));
-        for pool in &pools {
-            let id = BenchmarkId::new(format!("{name}/{tokens}tok"), format!("{kernel}/{}t", pool.threads()));
-            group.bench_function(id, |b| {
-                b.iter(|| {
-                    let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| y.as_mut_slice()).collect();
-                    ternary_matmul_many_with(kernel, &views, &x, &mut ys, pool).expect("products")
+        for &layout in &layouts {
+            let set: Vec<ModelLaidTernary> = random_ternary_set(rows, cols)
+                .iter()
+                .map(|w| {
+                    let m = TernaryMatrix::from_view(&w.view()).to_layout(layout).expect("layout");
+                    ModelLaidTernary::new(&m)
                 })
-            });
+                .collect();
+            let views: Vec<_> = set.iter().map(|w| w.view()).collect();
+            let x = QuantizedActivations::quantize_for(layout, &x_f32, tokens, cols).expect("activations");
+            let prefix = if layout == TernaryLayout::Trits5 { "trits5/" } else { "" };
+            for pool in &pools {
+                let id =
+                    BenchmarkId::new(format!("{name}/{tokens}tok"), format!("{prefix}{kernel}/{}t", pool.threads()));
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| y.as_mut_slice()).collect();
+                        ternary_matmul_many_with(kernel, &views, &x, &mut ys, pool).expect("products")
+                    })
+                });
+            }
         }
     }
     group.finish();

@@ -134,12 +134,14 @@ fn products_at_the_i16_bound_stay_exact() {
 }
 
 /// Prefill-sized products (every token count up to 11, so each GEMM kernel's token groups and the leftover tokens
-/// both run; partial tiles and padded widths; extreme activations): every kernel and thread count gives the
-/// scalar kernel's output bit for bit, and `ternary_matmul_many` gives each weight's own product.
+/// both run; partial tiles, padded widths and rows of several column chunks; extreme activations): every kernel
+/// and thread count gives the scalar kernel's output bit for bit, and `ternary_matmul_many` gives each weight's
+/// own product.
 #[test]
 fn multi_token_products_match_scalar_exactly() {
     let mut rng = StdRng::seed_from_u64(21);
-    for &(rows, cols) in &[(7, 300), (16, 512), (33, 2560), (9, 256)] {
+    // 6915 and 8193 columns: rows the GEMM runs in two and three column chunks.
+    for &(rows, cols) in &[(7, 300), (16, 512), (33, 2560), (9, 256), (5, 6915), (3, 8193)] {
         let w = TernaryMatrix::from_codes(
             &random_codes(&mut rng, rows, cols),
             (0..rows).map(|_| rng.random_range(0.01..2.0f32)).collect(),

@@ -46,6 +46,17 @@ pub(crate) fn gemm_fn(kernel: Kernel) -> Option<(Gemm, usize)> {
     }
 }
 
+/// The most unpacked blocks a GEMM call reads: 16 KiB of codes, and 12-16 KiB of its tokens' activations, stay
+/// in a 32 KiB L1 together. A 6912-wide row (27-28 blocks) unpacks to 27-28 KiB, and with three tokens'
+/// activations it filled a 48 KiB L1 (`ternary_gemm/down` in the criterion benches).
+const MAX_CHUNK_BLOCKS: usize = 16;
+
+/// How many column chunks of about equal size a row of `blocks` unpacked blocks runs in (1 up to
+/// [`MAX_CHUNK_BLOCKS`]).
+pub(crate) fn column_chunks(blocks: usize) -> usize {
+    blocks.div_ceil(MAX_CHUNK_BLOCKS).max(1)
+}
+
 /// Unpacks one interleaved tile (`blocks` blocks of 64 bytes a row, block `b` of row `r` at byte `(4b + r) * 64`)
 /// of `layout` into `out` (1024 bytes for every 256 weights of a row, the layout of the module docs; a five-trit
 /// tile's planes `P = 5b + p` land in unpacked block `P / 4`, sub-block `P % 4`).
@@ -106,16 +117,42 @@ fn unpack_tile_trits5_body(tile: &[u8], out: &mut [u8]) {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)]
 mod x86 {
-    use super::UNPACKED_BLOCK;
+    use super::{NATIVE_BLOCK_BYTES, ROW_TILE, UNPACKED_BLOCK};
     use core::arch::x86_64::*;
 
-    /// [`super::unpack_tile_trits5_body`] compiled for AVX-512BW.
+    /// [`super::unpack_tile_trits5_body`] in byte vectors: a byte's next code is `3 y >> 8`, which is 1 from
+    /// `y = 86` and 2 from `y = 171` on (`3 * 85 = 255`, `3 * 170 = 510`), so two unsigned compares give it, and
+    /// `3 y mod 256` is two byte additions: seven instructions a plane of 64 codes (the 16-bit body widens,
+    /// multiplies, shifts and narrows).
     ///
     /// # Safety
-    /// avx512f/bw present.
+    /// avx512f/bw present. Panics (before any store) unless `tile` is whole 4-row blocks of 64 bytes and `out`
+    /// holds every plane's unpacked sub-block.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn unpack_tile_trits5_avx512(tile: &[u8], out: &mut [u8]) {
-        super::unpack_tile_trits5_body(tile, out)
+        const ROW: usize = NATIVE_BLOCK_BYTES;
+        assert!(tile.len().is_multiple_of(ROW_TILE * ROW), "a five-trit tile is whole blocks of 4 rows");
+        let planes = tile.len() / (ROW_TILE * ROW) * 5;
+        assert!(out.len() >= planes.div_ceil(4) * UNPACKED_BLOCK, "the unpacked tile holds every plane");
+        unsafe {
+            let (one, from_1, from_2) = (_mm512_set1_epi8(1), _mm512_set1_epi8(86), _mm512_set1_epi8(171u8 as i8));
+            for (b, src) in tile.chunks_exact(ROW_TILE * ROW).enumerate() {
+                for r in 0..ROW_TILE {
+                    let mut y = _mm512_loadu_si512(src.as_ptr().add(r * ROW).cast());
+                    for p in 0..5 {
+                        let plane = 5 * b + p;
+                        let at = ((4 * (plane / 4) + r) * 4 + plane % 4) * ROW;
+                        let at_least_1 = _mm512_cmpge_epu8_mask(y, from_1);
+                        let at_least_2 = _mm512_cmpge_epu8_mask(y, from_2);
+                        let ones = _mm512_maskz_mov_epi8(at_least_1, one);
+                        let code = _mm512_mask_add_epi8(ones, at_least_2, ones, one);
+                        // In bounds: `at + 64 <= (plane / 4 + 1) * UNPACKED_BLOCK <= out.len()` (asserted above).
+                        _mm512_storeu_si512(out.as_mut_ptr().add(at).cast(), code);
+                        y = _mm512_add_epi8(_mm512_add_epi8(y, y), y);
+                    }
+                }
+            }
+        }
     }
 
     /// [`super::unpack_tile_body`] compiled for AVX-512BW.
@@ -271,6 +308,29 @@ mod neon {
                 for r in 0..4 {
                     out[t][r] = vaddvq_s32(acc[t][r]);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel's unpacking of a five-trit tile equals the portable body's, byte for byte, on tiles whose every
+    /// 256 bytes hold each byte value once (`97 i` runs through all of them), bytes outside the layout's 243 codes
+    /// included. The products are tested against scalar in `tests/trits5.rs`; this pins the unpacking alone.
+    #[test]
+    fn five_trit_unpacking_matches_the_portable_body() {
+        for blocks in [1usize, 2, 3, 4, 8, 9] {
+            let tile: Vec<u8> = (0..blocks * ROW_TILE * NATIVE_BLOCK_BYTES).map(|i| (i * 97) as u8).collect();
+            let len = (5 * blocks).div_ceil(4) * UNPACKED_BLOCK;
+            let mut want = vec![0xAAu8; len];
+            unpack_tile_trits5_body(&tile, &mut want);
+            for kernel in Kernel::available() {
+                let mut got = vec![0xAAu8; len];
+                unpack_tile(kernel, TernaryLayout::Trits5, &tile, &mut got);
+                assert_eq!(got, want, "{kernel}, {blocks} blocks");
             }
         }
     }

@@ -244,7 +244,7 @@ pub fn ternary_matmul_many_with(
     let inv_scales = x.inv_scales();
     let work = |chunk: usize| {
         let range = split_range(tiles, chunks, chunk, 1);
-        let mut unpacked = Vec::new();
+        let (mut unpacked, mut totals) = (Vec::new(), Vec::new());
         for (j, w) in weights.iter().enumerate() {
             let (begin, end) = (range.start.max(first_tile[j]), range.end.min(first_tile[j + 1]));
             let rows = w.rows();
@@ -301,21 +301,36 @@ pub fn ternary_matmul_many_with(
                 if let Some((kernel_fn, group)) = gemm {
                     unpacked.resize(gemm_blocks * gemm::UNPACKED_BLOCK, 0);
                     gemm::unpack_tile(kernel, w.layout(), w.tile_bytes(t), &mut unpacked);
+                    // Long rows run in column chunks (`gemm::column_chunks`), every token group through one chunk
+                    // before the next, the exact i32 sums added across chunks: the same sums in any order.
+                    let grouped_tokens = tokens / group * group;
+                    let chunks = gemm::column_chunks(gemm_blocks);
+                    totals.clear();
+                    totals.resize(grouped_tokens, [0i32; 4]);
                     let mut sums = [[0i32; 4]; gemm::MAX_GROUP];
-                    while m + group <= tokens {
-                        let mut acts = [std::ptr::null::<i8>(); gemm::MAX_GROUP];
-                        for (g, a) in acts.iter_mut().enumerate().take(group) {
-                            *a = x.row(m + g).as_ptr();
+                    for chunk in 0..chunks {
+                        let blocks = split_range(gemm_blocks, chunks, chunk, 1);
+                        // SAFETY (both `add`s): within `unpacked` (`gemm_blocks` blocks) and the activation rows
+                        // (`gemm_blocks * 256` bytes each, `check_shapes`).
+                        let codes = unsafe { unpacked.as_ptr().add(blocks.start * gemm::UNPACKED_BLOCK) };
+                        for first in (0..grouped_tokens).step_by(group) {
+                            let mut acts = [std::ptr::null::<i8>(); gemm::MAX_GROUP];
+                            for (g, a) in acts.iter_mut().enumerate().take(group) {
+                                *a = unsafe { x.row(first + g).as_ptr().add(blocks.start * gemm::GEMM_BLOCK) };
+                            }
+                            // SAFETY: the kernel is available (`dot4_fn` checked it); `codes` and each activation
+                            // pointer have `blocks.len()` blocks behind them (above).
+                            unsafe { kernel_fn(codes, &acts[..group], blocks.len(), &mut sums[..group]) };
+                            for (g, s) in sums.iter().enumerate().take(group) {
+                                let total = &mut totals[first + g];
+                                *total = std::array::from_fn(|i| total[i] + s[i]);
+                            }
                         }
-                        // SAFETY: the kernel is available (`dot4_fn` checked it), `unpacked` holds `gemm_blocks`
-                        // unpacked blocks, and each activation row holds `act_cols_padded = gemm_blocks * 256`
-                        // bytes (checked by `check_shapes`).
-                        unsafe { kernel_fn(unpacked.as_ptr(), &acts[..group], gemm_blocks, &mut sums[..group]) };
-                        for (g, &s) in sums.iter().enumerate().take(group) {
-                            write(m + g, s);
-                        }
-                        m += group;
                     }
+                    for (m, &total) in totals.iter().enumerate() {
+                        write(m, total);
+                    }
+                    m = grouped_tokens;
                 }
                 for m in m..tokens {
                     // SAFETY: shapes checked by `check_shapes`, `t < w.tiles()`, kernel checked by `dot4_fn`.
