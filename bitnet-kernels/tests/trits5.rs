@@ -140,6 +140,13 @@ fn five_trit_misuse_is_refused() {
     let codes = TernaryCodes::new(2, 128, vec![2; 256]).unwrap();
     let grouped = TernaryMatrix::from_codes_grouped(&codes, 64, &[1.0, 2.0, 3.0, 4.0]).unwrap();
     assert!(matches!(grouped.to_layout(TernaryLayout::Trits5), Err(KernelError::LayoutUnsupported { .. })));
+    // Foreign 2-bit bytes holding code 3 (row 1, weight 64 + 5: byte 5 of its block, bits 2-3) are refused by
+    // name and place, not packed as some other trit.
+    let mut bytes = TernaryMatrix::from_codes(&codes, vec![1.0; 2]).unwrap().data().to_vec();
+    bytes[64 + 5] |= 0b1100;
+    let foreign = TernaryMatrix::from_view(&TernaryView::new(2, 128, &bytes, &[1.0, 1.0]).unwrap());
+    let err = foreign.to_layout(TernaryLayout::Trits5).unwrap_err();
+    assert!(matches!(err, KernelError::InvalidCode { code: 3, index: 197 }), "{err:?}");
     let five = TernaryMatrix::from_codes_in(TernaryLayout::Trits5, &codes, vec![1.0; 2]).unwrap();
     assert!(TernaryView::new_in(TernaryLayout::Trits5, 2, 128, five.data(), grouped.scales()).is_err(), "group scales");
     // Wrong byte counts for a view: 600 weights take two five-trit blocks but three 2-bit ones.

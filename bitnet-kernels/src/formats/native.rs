@@ -221,7 +221,14 @@ impl TernaryMatrix {
 
     /// Packs unpacked codes with one scale per row in `layout`.
     pub fn from_codes_in(layout: TernaryLayout, codes: &TernaryCodes, row_scales: Vec<f32>) -> Result<Self> {
-        let (rows, cols) = (codes.rows(), codes.cols());
+        Self::pack_rows(layout, RowCodes::Codes(codes), row_scales)
+    }
+
+    /// Packs the rows of `source` with one scale per row in `layout`, 4-row tiles in parallel. A source matrix
+    /// is decoded a row at a time into a buffer of each packing thread: repacking never holds the whole matrix
+    /// as one byte per weight.
+    fn pack_rows(layout: TernaryLayout, source: RowCodes<'_>, row_scales: Vec<f32>) -> Result<Self> {
+        let (rows, cols) = source.shape();
         if cols > MAX_COLS {
             return Err(KernelError::TooLarge { what: "ternary matrix width (K)", got: cols, max: MAX_COLS });
         }
@@ -239,11 +246,12 @@ impl TernaryMatrix {
         let tiles = rows_padded / ROW_TILE;
         let threads = crate::pool::global_pool().threads().min(tiles.div_ceil(PACK_TILES_PER_THREAD)).max(1);
         let per_thread = tiles.div_ceil(threads).max(1);
-        let pack_tiles = |first_tile: usize, out: &mut [u8]| {
+        let pack_tiles = |first_tile: usize, out: &mut [u8]| -> Result<()> {
+            let mut buffer = Vec::new();
             for (i, tile) in out.chunks_mut(tile_bytes).enumerate() {
                 for lane in 0..ROW_TILE {
                     let r = (first_tile + i) * ROW_TILE + lane;
-                    let src = if r < rows { codes.row(r) } else { &[] };
+                    let src = if r < rows { source.row(r, &mut buffer)? } else { &[] };
                     for block in 0..blocks {
                         let at = block_offset(tile_bytes, lane, block);
                         let out = &mut tile[at..at + NATIVE_BLOCK_BYTES];
@@ -254,22 +262,21 @@ impl TernaryMatrix {
                     }
                 }
             }
+            Ok(())
         };
         std::thread::scope(|scope| {
             let mut groups = data.as_mut_slice().chunks_mut(per_thread * tile_bytes).enumerate();
             let first = groups.next();
-            for (g, out) in groups {
-                scope.spawn(move || pack_tiles(g * per_thread, out));
-            }
-            if let Some((_, out)) = first {
-                pack_tiles(0, out);
-            }
-        });
+            let spawned: Vec<_> = groups.map(|(g, out)| scope.spawn(move || pack_tiles(g * per_thread, out))).collect();
+            let own = first.map_or(Ok(()), |(_, out)| pack_tiles(0, out));
+            spawned.into_iter().try_for_each(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))?;
+            own
+        })?;
         Ok(Self { layout, rows, cols, cols_padded, data, scales: row_scales })
     }
 
-    /// The same matrix in `layout` (a copy, repacked when the layout differs). A matrix with group scales has no
-    /// five-trit form.
+    /// The same matrix in `layout` (a copy, repacked when the layout differs, a row at a time). A matrix with
+    /// group scales has no five-trit form; a matrix whose bytes hold code 3 (a foreign 2-bit view) is refused.
     pub fn to_layout(&self, layout: TernaryLayout) -> Result<Self> {
         if layout == self.layout {
             return Ok(self.clone());
@@ -277,7 +284,7 @@ impl TernaryMatrix {
         if self.group_scales().is_some() {
             return Err(KernelError::LayoutUnsupported { layout: layout.name(), what: "group scales" });
         }
-        Self::from_codes_in(layout, &self.to_codes(), self.row_scales().to_vec())
+        Self::pack_rows(layout, RowCodes::Packed(self.view()), self.row_scales().to_vec())
     }
 
     /// Packs unpacked codes with one scale per `group` weights of each row (`rows * cols / group` scales,
@@ -611,22 +618,62 @@ impl<'a> TernaryView<'a> {
     /// five-trit byte decodes to codes 0-2, a byte above 242's value included).
     pub fn to_codes(&self) -> Result<TernaryCodes> {
         let mut codes = vec![0u8; checked_elems("ternary codes", self.rows, self.cols)?];
-        let tile_len = ROW_TILE * self.layout.row_bytes(self.cols_padded);
-        let width = self.layout.block_weights();
         for (r, row) in codes.chunks_exact_mut(self.cols.max(1)).enumerate().take(self.rows) {
-            // Block by block: one 64-byte slice each, codes in the order the layout stores them.
-            for (block, out) in row.chunks_mut(width).enumerate() {
-                let at = block_offset(tile_len, r, block);
-                let bytes = &self.data[at..at + NATIVE_BLOCK_BYTES];
-                for (e, code) in out.iter_mut().enumerate() {
-                    *code = match self.layout {
-                        TernaryLayout::Bits2 => (bytes[e % 64] >> (2 * (e / 64))) & 3,
-                        TernaryLayout::Trits5 => tq1_0::decode_trit(bytes[e % 64], e / 64),
-                    };
+            self.decode_row(r, row)?;
+        }
+        TernaryCodes::new(self.rows, self.cols, codes)
+    }
+
+    /// Row `r`'s `cols` codes into `out`, block by block (one 64-byte slice each, a plane of 64 codes at a time);
+    /// fails on code 3 (see [`Self::to_codes`]).
+    fn decode_row(&self, r: usize, out: &mut [u8]) -> Result<()> {
+        let tile_len = ROW_TILE * self.layout.row_bytes(self.cols_padded);
+        for (block, codes) in out[..self.cols].chunks_mut(self.layout.block_weights()).enumerate() {
+            let at = block_offset(tile_len, r, block);
+            let bytes = &self.data[at..at + NATIVE_BLOCK_BYTES];
+            for (p, plane) in codes.chunks_mut(NATIVE_BLOCK_BYTES).enumerate() {
+                match self.layout {
+                    TernaryLayout::Bits2 => plane.iter_mut().zip(bytes).for_each(|(c, &b)| *c = (b >> (2 * p)) & 3),
+                    TernaryLayout::Trits5 => {
+                        plane.iter_mut().zip(bytes).for_each(|(c, &b)| *c = tq1_0::decode_trit(b, p))
+                    }
                 }
             }
         }
-        TernaryCodes::new(self.rows, self.cols, codes)
+        // A branch-free maximum first (it vectorizes); the position only when some code is bad.
+        if out[..self.cols].iter().fold(0u8, |m, &c| m.max(c)) > 2 {
+            let k = out.iter().position(|&c| c > 2).unwrap_or_default();
+            return Err(KernelError::InvalidCode { code: out[k], index: r * self.cols + k });
+        }
+        Ok(())
+    }
+}
+
+/// Where [`TernaryMatrix::pack_rows`] takes its rows from: unpacked codes, or another packed matrix decoded a
+/// row at a time.
+enum RowCodes<'a> {
+    Codes(&'a TernaryCodes),
+    Packed(TernaryView<'a>),
+}
+
+impl RowCodes<'_> {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            RowCodes::Codes(codes) => (codes.rows(), codes.cols()),
+            RowCodes::Packed(view) => (view.rows, view.cols),
+        }
+    }
+
+    /// Row `r`'s codes: borrowed from unpacked codes, or decoded into `buffer`.
+    fn row<'b>(&'b self, r: usize, buffer: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+        match self {
+            RowCodes::Codes(codes) => Ok(codes.row(r)),
+            RowCodes::Packed(view) => {
+                buffer.resize(view.cols, 0);
+                view.decode_row(r, buffer)?;
+                Ok(buffer)
+            }
+        }
     }
 }
 
