@@ -310,16 +310,15 @@ pub fn ternary_matmul_many_with(
                     let mut sums = [[0i32; 4]; gemm::MAX_GROUP];
                     for chunk in 0..chunks {
                         let blocks = split_range(gemm_blocks, chunks, chunk, 1);
-                        // SAFETY (both `add`s): within `unpacked` (`gemm_blocks` blocks) and the activation rows
-                        // (`gemm_blocks * 256` bytes each, `check_shapes`).
-                        let codes = unsafe { unpacked.as_ptr().add(blocks.start * gemm::UNPACKED_BLOCK) };
+                        let codes = unpacked[blocks.start * gemm::UNPACKED_BLOCK..].as_ptr();
                         for first in (0..grouped_tokens).step_by(group) {
                             let mut acts = [std::ptr::null::<i8>(); gemm::MAX_GROUP];
                             for (g, a) in acts.iter_mut().enumerate().take(group) {
-                                *a = unsafe { x.row(first + g).as_ptr().add(blocks.start * gemm::GEMM_BLOCK) };
+                                *a = x.row(first + g)[blocks.start * gemm::GEMM_BLOCK..].as_ptr();
                             }
-                            // SAFETY: the kernel is available (`dot4_fn` checked it); `codes` and each activation
-                            // pointer have `blocks.len()` blocks behind them (above).
+                            // SAFETY: the kernel is available (`dot4_fn` checked it); `unpacked` holds `gemm_blocks`
+                            // unpacked blocks and each activation row `gemm_blocks * 256` bytes (`check_shapes`),
+                            // so `codes` and each activation pointer have `blocks.len()` blocks behind them.
                             unsafe { kernel_fn(codes, &acts[..group], blocks.len(), &mut sums[..group]) };
                             for (g, s) in sums.iter().enumerate().take(group) {
                                 let total = &mut totals[first + g];
