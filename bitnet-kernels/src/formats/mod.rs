@@ -36,11 +36,7 @@ impl TernaryCodes {
     /// Wraps `codes` after checking the length and that every code is 0, 1 or 2.
     pub fn new(rows: usize, cols: usize, codes: Vec<u8>) -> Result<Self> {
         ensure_eq("ternary code count", checked_elems("ternary codes", rows, cols)?, codes.len())?;
-        // A branch-free maximum first (it vectorizes); the position only when some code is bad.
-        if codes.iter().fold(0u8, |m, &c| m.max(c)) > 2 {
-            let index = codes.iter().position(|&c| c > 2).unwrap_or_default();
-            return Err(KernelError::InvalidCode { code: codes[index], index });
-        }
+        check_codes(&codes, 0)?;
         Ok(Self { rows, cols, codes })
     }
 
@@ -79,6 +75,16 @@ impl TernaryCodes {
 pub(crate) fn ensure_finite(what: &'static str, value: f32) -> Result<()> {
     if !value.is_finite() {
         return Err(KernelError::NonFiniteScale { what, value });
+    }
+    Ok(())
+}
+
+/// Fails on the first code above 2 in `codes`, naming it and its index (`first_index` plus its position): a
+/// branch-free maximum first (it vectorizes), the position only when some code is bad.
+pub(crate) fn check_codes(codes: &[u8], first_index: usize) -> Result<()> {
+    if codes.iter().fold(0u8, |m, &c| m.max(c)) > 2 {
+        let k = codes.iter().position(|&c| c > 2).unwrap_or_default();
+        return Err(KernelError::InvalidCode { code: codes[k], index: first_index + k });
     }
     Ok(())
 }

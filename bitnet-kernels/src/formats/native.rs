@@ -621,7 +621,8 @@ impl<'a> TernaryView<'a> {
         for (r, row) in codes.chunks_exact_mut(self.cols.max(1)).enumerate().take(self.rows) {
             self.decode_row(r, row)?;
         }
-        TernaryCodes::new(self.rows, self.cols, codes)
+        // Every row was checked as it was decoded.
+        Ok(TernaryCodes { rows: self.rows, cols: self.cols, codes })
     }
 
     /// Row `r`'s `cols` codes into `out`, block by block (one 64-byte slice each, a plane of 64 codes at a time);
@@ -640,12 +641,7 @@ impl<'a> TernaryView<'a> {
                 }
             }
         }
-        // A branch-free maximum first (it vectorizes); the position only when some code is bad.
-        if out[..self.cols].iter().fold(0u8, |m, &c| m.max(c)) > 2 {
-            let k = out.iter().position(|&c| c > 2).unwrap_or_default();
-            return Err(KernelError::InvalidCode { code: out[k], index: r * self.cols + k });
-        }
-        Ok(())
+        super::check_codes(&out[..self.cols], r * self.cols)
     }
 }
 
