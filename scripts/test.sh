@@ -59,6 +59,13 @@ step "tests (host: $(uname -m), all features: cpu, wgpu on lavapipe, candle; cud
 cargo test -j"$jobs" --workspace --all-features
 disk
 
+# Where the default kernel is AVX-512 VNNI, the test run above packs five-trit weights; these run the record and
+# five-trit tests again with a kernel that cannot read them (records then load repacked into 2 bits). Same binary.
+if [ "$(uname -m)" = x86_64 ] && grep -qw avx2 /proc/cpuinfo; then
+  step "packed records and five-trit ops with BITNET_KERNEL=avx2 (five-trit records load repacked into 2 bits)"
+  BITNET_KERNEL=avx2 cargo test -j"$jobs" -p bitnet-backend --all-features --test backends -- packed_record five_trit
+fi
+
 step "bitnet serve against the official openai Python client (pip, into target/openai-venv)"
 bash scripts/test-openai-client.sh target/debug/bitnet
 

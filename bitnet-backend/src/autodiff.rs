@@ -165,6 +165,10 @@ impl<B: TernaryBackend, C: CheckpointStrategy> TernaryBackend for Autodiff<B, C>
         B::preferred_ternary_layout()
     }
 
+    fn reads_ternary_layout(layout: bitnet_kernels::TernaryLayout) -> bool {
+        B::reads_ternary_layout(layout)
+    }
+
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
         Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
     }

@@ -19,20 +19,21 @@
 //!
 //! A packed layer (or a model of them) saves with burn's recorders like any module; to load the record, build a
 //! packed skeleton of the same shapes with [`BitLinearConfig::init_packed`] and call `load_record` (the record
-//! names its words' layout, 2-bit or five-trit, and the loaded layer takes it from there).
+//! names its words' layout, 2-bit or five-trit, and the loaded layer takes it from there, repacking five-trit
+//! words into 2 bits where this machine's CPU kernel cannot read them: [`PackedTernary`]).
 
 use crate::error::BackendError;
 use crate::ops::{
     fake_quantize_activations, fake_quantize_weights, ternary_linear, ternary_linear_many, TernaryBackend,
     TernaryWeight,
 };
-use crate::packed_layout::PackedLayout;
+pub use crate::packed_ternary::{PackedTernary, PackedTernaryRecord};
 use bitnet_kernels::{TernaryLayout, TernaryMatrix};
 use burn::config::Config;
-use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param, ParamId};
+use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::nn::{Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 
 /// Configuration of a [`BitLinear`] layer: the fields of `burn::nn::LinearConfig` (`d_input`, `d_output`,
 /// `bias`, `initializer`, same defaults; `LinearConfig`'s `layout` is not offered: the latent weight is always
@@ -52,43 +53,6 @@ pub struct BitLinearConfig {
     /// Epsilon of an RMSNorm applied to the input before it is quantized (`None`: no norm).
     #[config(default = "None")]
     pub input_norm_eps: Option<f64>,
-}
-
-/// Packed ternary weights as module parameters (saved and loaded with the module's record). The record holds the
-/// words, the scales and the name of the words' layout, and loading adopts that layout: a record saved from
-/// five-trit weights loads into a 2-bit skeleton ([`BitLinearConfig::init_packed`]) as five-trit weights and the
-/// other way round (records saved before the layout was named are 2-bit). The shapes come from the skeleton.
-#[derive(Module, Debug)]
-pub struct PackedTernary<B: Backend> {
-    /// Native-layout words, `[rows_padded, cols_padded / 16]` i32 in the 2-bit layout
-    /// ([`crate::packed_words_shape`] for both).
-    words: Param<Tensor<B, 2, Int>>,
-    /// Per-output scales `[d_output]`.
-    scales: Param<Tensor<B, 1>>,
-    rows: usize,
-    cols: usize,
-    /// How the words hold the codes (saved in the record by name).
-    layout: PackedLayout<B>,
-}
-
-impl<B: Backend> PackedTernary<B> {
-    fn from_weight(w: TernaryWeight<B>) -> Self {
-        let (rows, cols, layout) = (w.rows(), w.cols(), w.layout());
-        let (words, scales) = w.into_tensors();
-        Self {
-            words: Param::initialized(ParamId::new(), words),
-            scales: Param::from_tensor(scales).set_require_grad(false),
-            rows,
-            cols,
-            layout: PackedLayout::new(layout),
-        }
-    }
-
-    /// The tensor-level handle, checked.
-    pub fn weight(&self) -> crate::error::Result<TernaryWeight<B>> {
-        let layout = self.layout.layout()?;
-        TernaryWeight::from_tensors_in(layout, self.words.val(), self.scales.val(), self.rows, self.cols)
-    }
 }
 
 /// The weight of a [`BitLinear`]: latent f32 values for training, or packed ternary codes for inference.

@@ -51,6 +51,10 @@ fn upload<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], devic
 }
 
 impl<F: FloatCandleElement, I: IntCandleElement> TernaryBackend for Candle<F, I> {
+    fn reads_ternary_layout(layout: TernaryLayout) -> bool {
+        layout.is_read_by(bitnet_kernels::Kernel::selected())
+    }
+
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
         Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
     }

@@ -89,6 +89,10 @@ impl TernaryBackend for Flex {
         TernaryLayout::selected()
     }
 
+    fn reads_ternary_layout(layout: TernaryLayout) -> bool {
+        layout.is_read_by(bitnet_kernels::Kernel::selected())
+    }
+
     fn ternary_linear(x: FlexTensor, weight: TernaryWeightPrimitive<Self>) -> FlexTensor {
         linear_many(x, std::slice::from_ref(&weight), "ternary_linear").pop().expect("one weight gives one output")
     }

@@ -92,6 +92,10 @@ impl<B: FusionBackend + TernaryBackend> TernaryBackend for Fusion<B> {
         B::preferred_ternary_layout()
     }
 
+    fn reads_ternary_layout(layout: TernaryLayout) -> bool {
+        B::reads_ternary_layout(layout)
+    }
+
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {
         Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
     }

@@ -59,6 +59,7 @@ mod fusion;
 mod host;
 mod ops;
 mod packed_layout;
+mod packed_ternary;
 pub mod quant;
 mod transformer;
 

@@ -2,12 +2,12 @@
 //!
 //! Packed weights travel as [`TernaryWeight`]: the kernel-native layout of `bitnet_kernels`
 //! (`bitnet_kernels::formats::native`) as little-endian `i32` words, shape `[rows_padded, cols_padded / 16]` in the
-//! 2-bit layout (`[rows_padded, cols_padded / 20]` in the five-trit one, which only the CPU kernels read: a backend
-//! packs in [`TernaryBackend::preferred_ternary_layout`], and the CubeCL kernels refuse five-trit words),
-//! plus its scales: one f32 per output row, followed, for grouped weights (GGUF Q2_0 and the like), by one
-//! f32 per 64 weights in the kernels' order (`bitnet_kernels::formats::native::group_scale_count`); the
-//! length tells the two apart. CPU backends run the `bitnet-kernels` SIMD kernels on those bytes in place;
-//! CubeCL backends unpack the same 2-bit codes in registers.
+//! 2-bit layout (`[rows_padded, cols_padded / 20]` in the five-trit one, which the CubeCL kernels and the scalar
+//! and AVX-512 VNNI CPU kernels read: [`TernaryBackend::reads_ternary_layout`]; a backend packs in
+//! [`TernaryBackend::preferred_ternary_layout`]), plus its scales: one f32 per output row, followed, for grouped
+//! weights (GGUF Q2_0 and the like, 2-bit only), by one f32 per 64 weights in the kernels' order
+//! (`bitnet_kernels::formats::native::group_scale_count`); the length tells the two apart. CPU backends run the
+//! `bitnet-kernels` SIMD kernels on those bytes in place; CubeCL backends unpack the same codes in registers.
 //!
 //! Numerics (W1.58A8): activations are quantized per token (row of `x`) with absmax,
 //! `s = 127 / max(max|x|, 1e-5)`, `q = clamp(round_half_even(x * s), -128, 127)`; with weight codes
@@ -51,6 +51,14 @@ pub trait TernaryBackend: crate::TransformerBackend {
     /// default (every backend reads it); the CPU backends return `bitnet_kernels::TernaryLayout::selected`.
     fn preferred_ternary_layout() -> TernaryLayout {
         TernaryLayout::Bits2
+    }
+
+    /// Whether this backend's ternary ops read weights in `layout`. Every backend reads the 2-bit layout; the
+    /// CubeCL kernels read both; the CPU backends read five-trit words where the selected CPU kernel does
+    /// (`bitnet_kernels::TernaryLayout::is_read_by`). A packed [`crate::BitLinear`] record is repacked to 2 bits
+    /// at load where this machine's CPU kernel cannot read its layout.
+    fn reads_ternary_layout(layout: TernaryLayout) -> bool {
+        layout == TernaryLayout::Bits2
     }
 
     /// `y = ternary_linear(x, W)`: per-token int8 quantization of `x` (`[M, K]`) and the ternary x int8 product
@@ -273,15 +281,16 @@ impl<B: TernaryBackend> TernaryWeight<B> {
     }
 }
 
-/// Panics unless `weight` is in the 2-bit layout: for the backends whose kernels read only that one (they never
-/// prefer another, so only a weight packed for another backend reaches this).
+/// Panics if `weight` is five-trit with group scales: the layout has no group scales, and
+/// [`TernaryWeight::from_tensors_in`] refuses them, so only a hand-built primitive reaches this.
 #[cfg(feature = "cube")]
-pub(crate) fn assert_bits2<B: Backend>(op: &str, weight: &TernaryWeightPrimitive<B>) {
+pub(crate) fn assert_no_five_trit_groups<B: Backend>(op: &str, weight: &TernaryWeightPrimitive<B>) {
+    use burn::tensor::TensorMetadata;
+    let scales = weight.scales.shape().num_elements();
     assert!(
-        weight.layout == TernaryLayout::Bits2,
-        "{op}: this backend reads ternary weights in the 2-bit layout, not the {} one (repack with \
-         TernaryMatrix::to_layout)",
-        weight.layout.name()
+        weight.layout == TernaryLayout::Bits2 || scales == weight.rows,
+        "{op}: a five-trit ternary weight has one scale per row ({} rows), not {scales}",
+        weight.rows
     );
 }
 

@@ -82,3 +82,16 @@ fn fusion_grouped_ops_match_cpu_reference() {
 fn raw_cube_grouped_ops_match_cpu_reference() {
     common::grouped_ops_match_cpu_reference::<Raw>(&device());
 }
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: run with --ignored"]
+fn five_trit_ops_match_2_bit_ops() {
+    common::five_trit_ops_match_2_bit_ops::<Cuda>(&device());
+    common::five_trit_ops_match_2_bit_ops::<Raw>(&device());
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: run with --ignored"]
+fn packed_records_name_their_layout() {
+    common::packed_records_name_their_layout::<Cuda>(&device());
+}

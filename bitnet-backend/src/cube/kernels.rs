@@ -6,6 +6,12 @@
 //! `(n / 4) * 4 * W + (4b + r) * 16` (`W` = words per row) hold 64 bytes; byte `j` holds weights
 //! `256b + 64p + j` at bits `2p` (p = 0..4). Codes are unpacked in registers with an arithmetic shift and a
 //! mask, which is exact for negative words too, and multiplied with the int8 activation codes in i32.
+//!
+//! The five-trit layout (`bitnet_kernels::TernaryLayout::Trits5`) has the same tiles, words and bytes, but a
+//! block holds 320 weights and byte `j` holds the codes `t_p` of weights `320b + 64p + j`, p = 0..5, as the
+//! fixed-point fraction `y_0` of their base-3 value: `t_p = floor(3 y_p / 256)`, `y_(p+1) = 3 y_p mod 256`. The
+//! kernels take the layout as a comptime flag and step through a byte's five codes with that recurrence (integer
+//! only, so exact everywhere); group scales exist in the 2-bit layout only.
 
 // The `#[cube(launch)]` macro generates undocumented launch modules and structs.
 #![allow(missing_docs)]
@@ -30,11 +36,22 @@ fn round_half_even<F: Float>(v: F) -> F {
     select(halfway && odd, r - F::new(1.0), r)
 }
 
-/// Index of the first of the 16 words holding 256-weight block `b` of weight row `n` (the tile-interleaved
-/// native layout: tile `n / 4`, slot `n % 4`); the layout's one definition on the GPU side.
+/// Index of the first of the 16 words holding block `b` of weight row `n` (the tile-interleaved native layout:
+/// tile `n / 4`, slot `n % 4`; 256 weights a block in 2 bits, 320 in five trits); the layout's one definition on
+/// the GPU side.
 #[cube]
 fn block_word_base(n: usize, b: usize, words_per_row: usize) -> usize {
     (n / 4) * 4 * words_per_row + (b * 4 + n % 4) * 16
+}
+
+/// The code of five-trit plane `p` in byte `byte` (0..256): `floor(3 y_p / 256)` with `y_p = 3^p byte mod 256`.
+#[cube]
+fn trit_of_byte(byte: i32, p: usize) -> i32 {
+    let mut y = byte;
+    for _ in 0..p {
+        y = (y * 3i32) & 255i32;
+    }
+    (y * 3i32) >> 8
 }
 
 /// Per-token absmax int8 quantization: cube `m` handles row `m` of `x` (`[M, K]`).
@@ -127,13 +144,15 @@ fn half_plane_sum<N: Numeric>(v: N, shared: &mut SharedMemory<N>, y: usize, lane
 
 /// `out[m, n] = (sum_k (c[n,k] - 1) q[m,k]) * g_n * (1 / s_m)`, exact in i32 before the scaling.
 ///
-/// Coalesced: the 32 lanes of a row tile (4 rows) walk its 256-weight blocks together. A block of a tile is 64
+/// Coalesced: the 32 lanes of a row tile (4 rows) walk its blocks together. A block of a tile is 64
 /// consecutive words (16 per row), so lane `l` reads words `l` and `l + 32`: one coalesced 128-byte load per
-/// half. Word `jw` of row slot `r` holds weights `256b + 64p + 4jw + i` at bits `8i + 2p`. Each lane accumulates
+/// half. Word `jw` of row slot `r` holds weights `256b + 64p + 4jw + i` at bits `8i + 2p` (2-bit layout), or
+/// the five codes of weights `320b + 64p + 4jw + i` in byte `i` (`trits5`). Each lane accumulates
 /// two rows (`l / 16` and `2 + l / 16`); the 16 lanes of each row are summed at the end, with plane sums where
 /// the device's planes are exactly 32 lanes (`use_plane`) and through shared memory otherwise.
 /// Cube `(x, m)` covers tiles `x * TILES_PER_CUBE ..` of token `m`.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 pub fn ternary_matmul_kernel<F: Float, I: Int>(
     codes: &Tensor<I>,
     act_scales: &Tensor<F>,
@@ -141,6 +160,7 @@ pub fn ternary_matmul_kernel<F: Float, I: Int>(
     weight_scales: &Tensor<F>,
     out: &mut Tensor<F>,
     #[comptime] use_plane: bool,
+    #[comptime] trits5: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let lane = UNIT_POS_X as usize;
@@ -157,17 +177,34 @@ pub fn ternary_matmul_kernel<F: Float, I: Int>(
     if tile < tiles {
         let base = tile * 4 * words_per_row;
         let jw = lane % 16;
+        let block = comptime![if trits5 { 320usize } else { 256usize }];
         for b in 0..blocks {
             let word_a = i32::cast_from(words[base + b * 64 + lane]);
             let word_b = i32::cast_from(words[base + b * 64 + lane + 32]);
             for i in 0..4usize {
-                for p in 0..4usize {
-                    let kk = b * 256 + p * 64 + jw * 4 + i;
-                    if kk < k {
-                        let q = i32::cast_from(codes[m * k + kk]);
-                        let shift = i32::cast_from(8 * i + 2 * p);
-                        acc_a += (((word_a >> shift) & 3i32) - 1i32) * q;
-                        acc_b += (((word_b >> shift) & 3i32) - 1i32) * q;
+                if trits5 {
+                    let shift = i32::cast_from(8 * i);
+                    let mut y_a = (word_a >> shift) & 255i32;
+                    let mut y_b = (word_b >> shift) & 255i32;
+                    for p in 0..5usize {
+                        let kk = b * block + p * 64 + jw * 4 + i;
+                        if kk < k {
+                            let q = i32::cast_from(codes[m * k + kk]);
+                            acc_a += (((y_a * 3i32) >> 8) - 1i32) * q;
+                            acc_b += (((y_b * 3i32) >> 8) - 1i32) * q;
+                        }
+                        y_a = (y_a * 3i32) & 255i32;
+                        y_b = (y_b * 3i32) & 255i32;
+                    }
+                } else {
+                    for p in 0..4usize {
+                        let kk = b * block + p * 64 + jw * 4 + i;
+                        if kk < k {
+                            let q = i32::cast_from(codes[m * k + kk]);
+                            let shift = i32::cast_from(8 * i + 2 * p);
+                            acc_a += (((word_a >> shift) & 3i32) - 1i32) * q;
+                            acc_b += (((word_b >> shift) & 3i32) - 1i32) * q;
+                        }
                     }
                 }
             }
@@ -262,13 +299,15 @@ pub fn ternary_matmul_grouped_kernel<F: Float, I: Int>(
     write_tile_rows::<F>(out, act_scales, weight_scales, row_a, row_b, m, tile, lane);
 }
 
-/// `out[n, k] = (c[n,k] - 1) * g_n`, times the group scale `h[n, k / 64]` when `grouped`: one unit per weight.
+/// `out[n, k] = (c[n,k] - 1) * g_n`, times the group scale `h[n, k / 64]` when `grouped` (2-bit layout only):
+/// one unit per weight.
 #[cube(launch)]
 pub fn ternary_dequantize_kernel<F: Float, I: Int>(
     words: &Tensor<I>,
     weight_scales: &Tensor<F>,
     out: &mut Tensor<F>,
     #[comptime] grouped: bool,
+    #[comptime] trits5: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let kk = ABSOLUTE_POS_X as usize;
@@ -279,11 +318,16 @@ pub fn ternary_dequantize_kernel<F: Float, I: Int>(
         terminate!();
     }
     let words_per_row = words.shape(1);
-    let (b, e) = (kk / 256, kk % 256);
+    let block = comptime![if trits5 { 320usize } else { 256usize }];
+    let (b, e) = (kk / block, kk % block);
     let (p, j) = (e / 64, e % 64);
     let index = block_word_base(n, b, words_per_row) + j / 4;
     let word = i32::cast_from(words[index]);
-    let c = (word >> i32::cast_from(8 * (j % 4) + 2 * p)) & 3i32;
+    let c = if trits5 {
+        trit_of_byte((word >> i32::cast_from(8 * (j % 4))) & 255i32, p)
+    } else {
+        (word >> i32::cast_from(8 * (j % 4) + 2 * p)) & 3i32
+    };
     let mut scale = weight_scales[n];
     if grouped {
         scale *= weight_scales[rows + ((n / 4) * (words_per_row / 16) + b) * 16 + (n % 4) * 4 + p];

@@ -16,8 +16,10 @@ pub use cubecl::wgpu::WgpuRuntime;
 use crate::cache::CacheWriteBackend;
 use crate::dense::DenseLinearBackend;
 use crate::ops::{
-    assert_bits2, assert_input_fits, QuantizedActivationsPrimitive, TernaryBackend, TernaryWeightPrimitive,
+    assert_input_fits, assert_no_five_trit_groups, QuantizedActivationsPrimitive, TernaryBackend,
+    TernaryWeightPrimitive,
 };
+use bitnet_kernels::TernaryLayout;
 use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -42,6 +44,12 @@ fn tile_dim() -> CubeDim {
 }
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBackend for CubeBackend<R, F, I, BT> {
+    /// The kernels read both layouts (a flag of each kernel); loading still packs the 2-bit one, the layout whose
+    /// GPU speed has been measured.
+    fn reads_ternary_layout(_layout: TernaryLayout) -> bool {
+        true
+    }
+
     fn ternary_linear(x: CubeTensor<R>, weight: TernaryWeightPrimitive<Self>) -> CubeTensor<R> {
         Self::ternary_linear_many(x, vec![weight]).pop().expect("one weight gives one output")
     }
@@ -50,7 +58,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
         let [m, k] = dims2(&x, "ternary_linear input");
         for w in &weights {
             assert_input_fits("ternary_linear", m, k, w);
-            assert_bits2("ternary_linear", w);
+            assert_no_five_trit_groups("ternary_linear", w);
         }
         let float_dtype = x.dtype;
         let q = Self::quantize_activations(x);
@@ -66,6 +74,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
                 let scales = into_contiguous(weight.scales);
                 let n = weight.rows;
                 let grouped = scales.shape()[0] > n;
+                let trits5 = weight.layout == TernaryLayout::Trits5;
                 let out =
                     empty_device_dtype(q.codes.client.clone(), q.codes.device.clone(), Shape::new([m, n]), float_dtype);
                 let tiles = n.div_ceil(4) as u32;
@@ -99,6 +108,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
                         scales,
                         y,
                         use_plane,
+                        trits5,
                         dtypes,
                     );
                 }
@@ -127,8 +137,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
     }
 
     fn ternary_dequantize(weight: TernaryWeightPrimitive<Self>) -> CubeTensor<R> {
-        assert_bits2("ternary_dequantize", &weight);
+        assert_no_five_trit_groups("ternary_dequantize", &weight);
         let (n, k) = (weight.rows, weight.cols);
+        let trits5 = weight.layout == TernaryLayout::Trits5;
         let words = into_contiguous(weight.words);
         let scales = into_contiguous(weight.scales);
         let grouped = scales.shape()[0] > n;
@@ -142,6 +153,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBac
             scales.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             grouped,
+            trits5,
             dtypes,
         );
         out

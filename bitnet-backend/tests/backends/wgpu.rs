@@ -121,3 +121,14 @@ fn swap_tokens_and_heads_matches_swap_dims() {
 fn fake_quantized_weights_match_the_packed_export() {
     common::fake_quantized_weights_match_the_packed_export::<Autodiff<Wgpu>>(&device());
 }
+
+#[test]
+fn five_trit_ops_match_2_bit_ops() {
+    common::five_trit_ops_match_2_bit_ops::<Wgpu>(&device());
+    common::five_trit_ops_match_2_bit_ops::<Raw>(&device());
+}
+
+#[test]
+fn packed_records_name_their_layout() {
+    common::packed_records_name_their_layout::<Wgpu>(&device());
+}

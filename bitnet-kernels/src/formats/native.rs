@@ -45,8 +45,9 @@
 //! The last form is linear in `y`: `sum_j t_p[j] a[j] = (3 sum_j y_p[j] a[j] - sum_j y_(p+1)[j] a[j]) / 256`, so a
 //! kernel multiplies the bytes `y_p` themselves (unsigned) with the activations and never extracts a trit: two
 //! byte additions make `y_(p+1)` from `y_p`. Only row scales are supported (group scales stay in the 2-bit
-//! layout), and only the scalar and AVX-512 VNNI kernels read it (the others have no unsigned-byte product
-//! that holds `255 * 127` per pair without saturating).
+//! layout), and of the CPU kernels only the scalar and AVX-512 VNNI ones read it (the others have no
+//! unsigned-byte product that holds `255 * 127` per pair without saturating; bitnet-backend repacks five-trit
+//! records into 2 bits for them at load). bitnet-backend's CubeCL kernels read it with the same recurrence.
 
 use super::{hf_packed, i2s, q2_0, tq1_0, tq2_0, TernaryCodes};
 use crate::aligned::AlignedBytes;
@@ -115,8 +116,10 @@ impl TernaryLayout {
 
     /// The process-wide layout that the CPU backend packs weights in: `BITNET_TERNARY_LAYOUT` if set, valid and
     /// read by [`Kernel::selected`] (resolved once; an invalid override is reported once on stderr and ignored),
-    /// else what [`Self::select`] chose, else 2-bit. The library keeps 2-bit unless asked: module records hold the
-    /// packed words as they are (and name their layout), and 2-bit ones load on every backend and CPU.
+    /// else what [`Self::select`] chose, else [`Self::preferred_for`] the selected kernel (five-trit with AVX-512
+    /// VNNI, 2-bit elsewhere). Module records of packed weights name their layout, and a five-trit record loaded
+    /// where the kernel cannot read it is repacked into 2 bits (bitnet-backend's `PackedTernary`), so the choice
+    /// does not tie a saved model to the machine that saved it.
     pub fn selected() -> Self {
         static OVERRIDE: OnceLock<Option<TernaryLayout>> = OnceLock::new();
         let overridden = *OVERRIDE.get_or_init(|| {
@@ -139,13 +142,14 @@ impl TernaryLayout {
         });
         overridden.unwrap_or(match CHOSEN.load(Ordering::Relaxed) {
             CHOSEN_TRITS5 => TernaryLayout::Trits5,
-            _ => TernaryLayout::Bits2,
+            CHOSEN_BITS2 => TernaryLayout::Bits2,
+            _ => Self::preferred_for(Kernel::selected()),
         })
     }
 
-    /// Makes `layout` the process-wide choice of [`Self::selected`] (below `BITNET_TERNARY_LAYOUT`). Applications
-    /// that only run models select [`Self::preferred_for`]`(`[`Kernel::selected`]`)`, as the `bitnet` CLI does, for
-    /// the fastest decode. Fails when the selected kernel does not read `layout`.
+    /// Makes `layout` the process-wide choice of [`Self::selected`] (below `BITNET_TERNARY_LAYOUT`), in place of the
+    /// default [`Self::preferred_for`]`(`[`Kernel::selected`]`)`, which decodes fastest. Fails when the selected
+    /// kernel does not read `layout`.
     pub fn select(layout: TernaryLayout) -> Result<()> {
         let kernel = Kernel::selected();
         if !layout.is_read_by(kernel) {
@@ -172,7 +176,7 @@ impl TernaryLayout {
 /// The environment variable that overrides [`TernaryLayout::selected`].
 pub const LAYOUT_ENV: &str = "BITNET_TERNARY_LAYOUT";
 
-/// [`TernaryLayout::select`]'s choice: none yet (2-bit), 2-bit, or five-trit.
+/// [`TernaryLayout::select`]'s choice: none yet (the kernel's preferred layout), 2-bit, or five-trit.
 static CHOSEN: AtomicU8 = AtomicU8::new(0);
 const CHOSEN_BITS2: u8 = 1;
 const CHOSEN_TRITS5: u8 = 2;

@@ -72,9 +72,9 @@ impl BitNetConfig {
     }
 
     /// A packed model of this configuration with zero weights, to load a saved record into
-    /// (`model.load_record(record)`). The skeleton packs in the backend's preferred layout (2-bit unless the process
-    /// selected another, see `bitnet_kernels::TernaryLayout::select`); a record names the layout of its words and
-    /// loads as that layout either way.
+    /// (`model.load_record(record)`). The skeleton packs in the backend's preferred layout
+    /// (`TernaryBackend::preferred_ternary_layout`); a record names the layout of its words and loads as that layout
+    /// either way (repacked into 2 bits where this machine's CPU kernel cannot read it).
     pub fn init_packed<B: bitnet_backend::BitNetBackend>(&self, device: &B::Device) -> Result<BitNetModel<B>> {
         BitNetModel::build(self, &mut PackedSkeleton { device })
     }

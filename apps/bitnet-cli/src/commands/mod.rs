@@ -71,10 +71,6 @@ impl ModelArgs {
         if let Some(n) = self.threads {
             bitnet_models::backend::set_cpu_threads(n).map_err(|e| UsageError(format!("--threads: {e}")))?;
         }
-        // The CLI only runs models (it saves no module records), so it packs ternary weights in the layout the
-        // CPU kernel decodes fastest (five trits per byte with AVX-512 VNNI), which every kernel that prefers it reads.
-        use bitnet_models::backend::kernels::{Kernel, TernaryLayout};
-        TernaryLayout::select(TernaryLayout::preferred_for(Kernel::selected()))?;
         let spec = ModelSpec::parse(self.model.as_deref())?;
         Ok(Checkpoint::open(&spec)?)
     }
