@@ -9,8 +9,9 @@
 #   1. the backend's CUDA op tests (every op against the CPU reference of bitnet-kernels);
 #   2. for every transformers fixture, greedy tokens and logits on --device cuda against --device cpu (same
 #      binary), within the fixture tolerance (0.05 on logits, identical greedy tokens);
-#   3. `bitnet bench --device cuda` on a random 2B-4T model: prefill and decode tokens/s, weight bytes per
-#      token, and decode as a fraction of the device read probe and of the GPU's rated memory bandwidth.
+#   3. `bitnet bench --device cuda` on a random 2B-4T model, its ternary weights packed in 2 bits and then five
+#      to a byte (BITNET_TERNARY_LAYOUT=trits5): prefill and decode tokens/s, weight bytes per token, and decode
+#      as a fraction of the device read probe and of the GPU's rated memory bandwidth.
 #
 # With the device tool: `bash scripts/gpu-check.sh build` here, then
 #   run(command="bash scripts/gpu-check.sh run", carry=[".gpu-check"], timeout_s=420)
@@ -127,14 +128,23 @@ EOF
   done
   [ "$failed" = 0 ] || { echo "error: a fixture differs between cpu and $device" >&2; exit 1; }
 
-  echo "== 3. bench: random 2B-4T shapes on $device"
+  echo "== 3. bench: random 2B-4T shapes on $device, ternary weights in 2 bits (the default) and five to a byte"
   "$bitnet" init --random --arch 2b-4t --out "$work/rand2b"
-  "$bitnet" bench --model "$work/rand2b" --device "$device" --prompt-tokens 128 --decode-tokens 65 --runs 3 \
-    --json >"$work/bench.json"
-  python3 - "$work/bench.json" "$(rated_bandwidth "$gpu")" <<'EOF'
+  local layout
+  for layout in 2bit trits5; do
+    BITNET_TERNARY_LAYOUT=$layout "$bitnet" bench --model "$work/rand2b" --device "$device" --prompt-tokens 128 \
+      --decode-tokens 65 --runs 3 --json >"$work/bench.json"
+    summarize_bench "$work/bench.json" "$(rated_bandwidth "$gpu")"
+  done
+}
+
+# Prints one `bitnet bench --json` result: speeds, bytes, and decode against the probe and the rated bandwidth.
+summarize_bench() {
+  python3 - "$1" "$2" <<'EOF'
 import json, sys
 b = json.load(open(sys.argv[1]))
 rated = float(sys.argv[2]) * 1e9
+print(f"ternary weights {' and '.join(b['ternary_layouts'])}:")
 print(f"prefill {b['prefill_tokens_per_s']:.1f} tokens/s, decode {b['decode_tokens_per_s']:.1f} tokens/s, "
       f"{b['weight_bytes_per_token'] / 1e9:.3f} GB of weights per token = {b['decode_bytes_per_s'] / 1e9:.1f} GB/s")
 if b.get("probe_bytes_per_s"):

@@ -48,7 +48,8 @@ pub struct QuantizedActivationsPrimitive<B: Backend> {
 /// (a [`crate::BitLinear`] with an input norm calls it), so every ternary backend implements both.
 pub trait TernaryBackend: crate::TransformerBackend {
     /// The layout this backend's ternary products read fastest: what model loading packs weights in. 2 bits by
-    /// default (every backend reads it); the CPU backends return `bitnet_kernels::TernaryLayout::selected`.
+    /// default (every backend reads it); the CPU backend returns `bitnet_kernels::TernaryLayout::selected`, the
+    /// CubeCL ones 2 bits unless `BITNET_TERNARY_LAYOUT` names another (`TernaryLayout::requested`).
     fn preferred_ternary_layout() -> TernaryLayout {
         TernaryLayout::Bits2
     }

@@ -18,7 +18,21 @@ fn ids(v: &serde_json::Value) -> Vec<u64> {
 }
 
 fn bitnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitnet")).args(args).env("BITNET_THREADS", "2").output().unwrap()
+    bitnet_with(args, &[])
+}
+
+/// [`bitnet`] with more environment variables.
+fn bitnet_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bitnet"));
+    command.args(args).env("BITNET_THREADS", "2").envs(env.iter().copied());
+    command.output().unwrap()
+}
+
+/// The `ternary_layouts` a `bitnet bench --json` run reports.
+fn bench_layouts(out: &Output) -> Vec<String> {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["ternary_layouts"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect()
 }
 
 fn join(ids: &[u64]) -> String {
@@ -510,6 +524,13 @@ fn bench_reports_decode_against_the_probe() {
     let want_with_cache = fraction * (bytes + (per_position * 5) as f64) / bytes;
     assert!((with_cache - want_with_cache).abs() <= 1e-9 * with_cache, "{with_cache} vs {want_with_cache}");
 
+    // The ternary weights are packed in the layout the CPU kernel reads fastest unless BITNET_TERNARY_LAYOUT says.
+    use bitnet_models::backend::kernels::{Kernel, TernaryLayout};
+    let preferred = TernaryLayout::preferred_for(Kernel::selected()).name();
+    assert_eq!(v["ternary_layouts"], serde_json::json!([preferred]));
+    let quick = [&common[..], &["--runs", "1", "--probe-mib", "0", "--json"]].concat();
+    assert_eq!(bench_layouts(&bitnet_with(&quick, &[("BITNET_TERNARY_LAYOUT", "2bit")])), ["2-bit"]);
+
     // Without the probe there is no roofline; the text report names the bytes per token.
     let out = bitnet(&[&common[..], &["--runs", "1", "--probe-mib", "0"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -581,8 +602,16 @@ fn device_flag_is_checked_and_gpu_devices_match_the_cpu() {
     if !cfg!(feature = "wgpu") {
         return;
     }
-    // On wgpu (lavapipe in CI), the fixtures generate the reference's greedy tokens and write its logits.
-    for name in ["tiny-bitlinear", "tiny-llama-bitnet-rmsnorm"] {
+    // On wgpu (lavapipe in CI), the fixtures generate the reference's greedy tokens and write its logits, with
+    // the ternary weights packed in 2 bits (the GPU default) and five to a byte (BITNET_TERNARY_LAYOUT).
+    for (name, layout) in [
+        ("tiny-bitlinear", "2bit"),
+        ("tiny-llama-bitnet-rmsnorm", "2bit"),
+        ("tiny-bitlinear", "trits5"),
+        ("tiny-llama-bitnet-rmsnorm", "trits5"),
+    ] {
+        let env: &[(&str, &str)] = if layout == "2bit" { &[] } else { &[("BITNET_TERNARY_LAYOUT", layout)] };
+        let bitnet = |args: &[&str]| bitnet_with(args, env);
         let e = expected(name);
         let dir = fixture(name);
         let greedy = ids(&e["greedy"]);
@@ -595,9 +624,13 @@ fn device_flag_is_checked_and_gpu_devices_match_the_cpu() {
         let out = bitnet(&args);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(ids(&json["tokens"]), greedy, "{name} greedy on wgpu");
+        assert_eq!(ids(&json["tokens"]), greedy, "{name} greedy on wgpu, {layout}");
+        let bench = ["bench", "--model", model, "--device", "wgpu", "--prompt-tokens", "2", "--decode-tokens", "2"];
+        let bench = [&bench[..], &["--runs", "1", "--warmup-runs", "0", "--probe-mib", "0", "--json"]].concat();
+        let want = if layout == "2bit" { "2-bit" } else { "five-trit" };
+        assert_eq!(bench_layouts(&bitnet(&bench)), [want], "{name} on wgpu");
 
-        let out_file = std::env::temp_dir().join(format!("bitnet-cli-wgpu-{name}-{}.npy", std::process::id()));
+        let out_file = std::env::temp_dir().join(format!("bitnet-cli-wgpu-{name}-{layout}-{}.npy", std::process::id()));
         let args = [&["logits"][..], &common, &["--out", out_file.to_str().unwrap()]].concat();
         let out = bitnet(&args);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
@@ -609,7 +642,7 @@ fn device_flag_is_checked_and_gpu_devices_match_the_cpu() {
         let reference: Vec<f64> = e["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         assert_eq!(values.len(), reference.len());
         let max_diff = values.iter().zip(&reference).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
-        assert!(max_diff <= 0.05, "{name} on wgpu: max |logit difference| {max_diff}");
+        assert!(max_diff <= 0.05, "{name} on wgpu, {layout}: max |logit difference| {max_diff}");
     }
 }
 

@@ -44,8 +44,13 @@ fn tile_dim() -> CubeDim {
 }
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> TernaryBackend for CubeBackend<R, F, I, BT> {
-    /// The kernels read both layouts (a flag of each kernel); loading still packs the 2-bit one, the layout whose
-    /// GPU speed has been measured.
+    /// 2 bits, the layout whose GPU speed has been measured, unless `BITNET_TERNARY_LAYOUT` asks for another
+    /// ([`TernaryLayout::requested`]): the kernels read both.
+    fn preferred_ternary_layout() -> TernaryLayout {
+        TernaryLayout::requested().unwrap_or(TernaryLayout::Bits2)
+    }
+
+    /// The kernels read both layouts (a comptime flag of each kernel).
     fn reads_ternary_layout(_layout: TernaryLayout) -> bool {
         true
     }

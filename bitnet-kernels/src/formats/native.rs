@@ -124,26 +124,28 @@ impl TernaryLayout {
         static OVERRIDE: OnceLock<Option<TernaryLayout>> = OnceLock::new();
         let overridden = *OVERRIDE.get_or_init(|| {
             let kernel = Kernel::selected();
-            let name = std::env::var(LAYOUT_ENV).ok()?;
-            match Self::parse(&name) {
-                Ok(layout) if layout.is_read_by(kernel) => Some(layout),
-                Ok(layout) => {
-                    eprintln!(
-                        "warning: ignoring {LAYOUT_ENV}: kernel {kernel} does not read the {} layout",
-                        layout.name()
-                    );
-                    None
-                }
-                Err(e) => {
-                    eprintln!("warning: ignoring {LAYOUT_ENV}: {e}");
-                    None
-                }
+            let layout = Self::requested()?;
+            if layout.is_read_by(kernel) {
+                return Some(layout);
             }
+            eprintln!("warning: ignoring {LAYOUT_ENV}: kernel {kernel} does not read the {} layout", layout.name());
+            None
         });
         overridden.unwrap_or(match CHOSEN.load(Ordering::Relaxed) {
             CHOSEN_TRITS5 => TernaryLayout::Trits5,
             CHOSEN_BITS2 => TernaryLayout::Bits2,
             _ => Self::preferred_for(Kernel::selected()),
+        })
+    }
+
+    /// The layout `BITNET_TERNARY_LAYOUT` names, if it is set to a valid name (resolved once; an invalid name is
+    /// reported once on stderr and ignored), whichever kernel runs: the CPU backend takes it through
+    /// [`Self::selected`] where its kernel reads it, and the GPU backends, whose kernels read both layouts, as is.
+    pub fn requested() -> Option<Self> {
+        static REQUESTED: OnceLock<Option<TernaryLayout>> = OnceLock::new();
+        *REQUESTED.get_or_init(|| {
+            let name = std::env::var(LAYOUT_ENV).ok()?;
+            Self::parse(&name).map_err(|e| eprintln!("warning: ignoring {LAYOUT_ENV}: {e}")).ok()
         })
     }
 

@@ -18,6 +18,7 @@ use super::rope::RopeTables;
 use super::token_matrix::{HeadFormat, TokenMatrix};
 use crate::config::BitNetConfig;
 use crate::error::{ModelError, Result};
+use bitnet_backend::kernels::TernaryLayout;
 use bitnet_backend::{rms_norm, BitLinear, BitNetBackend};
 use burn::module::Module;
 use burn::nn::RmsNorm;
@@ -172,6 +173,23 @@ impl<B: Backend> BitNetModel<B> {
             })
             .sum();
         blocks + norm(&self.norm) + self.head().bytes()
+    }
+
+    /// The layouts of the packed ternary projections, each once, in the order the layers first use them: one for
+    /// a model a backend packed, two where matrices with group scales stayed 2-bit or a record mixed them, none
+    /// for a latent model.
+    pub fn ternary_layouts(&self) -> Vec<TernaryLayout> {
+        let mut layouts = Vec::new();
+        for block in &self.layers {
+            for (_, projection) in block.projections() {
+                if let Some(Ok(weight)) = projection.packed_weight() {
+                    if !layouts.contains(&weight.layout()) {
+                        layouts.push(weight.layout());
+                    }
+                }
+            }
+        }
+        layouts
     }
 }
 

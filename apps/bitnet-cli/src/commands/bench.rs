@@ -138,12 +138,14 @@ impl OnDevice for Bench {
             Device::Cpu => format!("{} threads, kernel {}", global_pool().threads(), Kernel::selected().name()),
             other => format!("device {}", other.name()),
         };
+        let layouts: Vec<&str> = model.ternary_layouts().iter().map(|l| l.name()).collect();
         output::note(&format!(
-            "model: {} ({} layers, hidden {}, vocab {}); {engine}",
+            "model: {} ({} layers, hidden {}, vocab {}); {engine}; ternary weights {}",
             bundle.path().display(),
             c.num_hidden_layers,
             c.hidden_size,
             c.vocab_size,
+            if layouts.is_empty() { "latent".to_string() } else { layouts.join(" and ") },
         ));
         let probe = Probe::<B>::new(device, args.probe_mib, on);
         let mut probes: Vec<f64> = probe.rate().into_iter().collect();
@@ -187,6 +189,7 @@ impl OnDevice for Bench {
                 "device": device.name(),
                 "threads": global_pool().threads(),
                 "kernel": Kernel::selected().name(),
+                "ternary_layouts": layouts,
                 "prompt_tokens": args.prompt_tokens,
                 "decode_tokens": args.decode_tokens,
                 "runs": bench.runs.iter().map(|r| serde_json::json!({
