@@ -52,7 +52,7 @@ fn upload<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], devic
 
 impl<F: FloatCandleElement, I: IntCandleElement> TernaryBackend for Candle<F, I> {
     fn reads_ternary_layout(layout: TernaryLayout) -> bool {
-        layout.is_read_by(bitnet_kernels::Kernel::selected())
+        host::cpu_reads(layout)
     }
 
     fn ternary_linear(x: FloatTensor<Self>, weight: TernaryWeightPrimitive<Self>) -> FloatTensor<Self> {

@@ -90,7 +90,7 @@ impl TernaryBackend for Flex {
     }
 
     fn reads_ternary_layout(layout: TernaryLayout) -> bool {
-        layout.is_read_by(bitnet_kernels::Kernel::selected())
+        host::cpu_reads(layout)
     }
 
     fn ternary_linear(x: FlexTensor, weight: TernaryWeightPrimitive<Self>) -> FlexTensor {

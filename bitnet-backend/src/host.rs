@@ -9,6 +9,12 @@ use bitnet_kernels::pool::for_each_rows;
 use bitnet_kernels::quant::round_half_even_small;
 use bitnet_kernels::{global_pool, ternary_matmul_many, BlockFormat, QuantizedActivations, TernaryLayout, TernaryView};
 
+/// Whether the CPU kernel this process runs ([`bitnet_kernels::Kernel::selected`]) reads ternary weights in
+/// `layout`: what the CPU backends read, and what a loaded packed record must be in (`PackedTernary`).
+pub(crate) fn cpu_reads(layout: TernaryLayout) -> bool {
+    layout.is_read_by(bitnet_kernels::Kernel::selected())
+}
+
 /// The smallest buffer (elements) that a row-wise host pass splits over the kernels' pool.
 const PARALLEL_MIN_LEN: usize = 1 << 15;
 

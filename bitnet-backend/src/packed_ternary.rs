@@ -1,7 +1,7 @@
 //! [`PackedTernary`]: a packed ternary weight as module state (words, scales and the words' layout), and what
 //! loading its record does.
 //!
-//! Loading adopts the layout the record names ([`PackedLayout`]): a record means what it meant when it was saved.
+//! Loading adopts the layout the record names (`packed_layout`): a record means what it meant when it was saved.
 //! A five-trit record saved where the CPU kernel reads that layout (AVX-512 VNNI, whose preferred layout it is)
 //! may be loaded on a machine whose kernel does not (AVX2, NEON): there loading repacks the words into the 2-bit
 //! layout, which every backend reads, so a saved layer runs wherever it is loaded, with the same outputs (both
@@ -10,7 +10,7 @@
 
 use crate::ops::TernaryWeight;
 use crate::packed_layout::PackedLayout;
-use bitnet_kernels::{Kernel, TernaryLayout};
+use bitnet_kernels::TernaryLayout;
 use burn::module::{
     AutodiffModule, Content, Devices, EmptyRecord, HasAutodiffModule, Module, ModuleDisplay, ModuleDisplayDefault,
     ModuleMapper, ModuleVisitor, Param, ParamId,
@@ -35,7 +35,7 @@ pub struct PackedTernary<B: Backend> {
     rows: usize,
     cols: usize,
     /// How the words hold the codes (saved in the record by name).
-    layout: PackedLayout<B>,
+    layout: PackedLayout,
 }
 
 /// The record of a [`PackedTernary`]: the fields `#[derive(Module)]` gives a struct of its fields (`rows` and
@@ -73,12 +73,12 @@ impl<B: Backend> PackedTernary<B> {
         TernaryWeight::from_tensors_in(layout, self.words.val(), self.scales.val(), self.rows, self.cols)
     }
 
-    /// These weights in a layout `kernel` reads: unchanged when it reads theirs, else repacked into the 2-bit
+    /// These weights in a layout `reads` accepts: unchanged when it accepts theirs, else repacked into the 2-bit
     /// layout (every kernel reads it), the parameters keeping their ids. Weights that fail their checks (an
     /// unknown layout name, words of the wrong shape) are left as they are: [`Self::weight`] reports the error.
-    fn readable_by(self, kernel: Kernel) -> Self {
+    fn readable_by(self, reads: impl Fn(TernaryLayout) -> bool) -> Self {
         let Ok(weight) = self.weight() else { return self };
-        if weight.layout().is_read_by(kernel) {
+        if reads(weight.layout()) {
             return self;
         }
         let device = weight.words().device();
@@ -103,8 +103,7 @@ impl<B: Backend> Module<B> for PackedTernary<B> {
 
     fn collect_devices(&self, devices: Devices<B>) -> Devices<B> {
         let devices = self.words.collect_devices(devices);
-        let devices = self.scales.collect_devices(devices);
-        self.layout.collect_devices(devices)
+        self.scales.collect_devices(devices)
     }
 
     fn fork(self, device: &B::Device) -> Self {
@@ -113,7 +112,7 @@ impl<B: Backend> Module<B> for PackedTernary<B> {
             scales: self.scales.fork(device),
             rows: self.rows,
             cols: self.cols,
-            layout: self.layout.fork(device),
+            layout: self.layout,
         }
     }
 
@@ -123,7 +122,7 @@ impl<B: Backend> Module<B> for PackedTernary<B> {
             scales: self.scales.to_device(device),
             rows: self.rows,
             cols: self.cols,
-            layout: self.layout.to_device(device),
+            layout: self.layout,
         }
     }
 
@@ -138,9 +137,6 @@ impl<B: Backend> Module<B> for PackedTernary<B> {
         visitor.enter_module("scales", CONTAINER);
         self.scales.visit(visitor);
         visitor.exit_module("scales", CONTAINER);
-        visitor.enter_module("layout", CONTAINER);
-        self.layout.visit(visitor);
-        visitor.exit_module("layout", CONTAINER);
     }
 
     fn map<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self {
@@ -150,10 +146,7 @@ impl<B: Backend> Module<B> for PackedTernary<B> {
         mapper.enter_module("scales", CONTAINER);
         let scales = Module::<B>::map(self.scales, mapper);
         mapper.exit_module("scales", CONTAINER);
-        mapper.enter_module("layout", CONTAINER);
-        let layout = Module::<B>::map(self.layout, mapper);
-        mapper.exit_module("layout", CONTAINER);
-        Self { words, scales, rows: self.rows, cols: self.cols, layout }
+        Self { words, scales, rows: self.rows, cols: self.cols, layout: self.layout }
     }
 
     /// Loads the words, scales and layout the record holds, then repacks them into 2 bits where this machine's CPU
@@ -164,9 +157,9 @@ impl<B: Backend> Module<B> for PackedTernary<B> {
             scales: self.scales.load_record(record.scales),
             rows: self.rows,
             cols: self.cols,
-            layout: self.layout.load_record(record.layout),
+            layout: PackedLayout::from_record(record.layout),
         };
-        loaded.readable_by(Kernel::selected())
+        loaded.readable_by(crate::host::cpu_reads)
     }
 
     fn into_record(self) -> Self::Record {
@@ -189,7 +182,7 @@ impl<B: AutodiffBackend> AutodiffModule<B> for PackedTernary<B> {
             scales: self.scales.valid(),
             rows: self.rows,
             cols: self.cols,
-            layout: self.layout.valid(),
+            layout: self.layout.clone(),
         }
     }
 
@@ -199,7 +192,7 @@ impl<B: AutodiffBackend> AutodiffModule<B> for PackedTernary<B> {
             scales: Param::from_inner(module.scales),
             rows: module.rows,
             cols: module.cols,
-            layout: PackedLayout::from_inner(module.layout),
+            layout: module.layout,
         }
     }
 }
@@ -216,7 +209,7 @@ impl<B: Backend> ModuleDisplayDefault for PackedTernary<B> {
             .add("scales", &self.scales)
             .add_debug_attribute("rows", &self.rows)
             .add_debug_attribute("cols", &self.cols)
-            .add("layout", &self.layout)
+            .add_debug_attribute("layout", &self.layout)
             .optional()
     }
 
@@ -236,6 +229,7 @@ impl<B: Backend> core::fmt::Display for PackedTernary<B> {
 #[cfg(all(test, feature = "cpu"))]
 mod tests {
     use super::*;
+    use bitnet_kernels::Kernel;
     use burn::backend::Flex;
 
     /// Repacking for a kernel that cannot read five-trit words gives 2-bit words of the same codes and scales,
@@ -253,7 +247,7 @@ mod tests {
             for kernel in Kernel::ALL {
                 let packed = PackedTernary::<Flex>::from_weight(TernaryWeight::from_matrix(&matrix, &device));
                 let ids = (packed.words.id, packed.scales.id);
-                let readable = packed.readable_by(kernel);
+                let readable = packed.readable_by(|layout| layout.is_read_by(kernel));
                 let want = if layout.is_read_by(kernel) { layout } else { TernaryLayout::Bits2 };
                 let weight = readable.weight().unwrap();
                 assert_eq!(weight.layout(), want, "{} words, {}", layout.name(), kernel.name());
